@@ -1,0 +1,81 @@
+"""The cache contract: recent messages, online status, per-user locks, update de-duplication.
+
+The database is the truth. Every implementation must degrade, never fail the caller:
+a cache that cannot answer behaves like a miss (recent messages are rebuilt from the
+database), a lock falls back to an in-process lock, de-duplication lets the update through.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CachedMessage:
+    """A message as the prompt builder needs it (a copy of the database row)."""
+
+    id: int
+    role: str  # "user" | "assistant" | "system"
+    text: str
+    status: str = "ok"
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps([self.id, self.role, self.text, self.status], ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CachedMessage:
+        import json
+
+        i, role, text, status = json.loads(raw)
+        return cls(int(i), str(role), str(text), str(status))
+
+
+class Cache(Protocol):
+    """What the core needs from a cache. Redis and in-process implementations share tests."""
+
+    name: str  # "redis" | "memory"
+
+    # --- recent messages of a dialog (capped list, oldest first, write-through) ---
+    async def recent_get(self, dialog_id: int) -> list[CachedMessage] | None:
+        """The cached recent messages, oldest first; None on a miss (or when unavailable)."""
+
+    async def recent_fill(self, dialog_id: int, messages: list[CachedMessage]) -> None:
+        """Replace the cached list (rebuild after a miss). Keeps at most `cap` newest."""
+
+    async def recent_append(self, dialog_id: int, message: CachedMessage) -> None:
+        """Append if the list is cached (a missing list stays missing: it is rebuilt on read)."""
+
+    async def recent_replace(self, dialog_id: int, message: CachedMessage) -> None:
+        """Replace the cached message with the same id, if cached (regenerate, finish a stream)."""
+
+    async def recent_drop(self, dialog_id: int) -> None:
+        """Forget the dialog's cached messages (start over, reset, delete)."""
+
+    # --- online status (TTL) ---
+    async def touch_online(self, user_id: int, ttl: int = 300) -> None: ...
+
+    async def is_online(self, user_id: int) -> bool: ...
+
+    async def online_count(self) -> int: ...
+
+    # --- per-user lock (replies stay in order, across processes with Redis) ---
+    def user_lock(self, user_id: int, lease: float = 30.0) -> AbstractAsyncContextManager[None]:
+        """Hold the player's lock; the lease is renewed while held (no fixed timeout)."""
+        ...
+
+    # --- update de-duplication ---
+    async def first_seen(self, key: str, ttl: int = 86400) -> bool:
+        """True the first time `key` is seen within ttl; False for a duplicate."""
+
+    # --- housekeeping ---
+    async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
+        """Drop every key about this player (their data is being deleted)."""
+
+    async def ping(self) -> bool:
+        """True when the backing store answers."""
+
+    async def close(self) -> None: ...

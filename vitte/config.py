@@ -1,0 +1,152 @@
+"""Configuration: environment variables with the VITTE_ prefix, also read from `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///vitte.sqlite3"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VITTE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    database_url: str = DEFAULT_SQLITE_URL
+    database_pool_size: int = Field(default=5, ge=1, le=200)
+    redis_url: str | None = None
+    redis_prefix: str = "vitte:"
+
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_context_tokens: int = Field(default=3000, ge=256, le=1_000_000)
+    llm_max_tokens: int = Field(default=400, ge=16, le=32_000)
+    llm_temperature: float = Field(default=0.9, ge=0.0, le=2.0)
+    llm_timeout: float = Field(default=60.0, gt=0)
+    llm_connect_timeout: float = Field(default=5.0, gt=0)
+    llm_retries: int = Field(default=2, ge=0, le=10)
+
+    webapp_url: str | None = None
+    webapp_host: str = "127.0.0.1"
+    webapp_port: int = Field(default=8080, ge=1, le=65535)
+    webapp_auth_max_age: int = Field(default=86400, ge=1)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = Field(default=8081, ge=1, le=65535)
+    admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+
+    max_message_chars: int = Field(default=2000, ge=1, le=100_000)
+    recent_messages: int = Field(default=40, ge=2, le=1000)
+    shutdown_grace: float = Field(default=20.0, ge=0)
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _parse_admin_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p for p in value.replace(";", ",").replace(" ", ",").split(",") if p]
+            try:
+                return frozenset(int(p) for p in parts)
+            except ValueError:
+                raise ValueError("expected comma-separated Telegram ids") from None
+        if isinstance(value, int):
+            return frozenset({value})
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("postgres://"):
+            value = "postgresql+psycopg://" + value[len("postgres://"):]
+        elif value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://"):]
+        elif value.startswith("sqlite:///"):
+            value = "sqlite+aiosqlite:///" + value[len("sqlite:///"):]
+        if not value.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
+            raise ValueError("use postgresql+psycopg://… or sqlite+aiosqlite:///path")
+        return value
+
+    @field_validator("redis_url", "llm_base_url", "webapp_url", "webhook_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        return value.strip() if value else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use redis://host:port/db")
+        return value
+
+    @field_validator("llm_base_url", "telegram_api_url", "webapp_url", "webhook_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_demo_writer(self) -> bool:
+        return not self.llm_base_url
+
+    def require_bot_token(self) -> str:
+        """The bot token, checked for Telegram's shape (`<digits>:<secret>`)."""
+        if self.bot_token is None or not self.bot_token.get_secret_value().strip():
+            raise ConfigError("VITTE_BOT_TOKEN is not set (get one from @BotFather)")
+        token = self.bot_token.get_secret_value().strip()
+        head, sep, tail = token.partition(":")
+        if not sep or not head.isdigit() or len(tail) < 20 or any(c.isspace() for c in tail):
+            raise ConfigError("VITTE_BOT_TOKEN is malformed: expected <bot id>:<secret> from @BotFather")
+        return token
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        raw = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        if not raw or raw.startswith(":memory:"):
+            return None
+        return Path(raw.split("?", 1)[0])
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first bad variable."""
+    err = exc.errors()[0]
+    loc = "_".join(str(p) for p in err.get("loc", ()))
+    name = f"VITTE_{loc.upper()}" if loc else "configuration"
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{name}: {msg}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; raise ConfigError with one clear line on a bad value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

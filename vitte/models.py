@@ -1,0 +1,179 @@
+"""Database tables (SQLModel). PostgreSQL in production, SQLite for the embedded default.
+
+The database is the truth: the cache may lose everything and nothing is lost.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+ACTIVE = "active"
+ENDED = "ended"
+
+# message roles and statuses
+USER = "user"
+ASSISTANT = "assistant"
+SYSTEM = "system"
+MSG_OK = "ok"  # a complete message
+MSG_STREAMING = "streaming"  # a reply being written right now
+MSG_INTERRUPTED = "interrupted"  # a reply cut by shutdown or a crash; never shown as complete
+MSG_STOPPED = "stopped"  # the player pressed stop; what was written is kept
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on PostgreSQL and SQLite alike."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+
+class User(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "users"  # type: ignore[misc]
+
+    id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    username: str | None = Field(default=None, max_length=64, index=True)
+    first_name: str | None = Field(default=None, max_length=128)
+    language: str = Field(default="ru", max_length=8)
+    active_persona_id: str | None = Field(
+        default=None, foreign_key="personas.id", ondelete="SET NULL", max_length=64
+    )
+    settings: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    premium_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    adult_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    blocked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    blocked_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Persona(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "personas"  # type: ignore[misc]
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=128)
+    tagline: str = Field(default="", max_length=300)
+    description: str = Field(default="", sa_type=sa.Text)
+    personality: str = Field(default="", sa_type=sa.Text)
+    scenario: str = Field(default="", sa_type=sa.Text)
+    first_mes: str = Field(default="", sa_type=sa.Text)
+    mes_example: str = Field(default="", sa_type=sa.Text)
+    system_prompt: str = Field(default="", sa_type=sa.Text)
+    post_history_instructions: str = Field(default="", sa_type=sa.Text)
+    alternate_greetings: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    tags: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    avatar: str | None = Field(default=None, max_length=500)
+    creator: str = Field(default="", max_length=200)
+    creator_notes: str = Field(default="", sa_type=sa.Text)
+    # player-facing translations: {"en": {"name": …, "tagline": …, "description": …}}
+    i18n: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    # the whole card as imported (unknown keys preserved)
+    card: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    content_hash: str = Field(default="", max_length=64)
+    sort_order: int = Field(default=0)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Story(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "stories"  # type: ignore[misc]
+
+    id: str = Field(primary_key=True, max_length=130)
+    persona_id: str = Field(foreign_key="personas.id", ondelete="CASCADE", index=True, max_length=64)
+    title: str = Field(max_length=200)
+    premise: str = Field(default="", sa_type=sa.Text)
+    opening: str = Field(default="", sa_type=sa.Text)
+    order: int = Field(default=0)
+    i18n: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+
+
+class Dialog(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "dialogs"  # type: ignore[misc]
+    __table_args__ = (
+        # at most ONE active dialog per user, enforced by the database itself
+        sa.Index(
+            "uq_dialogs_one_active_per_user",
+            "user_id",
+            unique=True,
+            postgresql_where=sa.text("status = 'active'"),
+            sqlite_where=sa.text("status = 'active'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
+    user_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    persona_id: str = Field(foreign_key="personas.id", ondelete="CASCADE", max_length=64)
+    story_id: str | None = Field(default=None, foreign_key="stories.id", ondelete="SET NULL", max_length=130)
+    status: str = Field(default=ACTIVE, max_length=16)
+    summary: str = Field(default="", sa_type=sa.Text)
+    # the id of the last message folded into `summary` (0 = nothing folded yet)
+    summary_upto: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Message(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "messages"  # type: ignore[misc]
+    __table_args__ = (sa.Index("ix_messages_dialog_id_id", "dialog_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
+    dialog_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("dialogs.id", ondelete="CASCADE"), nullable=False)
+    )
+    role: str = Field(max_length=16)
+    text: str = Field(default="", sa_type=sa.Text)
+    telegram_message_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    status: str = Field(default=MSG_OK, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Payment(SQLModel, table=True):
+    __tablename__: ClassVar[str] = "payments"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
+    telegram_payment_charge_id: str = Field(max_length=255, unique=True)
+    provider_payment_charge_id: str = Field(default="", max_length=255)
+    # NULL once the player's data is deleted (the record itself is kept, anonymised)
+    user_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True, index=True))
+    amount: int = Field(default=0)
+    currency: str = Field(default="XTR", max_length=8)
+    payload: str = Field(default="", max_length=256)
+    plan: str = Field(default="", max_length=64)
+    is_recurring: bool = Field(default=False)
+    is_first_recurring: bool = Field(default=False)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    refunded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+metadata = SQLModel.metadata
