@@ -10,7 +10,12 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from vitte.config import Settings
 
@@ -120,3 +125,37 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database exception means 'cannot reach the database' (retry later)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    return isinstance(exc, ConnectionError | OSError)
+
+
+@asynccontextmanager
+async def unavailable_as(error_factory: Any) -> AsyncIterator[None]:
+    """Turn connection-level database failures into the caller's error type."""
+    try:
+        yield
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise error_factory(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        raise
+
+
+def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any], keys: list[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for PostgreSQL and SQLite."""
+    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)

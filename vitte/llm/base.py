@@ -46,6 +46,13 @@ class LLMStreamCut(LLMError):
         self.partial = partial
 
 
+class LLMStreamStalled(LLMStreamCut, LLMTimeout):
+    """No next token within the read timeout after the stream had started.
+
+    Both an `LLMStreamCut` (it carries `partial`) and an `LLMTimeout`.
+    """
+
+
 class LLM(Protocol):
     label: str  # e.g. "openai-compatible gpt-4o-mini @ http://…" or "offline demo writer"
     is_demo: bool

@@ -1,0 +1,67 @@
+"""The core, assembled: settings, database, cache, LLM, catalog, dialogs engine and players.
+
+Every face (bot, Web App, CLI, console) builds one `Core` and calls into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitte.cache import make_cache
+from vitte.cache.base import Cache
+from vitte.catalog.lookup import Catalog
+from vitte.config import Settings
+from vitte.db import Database
+from vitte.dialogs import DialogEngine
+from vitte.llm import make_llm
+from vitte.llm.base import LLM
+from vitte.players import Players
+
+
+@dataclass
+class Core:
+    settings: Settings
+    db: Database
+    cache: Cache
+    llm: LLM
+    catalog: Catalog
+    dialogs: DialogEngine
+    players: Players
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        llm: LLM | None = None,
+        cache: Cache | None = None,
+        seed_if_empty: bool = False,
+    ) -> Core:
+        """Connect everything; the embedded SQLite database upgrades itself on first use."""
+        db = Database(settings)
+        await db.ensure_ready()
+        cache = cache or make_cache(settings)
+        llm = llm or make_llm(settings)
+        catalog = Catalog(db)
+        core = cls(
+            settings=settings,
+            db=db,
+            cache=cache,
+            llm=llm,
+            catalog=catalog,
+            dialogs=DialogEngine(settings, db, cache, llm, catalog),
+            players=Players(db, cache),
+        )
+        if seed_if_empty and not await catalog.personas():
+            from vitte.catalog.cards import default_fixtures_dir, read_cards
+            from vitte.catalog.seed import seed_cards
+
+            await seed_cards(db, read_cards(default_fixtures_dir()))
+            catalog.invalidate()
+        return core
+
+    async def close(self) -> None:
+        await self.dialogs.drain()
+        await self.llm.aclose()
+        await self.cache.close()
+        await self.db.dispose()

@@ -1,0 +1,748 @@
+"""The dialogs engine: the one place for the seed's rules.
+
+One active dialog per player (the database enforces it too); choose persona + story,
+continue, start over (memory cleared, new dialog), reset; and the reply pipeline:
+the player's message is stored before the LLM is called, the reply is stored when done,
+a cut reply is marked, never shown as complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from vitte.cache.base import Cache, CachedMessage
+from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
+from vitte.config import Settings
+from vitte.db import Database, insert_ignore, unavailable_as
+from vitte.errors import (
+    MessageTooLong,
+    NoActiveDialog,
+    NothingToRegenerate,
+    ReplyFailed,
+    StaleDialog,
+    StoreUnavailable,
+)
+from vitte.llm.base import LLM, LLMBadResponse, LLMError, LLMRequest
+from vitte.models import (
+    ACTIVE,
+    ASSISTANT,
+    ENDED,
+    MSG_INTERRUPTED,
+    MSG_OK,
+    MSG_STOPPED,
+    MSG_STREAMING,
+    USER,
+    Dialog,
+    Message,
+    User,
+    utcnow,
+)
+from vitte.players import language_from_telegram, player_view
+from vitte.prompt import (
+    STYLE_MAX_TOKENS,
+    PromptInput,
+    build_messages,
+    history_tokens,
+    summary_messages,
+)
+
+log = logging.getLogger("vitte.dialogs")
+
+OnText = Callable[[str], Awaitable[None]]
+
+# user ids whose lock the current task already holds (the bot takes it per update)
+_held_locks: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "vitte_held_locks", default=frozenset()
+)
+
+# a double click within this window returns the dialog the first click opened
+DOUBLE_CLICK_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DialogView:
+    id: int
+    user_id: int
+    persona_id: str
+    persona_name: str  # in the player's language
+    story_id: str | None
+    story_title: str
+    status: str
+    summary: str
+    created_at: datetime
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """A dialog just opened, with the persona's first message (already stored)."""
+
+    dialog: DialogView
+    text: str
+    message_id: int
+    reused: bool = False  # a double click: the dialog opened by the first click
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOutcome:
+    dialog_id: int
+    message_id: int
+    text: str
+    status: str  # ok | stopped
+    replaced: bool = False  # a regenerated reply that replaced the previous one
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: int
+    role: str
+    text: str
+    status: str
+    created_at: datetime
+
+
+def _cached(m: Message) -> CachedMessage:
+    return CachedMessage(int(m.id or 0), m.role, m.text, m.status)
+
+
+class DialogEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        cache: Cache,
+        llm: LLM,
+        catalog: Catalog | None = None,
+        preamble: Callable[[str], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.cache = cache
+        self.llm = llm
+        self.catalog = catalog or Catalog(db)
+        self.preamble = preamble or (lambda _lang: "")
+        self._background: set[asyncio.Task[None]] = set()
+        self._folding: set[int] = set()
+
+    # ------------------------------------------------------------------ locks
+    @contextlib.asynccontextmanager
+    async def player_lock(self, user_id: int) -> AsyncIterator[None]:
+        """One operation at a time per player, across processes with Redis; re-entrant per task."""
+        held = _held_locks.get()
+        if user_id in held:
+            yield
+            return
+        async with self.cache.user_lock(user_id):
+            token = _held_locks.set(held | {user_id})
+            try:
+                yield
+            finally:
+                _held_locks.reset(token)
+
+    # ------------------------------------------------------------------ reads
+    async def _view(self, dialog: Dialog, language: str) -> DialogView:
+        persona = await self.catalog.persona(dialog.persona_id)
+        story_title = ""
+        if dialog.story_id:
+            try:
+                story_title = (await self.catalog.story(dialog.story_id)).title_in(language)
+            except LookupError:
+                story_title = ""
+            except Exception:  # an unknown story is not fatal for a view
+                story_title = ""
+        return DialogView(
+            id=int(dialog.id or 0),
+            user_id=dialog.user_id,
+            persona_id=dialog.persona_id,
+            persona_name=persona.name_in(language),
+            story_id=dialog.story_id,
+            story_title=story_title,
+            status=dialog.status,
+            summary=dialog.summary,
+            created_at=dialog.created_at,
+            language=language,
+        )
+
+    async def _active_row(self, user_id: int) -> tuple[Dialog, User] | None:
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Dialog, User)
+                    .join(User, User.id == Dialog.user_id)
+                    .where(Dialog.user_id == user_id, Dialog.status == ACTIVE)
+                )
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    async def current(self, user_id: int) -> DialogView | None:
+        """The player's active dialog, or None (the faces then offer the persona choice)."""
+        row = await self._active_row(user_id)
+        if row is None:
+            return None
+        dialog, user = row
+        return await self._view(dialog, player_view(user).language)
+
+    async def dialog(self, dialog_id: int) -> DialogView | None:
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Dialog, User).join(User, User.id == Dialog.user_id).where(Dialog.id == dialog_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        return await self._view(row[0], player_view(row[1]).language)
+
+    async def latest(self, user_id: int) -> DialogView | None:
+        """The active dialog, else the most recent ended one (for operators)."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Dialog, User)
+                    .join(User, User.id == Dialog.user_id)
+                    .where(Dialog.user_id == user_id)
+                    .order_by((Dialog.status == ACTIVE).desc(), Dialog.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        return await self._view(row[0], player_view(row[1]).language)
+
+    async def messages(self, dialog_id: int, limit: int = 50) -> list[MessageView]:
+        """The newest `limit` messages of a dialog, oldest first."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            rows = list(
+                (
+                    await s.execute(
+                        select(Message)
+                        .where(Message.dialog_id == dialog_id)
+                        .order_by(Message.id.desc())
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+        rows.reverse()
+        return [MessageView(int(m.id or 0), m.role, m.text, m.status, m.created_at) for m in rows]
+
+    async def continue_dialog(self, user_id: int, dialog_id: int | None = None) -> tuple[DialogView, str]:
+        """'Продолжить общение': the dialog and the persona's last line, to remind where it stopped."""
+        view = await self.current(user_id)
+        if view is None:
+            raise NoActiveDialog()
+        if dialog_id is not None and view.id != dialog_id:
+            raise StaleDialog()
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            last = (
+                await s.execute(
+                    select(Message.text)
+                    .where(Message.dialog_id == view.id, Message.role == ASSISTANT, Message.text != "")
+                    .order_by(Message.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        return view, last or ""
+
+    # ------------------------------------------------------------------ choose / start over / reset
+    async def choose(
+        self, user_id: int, persona_id: str, story_id: str, *, language_code: str | None = None
+    ) -> Opening:
+        """Open a dialog with this persona and story; any active dialog ends.
+
+        A repeated request for the same persona and story within a few seconds (a double
+        click) returns the dialog the first one opened.
+        """
+        persona = await self.catalog.persona(persona_id)
+        story = persona.story(story_id)
+        async with self.player_lock(user_id):
+            row = await self._active_row(user_id)
+            if row is not None:
+                dialog, user = row
+                age = (utcnow() - dialog.created_at).total_seconds()
+                if (
+                    dialog.persona_id == persona_id
+                    and dialog.story_id == story_id
+                    and age < DOUBLE_CLICK_SECONDS
+                    and not await self._has_user_messages(int(dialog.id or 0))
+                ):
+                    lang = player_view(user).language
+                    view = await self._view(dialog, lang)
+                    return Opening(view, story.opening_in(lang), await self._first_message_id(view.id), True)
+            return await self._open(user_id, persona, story, language_code=language_code)
+
+    async def start_over(self, user_id: int, dialog_id: int | None = None) -> Opening:
+        """'Начать заново': memory cleared, a new dialog with the same persona and story."""
+        async with self.player_lock(user_id):
+            row = await self._active_row(user_id)
+            if row is None:
+                raise NoActiveDialog()
+            dialog, _user = row
+            if dialog_id is not None and int(dialog.id or 0) != dialog_id:
+                raise StaleDialog()
+            persona = await self.catalog.persona(dialog.persona_id)
+            if dialog.story_id:
+                story = persona.story(dialog.story_id)
+            elif persona.stories:
+                story = persona.stories[0]
+            else:
+                raise NoActiveDialog()
+            return await self._open(user_id, persona, story)
+
+    async def reset(self, user_id: int) -> DialogView | None:
+        """No active dialog and no active persona afterwards; returns what was ended."""
+        async with self.player_lock(user_id):
+            row = await self._active_row(user_id)
+            async with unavailable_as(StoreUnavailable), self.db.session() as s:
+                await s.execute(
+                    update(Dialog)
+                    .where(Dialog.user_id == user_id, Dialog.status == ACTIVE)
+                    .values(status=ENDED, ended_at=utcnow(), summary="", summary_upto=0)
+                )
+                await s.execute(update(User).where(User.id == user_id).values(active_persona_id=None))
+                await s.commit()
+            if row is None:
+                return None
+            await self.cache.recent_drop(int(row[0].id or 0))
+            return await self._view(row[0], player_view(row[1]).language)
+
+    async def _has_user_messages(self, dialog_id: int) -> bool:
+        async with self.db.session() as s:
+            found = (
+                await s.execute(
+                    select(Message.id).where(Message.dialog_id == dialog_id, Message.role == USER).limit(1)
+                )
+            ).first()
+        return found is not None
+
+    async def _first_message_id(self, dialog_id: int) -> int:
+        async with self.db.session() as s:
+            found = (
+                await s.execute(
+                    select(Message.id).where(Message.dialog_id == dialog_id).order_by(Message.id).limit(1)
+                )
+            ).scalar_one_or_none()
+        return int(found or 0)
+
+    async def _open(
+        self,
+        user_id: int,
+        persona: PersonaInfo,
+        story: StoryInfo,
+        *,
+        language_code: str | None = None,
+    ) -> Opening:
+        """End the active dialog (memory goes with it) and open a new one, atomically.
+
+        The partial unique index makes a concurrent second opening fail; it is retried, so
+        exactly one dialog stays active whatever the interleaving.
+        """
+        for attempt in range(5):
+            try:
+                return await self._open_once(user_id, persona, story, language_code)
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _open_once(
+        self, user_id: int, persona: PersonaInfo, story: StoryInfo, language_code: str | None
+    ) -> Opening:
+        now = utcnow()
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            await s.execute(
+                insert_ignore(
+                    s,
+                    User,
+                    {
+                        "id": user_id,
+                        "language": language_from_telegram(language_code),
+                        "settings": {},
+                        "created_at": now,
+                        "last_seen_at": now,
+                    },
+                    ["id"],
+                )
+            )
+            user = (await s.execute(select(User).where(User.id == user_id))).scalar_one()
+            lang = player_view(user).language
+            ended = list(
+                (
+                    await s.execute(
+                        update(Dialog)
+                        .where(Dialog.user_id == user_id, Dialog.status == ACTIVE)
+                        .values(status=ENDED, ended_at=now)
+                        .returning(Dialog.id)
+                    )
+                ).scalars()
+            )
+            dialog = Dialog(
+                user_id=user_id, persona_id=persona.id, story_id=story.id, status=ACTIVE, created_at=now
+            )
+            s.add(dialog)
+            await s.flush()
+            text = story.opening_in(lang) or persona.card.first_mes
+            opening = Message(dialog_id=int(dialog.id or 0), role=ASSISTANT, text=text, status=MSG_OK, created_at=now)
+            s.add(opening)
+            user.active_persona_id = persona.id
+            await s.flush()
+            await s.commit()
+        for old in ended:
+            await self.cache.recent_drop(int(old))
+        dialog_id = int(dialog.id or 0)
+        await self.cache.recent_fill(dialog_id, [CachedMessage(int(opening.id or 0), ASSISTANT, text, MSG_OK)])
+        view = await self._view(dialog, lang)
+        return Opening(view, text, int(opening.id or 0))
+
+    # ------------------------------------------------------------------ the reply pipeline
+    def check_text(self, text: str) -> str:
+        text = text.strip()
+        if len(text) > self.settings.max_message_chars:
+            raise MessageTooLong(self.settings.max_message_chars)
+        return text
+
+    async def reply(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        telegram_message_id: int | None = None,
+        on_text: OnText | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> ReplyOutcome:
+        """Store the player's message, write the persona's reply, store it.
+
+        Raises NoActiveDialog, MessageTooLong, ReplyFailed (the player's message stays
+        stored; `regenerate` answers it later), StoreUnavailable.
+        """
+        text = self.check_text(text)
+        if not text:
+            raise MessageTooLong(self.settings.max_message_chars)
+        async with self.player_lock(user_id):
+            row = await self._active_row(user_id)
+            if row is None:
+                raise NoActiveDialog()
+            dialog, user = row
+            dialog_id = int(dialog.id or 0)
+            recent = await self._recent(dialog_id)
+            now = utcnow()
+            async with unavailable_as(StoreUnavailable), self.db.session() as s:
+                ids = list(
+                    (
+                        await s.execute(
+                            insert(Message).returning(Message.id, sort_by_parameter_order=True),
+                            [
+                                {
+                                    "dialog_id": dialog_id,
+                                    "role": USER,
+                                    "text": text,
+                                    "telegram_message_id": telegram_message_id,
+                                    "status": MSG_OK,
+                                    "created_at": now,
+                                },
+                                {
+                                    "dialog_id": dialog_id,
+                                    "role": ASSISTANT,
+                                    "text": "",
+                                    "telegram_message_id": None,
+                                    "status": MSG_STREAMING,
+                                    "created_at": now,
+                                },
+                            ],
+                        )
+                    ).scalars()
+                )
+                await s.commit()
+            user_msg = CachedMessage(int(ids[0]), USER, text, MSG_OK)
+            placeholder_id = int(ids[1])
+            await self.cache.recent_append(dialog_id, user_msg)
+            history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
+            outcome = await self._write(
+                dialog, user, history, placeholder_id, on_text, stop, user_message_id=user_msg.id
+            )
+            return outcome
+
+    async def regenerate(
+        self,
+        user_id: int,
+        dialog_id: int,
+        *,
+        on_text: OnText | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> ReplyOutcome:
+        """Write the latest reply again (🔄), or answer a message whose reply failed (Повторить).
+
+        The new reply replaces the previous one in the history only once it is complete.
+        """
+        async with self.player_lock(user_id):
+            row = await self._active_row(user_id)
+            if row is None:
+                raise NoActiveDialog()
+            dialog, user = row
+            if int(dialog.id or 0) != dialog_id:
+                raise StaleDialog()
+            async with unavailable_as(StoreUnavailable), self.db.session() as s:
+                last_two = list(
+                    (
+                        await s.execute(
+                            select(Message)
+                            .where(Message.dialog_id == dialog_id)
+                            .order_by(Message.id.desc())
+                            .limit(2)
+                        )
+                    ).scalars()
+                )
+            if not last_two:
+                raise NothingToRegenerate()
+            last = last_two[0]
+            replace_id: int | None = None
+            if last.role == ASSISTANT:
+                if len(last_two) < 2 or last_two[1].role != USER:
+                    raise NothingToRegenerate()  # the story's opening, or nothing to answer
+                replace_id = int(last.id or 0)
+            elif last.role != USER:
+                raise NothingToRegenerate()
+            recent = await self._recent(dialog_id)
+            history = [m for m in recent if m.id > dialog.summary_upto and m.id != replace_id]
+            return await self._write(dialog, user, history, None, on_text, stop, replace_id=replace_id)
+
+    async def _recent(self, dialog_id: int) -> list[CachedMessage]:
+        cached = await self.cache.recent_get(dialog_id)
+        if cached is not None:
+            return cached
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            rows = list(
+                (
+                    await s.execute(
+                        select(Message)
+                        .where(Message.dialog_id == dialog_id, Message.status != MSG_STREAMING)
+                        .order_by(Message.id.desc())
+                        .limit(self.settings.recent_messages)
+                    )
+                ).scalars()
+            )
+        rows.reverse()
+        recent = [_cached(m) for m in rows]
+        await self.cache.recent_fill(dialog_id, recent)
+        return recent
+
+    async def _write(
+        self,
+        dialog: Dialog,
+        user: User,
+        history: list[CachedMessage],
+        placeholder_id: int | None,
+        on_text: OnText | None,
+        stop: asyncio.Event | None,
+        *,
+        user_message_id: int | None = None,
+        replace_id: int | None = None,
+    ) -> ReplyOutcome:
+        dialog_id = int(dialog.id or 0)
+        player = player_view(user)
+        persona = await self.catalog.persona(dialog.persona_id)
+        premise = ""
+        if dialog.story_id:
+            with contextlib.suppress(Exception):
+                premise = (await self.catalog.story(dialog.story_id)).premise
+        prompt = PromptInput(
+            card=persona.card,
+            char_name=persona.name_in(player.language),
+            user_name=player.first_name or ("собеседник" if player.language == "ru" else "you"),
+            language=player.language,
+            style=player.style,
+            premise=premise,
+            memory=dialog.summary,
+            history=history,
+            budget=self.settings.llm_context_tokens,
+            preamble=self.preamble(player.language),
+        )
+        request = LLMRequest(
+            messages=build_messages(prompt),
+            max_tokens=min(self.settings.llm_max_tokens, STYLE_MAX_TOKENS.get(player.style, 400))
+            if player.style != "long"
+            else self.settings.llm_max_tokens * 2,
+            temperature=self.settings.llm_temperature,
+            persona=persona.card.hints(),
+            language=player.language,
+        )
+        written: list[str] = []
+        stopped = False
+        try:
+            stream = self.llm.stream(request)
+            try:
+                async for delta in stream:
+                    written.append(delta)
+                    if stop is not None and stop.is_set():
+                        stopped = True
+                        break
+                    if on_text is not None and delta:
+                        await on_text("".join(written))
+            finally:
+                closer = getattr(stream, "aclose", None)
+                if closer is not None:
+                    await closer()
+            reply = "".join(written).strip()
+            if not reply and not stopped:
+                raise LLMBadResponse("the model returned an empty reply")
+        except LLMError as exc:
+            log.warning("reply failed for user %s dialog %s: %s", dialog.user_id, dialog_id, exc)
+            if placeholder_id is not None:
+                await self._drop_placeholder(placeholder_id)
+            raise ReplyFailed(exc, user_message_id) from exc
+        except asyncio.CancelledError:
+            partial = "".join(written).strip()
+            if placeholder_id is not None:
+                await asyncio.shield(self._finish(dialog_id, placeholder_id, partial, MSG_INTERRUPTED))
+            raise
+        except BaseException:
+            if placeholder_id is not None:
+                await asyncio.shield(self._drop_placeholder(placeholder_id))
+            raise
+
+        status = MSG_STOPPED if stopped else MSG_OK
+        if replace_id is not None:
+            if reply:
+                await self._finish(dialog_id, replace_id, reply, status, replace=True)
+            return ReplyOutcome(dialog_id, replace_id, reply, status, replaced=True)
+        if placeholder_id is None:
+            # answering a message whose reply failed: a new row
+            async with unavailable_as(StoreUnavailable), self.db.session() as s:
+                msg = Message(dialog_id=dialog_id, role=ASSISTANT, text=reply, status=status)
+                s.add(msg)
+                await s.commit()
+            await self.cache.recent_append(dialog_id, CachedMessage(int(msg.id or 0), ASSISTANT, reply, status))
+            self._maybe_fold(dialog, history)
+            return ReplyOutcome(dialog_id, int(msg.id or 0), reply, status)
+        if not reply:  # stopped before the first word
+            await self._drop_placeholder(placeholder_id)
+            return ReplyOutcome(dialog_id, 0, "", status)
+        await self._finish(dialog_id, placeholder_id, reply, status)
+        self._maybe_fold(dialog, [*history, CachedMessage(placeholder_id, ASSISTANT, reply, status)])
+        return ReplyOutcome(dialog_id, placeholder_id, reply, status)
+
+    async def _finish(
+        self, dialog_id: int, message_id: int, text: str, status: str, *, replace: bool = False
+    ) -> None:
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            await s.execute(update(Message).where(Message.id == message_id).values(text=text, status=status))
+            await s.commit()
+        cm = CachedMessage(message_id, ASSISTANT, text, status)
+        if replace:
+            await self.cache.recent_replace(dialog_id, cm)
+        else:
+            await self.cache.recent_append(dialog_id, cm)
+
+    async def _drop_placeholder(self, message_id: int) -> None:
+        async with self.db.session() as s:
+            await s.execute(
+                delete(Message).where(Message.id == message_id, Message.status == MSG_STREAMING)
+            )
+            await s.commit()
+
+    async def recover_interrupted(self) -> int:
+        """After a crash: replies left 'streaming' are marked interrupted (never shown as complete)."""
+        async with self.db.session() as s:
+            await s.execute(
+                delete(Message).where(Message.status == MSG_STREAMING, Message.text == "")
+            )
+            result = await s.execute(
+                update(Message).where(Message.status == MSG_STREAMING).values(status=MSG_INTERRUPTED)
+            )
+            await s.commit()
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ memory
+    def _history_budget(self) -> int:
+        return max(self.settings.llm_context_tokens * 6 // 10, 128)
+
+    def _maybe_fold(self, dialog: Dialog, history: list[CachedMessage]) -> None:
+        dialog_id = int(dialog.id or 0)
+        if dialog_id in self._folding or history_tokens(history) <= self._history_budget():
+            return
+        self._folding.add(dialog_id)
+        task = asyncio.create_task(self._fold_safely(dialog_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _fold_safely(self, dialog_id: int) -> None:
+        try:
+            await self.fold_memory(dialog_id)
+        except Exception as exc:  # memory can wait for the next turn
+            log.warning("memory fold for dialog %s failed: %s", dialog_id, exc)
+        finally:
+            self._folding.discard(dialog_id)
+
+    async def fold_memory(self, dialog_id: int, keep_last: int = 8) -> bool:
+        """Fold the older turns into the dialog's memory summary with one LLM call."""
+        async with self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Dialog, User).join(User, User.id == Dialog.user_id).where(Dialog.id == dialog_id)
+                )
+            ).first()
+            if row is None or row[0].status != ACTIVE:
+                return False
+            dialog, user = row
+            rows = list(
+                (
+                    await s.execute(
+                        select(Message)
+                        .where(
+                            Message.dialog_id == dialog_id,
+                            Message.id > dialog.summary_upto,
+                            Message.status != MSG_STREAMING,
+                        )
+                        .order_by(Message.id)
+                    )
+                ).scalars()
+            )
+        if len(rows) <= keep_last:
+            return False
+        fold = rows[:-keep_last]
+        player = player_view(user)
+        persona = await self.catalog.persona(dialog.persona_id)
+        request = LLMRequest(
+            messages=summary_messages(
+                persona.name_in(player.language),
+                player.first_name or "user",
+                player.language,
+                dialog.summary,
+                [_cached(m) for m in fold],
+            ),
+            max_tokens=300,
+            temperature=0.3,
+            persona=persona.card.hints(),
+            language=player.language,
+            purpose="summary",
+        )
+        summary = (await self.llm.complete(request)).strip()
+        if not summary:
+            return False
+        upto = int(fold[-1].id or 0)
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(Dialog)
+                .where(
+                    Dialog.id == dialog_id,
+                    Dialog.status == ACTIVE,
+                    Dialog.summary_upto == dialog.summary_upto,
+                )
+                .values(summary=summary, summary_upto=upto)
+            )
+            await s.commit()
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def drain(self) -> None:
+        """Wait for background work (memory folds) to finish."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
