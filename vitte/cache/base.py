@@ -44,10 +44,16 @@ class Cache(Protocol):
         """The cached recent messages, oldest first; None on a miss (or when unavailable)."""
 
     async def recent_fill(self, dialog_id: int, messages: list[CachedMessage]) -> None:
-        """Replace the cached list (rebuild after a miss). Keeps at most `cap` newest."""
+        """Replace the cached list (rebuild after a miss). Keeps at most `cap` newest.
+
+        An empty list is not cached (Redis has no empty lists): the next read is a miss.
+        """
 
     async def recent_append(self, dialog_id: int, message: CachedMessage) -> None:
-        """Append if the list is cached (a missing list stays missing: it is rebuilt on read)."""
+        """Append if the list is cached (a missing list stays missing: it is rebuilt on read).
+
+        Appending a message with the same id as the last one replaces it (idempotent).
+        """
 
     async def recent_replace(self, dialog_id: int, message: CachedMessage) -> None:
         """Replace the cached message with the same id, if cached (regenerate, finish a stream)."""

@@ -1,0 +1,542 @@
+"""The cache contract, run on both implementations (in-process and a real Redis), plus
+Redis-down behaviour: a dead port, and a server killed and restarted under a live cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from vitte.cache import MemoryCache, RedisCache, make_cache
+from vitte.cache.base import Cache, CachedMessage
+from vitte.config import load_settings
+
+CAP = 5
+
+
+def msg(i: int, role: str = "user", text: str | None = None, status: str = "ok") -> CachedMessage:
+    return CachedMessage(i, role, text if text is not None else f"message {i}", status)
+
+
+@dataclass
+class Backend:
+    kind: str
+    url: str = ""
+    prefix: str = ""
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "memory":
+        return Backend("memory")
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    request.getfixturevalue("redis_cleanup")
+    return Backend("redis", url, prefix)
+
+
+@pytest.fixture
+async def make(backend: Backend) -> AsyncIterator[Callable[..., Any]]:
+    """Build caches on the backend; with Redis they share the prefix (like two processes)."""
+    created: list[Any] = []
+
+    def factory(cap: int = CAP, **kw: Any) -> Any:
+        if backend.kind == "memory":
+            cache: Any = MemoryCache(cap=cap, **kw)
+        else:
+            cache = RedisCache(backend.url, prefix=backend.prefix, cap=cap, **kw)
+        created.append(cache)
+        return cache
+
+    yield factory
+    for cache in created:
+        await cache.close()
+
+
+@pytest.fixture
+def cache(make: Callable[..., Any]) -> Any:
+    return make()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.from_url(redis_url)
+    yield r
+    await r.aclose()
+
+
+def test_implements_the_contract(cache: Any) -> None:
+    c: Cache = cache  # type-checks against the Protocol
+    assert c.name in {"memory", "redis"}
+
+
+# ---------------------------------------------------------------- recent messages
+async def test_recent_fill_get_and_cap(cache: Any) -> None:
+    assert await cache.recent_get(1) is None
+    await cache.recent_fill(1, [msg(1), msg(2, "assistant")])
+    assert await cache.recent_get(1) == [msg(1), msg(2, "assistant")]
+    await cache.recent_fill(1, [msg(i) for i in range(10)])  # replaces, keeps the newest CAP
+    assert await cache.recent_get(1) == [msg(i) for i in range(5, 10)]
+    assert await cache.recent_get(2) is None  # other dialogs are not touched
+
+
+async def test_recent_round_trips_any_text(cache: Any) -> None:
+    odd = [
+        msg(1, text='quotes " \' and \\ backslash, [1, "x"]'),
+        msg(2, "assistant", "ねえ… 💞 *smiles*\nnew line", "stopped"),
+        msg(3, "system", ""),
+    ]
+    await cache.recent_fill(7, odd)
+    assert await cache.recent_get(7) == odd
+
+
+async def test_recent_append_caps_and_skips_missing(cache: Any) -> None:
+    await cache.recent_append(3, msg(1))
+    assert await cache.recent_get(3) is None  # a missing list stays missing
+    await cache.recent_fill(3, [msg(1)])
+    for i in range(2, 9):
+        await cache.recent_append(3, msg(i))
+    assert await cache.recent_get(3) == [msg(i) for i in range(4, 9)]
+    await cache.recent_append(3, msg(8, "assistant", "again"))  # same id as the last: replaced
+    assert await cache.recent_get(3) == [*(msg(i) for i in range(4, 8)), msg(8, "assistant", "again")]
+
+
+async def test_recent_replace_by_id(cache: Any) -> None:
+    await cache.recent_replace(4, msg(1))
+    assert await cache.recent_get(4) is None
+    await cache.recent_fill(4, [msg(1), msg(12, "assistant"), msg(123)])
+    await cache.recent_replace(4, msg(12, "assistant", "regenerated", "stopped"))
+    await cache.recent_replace(4, msg(99, "assistant", "unknown id"))  # not cached: no change
+    assert await cache.recent_get(4) == [msg(1), msg(12, "assistant", "regenerated", "stopped"), msg(123)]
+
+
+async def test_recent_drop_and_empty_fill(cache: Any) -> None:
+    await cache.recent_fill(5, [msg(1)])
+    await cache.recent_drop(5)
+    assert await cache.recent_get(5) is None
+    await cache.recent_drop(5)  # dropping twice is fine
+    await cache.recent_fill(5, [])  # an empty list is not cached: the next read misses
+    assert await cache.recent_get(5) is None
+
+
+# ---------------------------------------------------------------- online
+async def test_online_ttl_and_count(cache: Any) -> None:
+    assert await cache.online_count() == 0
+    assert not await cache.is_online(1)
+    await cache.touch_online(1, ttl=0.3)
+    await cache.touch_online(2, ttl=60)
+    await cache.touch_online(2, ttl=60)  # touching again counts once
+    assert await cache.is_online(1) and await cache.is_online(2)
+    assert await cache.online_count() == 2
+    await asyncio.sleep(0.4)
+    assert not await cache.is_online(1)
+    assert await cache.is_online(2)
+    assert await cache.online_count() == 1
+
+
+# ---------------------------------------------------------------- locks
+async def test_lock_mutual_exclusion_and_fifo(cache: Any) -> None:
+    await cache.recent_fill(9, [msg(0)])
+    order: list[int] = []
+    inside = 0
+
+    async def worker(i: int) -> None:
+        nonlocal inside
+        async with cache.user_lock(77):
+            inside += 1
+            assert inside == 1
+            current = await cache.recent_get(9)  # read-modify-write under the lock
+            await asyncio.sleep(0.001)
+            await cache.recent_fill(9, [*current, msg(i)])
+            order.append(i)
+            inside -= 1
+
+    n = 30
+    await asyncio.gather(*(worker(i) for i in range(1, n + 1)))
+    assert order == list(range(1, n + 1))  # FIFO: in the order they asked
+    assert [m.id for m in await cache.recent_get(9)] == list(range(n - CAP + 1, n + 1))
+    assert len(cache._locks) == 0  # no per-player entry left behind
+
+
+async def test_lock_other_players_do_not_wait(cache: Any) -> None:
+    async with cache.user_lock(1):
+        async with asyncio.timeout(1):
+            async with cache.user_lock(2):
+                pass
+
+
+async def test_lock_released_on_error_and_cancelled_waiter(cache: Any) -> None:
+    with pytest.raises(RuntimeError):
+        async with cache.user_lock(5):
+            raise RuntimeError("boom")
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with cache.user_lock(5):
+            entered.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with cache.user_lock(5):
+            pytest.fail("the cancelled waiter must not get the lock")
+
+    h = asyncio.create_task(holder())
+    await entered.wait()
+    w = asyncio.create_task(waiter())
+    await asyncio.sleep(0.05)
+    w.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await w
+    release.set()
+    await h
+    async with asyncio.timeout(1), cache.user_lock(5):
+        pass
+    assert len(cache._locks) == 0
+
+
+# ---------------------------------------------------------------- Redis lock across processes
+@pytest.fixture
+async def processes(
+    redis_url: str, redis_prefix: str, redis_cleanup: None
+) -> AsyncIterator[Callable[[], RedisCache]]:
+    """RedisCache instances sharing a prefix: stand-ins for bot processes."""
+    created: list[RedisCache] = []
+
+    def factory() -> RedisCache:
+        created.append(RedisCache(redis_url, prefix=redis_prefix, cap=CAP))
+        return created[-1]
+
+    yield factory
+    for cache in created:
+        await cache.close()
+
+
+async def test_lock_lease_renewed_while_held(processes: Callable[[], RedisCache]) -> None:
+    a, b = processes(), processes()
+    events: list[tuple[str, float]] = []
+
+    async def holder() -> None:
+        async with a.user_lock(42, lease=0.3):
+            events.append(("a-in", time.monotonic()))
+            await asyncio.sleep(1.2)  # 4 leases long
+            events.append(("a-out", time.monotonic()))
+
+    async def contender() -> None:
+        await asyncio.sleep(0.05)
+        async with b.user_lock(42, lease=0.3):
+            events.append(("b-in", time.monotonic()))
+
+    await asyncio.gather(holder(), contender())
+    assert [e for e, _ in events] == ["a-in", "a-out", "b-in"]
+    assert events[2][1] - events[1][1] < 0.3  # released promptly, not left to expire
+
+
+async def test_lock_of_dead_holder_expires_and_key_is_released(
+    processes: Callable[[], RedisCache], raw: aioredis.Redis, redis_prefix: str
+) -> None:
+    cache = processes()
+    key = f"{redis_prefix}lock:8"
+    await raw.set(key, "a-crashed-process", px=300)  # never renewed, never released
+    started = time.monotonic()
+    async with cache.user_lock(8, lease=5):
+        waited = time.monotonic() - started
+        assert await raw.get(key) not in (None, b"a-crashed-process")
+    assert 0.2 < waited < 1.5
+    assert await raw.exists(key) == 0  # compare-and-delete on exit
+
+
+async def test_lock_cancelled_while_polling_redis_gives_it_back(
+    processes: Callable[[], RedisCache],
+) -> None:
+    a, b, c = processes(), processes(), processes()
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    claimed = asyncio.Event()
+
+    async def holder() -> None:
+        async with a.user_lock(3, lease=5):
+            entered.set()
+            await release.wait()
+
+    real_claim = b._claim
+
+    async def slow_claim(**kw: Any) -> Any:  # the reply to a successful claim is slow
+        got = await real_claim(**kw)
+        if got:
+            claimed.set()
+            await asyncio.sleep(10)
+        return got
+
+    b._claim = slow_claim  # type: ignore[assignment]
+
+    async def waiter() -> None:
+        async with b.user_lock(3, lease=5):
+            pytest.fail("cancelled before it got the lock")
+
+    h = asyncio.create_task(holder())
+    await entered.wait()
+    w = asyncio.create_task(waiter())
+    await asyncio.sleep(0.05)
+    release.set()
+    await h
+    await claimed.wait()  # Redis gave b the lock, b is cancelled before it hears so
+    w.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await w
+    async with asyncio.timeout(1), c.user_lock(3, lease=5):  # not left held for the lease
+        pass
+
+
+# ---------------------------------------------------------------- de-duplication
+async def test_first_seen_once(cache: Any) -> None:
+    assert await cache.first_seen("update:1") is True
+    assert await cache.first_seen("update:1") is False
+    assert await cache.first_seen("update:2") is True
+    assert await cache.first_seen("short", ttl=0.2) is True
+    assert await cache.first_seen("short", ttl=0.2) is False
+    await asyncio.sleep(0.3)
+    assert await cache.first_seen("short", ttl=0.2) is True
+
+
+async def test_first_seen_shared_between_processes(
+    backend: Backend, make: Callable[..., Any]
+) -> None:
+    a, b = make(), make()
+    if backend.kind == "memory":
+        b = a
+    results = await asyncio.gather(*(c.first_seen("update:7") for c in [a, b] * 5))
+    assert sorted(results) == [False] * 9 + [True]
+
+
+# ---------------------------------------------------------------- housekeeping
+async def test_forget_user(cache: Any) -> None:
+    await cache.recent_fill(1, [msg(1)])
+    await cache.recent_fill(2, [msg(2)])
+    await cache.recent_fill(3, [msg(3)])  # somebody else's dialog
+    await cache.touch_online(10)
+    await cache.touch_online(11)
+    await cache.forget_user(10, [1, 2])
+    assert await cache.recent_get(1) is None and await cache.recent_get(2) is None
+    assert await cache.recent_get(3) == [msg(3)]
+    assert not await cache.is_online(10) and await cache.is_online(11)
+    assert await cache.online_count() == 1
+
+
+async def test_ping_and_close(make: Callable[..., Any]) -> None:
+    cache = make()
+    assert await cache.ping() is True
+    await cache.close()
+    await cache.close()
+
+
+def test_make_cache_picks_by_settings(redis_prefix: str) -> None:
+    mem = make_cache(load_settings(recent_messages=12))
+    assert isinstance(mem, MemoryCache) and mem.cap == 12
+    red = make_cache(
+        load_settings(redis_url="redis://127.0.0.1:1/15", redis_prefix=redis_prefix, recent_messages=7)
+    )
+    assert isinstance(red, RedisCache) and red.cap == 7 and red.prefix == redis_prefix
+    asyncio.run(red.close())
+
+
+def test_memory_cache_stays_bounded() -> None:
+    async def run() -> None:
+        cache = MemoryCache(cap=3, max_dialogs=2, max_seen=3)
+        for d in range(5):
+            await cache.recent_fill(d, [msg(d)])
+        assert await cache.recent_get(4) == [msg(4)] and await cache.recent_get(0) is None
+        assert len(cache._recent) == 2
+        for i in range(10):
+            assert await cache.first_seen(f"k{i}")
+        assert len(cache._seen) == 3
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------- Redis down
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _timed(coro: Any) -> Any:
+    started = time.monotonic()
+    result = await coro
+    assert time.monotonic() - started < 0.5
+    return result
+
+
+async def test_dead_redis_degrades_quickly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="vitte.cache.redis")
+    cache = RedisCache(f"redis://127.0.0.1:{_free_port()}/0", prefix="dead:", cap=CAP)
+    try:
+        for _ in range(3):
+            assert await _timed(cache.ping()) is False
+            assert await _timed(cache.recent_get(1)) is None
+            await _timed(cache.recent_fill(1, [msg(1)]))
+            await _timed(cache.recent_append(1, msg(2)))
+            await _timed(cache.recent_replace(1, msg(2)))
+            await _timed(cache.recent_drop(1))
+            assert await _timed(cache.recent_get(1)) is None
+            await _timed(cache.touch_online(1))
+            assert await _timed(cache.is_online(1)) is False
+            assert await _timed(cache.online_count()) == 0
+            assert await _timed(cache.first_seen("u:1")) is True
+            assert await _timed(cache.first_seen("u:1")) is True  # let through, never dropped
+            await _timed(cache.forget_user(1, [1]))
+        assert not cache.available
+
+        order: list[int] = []
+        inside = 0
+
+        async def worker(i: int) -> None:
+            nonlocal inside
+            async with cache.user_lock(1):
+                inside += 1
+                assert inside == 1
+                await asyncio.sleep(0.005)
+                order.append(i)
+                inside -= 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker(i) for i in range(10)))
+        assert order == list(range(10))
+        assert time.monotonic() - started < 1.0
+    finally:
+        await cache.close()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1  # logged once, not once per call
+
+
+async def test_hung_redis_costs_one_short_timeout() -> None:
+    with socket.socket() as hung:  # accepts connections (backlog) and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        cache = RedisCache(f"redis://127.0.0.1:{hung.getsockname()[1]}/0", prefix="hung:")
+        try:
+            started = time.monotonic()
+            assert await cache.recent_get(1) is None
+            assert time.monotonic() - started < 1.5  # the 1 s operation timeout, once
+            started = time.monotonic()
+            for i in range(20):  # then Redis is skipped until the next probe
+                assert await cache.first_seen(f"u:{i}") is True
+                await cache.recent_append(1, msg(i))
+                async with cache.user_lock(1):
+                    pass
+            assert time.monotonic() - started < 1.5
+        finally:
+            await cache.close()
+
+
+class ThrowawayRedis:
+    """A redis-server of our own on a free port, with a dump file so a restart keeps data."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = [
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(workdir), "--dbfilename", "dump.rdb", "--logfile", str(workdir / "log"),
+        ]  # fmt: skip
+        self.binary = binary
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(self.binary, *self.args)
+        async with self.client() as r:
+            for _ in range(100):
+                try:
+                    if await r.ping():
+                        return
+                except aioredis.RedisError:
+                    await asyncio.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    async def kill(self, *, save: bool = True) -> None:
+        if save:  # what a server with persistence would come back with
+            async with self.client() as r:
+                await r.save()
+        if self.proc and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    def client(self) -> aioredis.Redis:
+        return aioredis.from_url(self.url, socket_connect_timeout=0.2)
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[ThrowawayRedis]:
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.skip("redis-server is not installed")
+    server = ThrowawayRedis(binary, tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill(save=False)
+
+
+@pytest.mark.slow
+async def test_redis_restart_is_seamless(own_redis: ThrowawayRedis) -> None:
+    # a long retry interval: any failed call would show as a miss for the rest of the test
+    cache = RedisCache(own_redis.url, prefix="rs:", cap=CAP, retry_interval=60)
+    try:
+        await cache.recent_fill(1, [msg(1)])
+        await own_redis.kill()  # nobody calls while it is down; pooled connections go stale
+        await own_redis.start()
+        assert await cache.recent_get(1) == [msg(1)]  # the first call after it came back
+        assert cache.available
+    finally:
+        await cache.close()
+
+
+@pytest.mark.slow
+async def test_redis_killed_and_restarted_serves_no_stale_list(own_redis: ThrowawayRedis) -> None:
+    cache = RedisCache(own_redis.url, prefix="rs:", cap=CAP, retry_interval=0.2)
+    stale_key = "rs:recent:1"
+    try:
+        await cache.recent_fill(1, [msg(1), msg(2)])
+        await cache.recent_fill(2, [msg(5)])
+        assert await cache.recent_get(1) == [msg(1), msg(2)]
+        await own_redis.kill()
+
+        # down: a reply is written to the database, its cache write fails
+        await _timed(cache.recent_append(1, msg(3)))
+        assert await _timed(cache.recent_get(1)) is None
+        assert await _timed(cache.first_seen("u:9")) is True
+        async with asyncio.timeout(0.5), cache.user_lock(1):
+            pass
+        assert not cache.available
+
+        await own_redis.start()
+        async with own_redis.client() as raw:
+            assert await raw.llen(stale_key) == 2  # the server came back with the stale list
+            # no ping, just use it: the stale list is never served, and is deleted on recovery
+            async with asyncio.timeout(5):
+                while True:
+                    assert await cache.recent_get(1) is None
+                    if not await raw.exists(stale_key):
+                        break
+                    await asyncio.sleep(0.05)
+            assert cache.available
+            assert await cache.recent_get(2) == [msg(5)]  # untouched lists are used again
+            await cache.recent_fill(1, [msg(1), msg(2), msg(3)])  # rebuilt from the database
+            assert await cache.recent_get(1) == [msg(1), msg(2), msg(3)]
+            assert await cache.first_seen("u:10") is True
+            assert await cache.first_seen("u:10") is False
+            async with cache.user_lock(1):
+                assert await raw.exists("rs:lock:1") == 1
+    finally:
+        await cache.close()

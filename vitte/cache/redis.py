@@ -1,0 +1,512 @@
+"""The Redis cache, shared by every bot process. It degrades, it never fails the caller.
+
+Keys (all under the configured prefix):
+
+- ``recent:<dialog>``  LIST of `CachedMessage.to_json`, oldest first, capped, TTL refreshed on use
+- ``online:<user>``    STRING with a TTL; ``online-set`` ZSET user -> expiry (ms) for counting
+- ``lock:<user>``      the player's lock: a random token with a lease (PX), renewed while held
+- ``seen:<key>``       update de-duplication (set once, with a TTL)
+
+When Redis cannot answer (down, slow, restarting) every call returns the harmless answer:
+a read is a miss, a write is skipped, `first_seen` lets the update through, `is_online` is
+False, the lock is the in-process lock alone. Errors are logged at most once per few
+seconds. After a failure the next calls skip Redis for `retry_interval` seconds (one call
+probes it), so a dead Redis costs players at most one short timeout, and Redis is used again
+as soon as it answers. A write that failed (or may have half-happened) leaves the dialog's
+list stale, so its key is remembered and deleted before any other command runs on the next
+successful call: no stale list survives an outage; the list is rebuilt from the database.
+
+Every script is idempotent, so a command that failed on a dropped connection (e.g. the
+first call after a Redis restart) is retried once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from vitte.cache.base import CachedMessage
+from vitte.cache.memory import DEFAULT_CAP, KeyedLock
+from vitte.config import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RECENT_TTL = 7 * 86400  # seconds; refreshed whenever the list is read or written
+MAX_DIRTY = 100_000  # remembered stale lists; beyond that every recent list is dropped
+
+# Append if the list exists (a missing list stays missing). Appending the same message id
+# as the last item replaces it, so a retried append does not duplicate a message.
+# KEYS[1] list; ARGV: item, id prefix ("[<id>,"), cap, ttl ms
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('LINDEX', KEYS[1], -1)
+if last and string.sub(last, 1, #ARGV[2]) == ARGV[2] then
+  redis.call('LSET', KEYS[1], -1, ARGV[1])
+else
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# Replace the newest item with the same id. KEYS[1] list; ARGV: item, id prefix, ttl ms
+_REPLACE = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local n = #ARGV[2]
+for i = #items, 1, -1 do
+  if string.sub(items[i], 1, n) == ARGV[2] then
+    redis.call('LSET', KEYS[1], i - 1, ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return 1
+  end
+end
+return 0
+"""
+
+# Take the lock if free, extend it if ours: 2 = taken, 1 = extended, 0 = held by another.
+# Used both to acquire and to renew (a renewal also re-takes a lock Redis lost on restart).
+# KEYS[1] lock; ARGV: token, lease ms
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+"""
+
+# Compare-and-delete. KEYS[1] lock; ARGV: token
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# SET NX with a token, so a retry of our own successful call still says "first".
+# KEYS[1] seen key; ARGV: token, ttl ms
+_FIRST_SEEN = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then return 1 end
+return 0
+"""
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError))
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, (RedisTimeoutError, TimeoutError))
+
+
+def _id_prefix(message_id: int) -> str:
+    """How `CachedMessage.to_json` starts for this id: ``[<id>,``."""
+    return f"[{int(message_id)},"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisCache:
+    """`Cache` on Redis: one connection pool, prefixed keys, degrade on every error."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "vitte:",
+        cap: int | None = None,
+        recent_ttl: float = RECENT_TTL,
+        connect_timeout: float = 0.5,
+        op_timeout: float = 1.0,
+        retry_interval: float = 1.0,
+        health_check_interval: int = 30,
+        max_connections: int = 50,
+        log_every: float = 5.0,
+        lock_poll_max: float = 0.1,
+    ) -> None:
+        self.cap = int(cap if cap is not None else DEFAULT_CAP)
+        if self.cap < 1:
+            raise ValueError("cap must be at least 1")
+        self.prefix = prefix
+        self.recent_ttl_ms = _ms(recent_ttl)
+        self.retry_interval = retry_interval
+        self.log_every = log_every
+        self.lock_poll_max = lock_poll_max
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=op_timeout,  # waiting for a free connection
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=op_timeout,
+            retry=Retry(NoBackoff(), 0),  # no blind retries: see `_run`
+            health_check_interval=health_check_interval,
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._append = self._redis.register_script(_APPEND)
+        self._replace = self._redis.register_script(_REPLACE)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._unlock = self._redis.register_script(_UNLOCK)
+        self._first_seen = self._redis.register_script(_FIRST_SEEN)
+        self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # health
+        self._down = False
+        self._down_until = 0.0
+        self._probing = False
+        self._last_log = float("-inf")
+        self._suppressed = 0
+        self._closed = False
+        # keys that may hold stale data after a failed write: deleted on the next success
+        self._dirty: dict[str, int] = {}
+        self._dirty_seq = 0
+        self._dirty_all = False
+        self._flush_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisCache:
+        if not settings.redis_url:
+            raise ValueError("redis_url is not set")
+        return cls(settings.redis_url, prefix=settings.redis_prefix, cap=settings.recent_messages)
+
+    # ------------------------------------------------------------------ keys
+    def _recent_key(self, dialog_id: int) -> str:
+        return f"{self.prefix}recent:{int(dialog_id)}"
+
+    def _online_key(self, user_id: int) -> str:
+        return f"{self.prefix}online:{int(user_id)}"
+
+    @property
+    def _online_set(self) -> str:
+        return f"{self.prefix}online-set"
+
+    def _lock_key(self, user_id: int) -> str:
+        return f"{self.prefix}lock:{int(user_id)}"
+
+    def _seen_key(self, key: str) -> str:
+        return f"{self.prefix}seen:{key}"
+
+    # ------------------------------------------------------------------ health
+    @property
+    def available(self) -> bool:
+        """False while Redis is considered down (after a failure, until a call succeeds)."""
+        return not self._down
+
+    async def _run(
+        self,
+        op: Callable[[], Awaitable[T]],
+        default: T,
+        *,
+        dirty: Iterable[str] = (),
+        force: bool = False,
+    ) -> T:
+        """Run one Redis operation; on any error return `default` (and remember `dirty`)."""
+        if self._closed:
+            return default
+        probe = False
+        if self._down and not force:
+            if self._probing or time.monotonic() < self._down_until:
+                self._mark_dirty(dirty)
+                return default
+            self._probing = probe = True
+        try:
+            retried = False
+            while True:
+                try:
+                    if self._dirty or self._dirty_all:
+                        await self._flush_dirty()
+                    result = await op()
+                except asyncio.CancelledError:
+                    self._mark_dirty(dirty)  # the write may or may not have happened
+                    raise
+                except Exception as exc:
+                    if not retried and _is_connection_error(exc) and not _is_timeout(exc):
+                        # a dropped connection (Redis restarted): once more on a fresh one
+                        retried = True
+                        with contextlib.suppress(Exception):
+                            await self._pool.disconnect(inuse_connections=False)
+                        continue
+                    self._failed(exc)
+                    self._mark_dirty(dirty)
+                    return default
+                self._succeeded()
+                return result
+        finally:
+            if probe:
+                self._probing = False
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        connection = _is_connection_error(exc)
+        if connection:
+            self._down = True
+            self._down_until = now + self.retry_interval
+        if now - self._last_log >= self.log_every:
+            more = f" ({self._suppressed} more errors since the last report)" if self._suppressed else ""
+            log.warning(
+                "Redis cache unavailable, degrading to misses and in-process locks: %s: %s%s",
+                type(exc).__name__,
+                exc,
+                more,
+                exc_info=not connection and not isinstance(exc, aioredis.RedisError),
+            )
+            self._last_log = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+    def _succeeded(self) -> None:
+        if self._down:
+            self._down = False
+            self._down_until = 0.0
+            log.info("Redis cache is reachable again")
+
+    def _mark_dirty(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._dirty_seq += 1
+            self._dirty[key] = self._dirty_seq
+        if len(self._dirty) > MAX_DIRTY:
+            self._dirty_all = True
+            self._dirty.clear()
+
+    async def _flush_dirty(self) -> None:
+        """Delete lists that may be stale (a write to them failed). Raises on Redis errors."""
+        async with self._flush_lock:
+            if self._dirty_all:
+                batch: list[Any] = []
+                async for key in self._redis.scan_iter(
+                    match=_glob_escape(self.prefix) + "recent:*", count=1000
+                ):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        await self._redis.delete(*batch)
+                        batch = []
+                if batch:
+                    await self._redis.delete(*batch)
+                self._dirty_all = False
+            if self._dirty:
+                snapshot = dict(self._dirty)
+                keys = list(snapshot)
+                for i in range(0, len(keys), 1000):
+                    await self._redis.delete(*keys[i : i + 1000])
+                for key, seq in snapshot.items():
+                    if self._dirty.get(key) == seq:
+                        del self._dirty[key]
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ recent messages
+    async def recent_get(self, dialog_id: int) -> list[CachedMessage] | None:
+        key = self._recent_key(dialog_id)
+
+        async def op() -> list[bytes]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.lrange(key, 0, -1)
+                pipe.pexpire(key, self.recent_ttl_ms)
+                items, _ = await pipe.execute()
+            return list(items)
+
+        raw = await self._run(op, None)
+        if not raw or self._dirty_all or key in self._dirty:
+            return None
+        try:
+            return [CachedMessage.from_json(item) for item in raw]
+        except (ValueError, TypeError) as exc:
+            log.warning("dropping an unreadable cached list %s: %s", key, exc)
+            await self.recent_drop(dialog_id)
+            return None
+
+    async def recent_fill(self, dialog_id: int, messages: list[CachedMessage]) -> None:
+        key = self._recent_key(dialog_id)
+        items = [m.to_json() for m in messages[-self.cap :]]
+
+        async def op() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                if items:  # an empty list is not cached: the next read is a miss
+                    pipe.rpush(key, *items)
+                    pipe.pexpire(key, self.recent_ttl_ms)
+                await pipe.execute()
+
+        await self._run(op, None, dirty=(key,))
+
+    async def recent_append(self, dialog_id: int, message: CachedMessage) -> None:
+        key = self._recent_key(dialog_id)
+        args: list[str | int] = [
+            message.to_json(), _id_prefix(message.id), self.cap, self.recent_ttl_ms
+        ]
+        await self._run(lambda: self._append(keys=[key], args=args), None, dirty=(key,))
+
+    async def recent_replace(self, dialog_id: int, message: CachedMessage) -> None:
+        key = self._recent_key(dialog_id)
+        args: list[str | int] = [message.to_json(), _id_prefix(message.id), self.recent_ttl_ms]
+        await self._run(lambda: self._replace(keys=[key], args=args), None, dirty=(key,))
+
+    async def recent_drop(self, dialog_id: int) -> None:
+        key = self._recent_key(dialog_id)
+        await self._run(lambda: self._redis.delete(key), None, dirty=(key,))
+
+    # ------------------------------------------------------------------ online status
+    async def touch_online(self, user_id: int, ttl: float = 300) -> None:
+        key, zkey, ttl_ms = self._online_key(user_id), self._online_set, _ms(ttl)
+
+        async def op() -> None:
+            now_ms = int(time.time() * 1000)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, b"1", px=ttl_ms)
+                pipe.zadd(zkey, {str(int(user_id)): now_ms + ttl_ms})
+                pipe.zremrangebyscore(zkey, "-inf", now_ms)
+                await pipe.execute()
+
+        await self._run(op, None)
+
+    async def is_online(self, user_id: int) -> bool:
+        key = self._online_key(user_id)
+        return bool(await self._run(lambda: self._redis.exists(key), 0))
+
+    async def online_count(self) -> int:
+        zkey = self._online_set
+
+        async def op() -> int:
+            now_ms = int(time.time() * 1000)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(zkey, "-inf", now_ms)
+                pipe.zcard(zkey)
+                _, count = await pipe.execute()
+            return int(count)
+
+        return await self._run(op, 0)
+
+    # ------------------------------------------------------------------ per-user lock
+    def user_lock(self, user_id: int, lease: float = 30.0) -> AbstractAsyncContextManager[None]:
+        """The player's lock across processes; the lease is renewed every lease/3 while held.
+
+        An in-process FIFO lock is taken first (one process keeps its own order and does not
+        poll Redis with its own waiters); then the Redis lock is polled with a small backoff.
+        Without Redis the in-process lock alone is held.
+        """
+        return self._user_lock(user_id, lease)
+
+    @asynccontextmanager
+    async def _user_lock(self, user_id: int, lease: float) -> AsyncIterator[None]:
+        async with self._locks.hold(user_id):
+            key, token, lease_ms = self._lock_key(user_id), secrets.token_hex(16), _ms(lease)
+            if not await self._acquire(key, token, lease_ms):
+                yield  # Redis unavailable: the in-process lock alone
+                return
+            stop = asyncio.Event()
+            renewer = self._spawn(self._renew(key, token, lease_ms, lease / 3, stop))
+            try:
+                yield
+            finally:
+                # shielded: a cancelled holder still releases (or the lease runs out)
+                await asyncio.shield(self._spawn(self._release(key, token, stop, renewer)))
+
+    async def _acquire(self, key: str, token: str, lease_ms: int) -> bool:
+        """True once the Redis lock is ours; False when Redis cannot answer."""
+        delay = 0.002
+        try:
+            while True:
+                got = await self._run(lambda: self._claim(keys=[key], args=[token, lease_ms]), None)
+                if got is None:
+                    return False
+                if got:
+                    return True
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.lock_poll_max)
+        except asyncio.CancelledError:
+            # the claim may have reached Redis: give it back rather than wait for the lease
+            self._spawn(self._run(lambda: self._unlock(keys=[key], args=[token]), None))
+            raise
+
+    async def _renew(
+        self, key: str, token: str, lease_ms: int, interval: float, stop: asyncio.Event
+    ) -> None:
+        lost = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            got = await self._run(lambda: self._claim(keys=[key], args=[token, lease_ms]), None)
+            if got == 0 and not lost:
+                lost = True
+                log.warning("lock %s was taken by another process while held (lease ran out)", key)
+            elif got:
+                lost = False
+
+    async def _release(
+        self, key: str, token: str, stop: asyncio.Event, renewer: asyncio.Task[Any]
+    ) -> None:
+        stop.set()
+        # let a renewal in flight finish first, so it cannot re-take the lock after the delete
+        await asyncio.gather(renewer, return_exceptions=True)
+        await self._run(lambda: self._unlock(keys=[key], args=[token]), None)
+
+    # ------------------------------------------------------------------ de-duplication
+    async def first_seen(self, key: str, ttl: float = 86400) -> bool:
+        skey, token, ttl_ms = self._seen_key(key), secrets.token_hex(8), _ms(ttl)
+        got = await self._run(lambda: self._first_seen(keys=[skey], args=[token, ttl_ms]), None)
+        return got is None or bool(got)
+
+    # ------------------------------------------------------------------ housekeeping
+    async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
+        keys = [self._recent_key(d) for d in dialog_ids]
+        okey, zkey = self._online_key(user_id), self._online_set
+
+        async def op() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(okey, *keys)
+                pipe.zrem(zkey, str(int(user_id)))
+                await pipe.execute()
+
+        await self._run(op, None, dirty=[*keys, okey])
+
+    async def ping(self) -> bool:
+        """True when Redis answers (always tries, even while considered down)."""
+        return bool(await self._run(self._redis.ping, False, force=True))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:  # releases in flight: give them a moment
+            await asyncio.wait(pending, timeout=1.0)
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self._redis.aclose(close_connection_pool=True)
