@@ -5,7 +5,7 @@ The database is the truth: the cache may lose everything and nothing is lost.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -69,6 +69,8 @@ class User(SQLModel, table=True):
     adult_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     blocked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     blocked_reason: str | None = Field(default=None, max_length=500)
+    # the Stars subscription as Telegram last reported it: active | canceled | failed
+    subscription_state: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
@@ -173,6 +175,29 @@ class Payment(SQLModel, table=True):
     is_first_recurring: bool = Field(default=False)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     refunded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Usage(SQLModel, table=True):
+    """Replies written for a player per UTC day (the free plan's daily quota)."""
+
+    __tablename__: ClassVar[str] = "usage"  # type: ignore[misc]
+
+    user_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    )
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    replies: int = Field(default=0)
+
+
+class SafetyEvent(SQLModel, table=True):
+    """A counted event for the operator (a crisis signal, a block); never the player's text."""
+
+    __tablename__: ClassVar[str] = "safety_events"  # type: ignore[misc]
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
+    kind: str = Field(max_length=32, index=True)
+    language: str = Field(default="ru", max_length=8)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
