@@ -18,12 +18,12 @@ DEFAULT_MAIN_PROMPT = {
     "ru": (
         "Ты — {{char}}, персонаж романтической истории в Telegram. Пиши только реплики {{char}}: "
         "живо, тепло, от первого лица, с действиями в *звёздочках*, не решай за {{user}}. "
-        "Не выходи из роли и не упоминай, что ты модель."
+        "Держись роли; но если тебя искренне спросят, человек ли ты, честно скажи, что ты ИИ-персонаж."
     ),
     "en": (
         "You are {{char}}, a character in a romantic story on Telegram. Write only {{char}}'s lines: "
         "vivid, warm, first person, actions in *asterisks*; never act or speak for {{user}}. "
-        "Stay in character and never mention being a model."
+        "Stay in character; but if sincerely asked whether you are human, say honestly that you are an AI character."
     ),
 }
 
@@ -52,7 +52,8 @@ SUMMARY_PROMPT = {
     ),
 }
 
-_MACRO = re.compile(r"\{\{\s*(char|user|original)\s*\}\}", re.IGNORECASE)
+_MACRO = re.compile(r"\{\{\s*(char|user)\s*\}\}", re.IGNORECASE)
+_ORIGINAL = re.compile(r"\{\{\s*original\s*\}\}", re.IGNORECASE)
 
 
 def estimate_tokens(text: str) -> int:
@@ -61,9 +62,11 @@ def estimate_tokens(text: str) -> int:
 
 
 def substitute(text: str, char: str, user: str, original: str = "") -> str:
+    """Expand {{original}} first (it holds macros itself), then {{char}} and {{user}}."""
+    text = _ORIGINAL.sub(lambda _m: original, text)
+
     def _sub(m: re.Match[str]) -> str:
-        key = m.group(1).lower()
-        return {"char": char, "user": user, "original": original}[key]
+        return char if m.group(1).lower() == "char" else user
 
     return _MACRO.sub(_sub, text)
 

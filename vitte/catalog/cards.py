@@ -141,9 +141,7 @@ class ParsedCard:
         """sha256 hex of a canonical JSON of the card's content (stable across runs)."""
         content = asdict(self)
         content.pop("source", None)
-        blob = json.dumps(
-            content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
+        blob = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -210,9 +208,7 @@ class _Reader:
             raise self.error(path, f"too long ({len(value.strip())} > {max_len} characters)")
         return value
 
-    def required_text(
-        self, container: dict[str, Any], key: str, path: str, max_len: int = 0
-    ) -> str:
+    def required_text(self, container: dict[str, Any], key: str, path: str, max_len: int = 0) -> str:
         if container.get(key) is None:
             raise self.error(path, "missing")
         value = self.text(container, key, path, max_len).strip()
@@ -288,13 +284,7 @@ def _check_avatar(r: _Reader, value: str, path: str) -> str:
     value = value.strip()
     if value.startswith(("https://", "http://")):
         return value
-    if (
-        not value
-        or value.startswith(("/", "~"))
-        or "\\" in value
-        or ":" in value
-        or ".." in value.split("/")
-    ):
+    if not value or value.startswith(("/", "~")) or "\\" in value or ":" in value or ".." in value.split("/"):
         raise r.error(path, f"{value!r} must be a relative path (e.g. avatars/x.svg) or an http(s) URL")
     return value
 
@@ -429,21 +419,19 @@ def _parse_stories(r: _Reader, vitte: dict[str, Any], vp: str, card_id: str) -> 
 
 def _default_story(card_id: str, scenario: str, first_mes: str, i18n: dict[str, Any]) -> ParsedStory:
     """A card without Vitte stories gets one story: its scenario and first message."""
-    story_i18n: dict[str, Any] = {}
     en = i18n.get("en") or {}
-    if en:
-        story_i18n["en"] = {"title": DEFAULT_STORY_TITLE_EN}
-        if en.get("first_mes"):
-            story_i18n["en"]["opening"] = en["first_mes"]
-        if en.get("scenario"):
-            story_i18n["en"]["premise"] = en["scenario"]
+    story_en: dict[str, str] = {"title": DEFAULT_STORY_TITLE_EN}
+    if en.get("first_mes"):
+        story_en["opening"] = en["first_mes"]
+    if en.get("scenario"):
+        story_en["premise"] = en["scenario"]
     return ParsedStory(
         id=f"{card_id}{DEFAULT_STORY_SUFFIX}",
         title=DEFAULT_STORY_TITLE,
         premise=scenario.strip(),
         opening=first_mes.strip(),
         order=0,
-        i18n=story_i18n,
+        i18n={"en": story_en},
     )
 
 
@@ -576,7 +564,9 @@ def check_unique_ids(cards: list[ParsedCard]) -> None:
     for card in cards:
         if card.id in seen:
             other = seen[card.id].source or "another card"
-            raise CardError(card.source or card.name, "id", f"duplicate persona id {card.id!r} (also in {other})")
+            raise CardError(
+                card.source or card.name, "id", f"duplicate persona id {card.id!r} (also in {other})"
+            )
         seen[card.id] = card
 
 
