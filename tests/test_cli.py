@@ -1,0 +1,155 @@
+"""The operator CLI: commands, --json shapes, exit codes (0 ok, 1 not found/refused, 2 bad usage/config)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from vitte.config import load_settings
+from vitte.core import Core
+
+runner = CliRunner()
+
+
+def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None):
+    return runner.invoke(app, list(args), env=env, input=input)
+
+
+def one_line(text: str) -> bool:
+    return len([ln for ln in text.strip().splitlines() if ln.strip()]) == 1
+
+
+def test_version_and_help_list_every_command() -> None:
+    res = invoke("--version")
+    assert res.exit_code == 0 and res.stdout.startswith("vitte ")
+    res = invoke("--help")
+    assert res.exit_code == 0
+    for command in ("run-bot", "serve-webapp", "seed", "db", "personas", "dialog", "demo"):
+        assert command in res.stdout
+
+
+def test_help_imports_no_heavy_modules() -> None:
+    code = (
+        "import sys; from cli.main import app; "
+        "heavy = [m for m in ('sqlalchemy', 'aiogram', 'textual', 'httpx', 'redis', 'sqlmodel') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_seed_is_idempotent_and_personas_list(tmp_path: Path) -> None:
+    first = invoke("seed", "--json")
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert len(report["added"]) >= 4 and report["updated"] == [] and report["unchanged"] == []
+    second = json.loads(invoke("seed", "--json").stdout)
+    assert second["added"] == [] and second["updated"] == [] and sorted(second["unchanged"]) == sorted(report["added"])
+    listed = invoke("personas", "list", "--json")
+    assert listed.exit_code == 0
+    personas = json.loads(listed.stdout)
+    assert {p["id"] for p in personas} == set(report["added"])
+    assert all(set(p) == {"id", "name", "tagline", "tags", "stories"} and len(p["stories"]) >= 2 for p in personas)
+    table = invoke("personas", "list")
+    assert table.exit_code == 0 and personas[0]["name"] in table.stdout
+
+
+def test_broken_card_is_one_line_and_nothing_written(tmp_path: Path) -> None:
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    (folder / "a_good.json").write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Good", "first_mes": "hi"}}))
+    (folder / "b_broken.json").write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {"description": "no name"}}))
+    res = invoke("seed", str(folder))
+    assert res.exit_code == 2
+    assert one_line(res.stderr) and "b_broken.json" in res.stderr and "name" in res.stderr
+    listed = json.loads(invoke("personas", "list", "--json").stdout)
+    assert listed == []
+
+
+def test_missing_seed_path_is_bad_usage(tmp_path: Path) -> None:
+    res = invoke("seed", str(tmp_path / "nope"))
+    assert res.exit_code == 2 and one_line(res.stderr)
+
+
+def test_bad_configuration_is_exit_2_one_line() -> None:
+    res = invoke("personas", "list", env={"VITTE_DATABASE_URL": "mysql://nope"})
+    assert res.exit_code == 2
+    assert one_line(res.stderr) and "VITTE_DATABASE_URL" in res.stderr
+
+
+def test_unknown_user_is_exit_1() -> None:
+    for args in (["dialog", "show", "424242"], ["dialog", "show", "@nobody"], ["dialog", "reset", "424242", "--yes"]):
+        res = invoke(*args)
+        assert res.exit_code == 1, args
+        assert one_line(res.stderr) and "unknown user" in res.stderr
+
+
+def _play(user_id: int) -> None:
+    async def go() -> None:
+        core = await Core.open(load_settings(), seed_if_empty=True)
+        try:
+            await core.players.seen(user_id, first_name="Аня", username="anya")
+            p = (await core.catalog.personas())[1]
+            await core.dialogs.choose(user_id, p.id, p.stories[0].id)
+            await core.dialogs.reply(user_id, "Привет, как дела?")
+        finally:
+            await core.close()
+
+    asyncio.run(go())
+
+
+def test_dialog_show_list_and_reset() -> None:
+    _play(777)
+    res = invoke("dialog", "show", "777", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert set(data) == {"user_id", "dialog_id", "persona", "story", "status", "memory", "messages"}
+    assert data["user_id"] == 777 and data["status"] == "active"
+    assert [m["role"] for m in data["messages"]] == ["assistant", "user", "assistant"]
+    assert set(data["messages"][0]) == {"role", "text", "created_at"}
+    by_name = json.loads(invoke("dialog", "show", "@anya", "--json").stdout)
+    assert by_name["dialog_id"] == data["dialog_id"]
+    human = invoke("dialog", "show", "777")
+    assert human.exit_code == 0 and "Привет, как дела?" in human.stdout
+
+    rows = json.loads(invoke("dialog", "list", "--json").stdout)
+    assert [r["user_id"] for r in rows] == [777] and rows[0]["messages"] == 3
+
+    refused = invoke("dialog", "reset", "777")  # no tty, no --yes
+    assert refused.exit_code == 1 and "--yes" in refused.stderr
+    assert json.loads(invoke("dialog", "show", "777", "--json").stdout)["status"] == "active"
+    done = invoke("dialog", "reset", "777", "--yes")
+    assert done.exit_code == 0, done.output
+    after = json.loads(invoke("dialog", "show", "777", "--json").stdout)
+    assert after["status"] == "ended" and after["memory"] == ""
+    assert json.loads(invoke("dialog", "list", "--json").stdout) == []
+
+
+def test_db_commands() -> None:
+    up = invoke("db", "upgrade")
+    assert up.exit_code == 0 and "revision" in up.stdout
+    cur = json.loads(invoke("db", "current", "--json").stdout)
+    assert cur["up_to_date"] is True and cur["current"] == cur["head"]
+
+
+def test_demo_chats_offline() -> None:
+    res = invoke("demo", "--message", "Привет!")
+    assert res.exit_code == 0, res.output
+    assert "offline demo writer" in res.stdout
+    assert "you: Привет!" in res.stdout
+
+
+@pytest.mark.parametrize("command", ["run-bot", "serve-webapp"])
+def test_faces_need_a_token(command: str) -> None:
+    res = invoke(command)
+    assert res.exit_code == 2 and "VITTE_BOT_TOKEN" in res.stderr and one_line(res.stderr)
+    res = invoke(command, env={"VITTE_BOT_TOKEN": "not-a-token"})
+    assert res.exit_code == 2 and "malformed" in res.stderr
