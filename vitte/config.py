@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8081, ge=1, le=65535)
     admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
 
+    # payments (Telegram Stars, XTR) and the daily reply quota; see vitte/billing.py
+    free_daily_replies: int = Field(default=30, ge=0, le=1_000_000)
+    premium_daily_replies: int = Field(default=1000, ge=1, le=1_000_000)
+    premium_stars_month: int = Field(default=250, ge=1, le=10_000)  # Telegram caps subscriptions at 10,000
+    pack_stars: int = Field(default=100, ge=1, le=100_000)
+    pack_replies: int = Field(default=200, ge=0, le=1_000_000)  # 0 = no reply pack on sale
+    low_quota_threshold: int = Field(default=5, ge=0, le=1_000_000)
+    payload_secret: SecretStr | None = None  # signs invoice payloads; default: derived from the bot token
+    support_contact: str | None = None  # shown by /paysupport, e.g. @vitte_support or an e-mail
+
     max_message_chars: int = Field(default=2000, ge=1, le=100_000)
     recent_messages: int = Field(default=40, ge=2, le=1000)
     shutdown_grace: float = Field(default=20.0, ge=0)
@@ -82,7 +92,7 @@ class Settings(BaseSettings):
             raise ValueError("use postgresql+psycopg://… or sqlite+aiosqlite:///path")
         return value
 
-    @field_validator("redis_url", "llm_base_url", "webapp_url", "webhook_url")
+    @field_validator("redis_url", "llm_base_url", "webapp_url", "webhook_url", "support_contact")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():

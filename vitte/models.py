@@ -71,6 +71,8 @@ class User(SQLModel, table=True):
     blocked_reason: str | None = Field(default=None, max_length=500)
     # the Stars subscription as Telegram last reported it: active | canceled | failed
     subscription_state: str | None = Field(default=None, max_length=16)
+    # replies bought in packs, spent once the day's quota is used up (never expire)
+    extra_replies: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
@@ -174,6 +176,8 @@ class Payment(SQLModel, table=True):
     is_recurring: bool = Field(default=False)
     is_first_recurring: bool = Field(default=False)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # replies a pack granted (taken back on refund); 0 for the subscription
+    extra_replies: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     refunded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
