@@ -397,6 +397,8 @@ def demo(
             chosen = await core.catalog.persona(persona) if persona else personas[0]
             story = chosen.stories[0]
             await core.players.seen(user_id, first_name="Гость")
+            await core.players.confirm_adult(user_id)  # the operator plays the demo player
+            await core.players.confirm_adult(user_id)  # the operator's simulated player passes the 18+ gate
             opening = await core.dialogs.choose(user_id, chosen.id, story.id)
             console.print(f"\n[bold magenta]{chosen.name}[/bold magenta] · {story.title}")
             if core.llm.is_demo:

@@ -540,3 +540,66 @@ async def test_redis_killed_and_restarted_serves_no_stale_list(own_redis: Throwa
                 assert await raw.exists("rs:lock:1") == 1
     finally:
         await cache.close()
+
+
+# ---------------------------------------------------------------- rate limiting (hit)
+async def _at_window_start(window: float) -> None:
+    """Sleep to the start of the next fixed window, so a short test stays inside one."""
+    from vitte.cache.base import window_remaining
+
+    await asyncio.sleep(window_remaining(window) + 0.01)
+
+
+async def test_hit_counts_in_fixed_windows(cache: Any) -> None:
+    window = 0.5
+    await _at_window_start(window)
+    assert [await cache.hit("user:1:replies", window) for _ in range(3)] == [1, 2, 3]
+    assert await cache.hit("user:2:replies", window) == 1  # keys count separately
+    assert await cache.hit("user:1:other", window) == 1
+    await _at_window_start(window)  # the next window starts from zero
+    assert await cache.hit("user:1:replies", window) == 1
+    assert await cache.hit("user:1:replies", window) == 2
+
+
+async def test_hit_counters_shared_between_processes(backend: Backend, make: Callable[..., Any]) -> None:
+    a, b = make(), make()
+    if backend.kind == "memory":
+        b = a
+    await _at_window_start(0.5)
+    counts = await asyncio.gather(*(c.hit("user:5:replies", 0.5) for c in [a, b] * 5))
+    assert sorted(counts) == list(range(1, 11))  # every hit counted once, across processes
+
+
+async def test_forget_user_drops_the_players_counters(cache: Any) -> None:
+    await _at_window_start(0.5)
+    await cache.hit("user:10:replies", 0.5)
+    await cache.hit("user:10:replies", 0.5)
+    await cache.hit("user:100:replies", 0.5)  # another player whose id starts the same
+    await cache.hit("global", 0.5)
+    await cache.forget_user(10, [])
+    assert await cache.hit("user:10:replies", 0.5) == 1
+    assert await cache.hit("user:100:replies", 0.5) == 2
+    assert await cache.hit("global", 0.5) == 2
+
+
+async def test_hit_keys_expire_in_redis(
+    redis_url: str, redis_prefix: str, redis_cleanup: None, raw: aioredis.Redis
+) -> None:
+    cache = RedisCache(redis_url, prefix=redis_prefix)
+    try:
+        await cache.hit("user:3:replies", 0.2)
+        keys = [k async for k in raw.scan_iter(match=redis_prefix + "hit:*")]
+        assert len(keys) == 1 and 0 < await raw.pttl(keys[0]) <= 1200
+        await cache.forget_user(3, [])
+        assert [k async for k in raw.scan_iter(match=redis_prefix + "hit:*")] == []
+    finally:
+        await cache.close()
+
+
+async def test_dead_redis_hit_allows() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{_free_port()}/0", prefix="dead:", cap=CAP)
+    try:
+        for _ in range(3):
+            assert await _timed(cache.hit("user:1:replies", 60)) == 0  # 0 = allow, never an error
+    finally:
+        await cache.close()

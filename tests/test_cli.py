@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.support.players import adult
 from vitte.config import load_settings
 from vitte.core import Core
 
@@ -96,7 +97,7 @@ def _play(user_id: int) -> None:
     async def go() -> None:
         core = await Core.open(load_settings(), seed_if_empty=True)
         try:
-            await core.players.seen(user_id, first_name="Аня", username="anya")
+            await adult(core, user_id, first_name="Аня", username="anya")
             p = (await core.catalog.personas())[1]
             await core.dialogs.choose(user_id, p.id, p.stories[0].id)
             await core.dialogs.reply(user_id, "Привет, как дела?")

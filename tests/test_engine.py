@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.players import adult
 from vitte.catalog.cards import default_fixtures_dir, read_cards
 from vitte.catalog.seed import seed_cards
 from vitte.config import Settings
@@ -24,6 +25,7 @@ async def open_core(settings: Settings, llm=None) -> Core:
     if not await core.catalog.personas():
         await seed_cards(core.db, read_cards(default_fixtures_dir()))
         core.catalog.invalidate()
+    await adult(core, USER_ID)  # the engine lets in only players who confirmed being 18+
     return core
 
 

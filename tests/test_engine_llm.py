@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.llm_server import FakeLLMServer
+from tests.support.players import adult
 from vitte.catalog.cards import default_fixtures_dir, read_cards
 from vitte.catalog.seed import seed_cards
 from vitte.config import Settings, load_settings
@@ -30,6 +31,7 @@ async def open_core(settings: Settings) -> Core:
     if not await core.catalog.personas():
         await seed_cards(core.db, read_cards(default_fixtures_dir()))
         core.catalog.invalidate()
+    await adult(core, USER_ID)
     return core
 
 
@@ -142,7 +144,7 @@ async def test_redis_down_degrades_to_the_database(server: FakeLLMServer, pg_url
 async def test_prompt_carries_card_story_and_memory(core: Core, server: FakeLLMServer) -> None:
     p = (await core.catalog.personas())[0]
     story = p.stories[0]
-    await core.players.seen(USER_ID, first_name="Аня")
+    await adult(core, USER_ID, first_name="Аня")
     opening = await core.dialogs.choose(USER_ID, p.id, story.id)
     from sqlalchemy import update
 

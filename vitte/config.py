@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     recent_messages: int = Field(default=40, ge=2, le=1000)
     shutdown_grace: float = Field(default=20.0, ge=0)
 
+    # trust and safety (vitte/safety): a file may name `{lang}` (ru, en); unset = the shipped defaults
+    safety_preamble_file: str | None = None
+    crisis_phrases_file: str | None = None
+    crisis_resources_file: str | None = None
+    rate_limit_per_minute: int = Field(default=20, ge=0, le=100_000)  # LLM replies per player; 0 = off
+
+    @field_validator("safety_preamble_file", "crisis_phrases_file", "crisis_resources_file")
+    @classmethod
+    def _blank_file_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _parse_admin_ids(cls, value: object) -> object:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vitte.billing import Billing
 from vitte.cache import make_cache
 from vitte.cache.base import Cache
 from vitte.catalog.lookup import Catalog
@@ -15,7 +16,9 @@ from vitte.db import Database
 from vitte.dialogs import DialogEngine
 from vitte.llm import make_llm
 from vitte.llm.base import LLM
+from vitte.metrics import observe_core
 from vitte.players import Players
+from vitte.safety.preamble import load_preamble
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Core:
     catalog: Catalog
     dialogs: DialogEngine
     players: Players
+    billing: Billing
 
     @classmethod
     async def open(
@@ -43,15 +47,20 @@ class Core:
         cache = cache or make_cache(settings)
         llm = llm or make_llm(settings)
         catalog = Catalog(db)
+        billing = Billing(settings, db, cache)
         core = cls(
             settings=settings,
             db=db,
             cache=cache,
             llm=llm,
             catalog=catalog,
-            dialogs=DialogEngine(settings, db, cache, llm, catalog),
+            dialogs=DialogEngine(
+                settings, db, cache, llm, catalog, billing=billing, preamble=load_preamble(settings)
+            ),
             players=Players(db, cache),
+            billing=billing,
         )
+        observe_core(core)  # database pool and cache health for /metrics
         if seed_if_empty and not await catalog.personas():
             from vitte.catalog.cards import default_fixtures_dir, read_cards
             from vitte.catalog.seed import seed_cards

@@ -13,25 +13,31 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from vitte.cache.base import Cache, CachedMessage
+from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
 from vitte.config import Settings
 from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import (
+    AgeNotConfirmed,
     MessageTooLong,
     NoActiveDialog,
     NothingToRegenerate,
+    PlayerBlocked,
+    RateLimited,
     ReplyFailed,
     StaleDialog,
     StoreUnavailable,
+    VitteError,
 )
 from vitte.llm.base import LLM, LLMBadResponse, LLMError, LLMRequest
+from vitte.metrics import observe_llm, waiting_for_lock
 from vitte.models import (
     ACTIVE,
     ASSISTANT,
@@ -43,6 +49,7 @@ from vitte.models import (
     USER,
     Dialog,
     Message,
+    SafetyEvent,
     User,
     utcnow,
 )
@@ -54,6 +61,13 @@ from vitte.prompt import (
     history_tokens,
     summary_messages,
 )
+from vitte.safety.crisis import CrisisCare, load_crisis_care
+from vitte.safety.preamble import load_preamble
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from vitte.billing import Billing, QuotaDecision
 
 log = logging.getLogger("vitte.dialogs")
 
@@ -64,8 +78,25 @@ _held_locks: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "vitte_held_locks", default=frozenset()
 )
 
+# the player's active dialog row as read under their lock, valid while the lock is held
+# (every change of a player's active dialog takes that lock): the bot's handler and the
+# engine read it once per update. A fresh dict per lock hold; writes drop the entry.
+_row_memo: contextvars.ContextVar[dict[int, tuple[Dialog, User] | None] | None] = contextvars.ContextVar(
+    "vitte_row_memo", default=None
+)
+
+# the hot path's first read, built once (a statement costs more to build than to cache-hit)
+_ACTIVE_ROW = (
+    select(Dialog, User)
+    .join(User, User.id == Dialog.user_id)
+    .where(Dialog.user_id == bindparam("user_id"), Dialog.status == ACTIVE)
+)
+
 # a double click within this window returns the dialog the first click opened
 DOUBLE_CLICK_SECONDS = 10.0
+
+# the per-player rate limit on LLM replies counts in fixed windows of this length
+RATE_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +130,8 @@ class ReplyOutcome:
     text: str
     status: str  # ok | stopped
     replaced: bool = False  # a regenerated reply that replaced the previous one
+    quota: QuotaDecision | None = None  # the reply counted against the quota (low_quota_notice)
+    crisis: bool = False  # the player's message was a crisis signal: also send crisis_resources()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +156,19 @@ class DialogEngine:
         llm: LLM,
         catalog: Catalog | None = None,
         preamble: Callable[[str], str] | None = None,
+        billing: Billing | None = None,
+        crisis: CrisisCare | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.cache = cache
         self.llm = llm
         self.catalog = catalog or Catalog(db)
-        self.preamble = preamble or (lambda _lang: "")
+        # the operator's safety preamble, first in every reply's prompt (vitte/safety)
+        self.preamble: Callable[[str], str] = preamble or load_preamble(settings)
+        self.crisis = crisis or load_crisis_care(settings)
+        self.rate_window = RATE_WINDOW_SECONDS  # VITTE_RATE_LIMIT_PER_MINUTE counts in this window
+        self.billing = billing  # the daily quota (None: unlimited)
         self._background: set[asyncio.Task[None]] = set()
         self._folding: set[int] = set()
 
@@ -141,12 +180,70 @@ class DialogEngine:
         if user_id in held:
             yield
             return
-        async with self.cache.user_lock(user_id):
+        async with contextlib.AsyncExitStack() as stack:
+            with waiting_for_lock():  # the queue depth, for the operator (vitte.metrics)
+                await stack.enter_async_context(self.cache.user_lock(user_id))
             token = _held_locks.set(held | {user_id})
+            memo = _row_memo.set({})
             try:
                 yield
             finally:
+                _row_memo.reset(memo)
                 _held_locks.reset(token)
+
+    # ------------------------------------------------------------------ trust and safety (vitte/safety)
+    @staticmethod
+    def _admit(user: User | None) -> None:
+        """A blocked player gets PlayerBlocked, one without the 18+ confirmation AgeNotConfirmed."""
+        if user is None:
+            raise AgeNotConfirmed()
+        if user.blocked_at is not None:
+            raise PlayerBlocked(user.blocked_reason)
+        if user.adult_confirmed_at is None:
+            raise AgeNotConfirmed()
+
+    async def _admitted_active(self, user_id: int, *, crisis: bool = False) -> tuple[Dialog, User]:
+        """The active dialog of an admitted player (the stored row decides), else PlayerBlocked,
+        AgeNotConfirmed or NoActiveDialog, in that order. A crisis signal is counted here."""
+        row = await self._active_row(user_id)
+        if row is None:
+            async with unavailable_as(StoreUnavailable), self.db.session() as s:
+                self._admit(await s.get(User, user_id))
+            raise NoActiveDialog()
+        self._admit(row[1])
+        if crisis:
+            await self._count_event("crisis", player_view(row[1]).language)
+        return row
+
+    async def _rate_check(self, user_id: int) -> None:
+        """RateLimited when the player asked for more replies than VITTE_RATE_LIMIT_PER_MINUTE."""
+        limit = self.settings.rate_limit_per_minute
+        if limit <= 0:
+            return
+        window = self.rate_window
+        if await self.cache.hit(user_key(user_id, "replies"), window) > limit:
+            raise RateLimited(window_remaining(window))
+
+    async def _count_event(self, kind: str, language: str) -> None:
+        """A counted safety event: kind and language only, never the player's text."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            s.add(SafetyEvent(kind=kind, language=language))
+            await s.commit()
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _crisis_errors(crisis: bool) -> AsyncIterator[None]:
+        """A refusal (quota, rate, block, failure …) of a crisis message says so: `exc.crisis`."""
+        try:
+            yield
+        except VitteError as exc:
+            if crisis:
+                exc.crisis = True
+            raise
+
+    def _prompt_preamble(self, language: str, care: bool) -> str:
+        text = self.preamble(language)
+        return f"{text}\n\n{self.crisis.care_note(language)}" if care else text
 
     # ------------------------------------------------------------------ reads
     async def _view(self, dialog: Dialog, language: str) -> DialogView:
@@ -173,15 +270,25 @@ class DialogEngine:
         )
 
     async def _active_row(self, user_id: int) -> tuple[Dialog, User] | None:
-        async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            row = (
-                await s.execute(
-                    select(Dialog, User)
-                    .join(User, User.id == Dialog.user_id)
-                    .where(Dialog.user_id == user_id, Dialog.status == ACTIVE)
-                )
-            ).first()
-        return (row[0], row[1]) if row else None
+        """The active dialog and its player: one statement, read once per lock hold."""
+        memo = _row_memo.get()
+        if memo is not None and user_id not in _held_locks.get():
+            memo = None
+        if memo is not None and user_id in memo:
+            return memo[user_id]
+        async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
+            row = (await s.execute(_ACTIVE_ROW, {"user_id": user_id})).first()
+        found = (row[0], row[1]) if row else None
+        if memo is not None:
+            memo[user_id] = found
+        return found
+
+    @staticmethod
+    def _forget_row(user_id: int) -> None:
+        """The player's active dialog changed: the next read goes to the database."""
+        memo = _row_memo.get()
+        if memo is not None:
+            memo.pop(user_id, None)
 
     async def current(self, user_id: int) -> DialogView | None:
         """The player's active dialog, or None (the faces then offer the persona choice)."""
@@ -267,6 +374,7 @@ class DialogEngine:
             row = await self._active_row(user_id)
             if row is not None:
                 dialog, user = row
+                self._admit(user)
                 age = (utcnow() - dialog.created_at).total_seconds()
                 if (
                     dialog.persona_id == persona_id
@@ -282,10 +390,7 @@ class DialogEngine:
     async def start_over(self, user_id: int, dialog_id: int | None = None) -> Opening:
         """'Начать заново': memory cleared, a new dialog with the same persona and story."""
         async with self.player_lock(user_id):
-            row = await self._active_row(user_id)
-            if row is None:
-                raise NoActiveDialog()
-            dialog, _user = row
+            dialog, _user = await self._admitted_active(user_id)
             if dialog_id is not None and int(dialog.id or 0) != dialog_id:
                 raise StaleDialog()
             persona = await self.catalog.persona(dialog.persona_id)
@@ -309,6 +414,7 @@ class DialogEngine:
                 )
                 await s.execute(update(User).where(User.id == user_id).values(active_persona_id=None))
                 await s.commit()
+            self._forget_row(user_id)
             if row is None:
                 return None
             await self.cache.recent_drop(int(row[0].id or 0))
@@ -358,6 +464,7 @@ class DialogEngine:
         self, user_id: int, persona: PersonaInfo, story: StoryInfo, language_code: str | None
     ) -> Opening:
         now = utcnow()
+        self._forget_row(user_id)
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             await s.execute(
                 insert_ignore(
@@ -374,6 +481,7 @@ class DialogEngine:
                 )
             )
             user = (await s.execute(select(User).where(User.id == user_id))).scalar_one()
+            self._admit(user)  # the stored row decides; a refusal rolls the insert back
             lang = player_view(user).language
             ended = list(
                 (
@@ -396,6 +504,7 @@ class DialogEngine:
             user.active_persona_id = persona.id
             await s.flush()
             await s.commit()
+        self._forget_row(user_id)
         for old in ended:
             await self.cache.recent_drop(int(old))
         dialog_id = int(dialog.id or 0)
@@ -422,54 +531,82 @@ class DialogEngine:
         """Store the player's message, write the persona's reply, store it.
 
         Raises NoActiveDialog, MessageTooLong, ReplyFailed (the player's message stays
-        stored; `regenerate` answers it later), StoreUnavailable.
+        stored; `regenerate` answers it later), StoreUnavailable; and, before anything is
+        stored or the LLM is called, PlayerBlocked, AgeNotConfirmed, RateLimited.
+        A crisis signal sets `ReplyOutcome.crisis` (or `exc.crisis` on any VitteError raised).
         """
-        text = self.check_text(text)
-        if not text:
-            raise MessageTooLong(self.settings.max_message_chars)
-        async with self.player_lock(user_id):
-            row = await self._active_row(user_id)
-            if row is None:
-                raise NoActiveDialog()
-            dialog, user = row
+        # never stored, never logged: a flag for the face and a counted event
+        crisis = self.crisis.detect(text[: self.settings.max_message_chars * 2])
+        async with self._crisis_errors(crisis):
+            text = self.check_text(text)
+            if not text:
+                raise MessageTooLong(self.settings.max_message_chars)
+        async with self.player_lock(user_id), self._crisis_errors(crisis):
+            dialog, user = await self._admitted_active(user_id, crisis=crisis)
+            await self._rate_check(user_id)  # before anything is stored or the LLM is called
             dialog_id = int(dialog.id or 0)
             recent = await self._recent(dialog_id)
             now = utcnow()
-            async with unavailable_as(StoreUnavailable), self.db.session() as s:
-                ids = list(
-                    (
-                        await s.execute(
-                            insert(Message).returning(Message.id, sort_by_parameter_order=True),
-                            [
-                                {
-                                    "dialog_id": dialog_id,
-                                    "role": USER,
-                                    "text": text,
-                                    "telegram_message_id": telegram_message_id,
-                                    "status": MSG_OK,
-                                    "created_at": now,
-                                },
-                                {
-                                    "dialog_id": dialog_id,
-                                    "role": ASSISTANT,
-                                    "text": "",
-                                    "telegram_message_id": None,
-                                    "status": MSG_STREAMING,
-                                    "created_at": now,
-                                },
-                            ],
-                        )
-                    ).scalars()
+            # hot path: no transaction, each statement commits on its own (one round trip each).
+            # One reply from today's quota first: QuotaExceeded means nothing is stored and the
+            # LLM is not called; if storing the message fails, the reply is given back.
+            async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
+                quota = await self._quota_take(user, s)
+                try:
+                    ids = await self._store_turn(s, dialog_id, text, telegram_message_id, now)
+                except BaseException:
+                    await self._quota_give_back(quota)
+                    raise
+            try:
+                user_msg = CachedMessage(int(ids[0]), USER, text, MSG_OK)
+                placeholder_id = int(ids[1])
+                await self.cache.recent_append(dialog_id, user_msg)
+                history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
+                outcome = await self._write(
+                    dialog, user, history, placeholder_id, on_text, stop, user_message_id=user_msg.id,
+                    crisis=crisis,
                 )
-                await s.commit()
-            user_msg = CachedMessage(int(ids[0]), USER, text, MSG_OK)
-            placeholder_id = int(ids[1])
-            await self.cache.recent_append(dialog_id, user_msg)
-            history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
-            outcome = await self._write(
-                dialog, user, history, placeholder_id, on_text, stop, user_message_id=user_msg.id
-            )
-            return outcome
+            except BaseException:
+                await self._quota_give_back(quota)
+                raise
+            return await self._quota_settle(outcome, quota)
+
+    async def _store_turn(
+        self, s: AsyncSession, dialog_id: int, text: str, telegram_message_id: int | None, now: datetime
+    ) -> list[int]:
+        """The player's message and the reply's placeholder: ONE multi-row INSERT … RETURNING.
+
+        `render_nulls` keeps the placeholder's NULL telegram_message_id in the statement, so
+        both rows have the same columns and go in one statement (else the ORM splits them).
+        The rows are told apart by role, not by order: asking for the parameters' order
+        (`sort_by_parameter_order`) makes SQLAlchemy send one statement per row on SQLite.
+        """
+        rows = [
+            {
+                "dialog_id": dialog_id,
+                "role": USER,
+                "text": text,
+                "telegram_message_id": telegram_message_id,
+                "status": MSG_OK,
+                "created_at": now,
+            },
+            {
+                "dialog_id": dialog_id,
+                "role": ASSISTANT,
+                "text": "",
+                "telegram_message_id": None,
+                "status": MSG_STREAMING,
+                "created_at": now,
+            },
+        ]
+        result = await s.execute(
+            insert(Message).returning(Message.id, Message.role),
+            rows,
+            execution_options={"render_nulls": True},
+        )
+        by_role = {role: int(message_id) for message_id, role in result.all()}
+        await s.commit()  # a no-op in an autocommit session
+        return [by_role[USER], by_role[ASSISTANT]]
 
     async def regenerate(
         self,
@@ -484,10 +621,7 @@ class DialogEngine:
         The new reply replaces the previous one in the history only once it is complete.
         """
         async with self.player_lock(user_id):
-            row = await self._active_row(user_id)
-            if row is None:
-                raise NoActiveDialog()
-            dialog, user = row
+            dialog, user = await self._admitted_active(user_id)
             if int(dialog.id or 0) != dialog_id:
                 raise StaleDialog()
             async with unavailable_as(StoreUnavailable), self.db.session() as s:
@@ -511,15 +645,48 @@ class DialogEngine:
                 replace_id = int(last.id or 0)
             elif last.role != USER:
                 raise NothingToRegenerate()
-            recent = await self._recent(dialog_id)
-            history = [m for m in recent if m.id > dialog.summary_upto and m.id != replace_id]
-            return await self._write(dialog, user, history, None, on_text, stop, replace_id=replace_id)
+            await self._rate_check(user_id)  # before the LLM is called
+            quota = await self._quota_take(user)  # before the LLM is called
+            try:
+                recent = await self._recent(dialog_id)
+                history = [m for m in recent if m.id > dialog.summary_upto and m.id != replace_id]
+                # the persona answers a crisis message with care again (no new flag or event)
+                answered = next((m for m in reversed(history) if m.role == USER), None)
+                care = answered is not None and self.crisis.detect(answered.text)
+                outcome = await self._write(
+                    dialog, user, history, None, on_text, stop, replace_id=replace_id, care=care
+                )
+            except BaseException:
+                await self._quota_give_back(quota)
+                raise
+            return await self._quota_settle(outcome, quota)
+
+    # ------------------------------------------------------------------ the daily quota (vitte/billing.py)
+    async def _quota_take(self, user: User, session: AsyncSession | None = None) -> QuotaDecision | None:
+        """One reply from today's quota (one SQL statement; in `session` when given, uncommitted),
+        or QuotaExceeded; None when unlimited."""
+        if self.billing is None:
+            return None
+        return await self.billing.check_and_count(user.id, user=user, session=session)
+
+    async def _quota_give_back(self, quota: QuotaDecision | None) -> None:
+        if quota is not None and self.billing is not None:
+            await asyncio.shield(self.billing.release(quota))
+
+    async def _quota_settle(self, outcome: ReplyOutcome, quota: QuotaDecision | None) -> ReplyOutcome:
+        """Only written replies stay counted (a stop before the first word gives the reply back)."""
+        if quota is None:
+            return outcome
+        if not outcome.text:
+            await self._quota_give_back(quota)
+            return outcome
+        return replace(outcome, quota=quota)
 
     async def _recent(self, dialog_id: int) -> list[CachedMessage]:
         cached = await self.cache.recent_get(dialog_id)
         if cached is not None:
             return cached
-        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+        async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
             rows = list(
                 (
                     await s.execute(
@@ -546,6 +713,8 @@ class DialogEngine:
         *,
         user_message_id: int | None = None,
         replace_id: int | None = None,
+        crisis: bool = False,
+        care: bool = False,
     ) -> ReplyOutcome:
         dialog_id = int(dialog.id or 0)
         player = player_view(user)
@@ -564,7 +733,7 @@ class DialogEngine:
             memory=dialog.summary,
             history=history,
             budget=self.settings.llm_context_tokens,
-            preamble=self.preamble(player.language),
+            preamble=self._prompt_preamble(player.language, care or crisis),
         )
         request = LLMRequest(
             messages=build_messages(prompt),
@@ -578,7 +747,7 @@ class DialogEngine:
         written: list[str] = []
         stopped = False
         try:
-            stream = self.llm.stream(request)
+            stream = observe_llm(self.llm.stream(request))  # latency, fate, errors (vitte.metrics)
             try:
                 async for delta in stream:
                     written.append(delta)
@@ -598,7 +767,7 @@ class DialogEngine:
             log.warning("reply failed for user %s dialog %s: %s", dialog.user_id, dialog_id, exc)
             if placeholder_id is not None:
                 await self._drop_placeholder(placeholder_id)
-            raise ReplyFailed(exc, user_message_id) from exc
+            raise ReplyFailed(exc, user_message_id, crisis=crisis) from exc
         except asyncio.CancelledError:
             partial = "".join(written).strip()
             if placeholder_id is not None:
@@ -625,15 +794,15 @@ class DialogEngine:
             return ReplyOutcome(dialog_id, int(msg.id or 0), reply, status)
         if not reply:  # stopped before the first word
             await self._drop_placeholder(placeholder_id)
-            return ReplyOutcome(dialog_id, 0, "", status)
+            return ReplyOutcome(dialog_id, 0, "", status, crisis=crisis)
         await self._finish(dialog_id, placeholder_id, reply, status)
         self._maybe_fold(dialog, [*history, CachedMessage(placeholder_id, ASSISTANT, reply, status)])
-        return ReplyOutcome(dialog_id, placeholder_id, reply, status)
+        return ReplyOutcome(dialog_id, placeholder_id, reply, status, crisis=crisis)
 
     async def _finish(
         self, dialog_id: int, message_id: int, text: str, status: str, *, replace: bool = False
     ) -> None:
-        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+        async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
             await s.execute(update(Message).where(Message.id == message_id).values(text=text, status=status))
             await s.commit()
         cm = CachedMessage(message_id, ASSISTANT, text, status)

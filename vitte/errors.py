@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class VitteError(Exception):
     """Base of every error the core raises on purpose."""
+
+    # set by DialogEngine.reply when the refused message was a crisis signal: the face still
+    # sends vitte.safety.crisis_resources() (see vitte/safety/__init__.py)
+    crisis: bool = False
 
 
 class NotFound(VitteError):
@@ -44,10 +50,14 @@ class NothingToRegenerate(VitteError):
 class ReplyFailed(VitteError):
     """The LLM could not write a reply. The player's message stays stored; a retry can follow."""
 
-    def __init__(self, cause: BaseException, user_message_id: int | None = None) -> None:
+    def __init__(
+        self, cause: BaseException, user_message_id: int | None = None, *, crisis: bool = False
+    ) -> None:
         super().__init__(str(cause) or type(cause).__name__)
         self.cause = cause
         self.user_message_id = user_message_id
+        # the player's message carried a crisis signal: the face still sends the help resources
+        self.crisis = crisis
 
 
 class MessageTooLong(VitteError):
@@ -58,3 +68,76 @@ class MessageTooLong(VitteError):
 
 class StoreUnavailable(VitteError):
     """The database cannot be reached right now ('one moment' for the player)."""
+
+
+# --------------------------------------------------------------------------- payments (vitte/billing.py)
+class QuotaExceeded(VitteError):
+    """The player's replies for today are used up (free or premium limit, and no pack replies left).
+
+    Raised by the engine's reply/regenerate before anything is stored or the LLM is called;
+    `entitlement` (a vitte.billing.Entitlement) says what the player has, for the paywall.
+    """
+
+    def __init__(self, entitlement: Any) -> None:
+        super().__init__("the daily reply quota is used up")
+        self.entitlement = entitlement
+
+
+class UnknownPlan(NotFound):
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(f"unknown plan: {plan_id}")
+        self.plan_id = plan_id
+
+
+class UnknownPayment(NotFound):
+    def __init__(self, charge_id: str) -> None:
+        super().__init__(f"unknown payment: {charge_id}")
+        self.charge_id = charge_id
+
+
+class PaymentAlreadyRefunded(VitteError):
+    def __init__(self, charge_id: str, refunded_at: Any = None) -> None:
+        when = f" at {refunded_at:%Y-%m-%d %H:%M} UTC" if refunded_at is not None else ""
+        super().__init__(f"payment {charge_id} was already refunded{when}")
+        self.charge_id = charge_id
+        self.refunded_at = refunded_at
+
+
+class NoSubscription(VitteError):
+    """The player has no Stars subscription to change."""
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"user {user_id} has no Stars subscription")
+        self.user_id = user_id
+
+
+class PaymentApiFailed(VitteError):
+    """Telegram refused or could not be reached for a payment call (refund, subscription edit)."""
+
+
+# --------------------------------------------------------------------------- trust and safety (vitte/safety)
+class AgeNotConfirmed(VitteError):
+    """The player has not confirmed being 18+ (`Players.confirm_adult`): the faces show the age gate."""
+
+    def __init__(self) -> None:
+        super().__init__("the player has not confirmed being an adult")
+
+
+class PlayerBlocked(VitteError):
+    """The operator blocked this player: one polite line, nothing stored, no LLM call.
+
+    `reason` is the operator's note; it is for operators, not for the player.
+    """
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__("the player is blocked")
+        self.reason = reason
+
+
+class RateLimited(VitteError):
+    """Too many replies asked for in a short time; nothing was stored. Retry after that many seconds."""
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        seconds = max(float(retry_after_seconds), 0.0)
+        super().__init__(f"too many messages: retry in {max(1, int(-(-seconds // 1)))} s")
+        self.retry_after_seconds = seconds

@@ -1,4 +1,5 @@
-"""Players: profile, language and reply style, lookup by id or @username, deleting their data."""
+"""Players: profile, language and reply style, lookup by id or @username, the age gate,
+blocking, exporting and deleting their data."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy import delete, func, select, update
 from vitte.cache.base import Cache
 from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import StoreUnavailable, UnknownUser, VitteError
-from vitte.models import Dialog, Payment, User, utcnow
+from vitte.models import Dialog, Message, Payment, SafetyEvent, Usage, User, utcnow
 from vitte.prompt import STYLES
 
 LANGUAGES = ("ru", "en")
@@ -71,6 +72,16 @@ class BadSetting(VitteError):
 class DeleteReport:
     dialogs: int
     payments_anonymised: int
+    messages: int = 0
+
+
+EXPORT_FORMAT = "vitte.player-export"
+EXPORT_VERSION = 1
+BLOCK_REASON_MAX = 500
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 class Players:
@@ -167,8 +178,174 @@ class Players:
             await s.commit()
             return player_view(user)
 
+    # ------------------------------------------------------------------ the age gate
+    async def confirm_adult(self, user_id: int, *, language_code: str | None = None) -> PlayerView:
+        """The player confirmed being 18+: the time is stored once (a repeat changes nothing).
+
+        Creates the player if unseen. The dialogs engine refuses choose/start over/reply/
+        regenerate with AgeNotConfirmed until this is done.
+        """
+        now = utcnow()
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            await s.execute(
+                insert_ignore(
+                    s,
+                    User,
+                    {
+                        "id": user_id,
+                        "language": language_from_telegram(language_code),
+                        "settings": {},
+                        "created_at": now,
+                        "last_seen_at": now,
+                    },
+                    ["id"],
+                )
+            )
+            await s.execute(
+                update(User)
+                .where(User.id == user_id, User.adult_confirmed_at.is_(None))  # type: ignore[union-attr]
+                .values(adult_confirmed_at=now)
+            )
+            user = (await s.execute(select(User).where(User.id == user_id))).scalar_one()
+            await s.commit()
+            return player_view(user)
+
+    async def decline_adult(self, user_id: int) -> None:
+        """The player said they are under 18: nothing about it is stored, and an earlier
+        confirmation (if any) is withdrawn, so the engine keeps refusing them."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            await s.execute(
+                update(User)
+                .where(User.id == user_id, User.adult_confirmed_at.is_not(None))  # type: ignore[union-attr]
+                .values(adult_confirmed_at=None)
+            )
+            await s.commit()
+
+    # ------------------------------------------------------------------ blocking
+    async def block(self, user_id: int, reason: str | None = None) -> PlayerView:
+        """Block a known player (UnknownUser otherwise): the engine refuses them with PlayerBlocked.
+
+        Blocking again updates the reason and keeps the first time. Counted in safety_events
+        (kind "block", the player's language).
+        """
+        reason = (reason or "").strip()[:BLOCK_REASON_MAX] or None
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            user = await s.get(User, user_id, with_for_update=s.bind.dialect.name != "sqlite")
+            if user is None:
+                raise UnknownUser(user_id)
+            newly = user.blocked_at is None
+            if newly:
+                user.blocked_at = utcnow()
+                s.add(SafetyEvent(kind="block", language=player_view(user).language))
+            user.blocked_reason = reason
+            await s.commit()
+            return player_view(user)
+
+    async def unblock(self, user_id: int) -> PlayerView:
+        """Lift a block (a player who was not blocked stays as they are). UnknownUser if unseen."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            user = await s.get(User, user_id, with_for_update=s.bind.dialect.name != "sqlite")
+            if user is None:
+                raise UnknownUser(user_id)
+            user.blocked_at = None
+            user.blocked_reason = None
+            await s.commit()
+            return player_view(user)
+
+    # ------------------------------------------------------------------ the player's data
+    async def export(self, user_id: int) -> dict[str, Any]:
+        """Everything stored about the player, JSON-serializable, with stable keys:
+        format, version, exported_at, profile, settings, dialogs (each with its messages,
+        oldest first), payments, usage. UnknownUser if unseen."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            user = await s.get(User, user_id)
+            if user is None:
+                raise UnknownUser(user_id)
+            dialogs = list(
+                (await s.execute(select(Dialog).where(Dialog.user_id == user_id).order_by(Dialog.id))).scalars()
+            )
+            messages = list(
+                (
+                    await s.execute(
+                        select(Message)
+                        .join(Dialog, Dialog.id == Message.dialog_id)
+                        .where(Dialog.user_id == user_id)
+                        .order_by(Message.dialog_id, Message.id)
+                    )
+                ).scalars()
+            )
+            payments = list(
+                (
+                    await s.execute(select(Payment).where(Payment.user_id == user_id).order_by(Payment.id))
+                ).scalars()
+            )
+            usage = list(
+                (await s.execute(select(Usage).where(Usage.user_id == user_id).order_by(Usage.day))).scalars()
+            )
+        by_dialog: dict[int, list[dict[str, Any]]] = {int(d.id or 0): [] for d in dialogs}
+        for m in messages:
+            by_dialog.setdefault(m.dialog_id, []).append(
+                {
+                    "id": int(m.id or 0),
+                    "role": m.role,
+                    "text": m.text,
+                    "status": m.status,
+                    "created_at": _iso(m.created_at),
+                }
+            )
+        return {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "exported_at": _iso(utcnow()),
+            "profile": {
+                "id": user.id,
+                "username": user.username,
+                "first_name": user.first_name,
+                "language": user.language,
+                "active_persona_id": user.active_persona_id,
+                "premium_until": _iso(user.premium_until),
+                "subscription_state": user.subscription_state,
+                "adult_confirmed_at": _iso(user.adult_confirmed_at),
+                "blocked_at": _iso(user.blocked_at),
+                "blocked_reason": user.blocked_reason,
+                "created_at": _iso(user.created_at),
+                "last_seen_at": _iso(user.last_seen_at),
+            },
+            "settings": dict(user.settings or {}),
+            "dialogs": [
+                {
+                    "id": int(d.id or 0),
+                    "persona_id": d.persona_id,
+                    "story_id": d.story_id,
+                    "status": d.status,
+                    "memory": d.summary,
+                    "created_at": _iso(d.created_at),
+                    "ended_at": _iso(d.ended_at),
+                    "messages": by_dialog.get(int(d.id or 0), []),
+                }
+                for d in dialogs
+            ],
+            "payments": [
+                {
+                    "telegram_payment_charge_id": p.telegram_payment_charge_id,
+                    "amount": p.amount,
+                    "currency": p.currency,
+                    "plan": p.plan,
+                    "is_recurring": p.is_recurring,
+                    "extra_replies": p.extra_replies,
+                    "expires_at": _iso(p.expires_at),
+                    "refunded_at": _iso(p.refunded_at),
+                    "created_at": _iso(p.created_at),
+                }
+                for p in payments
+            ],
+            "usage": [{"day": u.day.isoformat(), "replies": u.replies} for u in usage],
+        }
+
     async def delete_data(self, user_id: int) -> DeleteReport:
-        """Erase the player's dialogs, messages and cache entries; keep payments, anonymised."""
+        """Erase the player: profile, dialogs, messages, usage rows and cache entries (recent
+        lists, online mark, rate counters). Payments are kept for accounting, anonymised:
+        user_id NULL and the free-form invoice payload cleared."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             user = await s.get(User, user_id)
             if user is None:
@@ -176,11 +353,20 @@ class Players:
             dialog_ids = list(
                 (await s.execute(select(Dialog.id).where(Dialog.user_id == user_id))).scalars()
             )
+            # explicit deletes: nothing relies on foreign-key cascades being switched on
+            erased = await s.execute(
+                delete(Message).where(Message.dialog_id.in_(select(Dialog.id).where(Dialog.user_id == user_id)))  # type: ignore[attr-defined]
+            )
             await s.execute(delete(Dialog).where(Dialog.user_id == user_id))
+            await s.execute(delete(Usage).where(Usage.user_id == user_id))  # type: ignore[arg-type]
             paid = await s.execute(
-                update(Payment).where(Payment.user_id == user_id).values(user_id=None)
+                update(Payment).where(Payment.user_id == user_id).values(user_id=None, payload="")  # type: ignore[arg-type]
             )
             await s.execute(delete(User).where(User.id == user_id))
             await s.commit()
         await self.cache.forget_user(user_id, [int(d) for d in dialog_ids if d is not None])
-        return DeleteReport(dialogs=len(dialog_ids), payments_anonymised=int(paid.rowcount or 0))  # type: ignore[attr-defined]
+        return DeleteReport(
+            dialogs=len(dialog_ids),
+            payments_anonymised=int(paid.rowcount or 0),  # type: ignore[attr-defined]
+            messages=int(erased.rowcount or 0),  # type: ignore[attr-defined]
+        )

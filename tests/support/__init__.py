@@ -1,1 +1,1 @@
-"""Helpers shared by tests: signed Telegram initData, a fake Bot API server, a running web app."""
+"""Test helpers shared by several test modules (fake servers, builders)."""

@@ -7,6 +7,7 @@ database), a lock falls back to an in-process lock, de-duplication lets the upda
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -77,11 +78,40 @@ class Cache(Protocol):
     async def first_seen(self, key: str, ttl: int = 86400) -> bool:
         """True the first time `key` is seen within ttl; False for a duplicate."""
 
+    # --- rate limiting ---
+    async def hit(self, key: str, window: float) -> int:
+        """Count one hit on `key`; return the hits in the current window, this one included.
+
+        Fixed windows aligned to the wall clock (`int(time.time() // window)`), shared by
+        every process with Redis; the window ends at the next multiple of `window` seconds.
+        Keys about a player start with `user:<id>:` (`forget_user` drops them).
+        Unavailable: 0 (allow).
+        """
+
     # --- housekeeping ---
     async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
-        """Drop every key about this player (their data is being deleted)."""
+        """Drop every key about this player (their data is being deleted): the dialogs'
+        recent lists, the online mark, and hit counters whose key starts with `user:<id>:`."""
 
     async def ping(self) -> bool:
         """True when the backing store answers."""
 
     async def close(self) -> None: ...
+
+
+def user_key(user_id: int, name: str) -> str:
+    """A `hit` key about a player (dropped with the player's data by `forget_user`)."""
+    return f"user:{int(user_id)}:{name}"
+
+
+def window_index(window: float, now: float | None = None) -> int:
+    """The fixed window `hit` counts in (wall clock, the same in every process)."""
+    if window <= 0:
+        raise ValueError("window must be positive")
+    return int((time.time() if now is None else now) // window)
+
+
+def window_remaining(window: float, now: float | None = None) -> float:
+    """Seconds until the current fixed window ends."""
+    now = time.time() if now is None else now
+    return (window_index(window, now) + 1) * window - now

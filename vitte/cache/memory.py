@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from vitte.cache.base import CachedMessage
+from vitte.cache.base import CachedMessage, window_index
 from vitte.config import Settings
 
 DEFAULT_CAP: int = int(Settings.model_fields["recent_messages"].default)
@@ -126,6 +126,7 @@ class MemoryCache:
         max_dialogs: int = 1000,
         max_online: int = 100_000,
         max_seen: int = 100_000,
+        max_hits: int = 100_000,
     ) -> None:
         self.cap = int(cap if cap is not None else DEFAULT_CAP)
         if self.cap < 1:
@@ -134,6 +135,9 @@ class MemoryCache:
         self._recent: OrderedDict[int, deque[CachedMessage]] = OrderedDict()
         self._online = _Expiring(max_online)
         self._seen = _Expiring(max_seen)
+        self.max_hits = max_hits
+        # hit counters: key -> (window length, window index, count), least recently hit first
+        self._hits: OrderedDict[str, tuple[float, int, int]] = OrderedDict()
         self._locks = KeyedLock()
 
     @classmethod
@@ -205,11 +209,25 @@ class MemoryCache:
         self._seen.put(key, now + ttl, now)
         return True
 
+    # --- rate limiting ---
+    async def hit(self, key: str, window: float) -> int:
+        index = window_index(window)
+        hits = self._hits
+        entry = hits.pop(key, None)
+        count = entry[2] + 1 if entry is not None and entry[:2] == (window, index) else 1
+        hits[key] = (window, index, count)
+        while len(hits) > self.max_hits:  # the least recently hit counter goes (long stale)
+            hits.popitem(last=False)
+        return count
+
     # --- housekeeping ---
     async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
         for dialog_id in dialog_ids:
             self._recent.pop(dialog_id, None)
         self._online.discard(user_id)
+        prefix = f"user:{int(user_id)}:"
+        for key in [k for k in self._hits if k.startswith(prefix)]:
+            del self._hits[key]
 
     async def ping(self) -> bool:
         return True
@@ -218,3 +236,4 @@ class MemoryCache:
         self._recent.clear()
         self._online.clear()
         self._seen.clear()
+        self._hits.clear()

@@ -6,6 +6,7 @@ Keys (all under the configured prefix):
 - ``online:<user>``    STRING with a TTL; ``online-set`` ZSET user -> expiry (ms) for counting
 - ``lock:<user>``      the player's lock: a random token with a lease (PX), renewed while held
 - ``seen:<key>``       update de-duplication (set once, with a TTL)
+- ``hit:<key>:<n>``    a rate-limit counter for fixed window n (INCR, expires after the window)
 
 When Redis cannot answer (down, slow, restarting) every call returns the harmless answer:
 a read is a miss, a write is skipped, `first_seen` lets the update through, `is_online` is
@@ -38,7 +39,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from vitte.cache.base import CachedMessage
+from vitte.cache.base import CachedMessage, window_index
 from vitte.cache.memory import DEFAULT_CAP, KeyedLock
 from vitte.config import Settings
 
@@ -48,6 +49,7 @@ T = TypeVar("T")
 
 RECENT_TTL = 7 * 86400  # seconds; refreshed whenever the list is read or written
 MAX_DIRTY = 100_000  # remembered stale lists; beyond that every recent list is dropped
+MAX_TOUCHED = 100_000  # players whose online mark this process refreshed recently
 
 # Append if the list exists (a missing list stays missing). Appending the same message id
 # as the last item replaces it, so a retried append does not duplicate a message.
@@ -179,6 +181,7 @@ class RedisCache:
         self._unlock = self._redis.register_script(_UNLOCK)
         self._first_seen = self._redis.register_script(_FIRST_SEEN)
         self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
+        self._touched: dict[int, float] = {}  # user -> when this process last refreshed the mark
         self._tasks: set[asyncio.Task[Any]] = set()
         # health
         self._down = False
@@ -215,6 +218,9 @@ class RedisCache:
 
     def _seen_key(self, key: str) -> str:
         return f"{self.prefix}seen:{key}"
+
+    def _hit_key(self, key: str, index: int) -> str:
+        return f"{self.prefix}hit:{key}:{index}"
 
     # ------------------------------------------------------------------ health
     @property
@@ -382,6 +388,15 @@ class RedisCache:
 
     # ------------------------------------------------------------------ online status
     async def touch_online(self, user_id: int, ttl: float = 300) -> None:
+        # at most one refresh per player per ttl/5 from this process: a player who chats keeps
+        # the mark without a Redis round trip on every message
+        now = time.monotonic()
+        last = self._touched.get(user_id)
+        if last is not None and now - last < ttl / 5:
+            return
+        if len(self._touched) >= MAX_TOUCHED:
+            self._touched.clear()
+        self._touched[user_id] = now
         key, zkey, ttl_ms = self._online_key(user_id), self._online_set, _ms(ttl)
 
         async def op() -> None:
@@ -482,14 +497,31 @@ class RedisCache:
         got = await self._run(lambda: self._first_seen(keys=[skey], args=[token, ttl_ms]), None)
         return got is None or bool(got)
 
+    # ------------------------------------------------------------------ rate limiting
+    async def hit(self, key: str, window: float) -> int:
+        hkey = self._hit_key(key, window_index(window))
+        ttl_ms = _ms(window) + 1000  # outlives the window it counts
+
+        async def op() -> int:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(hkey)
+                pipe.pexpire(hkey, ttl_ms)
+                count, _ = await pipe.execute()
+            return int(count)
+
+        return await self._run(op, 0)  # unavailable: 0 = allow
+
     # ------------------------------------------------------------------ housekeeping
     async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
+        self._touched.pop(user_id, None)
         keys = [self._recent_key(d) for d in dialog_ids]
         okey, zkey = self._online_key(user_id), self._online_set
+        hits = _glob_escape(f"{self.prefix}hit:user:{int(user_id)}:") + "*"
 
         async def op() -> None:
+            counters = [k async for k in self._redis.scan_iter(match=hits, count=1000)]
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(okey, *keys)
+                pipe.delete(okey, *keys, *counters)
                 pipe.zrem(zkey, str(int(user_id)))
                 await pipe.execute()
 

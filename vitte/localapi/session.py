@@ -43,6 +43,8 @@ from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import InlineKeyboardMarkup, InputFile, Update, URLInputFile
 
+from vitte.perf import pin_response_type
+
 if TYPE_CHECKING:
     from aiogram.types import InlineKeyboardButton
 
@@ -897,6 +899,7 @@ class LocalBotSession(BaseSession):
         timeout: int | None = None,  # noqa: ASYNC109 - BaseSession's signature
     ) -> TelegramType:
         name = method.__api_method__
+        pin_response_type(method)  # see vitte.perf: else a GC makes aiogram rebuild it
         files: dict[str, InputFile] = {}
         params = self._prepare_params(bot, method, files)
         if self.latency:

@@ -1,0 +1,162 @@
+"""`vitte payments …`: list Stars payments, refund one.
+
+Registered in cli/main.py as ``app.add_typer(payments_app, name="payments")``.
+Exit codes: 0 ok, 1 not found / refused (unknown charge, already refunded, Telegram said no),
+2 bad usage or configuration (no VITTE_BOT_TOKEN for a refund).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from aiogram import Bot
+
+    from vitte.config import Settings
+    from vitte.models import Payment
+
+payments_app = typer.Typer(help="Telegram Stars payments: list, refund.", no_args_is_help=True)
+
+
+def payment_json(p: Payment) -> dict[str, Any]:
+    from cli.main import iso
+
+    return {
+        "id": p.id,
+        "charge_id": p.telegram_payment_charge_id,
+        "user_id": p.user_id,
+        "plan": p.plan,
+        "amount": p.amount,
+        "currency": p.currency,
+        "is_recurring": p.is_recurring,
+        "is_first_recurring": p.is_first_recurring,
+        "extra_replies": p.extra_replies,
+        "expires_at": iso(p.expires_at),
+        "refunded_at": iso(p.refunded_at),
+        "created_at": iso(p.created_at),
+    }
+
+
+def make_bot(settings: Settings) -> Bot:
+    """A Bot for VITTE_BOT_TOKEN on the Bot API server VITTE_TELEGRAM_API_URL (ConfigError without a token)."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    token = settings.require_bot_token()
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url.rstrip("/")))
+    return Bot(token=token, session=session)
+
+
+@payments_app.command("list")
+def payments_list(
+    user: str | None = typer.Option(None, "--user", help="Only this player (Telegram id or @username)."),
+    limit: int = typer.Option(100, "--limit", min=1, max=100_000, help="At most this many rows."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List payments, newest first."""
+    from cli.main import open_core, print_json, run_async, settings_or_exit
+
+    settings = settings_or_exit()
+
+    async def go() -> list[dict[str, Any]]:
+        core = await open_core(settings)
+        try:
+            user_id = await core.players.resolve(user) if user is not None else None
+            return [payment_json(p) for p in await core.billing.list_payments(user_id, limit)]
+        finally:
+            await core.close()
+
+    rows = run_async(go)
+    if as_json:
+        print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        Console().print("No payments.")
+        return
+    table = Table(title="Payments")
+    for col in ("charge id", "user", "plan", "amount", "recurring", "expires", "refunded", "paid at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["charge_id"],
+            str(r["user_id"] if r["user_id"] is not None else "(deleted)"),
+            r["plan"] or "?",
+            f"{r['amount']} {r['currency']}",
+            ("first" if r["is_first_recurring"] else "yes") if r["is_recurring"] else "",
+            (r["expires_at"] or "")[:16],
+            (r["refunded_at"] or "")[:16],
+            (r["created_at"] or "")[:16],
+        )
+    Console().print(table)
+
+
+@payments_app.command("refund")
+def payments_refund(
+    charge_id: str = typer.Argument(..., help="telegram_payment_charge_id (see `vitte payments list`)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Refund a payment in Stars (refundStarPayment) and end what it paid for."""
+    from cli.main import fail, open_core, print_json, run_async, settings_or_exit
+    from vitte.config import ConfigError
+
+    settings = settings_or_exit()
+    try:
+        settings.require_bot_token()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+    async def look() -> Payment:
+        from vitte.errors import PaymentAlreadyRefunded
+
+        core = await open_core(settings)
+        try:
+            payment = await core.billing.payment(charge_id)
+            if payment.refunded_at is not None:
+                raise PaymentAlreadyRefunded(charge_id, payment.refunded_at)
+            return payment
+        finally:
+            await core.close()
+
+    payment = run_async(look)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("refusing to refund without confirmation: pass --yes", 1)
+        what = f"{payment.amount} {payment.currency} to user {payment.user_id} ({payment.plan or '?'})"
+        if not typer.confirm(f"Refund {what}? What it paid for ends now", default=False):
+            fail("not refunded", 1)
+
+    async def go() -> Any:
+        core = await open_core(settings)
+        bot = make_bot(settings)
+        try:
+            return await core.billing.refund(bot, charge_id)
+        finally:
+            await bot.session.close()
+            await core.close()
+
+    result = run_async(go)
+    if as_json:
+        print_json(
+            {
+                "payment": payment_json(result.payment),
+                "premium_ended": result.premium_ended,
+                "replies_removed": result.replies_removed,
+            }
+        )
+        return
+    p = result.payment
+    ended = []
+    if result.premium_ended:
+        ended.append("premium ended")
+    if result.replies_removed:
+        ended.append(f"{result.replies_removed} pack replies removed")
+    tail = f"; {', '.join(ended)}" if ended else ""
+    typer.echo(f"refunded {p.amount} {p.currency} to user {p.user_id} (charge {p.telegram_payment_charge_id}){tail}")

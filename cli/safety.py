@@ -1,0 +1,125 @@
+"""Operator commands for trust and safety: block / unblock a player, export / delete their data.
+
+Plain functions registered on a given Typer app, so the `vitte user` group (cli/users.py) can
+carry them next to `vitte user show`::
+
+    from cli import safety
+    safety.register(user_app)   # vitte user block | unblock | export | delete
+
+`safety_user_app` is a stand-alone group with the same commands (tests, or until merged).
+Exit codes as everywhere: 0 ok, 1 not found / refused, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+# the module, not its names: cli/main.py may import this module while it is being initialised
+import cli.main as cli_main
+
+USER_ARG = typer.Argument(..., help="Telegram user id or @username.")
+
+
+def block(
+    user: str = USER_ARG,
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept for operators, max 500 characters)."),
+) -> None:
+    """Block a player: the bot refuses their messages (no LLM call, nothing stored)."""
+    settings = cli_main.settings_or_exit()
+
+    async def go() -> Any:
+        core = await cli_main.open_core(settings)
+        try:
+            return await core.players.block(await core.players.resolve(user), reason)
+        finally:
+            await core.close()
+
+    player = cli_main.run_async(go)
+    note = f" ({player.blocked_reason})" if player.blocked_reason else ""
+    typer.echo(f"blocked user {player.id}{note}")
+
+
+def unblock(user: str = USER_ARG) -> None:
+    """Lift a player's block."""
+    settings = cli_main.settings_or_exit()
+
+    async def go() -> Any:
+        core = await cli_main.open_core(settings)
+        try:
+            return await core.players.unblock(await core.players.resolve(user))
+        finally:
+            await core.close()
+
+    player = cli_main.run_async(go)
+    typer.echo(f"unblocked user {player.id}")
+
+
+def export(
+    user: str = USER_ARG,
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the JSON to this file (default: standard output)."
+    ),
+) -> None:
+    """Export everything stored about a player as JSON (profile, settings, dialogs, payments)."""
+    settings = cli_main.settings_or_exit()
+
+    async def go() -> dict[str, Any]:
+        core = await cli_main.open_core(settings)
+        try:
+            return await core.players.export(await core.players.resolve(user))
+        finally:
+            await core.close()
+
+    data = cli_main.run_async(go)
+    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        cli_main.fail(f"{output}: {exc.strerror or exc}", 1)
+    typer.echo(f"exported user {data['profile']['id']} to {output}", err=True)
+
+
+def delete(
+    user: str = USER_ARG,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm: the data cannot be restored."),
+) -> None:
+    """Delete a player's data: profile, dialogs, messages, usage, cache (payments kept, anonymised)."""
+    if not yes:
+        cli_main.fail("refusing to delete a player's data without --yes (it cannot be restored)", 1)
+    settings = cli_main.settings_or_exit()
+
+    async def go() -> tuple[int, Any]:
+        core = await cli_main.open_core(settings)
+        try:
+            user_id = await core.players.resolve(user)
+            return user_id, await core.players.delete_data(user_id)
+        finally:
+            await core.close()
+
+    user_id, report = cli_main.run_async(go)
+    typer.echo(
+        f"deleted user {user_id}: {report.dialogs} dialogs, {report.messages} messages; "
+        f"{report.payments_anonymised} payments kept, anonymised"
+    )
+
+
+COMMANDS = {"block": block, "unblock": unblock, "export": export, "delete": delete}
+
+
+def register(user_app: typer.Typer) -> typer.Typer:
+    """Add `block`, `unblock`, `export`, `delete` to the given Typer group (`vitte user`)."""
+    for name, fn in COMMANDS.items():
+        user_app.command(name)(fn)
+    return user_app
+
+
+safety_user_app = register(
+    typer.Typer(help="Players: block, unblock, export or delete their data.", no_args_is_help=True)
+)

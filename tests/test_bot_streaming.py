@@ -1,0 +1,120 @@
+"""Splitting long replies, waiting out TelegramRetryAfter, the progress stream's fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiogram.exceptions import TelegramRetryAfter
+from aiogram.methods import SendMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vitte.bot.streaming import ReplyStream, call_with_retry, split_text
+from vitte.localapi import LocalBotSession, make_local_bot
+
+
+def test_short_text_is_one_piece() -> None:
+    assert split_text("  Привет.  ") == ["Привет."]
+    assert split_text("") == []
+
+
+def test_splits_on_sentence_ends() -> None:
+    text = " ".join(f"Предложение {i} заканчивается здесь." for i in range(400))
+    parts = split_text(text, 1000)
+    assert all(len(p) <= 1000 for p in parts)
+    assert all(p.endswith("здесь.") for p in parts)
+    assert " ".join(parts) == text
+
+
+def test_prefers_paragraphs_then_lines() -> None:
+    para = "А" * 600 + ". " + "Б" * 300
+    text = para + "\n\n" + para
+    assert split_text(text, 1000) == [para, para]
+    text = para + "\n" + para
+    assert split_text(text, 1000) == [para, para]
+
+
+def test_a_text_without_boundaries_is_cut_hard() -> None:
+    parts = split_text("x" * 2500, 1000)
+    assert [len(p) for p in parts] == [1000, 1000, 500]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab .!?\n,"), max_size=3000), st.integers(20, 500))
+def test_split_keeps_every_character_and_the_limit(text: str, limit: int) -> None:
+    parts = split_text(text, limit)
+    assert all(0 < len(p) <= limit for p in parts)
+    assert "".join(parts).replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+
+
+async def test_retry_after_is_waited_out_then_the_call_succeeds() -> None:
+    waits: list[float] = []
+    calls = 0
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def call() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise TelegramRetryAfter(SendMessage(chat_id=1, text="x"), "Too Many Requests", 7)
+        return "sent"
+
+    assert await call_with_retry(call, sleep=sleep) == "sent"
+    assert waits == [7.0, 7.0]
+
+
+async def test_retry_after_gives_up_after_the_attempts() -> None:
+    async def sleep(seconds: float) -> None:
+        return None
+
+    async def call() -> str:
+        raise TelegramRetryAfter(SendMessage(chat_id=1, text="x"), "Too Many Requests", 1)
+
+    with pytest.raises(TelegramRetryAfter):
+        await call_with_retry(call, attempts=3, sleep=sleep)
+
+
+async def test_refused_empty_placeholder_becomes_an_ellipsis() -> None:
+    session = LocalBotSession()
+    bot = make_local_bot(session)
+    session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
+    session.fail_next("sendMessageDraft", 400, "Bad Request: text must be non-empty")
+    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.01).start()
+    await stream.on_text("Привет")
+    await asyncio.sleep(0.1)
+    message_id = await stream.finish("Привет, как дела?")
+    drafts = [c for c in session.calls_of("sendMessageDraft") if c.ok]
+    assert drafts[0].params["text"] == "…"
+    assert stream.mode == "draft"
+    assert session.chat(7).message(message_id).text == "Привет, как дела?"
+
+
+async def test_drafts_refused_fall_back_to_an_edited_message() -> None:
+    session = LocalBotSession()
+    session.drafts_supported = False
+    bot = make_local_bot(session)
+    session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
+    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.01, edit_interval=0.05).start()
+    for i in range(1, 6):
+        await stream.on_text("слово " * i)
+        await asyncio.sleep(0.03)
+    message_id = await stream.finish("слово " * 6)
+    assert stream.mode == "edit"
+    chat = session.chat(7)
+    assert [m.message_id for m in chat.bot_messages()] == [message_id]
+    assert chat.message(message_id).text == ("слово " * 6).strip()
+
+
+async def test_abort_in_edit_mode_removes_the_half_written_message() -> None:
+    session = LocalBotSession()
+    session.drafts_supported = False
+    bot = make_local_bot(session)
+    session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
+    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.01, edit_interval=0.05).start()
+    await stream.on_text("Половина ответа")
+    await asyncio.sleep(0.1)
+    await stream.abort()
+    assert session.chat(7).bot_messages() == []

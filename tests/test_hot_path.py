@@ -1,0 +1,116 @@
+"""The hot path's cost, counted (not timed): one reply on a cache hit through the real
+Dispatcher, on PostgreSQL + Redis.
+
+SQL round trips are counted on the wire by a proxy in front of PostgreSQL
+(`vitte.devtools.pgwire`): every simple query (BEGIN, COMMIT, ROLLBACK, a ping) and every
+extended-protocol Sync is one, so nothing is estimated. `vitte bench` counts with SQLAlchemy
+events instead; the two must agree.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support.bot_harness import cards
+from vitte.bench import RedisCounter, SqlCounter
+from vitte.bot.factory import build_dispatcher
+from vitte.bot.runtime import Runtime
+from vitte.catalog.seed import seed_cards
+from vitte.config import load_settings
+from vitte.core import Core
+from vitte.devtools.llm_server import FakeLLMServer
+from vitte.devtools.pgwire import PgWireCounter
+from vitte.localapi import LocalBotSession, LocalPlayer, make_local_bot
+
+SQL_ROUND_TRIPS_PER_REPLY = 4  # the target: read the dialog, take the quota, store the turn, store the reply
+REDIS_ROUND_TRIPS_PER_REPLY = 8  # de-dup, lock, rate, recent list, 2 appends, unlock (+ online mark, throttled)
+REPLY = "The night is quiet here, and I was thinking of you."
+
+
+@pytest.fixture
+async def wired(pg_url: str, redis_url: str, redis_prefix: str, redis_cleanup: None) -> AsyncIterator[dict[str, Any]]:
+    async with FakeLLMServer(default_reply=REPLY) as llm, PgWireCounter.for_url(pg_url) as proxy:
+        settings = load_settings(
+            database_url=proxy.rewrite(pg_url),
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+            llm_base_url=llm.base_url,
+            llm_retries=0,
+        )
+        core = await Core.open(settings)
+        await seed_cards(core.db, cards())
+        core.catalog.invalidate()
+        session = LocalBotSession(update_id_start=secrets.randbelow(2**40) + 1)
+        bot = make_local_bot(session)
+        runtime = Runtime()
+        dp = build_dispatcher(core, runtime)
+        try:
+            yield {"core": core, "proxy": proxy, "dp": dp, "bot": bot, "session": session, "runtime": runtime}
+        finally:
+            await runtime.drain(0)
+            await core.close()
+
+
+async def _player(w: dict[str, Any], user_id: int) -> LocalPlayer:
+    core: Core = w["core"]
+    await core.players.seen(user_id, language_code="en", first_name="Ann")
+    confirm = getattr(core.players, "confirm_adult", None)
+    if confirm is not None:
+        await confirm(user_id, language_code="en")
+    persona = next(p for p in await core.catalog.personas() if p.stories)
+    await core.dialogs.choose(user_id, persona.id, persona.stories[0].id, language_code="en")
+    return LocalPlayer(w["dp"], w["bot"], w["session"], user_id=user_id, language_code="en")
+
+
+async def test_one_reply_on_a_cache_hit_costs_at_most_four_sql_round_trips(wired: dict[str, Any]) -> None:
+    core: Core = wired["core"]
+    proxy: PgWireCounter = wired["proxy"]
+    player = await _player(wired, 7001)
+    await player.send("Hello!")  # the first message: connections, prepared statements, caches
+    assert player.last_bot_text() == REPLY
+
+    sql = SqlCounter(core.db.engine)
+    redis = RedisCounter.attach(core.cache)
+    assert redis is not None
+    try:
+        counted = []
+        for text in ("How was your evening?", "Tell me more."):
+            proxy.reset()
+            before, redis_before = sql.snapshot(), redis.round_trips
+            await player.send(text)
+            assert player.last_bot_text() == REPLY
+            estimate = sql.snapshot().minus(before)
+            counted.append((proxy.round_trips, dict(proxy.queries), estimate, redis.round_trips - redis_before))
+    finally:
+        sql.close()
+        redis.close()
+
+    for wire, queries, estimate, redis_trips in counted:
+        # no BEGIN/COMMIT/ROLLBACK and no ping on the hot path: every round trip is a statement
+        assert queries == {}, queries
+        assert wire <= SQL_ROUND_TRIPS_PER_REPLY, (wire, estimate)
+        # what `vitte bench` reports is what went over the wire
+        assert estimate.round_trips == wire, (estimate, wire)
+        assert redis_trips <= REDIS_ROUND_TRIPS_PER_REPLY, redis_trips
+
+
+async def test_the_first_reply_after_a_cache_loss_rebuilds_from_the_database(wired: dict[str, Any]) -> None:
+    """A cache miss costs one more read (the recent messages) and nothing else."""
+    core: Core = wired["core"]
+    proxy: PgWireCounter = wired["proxy"]
+    player = await _player(wired, 7002)
+    await player.send("Hello!")
+    view = await core.dialogs.current(7002)
+    assert view is not None
+    await core.cache.recent_drop(view.id)
+    proxy.reset()
+    await player.send("Do you remember me?")
+    assert player.last_bot_text() == REPLY
+    assert proxy.queries == {}
+    assert proxy.round_trips <= SQL_ROUND_TRIPS_PER_REPLY + 1
+    rows = [m.text for m in await core.dialogs.messages(view.id)]
+    assert rows[-2:] == ["Do you remember me?", REPLY]

@@ -1,0 +1,945 @@
+"""Payments in Telegram Stars (XTR), the daily reply quota, refunds.
+
+For the faces (bot, Web App): everything goes through ``core.billing`` (a :class:`Billing`);
+player-facing texts are in :mod:`vitte.billing_texts`.
+
+Paywall and quota
+    ``core.billing.plans()`` -> [Plan] (free, premium, pack); ``plan.to_json(lang)`` has the
+    Web App's shape {id, title, price_stars, period_days, perks} plus kind/daily_replies/extra_replies.
+    ``await core.billing.entitlement(user_id)`` -> Entitlement (plan, premium_until, renews,
+    used/left today, pack replies); ``entitlement.to_json()`` for the API.
+    ``core.dialogs.reply`` / ``regenerate`` raise ``QuotaExceeded`` (vitte.errors) when the day's
+    replies are used up: nothing was stored, the LLM was not called. Show
+    ``quota_exceeded_text(exc.entitlement, settings, lang)`` with the buy buttons.
+    A written reply carries ``outcome.quota`` (a QuotaDecision, or None);
+    ``low_quota_notice(outcome.quota, lang)`` is "Осталось 3 ответа на сегодня." or None.
+
+Buying
+    Premium is a subscription: only an invoice *link* can sell it (Telegram's rule):
+        link = await core.billing.create_invoice_link(bot, user_id, "premium", lang)
+    (Web App: ``Telegram.WebApp.openInvoice(link)``; bot: a URL button).
+    The reply pack is a one-off purchase:
+        await core.billing.send_invoice(bot, chat_id, user_id, "pack", lang)   # or a link as above
+    pre_checkout_query (answer within 10 s; one indexed read):
+        ok, reason = await core.billing.pre_checkout(q.from_user.id, q.invoice_payload, q.currency,
+                                                     q.total_amount)
+        await q.answer(ok=True) if ok else await q.answer(
+            ok=False, error_message=pre_checkout_error_text(reason, lang))
+    message.successful_payment (may be delivered twice; recorded once):
+        payment, created = await core.billing.record_successful_payment(message.from_user.id,
+                                                                       message.successful_payment)
+        if created: await message.answer(payment_thanks_text(payment, lang))
+    update.subscription (BotSubscriptionUpdated):
+        await core.billing.record_subscription_update(ev.user.id, ev.invoice_payload, ev.state)
+    "Cancel renewal": ``await core.billing.cancel_renewal(bot, user_id)`` (NoSubscription if none),
+        then ``renewal_canceled_text(entitlement, lang)``; ``resume_renewal`` undoes it.
+    /paysupport and /terms (both required by Telegram): ``paysupport_text(settings, lang)``,
+        ``terms_text(settings, lang)``. With no VITTE_SUPPORT_CONTACT the /paysupport text asks
+        the player to write "/paysupport <problem>": forward such messages to VITTE_ADMIN_IDS.
+
+Operator: ``refund(bot, charge_id)`` (UnknownPayment, PaymentAlreadyRefunded, PaymentApiFailed),
+``list_payments(user_id)``; the CLI has ``vitte payments list|refund`` and ``vitte user show``.
+
+Rules
+    * The quota counts replies per UTC day (table ``usage``). Free players get
+      VITTE_FREE_DAILY_REPLIES, premium players VITTE_PREMIUM_DAILY_REPLIES; once those are used,
+      pack replies (``users.extra_replies``, never expire) are spent one by one.
+    * The engine takes one reply from the quota *before* storing the player's message (one
+      conditional UPSERT: check and count in a single statement, race-free across processes)
+      and gives it back if no reply gets written (LLM failure, stop before the first word,
+      cancellation), so only written replies stay counted.
+    * Invoice payloads are ``plan:user:nonce:signature`` (HMAC-SHA256 with VITTE_PAYLOAD_SECRET,
+      else a key derived from the bot token): a payload for another player, a forged plan or a
+      price that differs from the configured one is refused at pre-checkout. Set
+      VITTE_PAYLOAD_SECRET in production so rotating the bot token keeps old invoices valid.
+    * A successful payment is recorded once (``telegram_payment_charge_id`` is unique; INSERT …
+      ON CONFLICT DO NOTHING, the grant happens in the same transaction): a redelivered or
+      concurrently delivered update changes nothing. A payment is recorded even when its payload
+      no longer verifies (Telegram has already taken the Stars); the payer is the player credited.
+    * Premium lasts until ``subscription_expiration_date`` (Telegram's), else 30 days from the
+      later of now and the current end; a renewal moves the end forward, never back.
+    * Subscription states: ``active`` (renews), ``canceled`` (premium stays until premium_until,
+      no renewal shown), ``failed`` (the renewal charge failed, which Telegram reports at the end
+      of the paid period: premium ends now; a later successful renewal restores it).
+    * A refund ends the premium the payment paid for (if that period is still running) or takes
+      back the pack's replies (as many as are left); a second refund is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import case, literal, select, update
+
+from vitte.cache.base import Cache
+from vitte.config import ConfigError, Settings
+from vitte.db import Database, insert_ignore, unavailable_as
+from vitte.errors import (
+    NoSubscription,
+    PaymentAlreadyRefunded,
+    PaymentApiFailed,
+    QuotaExceeded,
+    StoreUnavailable,
+    UnknownPayment,
+    UnknownPlan,
+    UnknownUser,
+)
+from vitte.models import Payment, Usage, User, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from aiogram import Bot
+    from aiogram.types import LabeledPrice, Message
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = [
+    "FREE",
+    "PACK",
+    "PREMIUM",
+    "STARS",
+    "SUBSCRIPTION_PERIOD",
+    "Billing",
+    "Entitlement",
+    "InvoiceSpec",
+    "Payload",
+    "Plan",
+    "QuotaDecision",
+    "RefundResult",
+    "low_quota_notice",
+    "parse_payload",
+    "plans",
+    "sign_payload",
+    "verify_payload",
+]
+
+log = logging.getLogger("vitte.billing")
+
+STARS = "XTR"
+SUBSCRIPTION_PERIOD = 2_592_000  # 30 days: the only period Telegram accepts
+PREMIUM_PERIOD = timedelta(seconds=SUBSCRIPTION_PERIOD)
+
+FREE = "free"
+PREMIUM = "premium"
+PACK = "pack"
+
+SUB_ACTIVE = "active"
+SUB_CANCELED = "canceled"
+SUB_FAILED = "failed"
+SUBSCRIPTION_STATES = (SUB_ACTIVE, SUB_CANCELED, SUB_FAILED)
+
+# pre-checkout refusal reasons (vitte.billing_texts.pre_checkout_error_text renders them)
+BAD_PAYLOAD = "bad_payload"
+FORGED_PAYLOAD = "forged_payload"
+UNKNOWN_PLAN = "unknown_plan"
+WRONG_USER = "wrong_user"
+WRONG_CURRENCY = "wrong_currency"
+WRONG_PRICE = "wrong_price"
+ALREADY_SUBSCRIBED = "already_subscribed"
+
+QUOTA_DAILY = "daily"
+QUOTA_EXTRA = "extra"
+
+
+# --------------------------------------------------------------------------- plans
+def ru_plural(n: int, one: str, few: str, many: str) -> str:
+    n = abs(n)
+    if n % 10 == 1 and n % 100 != 11:
+        return one
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return few
+    return many
+
+
+def _replies_ru(n: int) -> str:
+    return f"{n} {ru_plural(n, 'ответ', 'ответа', 'ответов')}"
+
+
+def _replies_en(n: int) -> str:
+    return f"{n} {'reply' if n == 1 else 'replies'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    id: str
+    title_ru: str
+    title_en: str
+    price_stars: int  # XTR; 0 for the free plan
+    period_seconds: int | None  # SUBSCRIPTION_PERIOD for the subscription, None otherwise
+    perks_ru: tuple[str, ...]
+    perks_en: tuple[str, ...]
+    daily_replies: int = 0  # the daily limit the plan gives (0 for the pack)
+    extra_replies: int = 0  # replies a pack adds
+
+    @property
+    def purchasable(self) -> bool:
+        return self.price_stars > 0
+
+    @property
+    def is_subscription(self) -> bool:
+        return self.period_seconds is not None
+
+    @property
+    def kind(self) -> str:
+        return "subscription" if self.is_subscription else ("pack" if self.extra_replies else "free")
+
+    def title(self, language: str) -> str:
+        return self.title_en if language == "en" else self.title_ru
+
+    def perks(self, language: str) -> tuple[str, ...]:
+        return self.perks_en if language == "en" else self.perks_ru
+
+    def to_json(self, language: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title(language),
+            "price_stars": self.price_stars,
+            "period_days": (self.period_seconds or 0) // 86400,
+            "perks": list(self.perks(language)),
+            "kind": self.kind,
+            "daily_replies": self.daily_replies,
+            "extra_replies": self.extra_replies,
+        }
+
+
+def plans(settings: Settings) -> list[Plan]:
+    """The plans, from configuration: free, premium (a 30-day Stars subscription), the reply pack."""
+    free, premium = settings.free_daily_replies, settings.premium_daily_replies
+    out = [
+        Plan(
+            id=FREE,
+            title_ru="Бесплатный",
+            title_en="Free",
+            price_stars=0,
+            period_seconds=None,
+            perks_ru=(f"{_replies_ru(free)} в день", "Все персонажи и истории"),
+            perks_en=(f"{_replies_en(free)} a day", "Every persona and story"),
+            daily_replies=free,
+        ),
+        Plan(
+            id=PREMIUM,
+            title_ru="Премиум",
+            title_en="Premium",
+            price_stars=settings.premium_stars_month,
+            period_seconds=SUBSCRIPTION_PERIOD,
+            perks_ru=(
+                f"До {_replies_ru(premium)} в день",
+                "Все персонажи и истории",
+                "Продление раз в 30 дней, отмена в любой момент",
+            ),
+            perks_en=(
+                f"Up to {_replies_en(premium)} a day",
+                "Every persona and story",
+                "Renews every 30 days, cancel any time",
+            ),
+            daily_replies=premium,
+        ),
+    ]
+    if settings.pack_replies > 0:
+        n = settings.pack_replies
+        out.append(
+            Plan(
+                id=PACK,
+                title_ru="Пакет ответов",
+                title_en="Reply pack",
+                price_stars=settings.pack_stars,
+                period_seconds=None,
+                perks_ru=(f"+{_replies_ru(n)}", "Тратятся, когда дневной лимит исчерпан", "Не сгорают"),
+                perks_en=(f"+{_replies_en(n)}", "Used once the daily limit is reached", "Never expire"),
+                extra_replies=n,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- payloads
+@dataclass(frozen=True, slots=True)
+class Payload:
+    plan_id: str
+    user_id: int
+    nonce: str
+
+
+def payload_secret(settings: Settings) -> bytes:
+    """The key that signs invoice payloads: VITTE_PAYLOAD_SECRET, else derived from the bot token."""
+    if settings.payload_secret is not None and settings.payload_secret.get_secret_value().strip():
+        raw = settings.payload_secret.get_secret_value().strip().encode()
+        return hmac.new(b"vitte-invoice-payload", raw, hashlib.sha256).digest()
+    if settings.bot_token is not None and settings.bot_token.get_secret_value().strip():
+        raw = settings.bot_token.get_secret_value().strip().encode()
+        return hmac.new(b"vitte-invoice-payload/bot-token", raw, hashlib.sha256).digest()
+    raise ConfigError("set VITTE_PAYLOAD_SECRET or VITTE_BOT_TOKEN to sign invoice payloads")
+
+
+def _mac(secret: bytes, body: str) -> str:
+    digest = hmac.new(secret, body.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def sign_payload(secret: bytes, plan_id: str, user_id: int, nonce: str | None = None) -> str:
+    """``plan:user:nonce:mac`` — at most ~70 bytes (Telegram allows 128)."""
+    nonce = nonce or secrets.token_urlsafe(6)
+    body = f"{plan_id}:{int(user_id)}:{nonce}"
+    return f"{body}:{_mac(secret, body)}"
+
+
+def parse_payload(payload: str) -> Payload | None:
+    """The payload's fields, without checking the signature (None if it is not ours)."""
+    parts = (payload or "").split(":")
+    if len(parts) != 4 or not all(parts):
+        return None
+    plan_id, user, nonce, _mac_text = parts
+    if not user.isdigit() or len(user) > 20:
+        return None
+    return Payload(plan_id, int(user), nonce)
+
+
+def verify_payload(secret: bytes, payload: str) -> Payload | None:
+    """The payload's fields if its signature is right, else None."""
+    parsed = parse_payload(payload)
+    if parsed is None:
+        return None
+    body, _, mac = payload.rpartition(":")
+    if not hmac.compare_digest(_mac(secret, body), mac):
+        return None
+    return parsed
+
+
+# --------------------------------------------------------------------------- results
+def _is_premium(premium_until: datetime | None, now: datetime) -> bool:
+    return premium_until is not None and premium_until > now
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    """What a player has today."""
+
+    user_id: int
+    plan_id: str  # premium | free
+    is_premium: bool
+    premium_until: datetime | None
+    subscription_state: str | None  # active | canceled | failed | None (as Telegram last reported)
+    daily_limit: int
+    used_today: int  # replies counted against today's daily limit
+    left_today: int  # replies still available today: the rest of the daily limit + pack replies
+    extra_replies: int  # pack replies left (spent after the daily limit)
+    day: date  # the UTC day the counts are for
+    low_threshold: int = 5
+
+    @property
+    def renews(self) -> bool:
+        """Premium that Telegram will renew (show "renews on …" rather than "until …")."""
+        return self.is_premium and self.subscription_state == SUB_ACTIVE
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left_today <= 0
+
+    @property
+    def low(self) -> bool:
+        return self.left_today <= self.low_threshold
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "plan": self.plan_id,
+            "is_premium": self.is_premium,
+            "premium_until": self.premium_until.isoformat() if self.premium_until else None,
+            "subscription_state": self.subscription_state,
+            "renews": self.renews,
+            "daily_limit": self.daily_limit,
+            "used_today": self.used_today,
+            "left_today": self.left_today,
+            "extra_replies": self.extra_replies,
+            "day": self.day.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDecision:
+    """One reply taken from the quota (the engine gives it back if no reply gets written)."""
+
+    user_id: int
+    day: date
+    source: str  # daily | extra
+    used_today: int
+    daily_limit: int
+    extra_replies: int  # pack replies left after this one
+    low_threshold: int = 5
+
+    @property
+    def left_today(self) -> int:
+        return max(self.daily_limit - self.used_today, 0) + self.extra_replies
+
+    @property
+    def low(self) -> bool:
+        """Whether the faces should show "осталось N ответов" under the reply."""
+        return self.left_today <= self.low_threshold
+
+
+def low_quota_notice(quota: QuotaDecision | Entitlement | None, language: str) -> str | None:
+    """ "Осталось 3 ответа на сегодня." when few replies are left today, else None."""
+    if quota is None or not quota.low:
+        return None
+    from vitte.billing_texts import replies_left_text
+
+    return replies_left_text(quota.left_today, language)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceSpec:
+    """Everything sendInvoice / createInvoiceLink need for a Stars invoice."""
+
+    title: str
+    description: str
+    payload: str
+    prices: list[LabeledPrice]  # exactly one item (Telegram's rule for Stars)
+    currency: str = STARS
+    subscription_period: int | None = None  # SUBSCRIPTION_PERIOD for the subscription
+
+    def kwargs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "title": self.title,
+            "description": self.description,
+            "payload": self.payload,
+            "currency": self.currency,
+            "prices": list(self.prices),
+            "provider_token": "",  # empty for payments in Telegram Stars
+        }
+        if self.subscription_period is not None:
+            out["subscription_period"] = self.subscription_period
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    payment: Payment
+    premium_ended: bool
+    replies_removed: int
+
+
+# --------------------------------------------------------------------------- the service
+class Billing:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        cache: Cache | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.cache = cache
+        self.clock = clock
+        self._secret: bytes | None = None
+
+    # ------------------------------------------------------------------ plans
+    def plans(self) -> list[Plan]:
+        return plans(self.settings)
+
+    def plan(self, plan_id: str) -> Plan:
+        for p in plans(self.settings):
+            if p.id == plan_id:
+                return p
+        raise UnknownPlan(plan_id)
+
+    def daily_limit(self, premium: bool) -> int:
+        return self.settings.premium_daily_replies if premium else self.settings.free_daily_replies
+
+    # ------------------------------------------------------------------ entitlement and quota
+    async def entitlement(self, user_id: int) -> Entitlement:
+        """The player's plan and today's quota in one query (a player never seen: free, nothing used)."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            return await self._entitlement(s, user_id, self.clock())
+
+    async def _entitlement(self, s: AsyncSession, user_id: int, now: datetime) -> Entitlement:
+        today = now.date()
+        used_sq = (
+            select(Usage.replies).where(Usage.user_id == User.id, Usage.day == today).scalar_subquery()
+        )
+        row = (
+            await s.execute(
+                select(User.premium_until, User.subscription_state, User.extra_replies, used_sq).where(
+                    User.id == user_id
+                )
+            )
+        ).first()
+        premium_until, state, extra, used = row if row is not None else (None, None, 0, 0)
+        premium = _is_premium(premium_until, now)
+        limit = self.daily_limit(premium)
+        used = int(used or 0)
+        extra = int(extra or 0)
+        return Entitlement(
+            user_id=user_id,
+            plan_id=PREMIUM if premium else FREE,
+            is_premium=premium,
+            premium_until=premium_until,
+            subscription_state=state,
+            daily_limit=limit,
+            used_today=used,
+            left_today=max(limit - used, 0) + extra,
+            extra_replies=extra,
+            day=today,
+            low_threshold=self.settings.low_quota_threshold,
+        )
+
+    def _count_stmt(self, s: AsyncSession, user_id: int, day: date, limit: int) -> Any:
+        """INSERT … ON CONFLICT DO UPDATE … WHERE replies < limit RETURNING replies: check and count."""
+        if s.bind.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+        stmt = dialect_insert(Usage).values(user_id=user_id, day=day, replies=1)
+        return stmt.on_conflict_do_update(
+            index_elements=["user_id", "day"],
+            set_={"replies": Usage.replies + 1},
+            where=Usage.replies < limit,
+        ).returning(Usage.replies)
+
+    async def check_and_count(
+        self, user_id: int, *, user: User | None = None, session: AsyncSession | None = None
+    ) -> QuotaDecision:
+        """Take one reply from today's quota or raise QuotaExceeded(entitlement).
+
+        Within the daily limit this is ONE statement (a conditional UPSERT on `usage`: check and
+        count at once, race-free); after it, one pack reply is spent (a second statement). The
+        engine passes the `user` row it already loaded and its own `session` (the one that stores
+        the player's message; this method does not commit it). A refusal changes nothing.
+        Give the reply back with `release` if no reply gets written.
+        """
+        if session is not None:
+            return await self._take(session, user_id, user)
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            decision = await self._take(s, user_id, user)
+            await s.commit()
+            return decision
+
+    async def _take(self, s: AsyncSession, user_id: int, user: User | None) -> QuotaDecision:
+        now = self.clock()
+        day = now.date()
+        threshold = self.settings.low_quota_threshold
+        if user is None:
+            user = await s.get(User, user_id)
+            if user is None:
+                raise UnknownUser(user_id)
+        limit = self.daily_limit(_is_premium(user.premium_until, now))
+        if limit > 0:
+            used = (await s.execute(self._count_stmt(s, user_id, day, limit))).scalar_one_or_none()
+            if used is not None:
+                return QuotaDecision(
+                    user_id, day, QUOTA_DAILY, int(used), limit, int(user.extra_replies or 0), threshold
+                )
+        left = (
+            await s.execute(
+                update(User)
+                .where(User.id == user_id, User.extra_replies > 0)
+                .values(extra_replies=User.extra_replies - 1)
+                .returning(User.extra_replies)
+            )
+        ).scalar_one_or_none()
+        if left is not None:
+            return QuotaDecision(user_id, day, QUOTA_EXTRA, limit, limit, int(left), threshold)
+        raise QuotaExceeded(await self._entitlement(s, user_id, now))
+
+    async def release(self, decision: QuotaDecision) -> None:
+        """Give back a reply taken by check_and_count (no reply was written). Never raises."""
+        try:
+            async with self.db.session() as s:
+                if decision.source == QUOTA_DAILY:
+                    await s.execute(
+                        update(Usage)
+                        .where(
+                            Usage.user_id == decision.user_id,
+                            Usage.day == decision.day,
+                            Usage.replies > 0,
+                        )
+                        .values(replies=Usage.replies - 1)
+                    )
+                else:
+                    await s.execute(
+                        update(User)
+                        .where(User.id == decision.user_id)
+                        .values(extra_replies=User.extra_replies + 1)
+                    )
+                await s.commit()
+        except Exception as exc:  # the player loses one reply; never hide the original error
+            log.warning("could not give back a reply to user %s: %s", decision.user_id, exc)
+
+    # ------------------------------------------------------------------ invoices
+    @property
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = payload_secret(self.settings)
+        return self._secret
+
+    def make_invoice(self, user_id: int, plan_id: str, language: str = "ru") -> InvoiceSpec:
+        """A Stars invoice for this player and plan (UnknownPlan for free or unknown plans)."""
+        from aiogram.types import LabeledPrice
+
+        plan = self.plan(plan_id)
+        if not plan.purchasable:
+            raise UnknownPlan(plan_id)
+        title = plan.title(language)
+        if plan.is_subscription:
+            title += " · 30 дней" if language != "en" else " · 30 days"
+        description = "; ".join(plan.perks(language))
+        return InvoiceSpec(
+            title=title[:32],
+            description=description[:255],
+            payload=sign_payload(self.secret, plan.id, user_id),
+            prices=[LabeledPrice(label=title[:32], amount=plan.price_stars)],
+            currency=STARS,
+            subscription_period=plan.period_seconds,
+        )
+
+    async def create_invoice_link(self, bot: Bot, user_id: int, plan_id: str, language: str = "ru") -> str:
+        """An invoice link (the only way to sell the subscription); open it from the Web App or a button."""
+        spec = self.make_invoice(user_id, plan_id, language)
+        return await bot.create_invoice_link(**spec.kwargs())
+
+    async def send_invoice(
+        self, bot: Bot, chat_id: int, user_id: int, plan_id: str, language: str = "ru"
+    ) -> Message:
+        """An invoice message in the chat: one-off purchases only (subscriptions need a link)."""
+        spec = self.make_invoice(user_id, plan_id, language)
+        if spec.subscription_period is not None:
+            raise ValueError("a subscription is sold only through create_invoice_link")
+        return await bot.send_invoice(chat_id=chat_id, **spec.kwargs())
+
+    def validate_pre_checkout(
+        self, query_user_id: int, payload: str, currency: str, total_amount: int
+    ) -> tuple[bool, str]:
+        """(True, "") or (False, reason): our signed payload, for this player, a plan on sale, its price."""
+        parsed = parse_payload(payload)
+        if parsed is None:
+            return False, BAD_PAYLOAD
+        if verify_payload(self.secret, payload) is None:
+            return False, FORGED_PAYLOAD
+        plan = next((p for p in self.plans() if p.id == parsed.plan_id and p.purchasable), None)
+        if plan is None:
+            return False, UNKNOWN_PLAN
+        if parsed.user_id != query_user_id:
+            return False, WRONG_USER
+        if currency != STARS:
+            return False, WRONG_CURRENCY
+        if total_amount != plan.price_stars:
+            return False, WRONG_PRICE
+        return True, ""
+
+    async def pre_checkout(
+        self, query_user_id: int, payload: str, currency: str, total_amount: int
+    ) -> tuple[bool, str]:
+        """validate_pre_checkout, and no second subscription while one renews (Telegram allows several)."""
+        ok, reason = self.validate_pre_checkout(query_user_id, payload, currency, total_amount)
+        if not ok:
+            return ok, reason
+        parsed = parse_payload(payload)
+        if parsed is not None and parsed.plan_id == PREMIUM:
+            async with unavailable_as(StoreUnavailable), self.db.session() as s:
+                row = (
+                    await s.execute(
+                        select(User.premium_until, User.subscription_state).where(User.id == query_user_id)
+                    )
+                ).first()
+            if row is not None and _is_premium(row[0], self.clock()) and row[1] == SUB_ACTIVE:
+                return False, ALREADY_SUBSCRIBED
+        return True, ""
+
+    # ------------------------------------------------------------------ recording
+    def _plan_of_payment(self, payload: str, is_recurring: bool, expiration: int | None) -> str:
+        if is_recurring or expiration:
+            return PREMIUM
+        parsed = parse_payload(payload)
+        if parsed is not None and parsed.plan_id in (PREMIUM, PACK):
+            return parsed.plan_id
+        return ""
+
+    async def record_payment(
+        self,
+        user_id: int,
+        *,
+        telegram_payment_charge_id: str,
+        total_amount: int,
+        invoice_payload: str,
+        currency: str = STARS,
+        provider_payment_charge_id: str | None = "",
+        subscription_expiration_date: int | None = None,
+        is_recurring: bool | None = False,
+        is_first_recurring: bool | None = False,
+    ) -> tuple[Payment, bool]:
+        """Record a successful payment once and grant what it bought; (payment, created).
+
+        A repeated (or concurrent) delivery of the same charge returns the stored row with
+        created=False and changes nothing.
+        """
+        if not telegram_payment_charge_id:
+            raise ValueError("telegram_payment_charge_id is empty")
+        now = self.clock()
+        plan_id = self._plan_of_payment(invoice_payload, bool(is_recurring), subscription_expiration_date)
+        if not plan_id:
+            log.warning(
+                "payment %s from user %s: unrecognised payload %r; recorded, nothing granted",
+                telegram_payment_charge_id,
+                user_id,
+                invoice_payload,
+            )
+        grant = self.settings.pack_replies if plan_id == PACK else 0
+        expiration = (
+            datetime.fromtimestamp(subscription_expiration_date, UTC) if subscription_expiration_date else None
+        )
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            # the first statement writes, so SQLite takes the write lock at once (no stale snapshot)
+            await s.execute(
+                insert_ignore(
+                    s,
+                    User,
+                    {"id": user_id, "settings": {}, "created_at": now, "last_seen_at": now},
+                    ["id"],
+                )
+            )
+            new_id = (
+                await s.execute(
+                    insert_ignore(
+                        s,
+                        Payment,
+                        {
+                            "telegram_payment_charge_id": telegram_payment_charge_id[:255],
+                            "provider_payment_charge_id": (provider_payment_charge_id or "")[:255],
+                            "user_id": user_id,
+                            "amount": int(total_amount),
+                            "currency": (currency or "")[:8],
+                            "payload": (invoice_payload or "")[:256],
+                            "plan": plan_id,
+                            "is_recurring": bool(is_recurring),
+                            "is_first_recurring": bool(is_first_recurring),
+                            "expires_at": None,
+                            "extra_replies": grant,
+                            "refunded_at": None,
+                            "created_at": now,
+                        },
+                        ["telegram_payment_charge_id"],
+                    ).returning(Payment.id)
+                )
+            ).scalar_one_or_none()
+            if new_id is None:
+                await s.commit()
+                existing = (
+                    await s.execute(
+                        select(Payment).where(Payment.telegram_payment_charge_id == telegram_payment_charge_id)
+                    )
+                ).scalar_one()
+                return existing, False
+            if plan_id == PREMIUM:
+                user = (
+                    await s.execute(select(User).where(User.id == user_id).with_for_update())
+                ).scalar_one()
+                current = user.premium_until
+                if expiration is not None:
+                    until = max(expiration, current) if current is not None else expiration
+                else:
+                    until = max(current or now, now) + PREMIUM_PERIOD
+                values: dict[str, Any] = {"premium_until": until}
+                if is_recurring:
+                    values["subscription_state"] = SUB_ACTIVE
+                await s.execute(update(User).where(User.id == user_id).values(**values))
+                await s.execute(update(Payment).where(Payment.id == new_id).values(expires_at=until))
+            elif grant:
+                await s.execute(
+                    update(User).where(User.id == user_id).values(extra_replies=User.extra_replies + grant)
+                )
+            await s.commit()
+            payment = (await s.execute(select(Payment).where(Payment.id == new_id))).scalar_one()
+        log.info(
+            "payment %s: user %s paid %s %s for %s",
+            telegram_payment_charge_id,
+            user_id,
+            total_amount,
+            currency,
+            plan_id or "?",
+        )
+        return payment, True
+
+    async def record_successful_payment(self, user_id: int, sp: Any) -> tuple[Payment, bool]:
+        """record_payment from an aiogram SuccessfulPayment (message.successful_payment)."""
+        return await self.record_payment(
+            user_id,
+            telegram_payment_charge_id=sp.telegram_payment_charge_id,
+            total_amount=sp.total_amount,
+            invoice_payload=sp.invoice_payload,
+            currency=sp.currency,
+            provider_payment_charge_id=sp.provider_payment_charge_id,
+            subscription_expiration_date=sp.subscription_expiration_date,
+            is_recurring=sp.is_recurring,
+            is_first_recurring=sp.is_first_recurring,
+        )
+
+    async def record_subscription_update(self, user_id: int, payload: str, state: str) -> Entitlement | None:
+        """Telegram's `subscription` update: active | canceled | failed (None for an unknown player).
+
+        canceled keeps premium until premium_until; failed ends it now (see the module notes).
+        """
+        now = self.clock()
+        if state not in SUBSCRIPTION_STATES:
+            log.warning("subscription update for user %s: unknown state %r", user_id, state)
+        values: dict[str, Any] = {"subscription_state": (state or "")[:16] or None}
+        if state == SUB_FAILED:
+            values["premium_until"] = case(
+                (User.premium_until > now, literal(now, UTCDateTime())), else_=User.premium_until
+            )
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            result = await s.execute(update(User).where(User.id == user_id).values(**values))
+            await s.commit()
+        if not result.rowcount:  # type: ignore[attr-defined]
+            log.warning("subscription update %r for unknown user %s (payload %r)", state, user_id, payload)
+            return None
+        return await self.entitlement(user_id)
+
+    # ------------------------------------------------------------------ refunds, renewal
+    async def payment(self, charge_id: str) -> Payment:
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            found = (
+                await s.execute(select(Payment).where(Payment.telegram_payment_charge_id == charge_id))
+            ).scalar_one_or_none()
+        if found is None:
+            raise UnknownPayment(charge_id)
+        return found
+
+    async def list_payments(self, user_id: int | None = None, limit: int = 100) -> list[Payment]:
+        """Payments, newest first."""
+        query = select(Payment).order_by(Payment.id.desc()).limit(limit)
+        if user_id is not None:
+            query = query.where(Payment.user_id == user_id)
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            return list((await s.execute(query)).scalars())
+
+    async def refund(self, bot: Bot, charge_id: str) -> RefundResult:
+        """refundStarPayment, then mark the payment refunded and end what it paid for.
+
+        UnknownPayment for an unknown charge, PaymentAlreadyRefunded for a second refund,
+        PaymentApiFailed when Telegram refuses or cannot be reached (nothing changes then).
+        """
+        from aiogram.exceptions import TelegramAPIError
+
+        payment = await self.payment(charge_id)
+        if payment.refunded_at is not None:
+            raise PaymentAlreadyRefunded(charge_id, payment.refunded_at)
+        if payment.user_id is None:
+            raise PaymentApiFailed(f"payment {charge_id}: the player's data was deleted; refund it in Telegram")
+        try:
+            await bot.refund_star_payment(user_id=payment.user_id, telegram_payment_charge_id=charge_id)
+        except TelegramAPIError as exc:  # bad request, network failure, …: nothing changes here
+            if "CHARGE_ALREADY_REFUNDED" in exc.message:
+                result = await self._mark_refunded(payment)  # refunded elsewhere: record it
+                raise PaymentAlreadyRefunded(charge_id, result.payment.refunded_at) from None
+            raise PaymentApiFailed(f"refund failed: {exc.message}") from None
+        return await self._mark_refunded(payment)
+
+    async def _mark_refunded(self, payment: Payment) -> RefundResult:
+        now = self.clock()
+        premium_ended = False
+        removed = 0
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            marked = (
+                await s.execute(
+                    update(Payment)
+                    .where(Payment.id == payment.id, Payment.refunded_at.is_(None))  # type: ignore[union-attr]
+                    .values(refunded_at=now)
+                    .returning(Payment.id)
+                )
+            ).scalar_one_or_none()
+            if marked is not None and payment.user_id is not None:
+                user = (
+                    await s.execute(select(User).where(User.id == payment.user_id).with_for_update())
+                ).scalar_one_or_none()
+                if user is not None:
+                    if payment.plan == PREMIUM and (payment.expires_at is None or payment.expires_at > now):
+                        if _is_premium(user.premium_until, now):
+                            await s.execute(update(User).where(User.id == user.id).values(premium_until=now))
+                            premium_ended = True
+                    elif payment.extra_replies:
+                        removed = min(int(user.extra_replies or 0), int(payment.extra_replies))
+                        await s.execute(
+                            update(User)
+                            .where(User.id == user.id)
+                            .values(
+                                extra_replies=case(
+                                    (User.extra_replies > payment.extra_replies,
+                                     User.extra_replies - payment.extra_replies),
+                                    else_=0,
+                                )
+                            )
+                        )
+            await s.commit()
+            fresh = (await s.execute(select(Payment).where(Payment.id == payment.id))).scalar_one()
+        log.info("payment %s refunded (premium ended: %s, replies removed: %s)",
+                 payment.telegram_payment_charge_id, premium_ended, removed)
+        return RefundResult(fresh, premium_ended, removed)
+
+    async def subscription_charge_id(self, user_id: int) -> str:
+        """The charge id Telegram knows the player's running subscription by (its first payment)."""
+        now = self.clock()
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            latest = (
+                await s.execute(
+                    select(Payment)
+                    .where(
+                        Payment.user_id == user_id,
+                        Payment.is_recurring.is_(True),  # type: ignore[attr-defined]
+                        Payment.refunded_at.is_(None),  # type: ignore[union-attr]
+                    )
+                    .order_by(Payment.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if latest is None or (latest.expires_at is not None and latest.expires_at <= now):
+                raise NoSubscription(user_id)
+            if latest.is_first_recurring:
+                return latest.telegram_payment_charge_id
+            first = (
+                await s.execute(
+                    select(Payment.telegram_payment_charge_id)
+                    .where(
+                        Payment.user_id == user_id,
+                        Payment.payload == latest.payload,
+                        Payment.is_first_recurring.is_(True),  # type: ignore[attr-defined]
+                    )
+                    .order_by(Payment.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        return first or latest.telegram_payment_charge_id
+
+    async def cancel_renewal(self, bot: Bot, user_id: int) -> Entitlement:
+        """Stop the subscription's renewal (editUserStarSubscription); premium stays until its end."""
+        return await self._edit_subscription(bot, user_id, canceled=True)
+
+    async def resume_renewal(self, bot: Bot, user_id: int) -> Entitlement:
+        """Undo cancel_renewal (only for a renewal the bot canceled)."""
+        return await self._edit_subscription(bot, user_id, canceled=False)
+
+    async def _edit_subscription(self, bot: Bot, user_id: int, *, canceled: bool) -> Entitlement:
+        from aiogram.exceptions import TelegramAPIError
+
+        charge_id = await self.subscription_charge_id(user_id)
+        try:
+            await bot.edit_user_star_subscription(
+                user_id=user_id, telegram_payment_charge_id=charge_id, is_canceled=canceled
+            )
+        except TelegramAPIError as exc:
+            if "SUBSCRIPTION_NOT_MODIFIED" not in exc.message:  # else: already in that state
+                raise PaymentApiFailed(f"subscription change failed: {exc.message}") from None
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            await s.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(subscription_state=SUB_CANCELED if canceled else SUB_ACTIVE)
+            )
+            await s.commit()
+        return await self.entitlement(user_id)

@@ -1,0 +1,44 @@
+"""Inline-button payloads. Every button that acts on a dialog carries the dialog's id, so a
+press from an earlier dialog is recognised as stale and changes nothing."""
+
+from __future__ import annotations
+
+from aiogram.filters.callback_data import CallbackData
+
+
+class EntryCb(CallbackData, prefix="go"):
+    """"💕 Начать общение": the same answer as /chat."""
+
+
+class DialogCb(CallbackData, prefix="d"):
+    """"Продолжить общение" (action "cont") / "Начать заново" (action "over")."""
+
+    action: str
+    dialog_id: int
+
+
+class RegenCb(CallbackData, prefix="rg"):
+    """[🔄] under the latest reply: `message_id` is the engine's id of that reply."""
+
+    dialog_id: int
+    message_id: int
+
+
+class RetryCb(CallbackData, prefix="rt"):
+    """[Повторить] after a failed reply: `message_id` is the engine's id of the player's message."""
+
+    dialog_id: int
+    message_id: int
+
+
+class SettingsCb(CallbackData, prefix="st"):
+    """The /settings menu: action lang|style|delete|delete_yes|back, value ru|en|short|…"""
+
+    action: str
+    value: str = ""
+
+
+class AgeCb(CallbackData, prefix="age"):
+    """The age gate: "Мне есть 18" (yes=1) / "Мне нет 18" (yes=0)."""
+
+    yes: bool

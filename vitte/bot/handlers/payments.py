@@ -1,0 +1,210 @@
+"""Payments in Telegram Stars: /premium, the buy buttons, pre_checkout_query, successful_payment,
+the `subscription` update, "Отменить продление", /paysupport and /terms.
+
+Every rule lives in vitte.billing (core.billing); this module parses, calls it, renders
+(vitte.bot.paywall). The quota refusal's buy buttons are added by vitte.bot.refusals.
+
+pre_checkout_query must be answered within Telegram's 10 s: the update middleware takes no
+player lock for it (vitte.bot.middlewares.LOCKED_UPDATES), and the handler does one indexed
+read at most, bounded by PRE_CHECKOUT_BUDGET; a check that cannot finish refuses the payment
+(nothing is charged then) rather than letting the query time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Command, CommandObject
+from aiogram.types import BotSubscriptionUpdated, CallbackQuery, Message, PreCheckoutQuery
+
+from vitte.billing import PACK, SUB_ACTIVE, SUB_CANCELED, SUB_FAILED
+from vitte.billing_texts import (
+    paysupport_text,
+    pre_checkout_error_text,
+    renewal_canceled_text,
+    terms_text,
+)
+from vitte.bot.handlers.common import player_lang, seen
+from vitte.bot.paywall import PayCb, cancel_confirm_kb, fmt_date, premium_view, pt, thanks_text
+from vitte.bot.runtime import Runtime
+from vitte.bot.streaming import edit_or_send
+from vitte.bot.texts import t
+from vitte.core import Core
+from vitte.errors import NoSubscription, PaymentApiFailed, UnknownPlan
+from vitte.players import language_from_telegram
+
+log = logging.getLogger("vitte.bot.payments")
+
+PRE_CHECKOUT_BUDGET = 5.0  # seconds for the checks; Telegram waits 10 s for the answer
+SUPPORT_TEXT_MAX = 3000
+
+
+def _hint_lang(runtime: Runtime, user_id: int, language_code: str | None) -> str:
+    """The player's language without a database read (the hot, time-bound paths)."""
+    return runtime.lang_hint.get(user_id) or language_from_telegram(language_code)
+
+
+def make_router(core: Core) -> Router:
+    router = Router(name="payments")
+    private = (F.chat.type == "private", F.from_user)
+
+    # ------------------------------------------------------------------ pre-checkout (10 s)
+    @router.pre_checkout_query()
+    async def pre_checkout(query: PreCheckoutQuery, runtime: Runtime) -> None:
+        user = query.from_user
+        try:
+            ok, reason = await asyncio.wait_for(
+                core.billing.pre_checkout(user.id, query.invoice_payload, query.currency, query.total_amount),
+                PRE_CHECKOUT_BUDGET,
+            )
+        except Exception as exc:  # a slow or unavailable store: refuse (nothing is charged)
+            log.warning("pre-checkout %s of user %s not checked: %r", query.id, user.id, exc)
+            await query.answer(ok=False, error_message=pt(_hint_lang(runtime, user.id, user.language_code), "pay_unavailable"))
+            return
+        if ok:
+            await query.answer(ok=True)
+            return
+        log.info("pre-checkout %s of user %s refused: %s (payload %r, %s %s)", query.id, user.id, reason,
+                 query.invoice_payload, query.total_amount, query.currency)
+        lang = _hint_lang(runtime, user.id, user.language_code)
+        await query.answer(ok=False, error_message=pre_checkout_error_text(reason, lang))
+
+    # ------------------------------------------------------------------ successful_payment
+    @router.message(F.successful_payment, F.from_user)
+    async def successful_payment(message: Message, runtime: Runtime) -> None:
+        assert message.from_user is not None and message.successful_payment is not None
+        user, sp = message.from_user, message.successful_payment
+        try:
+            payment, created = await core.billing.record_successful_payment(user.id, sp)
+        except Exception:  # Telegram has taken the Stars: leave everything the operator needs
+            log.exception(
+                "PAYMENT NOT RECORDED: charge %s, user %s, %s %s, payload %r, recurring %s, expires %s",
+                sp.telegram_payment_charge_id, user.id, sp.total_amount, sp.currency, sp.invoice_payload,
+                sp.is_recurring, sp.subscription_expiration_date,
+            )
+            await message.answer(pt(_hint_lang(runtime, user.id, user.language_code), "pay_not_recorded"))
+            return
+        if not created:  # delivered again: recorded already, thanked already
+            log.info("payment %s delivered again; nothing changes", sp.telegram_payment_charge_id)
+            return
+        lang = await player_lang(core, runtime, user)
+        await message.answer(await thanks_text(core, payment, lang))
+
+    # ------------------------------------------------------------------ the `subscription` update
+    @router.subscription()
+    async def subscription_update(event: BotSubscriptionUpdated, runtime: Runtime, bot: Bot) -> None:
+        user = event.user
+        before = await core.billing.entitlement(user.id)
+        after = await core.billing.record_subscription_update(user.id, event.invoice_payload, event.state)
+        if after is None or before.subscription_state == event.state:
+            return  # an unknown player, or a change the bot made itself ("Отменить продление")
+        key = {SUB_CANCELED: "sub_canceled", SUB_ACTIVE: "sub_active", SUB_FAILED: "sub_failed"}.get(event.state)
+        if key is None or (event.state != SUB_FAILED and not after.is_premium):
+            return
+        lang = await player_lang(core, runtime, user)
+        with contextlib.suppress(TelegramAPIError):  # blocked the bot: the state is recorded anyway
+            await bot.send_message(chat_id=user.id, text=pt(lang, key, date=fmt_date(after.premium_until, lang)))
+
+    # ------------------------------------------------------------------ /premium and its buttons
+    @router.message(Command("premium"), *private)
+    async def premium_command(message: Message, runtime: Runtime, bot: Bot) -> None:
+        assert message.from_user is not None
+        lang = await seen(core, runtime, message.from_user)
+        text, markup, _ent = await premium_view(core, bot, message.from_user.id, lang)
+        await message.answer(text, reply_markup=markup)
+
+    @router.callback_query(PayCb.filter())
+    async def pay_button(query: CallbackQuery, callback_data: PayCb, runtime: Runtime, bot: Bot) -> None:
+        user = query.from_user
+        chat_id = query.message.chat.id if query.message is not None else user.id
+        message_id = query.message.message_id if query.message is not None else None
+        lang = await player_lang(core, runtime, user)
+        action = callback_data.action
+
+        if action == "pack":
+            await query.answer()
+            try:
+                await core.billing.send_invoice(bot, chat_id, user.id, PACK, lang)
+            except UnknownPlan:
+                await bot.send_message(chat_id=chat_id, text=pt(lang, "pack_off"))
+        elif action == "view":
+            await query.answer()
+            text, markup, _ent = await premium_view(core, bot, user.id, lang)
+            await bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)
+        elif action in ("back", "cancel"):
+            text, markup, ent = await premium_view(core, bot, user.id, lang)
+            if action == "cancel" and ent.renews:
+                text = pt(lang, "cancel_confirm", date=fmt_date(ent.premium_until, lang))
+                markup = cancel_confirm_kb(lang)
+            await query.answer()
+            await edit_or_send(bot, chat_id, message_id, text, markup)
+        elif action in ("cancel_yes", "resume"):
+            try:
+                if action == "cancel_yes":
+                    ent = await core.billing.cancel_renewal(bot, user.id)
+                    head = renewal_canceled_text(ent, lang)
+                else:
+                    ent = await core.billing.resume_renewal(bot, user.id)
+                    head = pt(lang, "renewal_resumed", date=fmt_date(ent.premium_until, lang))
+            except NoSubscription:
+                head = pt(lang, "no_subscription")
+            except PaymentApiFailed as exc:
+                log.warning("renewal change (%s) for user %s failed: %s", action, user.id, exc)
+                await query.answer(pt(lang, "resume_failed" if action == "resume" else "renewal_change_failed"),
+                                   show_alert=True)
+                return
+            await query.answer()
+            text, markup, _ent = await premium_view(core, bot, user.id, lang)
+            await edit_or_send(bot, chat_id, message_id, f"{head}\n\n{text}", markup)
+        else:
+            await query.answer(t(lang, "stale"))
+
+    # ------------------------------------------------------------------ /paysupport, /terms
+    @router.message(Command("paysupport"), *private)
+    async def paysupport_command(message: Message, command: CommandObject, runtime: Runtime, bot: Bot) -> None:
+        assert message.from_user is not None
+        user = message.from_user
+        lang = await seen(core, runtime, user)
+        problem = (command.args or "").strip()
+        if not problem:
+            await message.answer(paysupport_text(core.settings, lang))
+            return
+        await _forward_to_support(core, bot, user.id, user.username or user.full_name, problem)
+        await message.answer(pt(lang, "support_sent"))
+
+    @router.message(Command("terms"), *private)
+    async def terms_command(message: Message, runtime: Runtime) -> None:
+        assert message.from_user is not None
+        lang = await seen(core, runtime, message.from_user)
+        await message.answer(terms_text(core.settings, lang))
+
+    return router
+
+
+async def _forward_to_support(core: Core, bot: Bot, user_id: int, who: str, problem: str) -> None:
+    """"/paysupport <problem>": to every VITTE_ADMIN_IDS chat (and always to the log)."""
+    log.warning("payment support request from user %s (%s): %s", user_id, who, problem[:SUPPORT_TEXT_MAX])
+    payments = await core.billing.list_payments(user_id, limit=5)
+    lines = [
+        f"• {p.created_at:%Y-%m-%d %H:%M} {p.amount} {p.currency} {p.plan or '?'} "
+        f"{p.telegram_payment_charge_id}{' (refunded)' if p.refunded_at else ''}"
+        for p in payments
+    ]
+    for admin_id in sorted(core.settings.admin_ids):
+        lang = "ru"  # the operators' language; the payload is the player's own words
+        text = pt(
+            lang,
+            "support_forward",
+            who=who,
+            user_id=user_id,
+            text=problem[:SUPPORT_TEXT_MAX],
+            payments="\n".join(lines) or pt(lang, "support_no_payments"),
+        )
+        try:
+            await bot.send_message(chat_id=admin_id, text=text)
+        except TelegramAPIError as exc:  # an admin who never started the bot, for instance
+            log.warning("could not forward a support request to admin %s: %s", admin_id, exc)

@@ -1,0 +1,127 @@
+"""Inline keyboards, in the player's language."""
+
+from __future__ import annotations
+
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
+
+from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, RegenCb, RetryCb, SettingsCb
+from vitte.bot.texts import t
+from vitte.dialogs import Opening
+from vitte.prompt import STYLES
+
+REGEN_LABEL = "🔄"
+
+
+def _kb(*rows: list[InlineKeyboardButton]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[list(r) for r in rows])
+
+
+def start_kb(lang: str) -> InlineKeyboardMarkup:
+    return _kb([InlineKeyboardButton(text=t(lang, "btn_start"), callback_data=EntryCb().pack())])
+
+
+def continue_kb(lang: str, dialog_id: int) -> InlineKeyboardMarkup:
+    return _kb(
+        [
+            InlineKeyboardButton(
+                text=t(lang, "btn_continue"),
+                callback_data=DialogCb(action="cont", dialog_id=dialog_id).pack(),
+            ),
+            InlineKeyboardButton(
+                text=t(lang, "btn_over"),
+                callback_data=DialogCb(action="over", dialog_id=dialog_id).pack(),
+            ),
+        ]
+    )
+
+
+def webapp_url_for(base: str, fragment: str = "") -> str:
+    return f"{base.rstrip('/')}/{fragment}" if fragment else base
+
+
+def choose_kb(lang: str, webapp_url: str) -> InlineKeyboardMarkup:
+    return _kb([InlineKeyboardButton(text=t(lang, "btn_choose"), web_app=WebAppInfo(url=webapp_url))])
+
+
+def persona_kb(lang: str, webapp_url: str, persona_id: str, persona_name: str) -> InlineKeyboardMarkup:
+    url = webapp_url_for(webapp_url, f"#/persona/{persona_id}")
+    return _kb(
+        [
+            InlineKeyboardButton(
+                text=t(lang, "btn_open_persona", persona=persona_name), web_app=WebAppInfo(url=url)
+            )
+        ]
+    )
+
+
+def regen_kb(dialog_id: int, message_id: int) -> InlineKeyboardMarkup:
+    return _kb(
+        [
+            InlineKeyboardButton(
+                text=REGEN_LABEL, callback_data=RegenCb(dialog_id=dialog_id, message_id=message_id).pack()
+            )
+        ]
+    )
+
+
+def retry_kb(lang: str, dialog_id: int, message_id: int) -> InlineKeyboardMarkup:
+    return _kb(
+        [
+            InlineKeyboardButton(
+                text=t(lang, "btn_retry"),
+                callback_data=RetryCb(dialog_id=dialog_id, message_id=message_id).pack(),
+            )
+        ]
+    )
+
+
+def opening_kb(opening: Opening) -> InlineKeyboardMarkup | None:
+    """The keyboard a freshly opened dialog's first message carries.
+
+    None: the story's opening cannot be rewritten (there is nothing it answers), and the
+    player simply writes back. Both the bot ("Начать заново") and the Web App (via
+    `vitte.bot.notify.send_opening`) use this one function, so they always agree.
+    """
+    return None
+
+
+def settings_kb(lang: str, style: str) -> InlineKeyboardMarkup:
+    def mark(on: bool, text: str) -> str:
+        return f"✓ {text}" if on else text
+
+    langs = [
+        InlineKeyboardButton(
+            text=mark(lang == code, t(code, f"lang_{code}")),
+            callback_data=SettingsCb(action="lang", value=code).pack(),
+        )
+        for code in ("ru", "en")
+    ]
+    styles = [
+        InlineKeyboardButton(
+            text=mark(style == s, t(lang, f"style_{s}")),
+            callback_data=SettingsCb(action="style", value=s).pack(),
+        )
+        for s in STYLES
+    ]
+    delete = [InlineKeyboardButton(text=t(lang, "btn_delete"), callback_data=SettingsCb(action="delete").pack())]
+    return _kb(langs, styles, delete)
+
+
+def delete_confirm_kb(lang: str) -> InlineKeyboardMarkup:
+    return _kb(
+        [
+            InlineKeyboardButton(
+                text=t(lang, "btn_delete_yes"), callback_data=SettingsCb(action="delete_yes").pack()
+            ),
+            InlineKeyboardButton(text=t(lang, "btn_cancel"), callback_data=SettingsCb(action="back").pack()),
+        ]
+    )
+
+
+def age_kb(lang: str) -> InlineKeyboardMarkup:
+    return _kb(
+        [
+            InlineKeyboardButton(text=t(lang, "btn_age_yes"), callback_data=AgeCb(yes=True).pack()),
+            InlineKeyboardButton(text=t(lang, "btn_age_no"), callback_data=AgeCb(yes=False).pack()),
+        ]
+    )

@@ -1,0 +1,172 @@
+"""The outer middleware every update passes through.
+
+1. In-flight tracking (a graceful shutdown waits for these updates).
+2. Per-player lock (`core.dialogs.player_lock`) held for the whole handling of messages,
+   edited messages and button presses: one reply at a time per player, in arrival order
+   (the lock is FIFO); a message sent while a reply streams waits, it is not dropped.
+   A `stopped_message_generation` update takes no lock: it must reach the running reply.
+3. De-duplication by update_id (`core.cache.first_seen`), inside the lock so a
+   duplicate never overtakes its original.
+4. Errors: no traceback ever reaches the player. A store outage becomes a short
+   "one moment"; anything else a short "something went wrong"; both are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import Chat, TelegramObject, Update, User
+
+from vitte.bot.refusals import REFUSALS, answer_refusal
+from vitte.bot.runtime import Runtime
+from vitte.bot.texts import t
+from vitte.core import Core
+from vitte.db import is_unavailable
+from vitte.errors import StoreUnavailable
+from vitte.logs import log_context
+from vitte.metrics import handling_update
+from vitte.players import language_from_telegram
+
+log = logging.getLogger("vitte.bot")
+
+LOCKED_UPDATES = frozenset({"message", "edited_message", "callback_query"})
+DEDUP_TTL = 2 * 86400  # Telegram keeps undelivered updates for 24 hours
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """A database or Redis connection failure not already turned into StoreUnavailable."""
+    if is_unavailable(exc):
+        return True
+    name = type(exc).__name__
+    return type(exc).__module__.startswith("redis") and ("Connection" in name or "Timeout" in name)
+
+
+OUTCOME_KEY = "vitte_outcome"  # data[...]: the update's outcome for vitte.metrics
+
+
+def _outcome(data: dict[str, Any], outcome: str) -> None:
+    cell = data.get(OUTCOME_KEY)
+    if cell is not None:
+        cell[0] = outcome
+
+
+class UpdateMiddleware(BaseMiddleware):
+    def __init__(self, core: Core, runtime: Runtime) -> None:
+        self.core = core
+        self.runtime = runtime
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Update)
+        task = asyncio.current_task()
+        self.runtime.track(task)
+        user: User | None = data.get("event_from_user")
+        try:
+            # logs carry the update and the player; metrics count and time it (vitte.logs, vitte.metrics)
+            with (
+                log_context(update_id=event.update_id, player_id=user.id if user is not None else None),
+                handling_update(event.event_type) as outcome,
+            ):
+                data[OUTCOME_KEY] = outcome
+                return await self._locked(handler, event, data, user)
+        finally:
+            self.runtime.untrack(task)
+
+    async def _locked(self, handler: Handler, event: Update, data: dict[str, Any], user: User | None) -> Any:
+        if user is not None and event.event_type in LOCKED_UPDATES:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    await stack.enter_async_context(self.core.dialogs.player_lock(user.id))
+                except Exception as exc:  # the cache degrades by contract; never fail the player
+                    log.warning("player lock for %s unavailable: %s", user.id, exc)
+                return await self._handle(handler, event, data)
+        return await self._handle(handler, event, data)
+
+    async def _first_seen(self, event: Update, bot: Bot | None) -> bool:
+        bot_id = bot.id if bot is not None else 0
+        try:
+            return await self.core.cache.first_seen(f"update:{bot_id}:{event.update_id}", DEDUP_TTL)
+        except Exception as exc:  # let it through: handlers are idempotent enough
+            log.warning("de-duplication unavailable: %s", exc)
+            return True
+
+    async def _handle(self, handler: Handler, event: Update, data: dict[str, Any]) -> Any:
+        bot: Bot | None = data.get("bot")
+        user: User | None = data.get("event_from_user")
+        if not await self._first_seen(event, bot):
+            log.info("duplicate update %s ignored", event.update_id)
+            _outcome(data, "duplicate")
+            return None
+        if user is not None:
+            try:
+                await self.core.cache.touch_online(user.id)
+            except Exception as exc:
+                log.debug("online mark failed: %s", exc)
+        try:
+            return await handler(event, data)
+        except REFUSALS as exc:  # the engine said no (age gate, block, rate, quota): say why
+            _outcome(data, "refused")
+            await self._refuse(event, data, exc)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable while handling update %s: %s", event.update_id, exc)
+            _outcome(data, "unavailable")
+            await self._tell(event, data, "one_moment")
+        except TelegramAPIError as exc:
+            log.warning("Telegram error while handling update %s: %s", event.update_id, exc)
+            _outcome(data, "error")
+            await self._tell(event, data, "oops")
+        except Exception as exc:
+            if _unavailable(exc):
+                log.warning("store unavailable while handling update %s: %s", event.update_id, exc)
+                _outcome(data, "unavailable")
+                await self._tell(event, data, "one_moment")
+            else:
+                _outcome(data, "error")
+                log.exception(
+                    "update %s (user %s) failed", event.update_id, user.id if user is not None else "-"
+                )
+                await self._tell(event, data, "oops")
+        return None
+
+    async def _refuse(self, event: Update, data: dict[str, Any], exc: BaseException) -> None:
+        bot: Bot | None = data.get("bot")
+        user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
+        if bot is None or user is None:
+            return
+        lang = self.runtime.lang_hint.get(user.id) or language_from_telegram(user.language_code)
+        if event.callback_query is not None:
+            with contextlib.suppress(Exception):
+                await event.callback_query.answer()
+        try:
+            await answer_refusal(self.core, bot, chat.id if chat is not None else user.id, lang, exc)
+        except Exception as err:
+            log.info("could not tell user %s about a refusal: %s", user.id, err)
+
+    async def _tell(self, event: Update, data: dict[str, Any], key: str) -> None:
+        """A short plain line to the player; failures to tell are only logged."""
+        bot: Bot | None = data.get("bot")
+        user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
+        if bot is None or user is None:
+            return
+        lang = self.runtime.lang_hint.get(user.id) or language_from_telegram(user.language_code)
+        text = t(lang, key)
+        if event.callback_query is not None:
+            try:
+                await event.callback_query.answer(text[:200])
+                return
+            except Exception as exc:  # answered already, or too old: say it in the chat
+                log.debug("callback answer failed: %s", exc)
+        try:
+            if chat is not None:
+                await bot.send_message(chat_id=chat.id, text=text)
+        except Exception as exc:  # Telegram itself may be the trouble
+            log.info("could not tell user %s about an error: %s", user.id, exc)

@@ -1,0 +1,71 @@
+"""Messages the bot sends on behalf of other faces (the Web App opens a dialog → the opening;
+the Web App asks for the player's data → the file, the same one /mydata sends)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from aiogram import Bot
+from aiogram.types import BufferedInputFile
+
+from vitte.bot.keyboards import opening_kb
+from vitte.bot.streaming import call_with_retry, split_text
+from vitte.bot.texts import t
+from vitte.cache.base import user_key, window_remaining
+from vitte.core import Core
+from vitte.dialogs import Opening
+
+
+async def send_opening(bot: Bot, chat_id: int, opening: Opening) -> int:
+    """Send the story's opening message into the player's chat; returns the Telegram message id.
+
+    The same message (and keyboard, `opening_kb`) whichever face opened the dialog: the bot's
+    "Начать заново" or the Web App's story choice. A long opening is split on sentence
+    boundaries; the id returned is the last part's. `TelegramRetryAfter` is waited out.
+    """
+    parts = split_text(opening.text) or ["…"]
+    markup = opening_kb(opening)
+    message_id = 0
+    for i, part in enumerate(parts):
+        part_markup = markup if i == len(parts) - 1 else None
+        sent = await call_with_retry(
+            functools.partial(bot.send_message, chat_id=chat_id, text=part, reply_markup=part_markup)
+        )
+        message_id = sent.message_id
+    return message_id
+
+
+# ---------------------------------------------------------------------- the player's data (#8)
+EXPORTS_PER_MINUTE = 3  # each export is a file the bot uploads: a double click is fine, a loop is not
+EXPORT_WINDOW = 60.0
+
+
+class ExportThrottled(Exception):
+    """More than EXPORTS_PER_MINUTE exports asked for in a minute; nothing was sent."""
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__(f"export asked for too often; retry in {retry_after_seconds:.0f} s")
+        self.retry_after_seconds = retry_after_seconds
+
+
+def export_filename(user_id: int) -> str:
+    return f"vitte-data-{int(user_id)}.json"
+
+
+async def send_player_data(core: Core, bot: Bot, chat_id: int, user_id: int, lang: str) -> int:
+    """Send `core.players.export(user_id)` as a JSON file (vitte-data-<id>.json) into the chat;
+    returns the Telegram message id. The bot's /mydata and the Web App's "Download my data" both
+    use it: a Web App cannot reliably download a file inside Telegram, a chat can.
+
+    Raises UnknownUser (nothing stored about the player), ExportThrottled, TelegramAPIError.
+    """
+    if await core.cache.hit(user_key(user_id, "export"), EXPORT_WINDOW) > EXPORTS_PER_MINUTE:
+        raise ExportThrottled(window_remaining(EXPORT_WINDOW))
+    data = await core.players.export(user_id)
+    raw = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
+    document = BufferedInputFile(raw, filename=export_filename(user_id))
+    sent = await call_with_retry(
+        lambda: bot.send_document(chat_id=chat_id, document=document, caption=t(lang, "mydata_caption"))
+    )
+    return sent.message_id

@@ -1,0 +1,287 @@
+"""`vitte run-bot`: long polling by default, a webhook server when VITTE_WEBHOOK_URL is set.
+
+Startup: the token is checked (`ConfigError` for a missing, malformed or rejected one),
+replies a crash left half-written are marked interrupted, the bot commands (ru + en) and,
+with VITTE_WEBAPP_URL, the chat menu button are set.
+
+Shutdown (SIGINT/SIGTERM): stop taking updates; let the updates in progress finish for up to
+`shutdown_grace` seconds; then cancel them (the engine stores a cut reply as interrupted);
+confirm the updates taken (polling), close the session and the core.
+
+Polling is Vitte's own small loop rather than `Dispatcher.start_polling`: aiogram confirms
+an update only with the next getUpdates call and cancels everything on a signal; this loop
+drains first and confirms what it took before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import signal
+from typing import Any
+from urllib.parse import urlparse
+
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramConflictError,
+    TelegramUnauthorizedError,
+)
+from aiogram.methods import GetUpdates
+from aiogram.types import MenuButtonWebApp, Update, WebAppInfo
+from aiohttp import web
+
+from vitte.bot.factory import bot_commands, build_dispatcher, make_bot
+from vitte.bot.runtime import Runtime
+from vitte.bot.texts import t
+from vitte.config import ConfigError, Settings
+from vitte.core import Core
+from vitte.logs import setup_logging
+from vitte.perf import freeze_heap
+
+log = logging.getLogger("vitte.bot")
+
+POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits at Telegram
+WEBHOOK_ANSWER_WITHIN = 25.0  # a webhook request waits this long for its handling, then 200 anyway
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def check_webhook_settings(settings: Settings) -> str | None:
+    """The webhook secret, checked; None in polling mode. Raises ConfigError."""
+    if not settings.webhook_url:
+        return None
+    if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():
+        raise ConfigError("VITTE_WEBHOOK_SECRET is required with VITTE_WEBHOOK_URL (1-256 of A-Z a-z 0-9 _ -)")
+    secret = settings.webhook_secret.get_secret_value()
+    if not _SECRET_RE.fullmatch(secret):
+        raise ConfigError("VITTE_WEBHOOK_SECRET may contain only A-Z, a-z, 0-9, _ and - (1-256 characters)")
+    return secret
+
+
+async def run_bot(
+    settings: Settings,
+    *,
+    bot: Bot | None = None,
+    core: Core | None = None,
+    stop: asyncio.Event | None = None,
+    runtime: Runtime | None = None,
+) -> None:
+    """Run the bot until SIGINT/SIGTERM (or until `stop` is set).
+
+    `bot`, `core`, `stop` and `runtime` are for embedding and tests; `vitte run-bot` passes
+    only the settings. Raises ConfigError for a missing, malformed or rejected token and for
+    a bad webhook configuration.
+    """
+    settings.require_bot_token()
+    secret = check_webhook_settings(settings)
+    _default_logging()
+    own_core = core is None
+    own_bot = bot is None
+    stop = stop or asyncio.Event()
+    core = core or await Core.open(settings)
+    try:
+        bot = bot or make_bot(settings)
+        runtime = runtime or Runtime()
+        dp = build_dispatcher(core, runtime)
+        await _startup(bot, core, settings)
+        freeze_heap()  # startup's objects out of every later full GC (vitte.perf)
+        restore = _install_signal_handlers(stop)
+        try:
+            if settings.webhook_url and secret:
+                await _serve_webhook(bot, dp, runtime, settings, secret, stop)
+            else:
+                await _poll(bot, dp, runtime, settings, stop)
+        finally:
+            restore()
+    finally:
+        if own_bot and bot is not None:
+            with contextlib.suppress(Exception):
+                await bot.session.close()
+        if own_core:
+            await core.close()
+    log.info("bot stopped")
+
+
+# ---------------------------------------------------------------------- startup
+
+
+async def _startup(bot: Bot, core: Core, settings: Settings) -> None:
+    try:
+        me = await bot.get_me()
+        log.info("bot @%s (id %s) starting; LLM: %s", me.username, me.id, core.llm.label)
+    except TelegramUnauthorizedError:
+        raise ConfigError("VITTE_BOT_TOKEN was rejected by Telegram (Unauthorized): check it with @BotFather") from None
+    except TelegramAPIError as exc:
+        log.warning("getMe failed (%s); starting anyway, updates will be retried", exc)
+    recovered = await core.dialogs.recover_interrupted()
+    if recovered:
+        log.warning("%d reply(ies) cut by the previous run marked interrupted", recovered)
+    try:
+        await bot.set_my_commands(bot_commands("ru"))  # the default scope; Russian for everyone else
+        for lang in ("ru", "en"):
+            await bot.set_my_commands(bot_commands(lang), language_code=lang)
+    except TelegramAPIError as exc:
+        log.warning("could not set the bot commands: %s", exc)
+    if settings.webapp_url:
+        if not settings.webapp_url.startswith("https://"):
+            log.warning("VITTE_WEBAPP_URL is not https: Telegram opens Web Apps over https only")
+        try:
+            await bot.set_chat_menu_button(
+                menu_button=MenuButtonWebApp(
+                    text=t("ru", "menu_button"), web_app=WebAppInfo(url=settings.webapp_url)
+                )
+            )
+        except TelegramAPIError as exc:
+            log.warning("could not set the chat menu button to the Web App: %s", exc)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> Any:
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s received: stopping (in-flight replies get a grace period)", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
+            pass
+
+    def restore() -> None:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    return restore
+
+
+def _default_logging() -> None:
+    setup_logging()  # records carry update and player ids; VITTE_LOG_FORMAT=json for JSON lines
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------------- handling
+
+
+async def _feed(dp: Dispatcher, bot: Bot, update: Update) -> None:
+    try:
+        await dp.feed_update(bot, update)
+    except Exception:  # the middleware answers the player; this is only the log
+        log.exception("update %s failed", update.update_id)
+
+
+def _spawn(dp: Dispatcher, bot: Bot, runtime: Runtime, update: Update) -> asyncio.Task[None]:
+    task = asyncio.create_task(_feed(dp, bot, update))
+    runtime.track(task)
+    task.add_done_callback(runtime.tasks.discard)
+    return task
+
+
+async def _poll(bot: Bot, dp: Dispatcher, runtime: Runtime, settings: Settings, stop: asyncio.Event) -> None:
+    with contextlib.suppress(TelegramAPIError):
+        await bot.delete_webhook(drop_pending_updates=False)  # getUpdates answers 409 while one is set
+    allowed = dp.resolve_used_update_types()
+    offset: int | None = None
+    backoff = 1.0
+    log.info("polling for updates (%s)", ", ".join(allowed))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            request = GetUpdates(offset=offset, timeout=POLL_TIMEOUT, allowed_updates=allowed)
+            poll = asyncio.create_task(bot(request, request_timeout=POLL_TIMEOUT + 15))
+            await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                poll.cancel()
+                with contextlib.suppress(BaseException):
+                    await poll
+                break
+            try:
+                updates = poll.result()
+            except TelegramUnauthorizedError:
+                raise ConfigError("VITTE_BOT_TOKEN was rejected by Telegram (Unauthorized)") from None
+            except Exception as exc:  # the network, the Bot API server: retry with backoff
+                if isinstance(exc, TelegramConflictError):
+                    log.error("getUpdates conflict: another instance polls this token, or a webhook is set")
+                else:
+                    log.warning("getUpdates failed: %s; retrying in %.0f s", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            for update in updates:
+                if offset is not None and update.update_id < offset:
+                    continue
+                _spawn(dp, bot, runtime, update)
+                offset = update.update_id + 1
+    finally:
+        stopper.cancel()
+        await runtime.drain(settings.shutdown_grace)
+        if offset is not None:  # confirm what was taken, so the next run does not get it again
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bot(GetUpdates(offset=offset, timeout=0, limit=1)), 5.0)
+
+
+async def _serve_webhook(
+    bot: Bot,
+    dp: Dispatcher,
+    runtime: Runtime,
+    settings: Settings,
+    secret: str,
+    stop: asyncio.Event,
+) -> None:
+    assert settings.webhook_url
+    path = urlparse(settings.webhook_url).path or "/"
+    accepting = True
+
+    async def handle(request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            return web.Response(status=401, text="unauthorized")
+        if not accepting:
+            return web.Response(status=503, text="shutting down")  # Telegram delivers it again later
+        try:
+            update = Update.model_validate(await request.json(), context={"bot": bot})
+        except Exception:
+            return web.Response(status=400, text="not an update")
+        task = _spawn(dp, bot, runtime, update)
+        # answer once handled (a failure before that lets Telegram retry), but never hold
+        # Telegram's connection for a long reply
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), WEBHOOK_ANSWER_WITHIN)
+        return web.Response(status=200)
+
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app.router.add_post(path, handle)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
+    await site.start()
+    log.info("webhook listening on %s:%s%s", settings.webhook_host, settings.webhook_port, path)
+    try:
+        try:
+            await bot.set_webhook(
+                url=settings.webhook_url,
+                secret_token=secret,
+                allowed_updates=dp.resolve_used_update_types(),
+                drop_pending_updates=False,
+            )
+        except TelegramBadRequest as exc:
+            raise ConfigError(f"VITTE_WEBHOOK_URL was rejected by Telegram: {exc.message}") from None
+        except TelegramAPIError as exc:
+            log.warning("setWebhook failed (%s); serving anyway (a webhook set before still works)", exc)
+        await stop.wait()
+    finally:
+        accepting = False
+        await runtime.drain(settings.shutdown_grace)
+        await runner.cleanup()

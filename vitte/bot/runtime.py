@@ -1,0 +1,121 @@
+"""Per-process bot state: running replies (for the stop button), the latest reply per chat
+(its 🔄 moves to the newest reply), in-flight updates (for a graceful shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+
+from vitte.bot.streaming import ReplyStream
+
+log = logging.getLogger("vitte.bot")
+
+_MAX_REMEMBERED = 100_000
+
+
+@dataclass
+class Runtime:
+    draft_interval: float = 0.5  # seconds between drafts (only when the text grew)
+    edit_interval: float = 1.0  # seconds between edits of the fallback progress message
+    use_drafts: bool = True
+    streams: dict[tuple[int, int], ReplyStream] = field(default_factory=dict)
+    last_reply: OrderedDict[int, int] = field(default_factory=OrderedDict)
+    lang_hint: OrderedDict[int, str] = field(default_factory=OrderedDict)
+    tasks: set[asyncio.Task[object]] = field(default_factory=set)
+    _draft_ids: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(secrets.randbelow(1 << 30) + 1)
+    )
+
+    # ------------------------------------------------------------------ replies
+    def next_draft_id(self) -> int:
+        return next(self._draft_ids) % ((1 << 31) - 1) or 1
+
+    def new_stream(self, bot: Bot, chat_id: int) -> ReplyStream:
+        stream = ReplyStream(
+            bot,
+            chat_id,
+            draft_id=self.next_draft_id(),
+            use_drafts=self.use_drafts,
+            draft_interval=self.draft_interval,
+            edit_interval=self.edit_interval,
+            on_drafts_unsupported=self._drafts_unsupported,
+        )
+        self.streams[(chat_id, stream.draft_id)] = stream
+        return stream
+
+    def end_stream(self, stream: ReplyStream) -> None:
+        self.streams.pop((stream.chat_id, stream.draft_id), None)
+
+    def stop_stream(self, chat_id: int, draft_id: int) -> bool:
+        stream = self.streams.get((chat_id, draft_id))
+        if stream is None:
+            return False
+        stream.halt()
+        return True
+
+    def _drafts_unsupported(self) -> None:
+        if self.use_drafts:
+            log.warning("the Bot API server does not know sendMessageDraft; editing messages instead")
+        self.use_drafts = False
+
+    async def set_last_reply(self, bot: Bot, chat_id: int, message_id: int) -> None:
+        """`message_id` is now the chat's latest reply; the previous one loses its 🔄."""
+        previous = self.last_reply.pop(chat_id, None)
+        self.last_reply[chat_id] = message_id
+        while len(self.last_reply) > _MAX_REMEMBERED:
+            self.last_reply.popitem(last=False)
+        if previous is not None and previous != message_id:
+            await drop_markup(bot, chat_id, previous)
+
+    async def forget_last_reply(self, bot: Bot, chat_id: int) -> None:
+        """The dialog changed: the latest reply's 🔄 goes away."""
+        previous = self.last_reply.pop(chat_id, None)
+        if previous is not None:
+            await drop_markup(bot, chat_id, previous)
+
+    def remember_lang(self, user_id: int, lang: str) -> None:
+        self.lang_hint[user_id] = lang
+        self.lang_hint.move_to_end(user_id)
+        while len(self.lang_hint) > _MAX_REMEMBERED:
+            self.lang_hint.popitem(last=False)
+
+    # ------------------------------------------------------------------ shutdown
+    def track(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
+            self.tasks.add(task)
+
+    def untrack(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
+            self.tasks.discard(task)
+
+    async def drain(self, grace: float) -> int:
+        """Let in-flight updates finish for up to `grace` seconds, then cancel the rest.
+
+        A cancelled reply is stored by the engine as interrupted (never shown as complete).
+        Returns how many were cancelled.
+        """
+        current = asyncio.current_task()
+        pending = {t for t in self.tasks if t is not current and not t.done()}
+        if not pending:
+            return 0
+        log.info("waiting up to %.0f s for %d update(s) in progress", grace, len(pending))
+        _done, still = await asyncio.wait(pending, timeout=grace) if grace > 0 else (set(), pending)
+        for task in still:
+            task.cancel()
+        if still:
+            log.warning("cancelling %d update(s) still running after %.0f s", len(still), grace)
+            await asyncio.wait(still, timeout=10)
+        return len(still)
+
+
+async def drop_markup(bot: Bot, chat_id: int, message_id: int) -> None:
+    with contextlib.suppress(TelegramAPIError):
+        await bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id, reply_markup=None)

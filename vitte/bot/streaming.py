@@ -1,0 +1,363 @@
+"""Showing a reply while the LLM writes it, and delivering the final text.
+
+- Private chats: `sendMessageDraft` (one draft_id per reply, a stop button via `can_stop`),
+  throttled (a draft at most every `draft_interval` seconds, and only when the text grew);
+  the first draft has empty text, which Telegram shows as a "Thinking…" placeholder.
+- Where drafts fail (an old Bot API server, a chat that does not allow them): one message
+  edited at most once per `edit_interval` seconds (Telegram's ~1 message/s per chat).
+- A typing action while waiting for the first token.
+- The final text is persisted with `sendMessage` (drafts are ephemeral), split on sentence
+  boundaries at Telegram's 4096 characters; `TelegramRetryAfter` is waited out.
+
+Progress is sent from a background task: the engine's `on_text` only records the newest
+text, so a slow Telegram never slows the LLM stream down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiogram import Bot
+from aiogram.enums import ChatAction
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import InlineKeyboardMarkup
+
+log = logging.getLogger("vitte.bot.streaming")
+
+T = TypeVar("T")
+
+TELEGRAM_LIMIT = 4096
+TYPING_EVERY = 4.5  # Telegram shows a chat action for ~5 s
+PLACEHOLDER_EMPTY = ""  # an empty draft: Telegram shows "Thinking…"
+PLACEHOLDER_TEXT = "…"  # where an empty draft is refused
+
+# where a text may be cut, best first: paragraph, line, sentence end, clause, word
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'»”)\]]*\s+")
+_CLAUSE_END = re.compile(r"[,;:—–]\s+")
+
+
+def split_text(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
+    """Cut `text` into pieces of at most `limit` characters, on the best boundary available.
+
+    Prefers a paragraph break, then a line break, then a sentence end, then a clause, then a
+    space; only a text with no such place in its second half is cut mid-word.
+    """
+    text = text.strip()
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        floor = limit // 2
+        cut = -1
+        for sep in ("\n\n", "\n"):
+            i = window.rfind(sep)
+            if i >= floor:
+                cut = i + len(sep)
+                break
+        if cut < 0:
+            for pattern in (_SENTENCE_END, _CLAUSE_END):
+                ends = [m.end() for m in pattern.finditer(window) if m.end() >= floor]
+                if ends:
+                    cut = ends[-1]
+                    break
+        if cut < 0:
+            i = window.rfind(" ")
+            cut = i + 1 if i >= floor else limit
+        head, text = text[:cut].rstrip(), text[cut:].lstrip()
+        if head:
+            parts.append(head)
+    if text:
+        parts.append(text)
+    return parts
+
+
+async def call_with_retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 8,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """Make a Bot API call; wait out `TelegramRetryAfter` and brief network/server trouble."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except TelegramRetryAfter as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("Telegram asks to retry after %s s", exc.retry_after)
+            await sleep(float(exc.retry_after))
+        except (TelegramNetworkError, TelegramServerError) as exc:
+            if attempt == attempts - 1:
+                raise
+            delay = min(0.5 * 2**attempt, 5.0)
+            log.info("Telegram call failed (%s); retrying in %.1f s", exc, delay)
+            await sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _not_modified(exc: TelegramAPIError) -> bool:
+    return "not modified" in str(exc).lower()
+
+
+class TypingLoop:
+    """Send the typing action until stopped (or until `until` is set)."""
+
+    def __init__(self, bot: Bot, chat_id: int, until: asyncio.Event | None = None) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        self.until = until or asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> TypingLoop:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        while not self.until.is_set():
+            try:
+                await self.bot.send_chat_action(chat_id=self.chat_id, action=ChatAction.TYPING)
+            except TelegramRetryAfter:
+                return
+            except TelegramAPIError as exc:
+                log.debug("typing action failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.until.wait(), TYPING_EVERY)
+
+    async def stop(self) -> None:
+        self.until.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+
+
+class ReplyStream:
+    """One reply being written: progress while it streams, then the final message(s)."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        chat_id: int,
+        *,
+        draft_id: int,
+        use_drafts: bool = True,
+        draft_interval: float = 0.5,
+        edit_interval: float = 1.0,
+        on_drafts_unsupported: Callable[[], None] | None = None,
+    ) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        self.draft_id = draft_id
+        self.mode = "draft" if use_drafts else "edit"
+        self.draft_interval = draft_interval
+        self.edit_interval = edit_interval
+        self.on_drafts_unsupported = on_drafts_unsupported
+        self.stop = asyncio.Event()  # the engine's stop event (the player pressed stop)
+        self.message_id: int | None = None  # the progress message in edit mode
+        self._latest = ""
+        self._shown = ""
+        self._changed = asyncio.Event()
+        self._first_text = asyncio.Event()
+        self._closed = False
+        self._busy = False
+        self._progress = True
+        self._next_at = 0.0
+        self._worker: asyncio.Task[None] | None = None
+        self._typing: TypingLoop | None = None
+
+    # ------------------------------------------------------------------ driving
+    def start(self) -> ReplyStream:
+        self._typing = TypingLoop(self.bot, self.chat_id, self._first_text).start()
+        self._worker = asyncio.create_task(self._work())
+        return self
+
+    async def on_text(self, text: str) -> None:
+        """The engine's `on_text`: the reply so far. Never blocks on Telegram."""
+        self._latest = text
+        self._first_text.set()
+        self._changed.set()
+
+    def halt(self) -> None:
+        """The player pressed stop: no more progress; the engine keeps what was written."""
+        self.stop.set()
+        self._changed.set()
+
+    @property
+    def written(self) -> str:
+        return self._latest
+
+    # ------------------------------------------------------------------ progress
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.mode == "draft":
+            await self._show("")  # the "Thinking…" placeholder, with the stop button
+            self._next_at = loop.time() + self.draft_interval
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._closed or self.stop.is_set() or not self._progress:
+                return
+            delay = self._next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if self._closed or self.stop.is_set():
+                    return
+            text = self._latest
+            if len(text.strip()) <= len(self._shown.strip()):
+                continue  # only when the text grew
+            await self._show(text)
+            interval = self.draft_interval if self.mode == "draft" else self.edit_interval
+            self._next_at = max(self._next_at, loop.time() + interval)
+
+    async def _show(self, text: str) -> None:
+        self._busy = True
+        try:
+            if self.mode == "draft":
+                await self._show_draft(text)
+            else:
+                await self._show_edit(text)
+        finally:
+            self._busy = False
+
+    async def _show_draft(self, text: str) -> None:
+        parts = split_text(text)
+        shown = parts[-1] if parts else PLACEHOLDER_EMPTY
+        try:
+            await self.bot.send_message_draft(
+                chat_id=self.chat_id,
+                draft_id=self.draft_id,
+                text=shown,
+                can_stop=True,
+                keep_on_stop=True,
+            )
+            self._shown = text
+        except TelegramRetryAfter as exc:
+            self._next_at = asyncio.get_running_loop().time() + exc.retry_after
+        except (TelegramNetworkError, TelegramServerError) as exc:
+            log.debug("draft skipped: %s", exc)
+        except TelegramAPIError as exc:
+            if shown == PLACEHOLDER_EMPTY and isinstance(exc, TelegramBadRequest):
+                # an empty draft is Telegram's "Thinking…"; where it is refused, show "…"
+                with contextlib.suppress(TelegramAPIError):
+                    await self.bot.send_message_draft(
+                        chat_id=self.chat_id,
+                        draft_id=self.draft_id,
+                        text=PLACEHOLDER_TEXT,
+                        can_stop=True,
+                        keep_on_stop=True,
+                    )
+                    return
+            log.info("drafts unavailable in chat %s (%s); editing one message instead", self.chat_id, exc)
+            if isinstance(exc, TelegramNotFound) and self.on_drafts_unsupported is not None:
+                self.on_drafts_unsupported()
+            self.mode = "edit"
+            if text.strip():
+                await self._show_edit(text)
+
+    async def _show_edit(self, text: str) -> None:
+        parts = split_text(text)
+        if not parts:
+            return
+        shown = parts[0]
+        try:
+            if self.message_id is None:
+                sent = await self.bot.send_message(chat_id=self.chat_id, text=shown)
+                self.message_id = sent.message_id
+            else:
+                await self.bot.edit_message_text(chat_id=self.chat_id, message_id=self.message_id, text=shown)
+            self._shown = text
+        except TelegramRetryAfter as exc:
+            self._next_at = asyncio.get_running_loop().time() + exc.retry_after
+        except (TelegramNetworkError, TelegramServerError) as exc:
+            log.debug("progress edit skipped: %s", exc)
+        except TelegramAPIError as exc:
+            if not _not_modified(exc):
+                log.info("progress edits stopped in chat %s: %s", self.chat_id, exc)
+                self._progress = False
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._changed.set()
+        if self._typing is not None:
+            await self._typing.stop()
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        if self._busy:
+            # let a request in flight finish (a progress message must not be sent unseen)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(worker), 5.0)
+        worker.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await worker
+
+    # ------------------------------------------------------------------ the end
+    async def finish(self, text: str, markup: InlineKeyboardMarkup | None = None) -> int:
+        """Deliver the final text; returns the Telegram id of the last message (it has `markup`)."""
+        await self._close()
+        return await edit_or_send(
+            self.bot, self.chat_id, self.message_id if self.mode == "edit" else None, text, markup
+        )
+
+    async def abort(self) -> None:
+        """No final text (the reply failed): stop progress, take a half-written message away."""
+        await self._close()
+        if self.mode == "edit" and self.message_id is not None:
+            message_id, self.message_id = self.message_id, None
+            with contextlib.suppress(TelegramAPIError):
+                await self.bot.delete_message(chat_id=self.chat_id, message_id=message_id)
+
+
+async def edit_or_send(
+    bot: Bot,
+    chat_id: int,
+    message_id: int | None,
+    text: str,
+    markup: InlineKeyboardMarkup | None = None,
+) -> int:
+    """Replace a message's text (and keyboard); send a new message when it cannot be edited.
+
+    A text longer than one message: the first part replaces the message, the rest follow;
+    the last one carries `markup`. Returns the Telegram id of the last message.
+    """
+    parts = split_text(text) or ["…"]
+    ids: list[int] = []
+    rest = parts
+    if message_id is not None:
+        first_markup = markup if len(parts) == 1 else None
+        try:
+            await call_with_retry(
+                lambda: bot.edit_message_text(
+                    chat_id=chat_id, message_id=message_id, text=parts[0], reply_markup=first_markup
+                )
+            )
+            ids.append(message_id)
+            rest = parts[1:]
+        except TelegramBadRequest as exc:
+            if _not_modified(exc):
+                ids.append(message_id)
+                rest = parts[1:]
+            else:
+                log.info("edit failed in chat %s (%s); sending anew", chat_id, exc)
+    for i, part in enumerate(rest):
+        part_markup = markup if i == len(rest) - 1 else None
+        sent = await call_with_retry(
+            functools.partial(bot.send_message, chat_id=chat_id, text=part, reply_markup=part_markup)
+        )
+        ids.append(sent.message_id)
+    return ids[-1]

@@ -1,0 +1,201 @@
+"""Prometheus metrics: what the bot is doing, for an operator's dashboard and alerts.
+
+Counters and histograms (process-wide, the default registry):
+
+- ``vitte_updates_total{type,outcome}``  Telegram updates handled; outcome ok | duplicate |
+  refused (age gate, block, rate limit, quota: the player was told why) | unavailable (store
+  or cache down: the player was told "one moment") | error
+- ``vitte_update_seconds{type}``         time to handle one update, LLM included
+- ``vitte_updates_in_flight``            updates being handled right now
+- ``vitte_lock_waiting``                 updates waiting for their player's lock (queue depth:
+  a player who sends while a reply streams waits here, in order)
+- ``vitte_replies_total{status}``        replies the LLM wrote: ok | stopped (the player pressed
+  stop) | failed (LLM error; the player's message is kept) | interrupted (shutdown, crash)
+- ``vitte_llm_seconds{phase}``           LLM latency: ``first_token`` and ``total`` per reply
+- ``vitte_llm_errors_total{kind}``       timeout | unavailable | rate_limited | bad_response | cut
+- ``vitte_db_connections_in_use``, ``vitte_cache_available`` (from `observe_core`)
+
+Serve them with `metrics_route(app)` on any aiohttp application (the webhook server, the Web
+App); give a `token` to require ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from vitte.llm.base import (
+    LLMBadResponse,
+    LLMError,
+    LLMRateLimited,
+    LLMStreamCut,
+    LLMTimeout,
+    LLMUnavailable,
+)
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from vitte.core import Core
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+UPDATES = Counter("vitte_updates", "Telegram updates handled", ["type", "outcome"])
+UPDATE_SECONDS = Histogram("vitte_update_seconds", "Time to handle one update (LLM included)", ["type"], buckets=_SECONDS)
+IN_FLIGHT = Gauge("vitte_updates_in_flight", "Updates being handled right now")
+LOCK_WAITING = Gauge("vitte_lock_waiting", "Updates waiting for their player's lock (queue depth)")
+REPLIES = Counter("vitte_replies", "Replies written by the LLM", ["status"])
+LLM_SECONDS = Histogram("vitte_llm_seconds", "LLM latency per reply", ["phase"], buckets=_SECONDS)
+LLM_ERRORS = Counter("vitte_llm_errors", "LLM failures", ["kind"])
+
+_FIRST_TOKEN = LLM_SECONDS.labels("first_token")
+_TOTAL = LLM_SECONDS.labels("total")
+
+
+def llm_error_kind(exc: BaseException) -> str:
+    if isinstance(exc, LLMStreamCut):  # before LLMTimeout: a stalled stream is both
+        return "cut"
+    if isinstance(exc, LLMTimeout):
+        return "timeout"
+    if isinstance(exc, LLMRateLimited):
+        return "rate_limited"
+    if isinstance(exc, LLMUnavailable):
+        return "unavailable"
+    if isinstance(exc, LLMBadResponse):
+        return "bad_response"
+    return "other"
+
+
+async def observe_llm(stream: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """Pass an LLM stream through, recording latency, the reply's fate and errors.
+
+    Ended by the LLM: ok; closed early by the consumer: stopped; cancelled: interrupted;
+    an `LLMError`: failed (and its kind).
+    """
+    started = time.perf_counter()
+    first = True
+    status = "failed"
+    try:
+        async for delta in stream:
+            if first:
+                _FIRST_TOKEN.observe(time.perf_counter() - started)
+                first = False
+            yield delta
+        status = "ok"
+    except GeneratorExit:
+        status = "stopped"  # the consumer closed the stream before its end
+        raise
+    except asyncio.CancelledError:
+        status = "interrupted"
+        raise
+    except LLMError as exc:
+        LLM_ERRORS.labels(llm_error_kind(exc)).inc()
+        raise
+    except Exception:
+        LLM_ERRORS.labels("other").inc()
+        raise
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+        _TOTAL.observe(time.perf_counter() - started)
+        REPLIES.labels(status).inc()
+
+
+@contextlib.contextmanager
+def waiting_for_lock() -> Iterator[None]:
+    LOCK_WAITING.inc()
+    try:
+        yield
+    finally:
+        LOCK_WAITING.dec()
+
+
+@contextlib.contextmanager
+def handling_update(update_type: str) -> Iterator[list[str]]:
+    """Time one update; the caller sets `outcome[0]` (default ok; an exception: error)."""
+    outcome = ["ok"]
+    IN_FLIGHT.inc()
+    started = time.perf_counter()
+    try:
+        yield outcome
+    except BaseException:
+        outcome[0] = "error"
+        raise
+    finally:
+        IN_FLIGHT.dec()
+        UPDATE_SECONDS.labels(update_type).observe(time.perf_counter() - started)
+        UPDATES.labels(update_type, outcome[0]).inc()
+
+
+class _CoreCollector(Collector):
+    """Gauges read from the running core when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.core: weakref.ReferenceType[Core] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        core = self.core() if self.core is not None else None
+        if core is None:
+            return
+        pool = core.db.engine.sync_engine.pool
+        checked_out = getattr(pool, "checkedout", None)
+        if callable(checked_out):
+            yield GaugeMetricFamily(
+                "vitte_db_connections_in_use", "Database connections checked out", value=float(checked_out())
+            )
+        available = getattr(core.cache, "available", True)
+        yield GaugeMetricFamily(
+            "vitte_cache_available", "1 while the cache answers (Redis up, or the in-process cache)",
+            value=1.0 if available else 0.0,
+        )
+
+
+_core_collector = _CoreCollector()
+REGISTRY.register(_core_collector)
+
+
+def observe_core(core: Core) -> None:
+    """Expose the core's database pool and cache health (the latest core opened wins)."""
+    _core_collector.core = weakref.ref(core)
+
+
+def render() -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def metrics_route(app: web.Application, path: str = "/metrics", token: str | None = None) -> None:
+    """Serve GET `path` on an aiohttp application; with `token`, only to ``Bearer <token>``."""
+    from aiohttp import web
+
+    async def metrics(request: web.Request) -> web.Response:
+        if token:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return web.Response(status=401, text="unauthorized")
+        body, content_type = render()
+        return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+    app.router.add_get(path, metrics)
+
+
+def snapshot() -> dict[str, Any]:
+    """Current sample values by name and labels (for tests and the console)."""
+    values: dict[str, Any] = {}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            key = sample.name + (
+                "{" + ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items())) + "}" if sample.labels else ""
+            )
+            values[key] = sample.value
+    return values

@@ -1,0 +1,762 @@
+"""The Web App's JSON API: thin routes over the core (no dialog rules live here).
+
+Personas, stories and plans are readable without initData; everything about a player
+needs `Authorization: tma <initData>` and acts only for the user id it vouches for.
+Errors are JSON `{"error": <localized text>, "code": <machine code>}`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import hashlib
+import json
+import logging
+import re
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
+from aiohttp import web
+
+from vitte.bot.notify import ExportThrottled, export_filename, send_opening, send_player_data
+from vitte.catalog.lookup import PersonaInfo
+from vitte.config import ConfigError
+from vitte.core import Core
+from vitte.dialogs import DialogView, Opening
+from vitte.errors import (
+    AgeNotConfirmed,
+    NoActiveDialog,
+    NotFound,
+    PlayerBlocked,
+    RateLimited,
+    StaleDialog,
+    StoreUnavailable,
+    UnknownPersona,
+    UnknownPlan,
+    UnknownStory,
+    UnknownUser,
+)
+from vitte.players import LANGUAGES, BadSetting, PlayerView, language_from_telegram
+from vitte.prompt import STYLES, substitute
+from vitte.webapp.auth import InitDataError, WebAppUser, init_data_from_header, validate_init_data
+
+log = logging.getLogger("vitte.webapp")
+
+__all__ = ["ApiError", "WebContext", "error_middleware", "routes"]
+
+CTX: web.AppKey[WebContext] = web.AppKey("vitte_webapp_ctx")
+LANG_KEY: web.RequestKey[str] = web.RequestKey("vitte_lang", str)
+
+MAX_ID_LEN = 130
+
+# code -> (ru, en): what the player reads; `code` is for programs
+MESSAGES: dict[str, tuple[str, str]] = {
+    "auth_missing": (
+        "Откройте приложение из чата с ботом в Telegram.",
+        "Open the app from the bot's chat in Telegram.",
+    ),
+    "auth_invalid": (
+        "Telegram не подтвердил вход. Откройте приложение заново из чата с ботом.",
+        "Telegram could not confirm who you are. Reopen the app from the bot's chat.",
+    ),
+    "auth_expired": (
+        "Сессия устарела. Закройте приложение и откройте его снова из чата с ботом.",
+        "Your session has expired. Close the app and open it again from the bot's chat.",
+    ),
+    "unknown_persona": ("Такого персонажа нет.", "There is no such persona."),
+    "unknown_story": ("Такой истории у персонажа нет.", "This persona has no such story."),
+    "not_found": ("Не найдено.", "Not found."),
+    "bad_json": (
+        "Не удалось прочитать запрос: нужен JSON-объект.",
+        "Could not read the request: a JSON object is expected.",
+    ),
+    "bad_request": ("Неверный запрос.", "Bad request."),
+    "bad_setting": ("Такой настройки нет.", "No such setting."),
+    "confirm_required": ("Подтвердите удаление данных.", "Please confirm deleting your data."),
+    "no_data": ("У нас нет ваших данных.", "We have no data about you."),
+    "export_failed": (
+        "Не удалось отправить файл в чат. Попробуйте ещё раз чуть позже.",
+        "Could not send the file to the chat. Please try again shortly.",
+    ),
+    "stale_dialog": (
+        "Этот диалог уже сменился. Обновите страницу.",
+        "This dialog has already changed. Refresh the page.",
+    ),
+    "no_active_dialog": ("У вас нет активного диалога.", "You have no active dialog."),
+    "blocked": ("Доступ ограничен.", "Access is restricted."),
+    "age_unconfirmed": (
+        "Подтвердите, что вам уже исполнилось 18 лет.",
+        "Please confirm that you are 18 or older.",
+    ),
+    "unknown_plan": ("Такого тарифа нет.", "There is no such plan."),
+    "invoice_failed": (
+        "Не удалось создать счёт. Попробуйте ещё раз чуть позже.",
+        "Could not create the invoice. Please try again shortly.",
+    ),
+    "rate_limited": ("Слишком часто. Попробуйте чуть позже.", "Too many requests. Please try again shortly."),
+    "bot_blocked": (
+        "Бот не может вам написать: откройте чат с ботом и нажмите «Старт», затем попробуйте снова.",
+        "The bot can't message you: open the bot's chat, press Start, then try again.",
+    ),
+    "send_failed": (
+        "Диалог начат, но сообщение не дошло до Telegram. Попробуйте ещё раз.",
+        "The dialog has started, but the message did not reach Telegram. Try again.",
+    ),
+    "payments_not_ready": (
+        "Оплата пока не подключена — она появится совсем скоро.",
+        "Payments are not set up yet.",
+    ),
+    "method_not_allowed": ("Такой запрос не поддерживается.", "Method not allowed."),
+    "too_large": ("Запрос слишком большой.", "Request too large."),
+    "store_unavailable": (
+        "Сервер на минутку занят. Попробуйте ещё раз чуть позже.",
+        "The server is busy for a moment. Please try again shortly.",
+    ),
+    "internal": ("Что-то пошло не так. Попробуйте ещё раз.", "Something went wrong. Please try again."),
+}
+_AUTH_MESSAGE = {
+    "auth_missing": "auth_missing",
+    "auth_expired": "auth_expired",
+}
+
+
+def message(code: str, lang: str) -> str:
+    ru, en = MESSAGES.get(code, MESSAGES["internal"])
+    return en if lang == "en" else ru
+
+
+class ApiError(Exception):
+    """An answer other than 200, with a localized message looked up by `code`."""
+
+    def __init__(self, status: int, code: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+_dumps = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    resp = web.json_response(data, status=status, dumps=_dumps)
+    resp.headers["Cache-Control"] = "no-store"
+    if resp.body is not None and len(resp.body) > 1024:  # type: ignore[arg-type]
+        resp.enable_compression()  # gzip/deflate when the client asks for it
+    return resp
+
+
+def _error_body(code: str, lang: str, detail: str | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": message(code, lang), "code": code}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return body
+
+
+def _query_lang(request: web.Request) -> str:
+    lang = request.query.get("lang", "")
+    return lang if lang in LANGUAGES else "ru"
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure under /api/ becomes JSON with a code; nothing leaks a traceback."""
+    is_api = request.path.startswith("/api/") or request.path == "/api" or "/api/" in request.path
+    request[LANG_KEY] = _query_lang(request)
+    try:
+        return await handler(request)
+    except InitDataError as exc:
+        lang = request[LANG_KEY]
+        key = _AUTH_MESSAGE.get(exc.code, "auth_invalid")
+        body = {"error": message(key, lang), "code": exc.code, "detail": exc.message}
+        resp = json_response(body, status=401)
+        resp.headers["WWW-Authenticate"] = "tma"
+        return resp
+    except ApiError as exc:
+        return json_response(_error_body(exc.code, request[LANG_KEY], exc.detail, **exc.extra), exc.status)
+    except UnknownPersona:
+        return json_response(_error_body("unknown_persona", request[LANG_KEY]), 404)
+    except UnknownStory:
+        return json_response(_error_body("unknown_story", request[LANG_KEY]), 404)
+    except UnknownPlan:
+        return json_response(_error_body("unknown_plan", request[LANG_KEY]), 404)
+    except AgeNotConfirmed:
+        return json_response(_error_body("age_unconfirmed", request[LANG_KEY]), 403)
+    except PlayerBlocked:
+        return json_response(_error_body("blocked", request[LANG_KEY]), 403)
+    except RateLimited as exc:
+        resp = json_response(_error_body("rate_limited", request[LANG_KEY]), 429)
+        resp.headers["Retry-After"] = str(max(1, int(-(-exc.retry_after_seconds // 1))))
+        return resp
+    except NotFound:
+        return json_response(_error_body("not_found", request[LANG_KEY]), 404)
+    except BadSetting as exc:
+        return json_response(_error_body("bad_setting", request[LANG_KEY], str(exc)), 400)
+    except StaleDialog:
+        return json_response(_error_body("stale_dialog", request[LANG_KEY]), 409)
+    except NoActiveDialog:
+        return json_response(_error_body("no_active_dialog", request[LANG_KEY]), 409)
+    except StoreUnavailable:
+        return json_response(_error_body("store_unavailable", request[LANG_KEY]), 503)
+    except web.HTTPException as exc:
+        if not is_api or exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
+        resp = json_response(_error_body(code, request[LANG_KEY]), exc.status)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("web app request %s %s failed", request.method, request.path)
+        if not is_api:
+            return web.Response(status=500, text="Internal Server Error")
+        return json_response(_error_body("internal", request[LANG_KEY]), 500)
+
+
+# ---------------------------------------------------------------------- context
+
+
+_HEX_RE = re.compile(r"#([0-9a-fA-F]{6}|[0-9a-fA-F]{3})\b")
+
+
+def _hex(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{round(max(0.0, min(1.0, c)) * 255):02x}" for c in rgb)
+
+
+def _fallback_colors(key: str) -> tuple[str, str]:
+    hue = int(hashlib.sha256(key.encode()).hexdigest()[:4], 16) / 0xFFFF
+    return (
+        _hex(colorsys.hls_to_rgb(hue, 0.62, 0.72)),
+        _hex(colorsys.hls_to_rgb((hue + 0.09) % 1.0, 0.5, 0.65)),
+    )
+
+
+def svg_colors(text: str) -> list[str]:
+    """The first distinct saturated colours of an SVG, for the card's gradient."""
+    found: list[str] = []
+    for m in _HEX_RE.finditer(text):
+        raw = m.group(1)
+        if len(raw) == 3:
+            raw = "".join(c * 2 for c in raw)
+        r, g, b = (int(raw[i : i + 2], 16) / 255 for i in (0, 2, 4))
+        _h, light, sat = colorsys.rgb_to_hls(r, g, b)
+        if sat < 0.25 or light < 0.12 or light > 0.92:
+            continue
+        color = "#" + raw.lower()
+        if color not in found:
+            found.append(color)
+        if len(found) == 2:
+            break
+    return found
+
+
+@dataclass
+class WebContext:
+    core: Core
+    bot: Bot
+    avatars_dir: Path
+    _locks: weakref.WeakValueDictionary[int, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    _sent: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    _colors: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def user_lock(self, user_id: int) -> AsyncIterator[None]:
+        """One Web App write per player at a time in this process (a double click waits)."""
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[user_id] = lock
+        async with lock:
+            yield
+
+    def opening_sent(self, dialog_id: int) -> bool:
+        return dialog_id in self._sent
+
+    def mark_sent(self, dialog_id: int) -> None:
+        self._sent[dialog_id] = None
+        while len(self._sent) > 10_000:
+            self._sent.popitem(last=False)
+
+    def avatar_colors(self, persona: PersonaInfo) -> tuple[str, str]:
+        key = persona.avatar or persona.id
+        cached = self._colors.get(key)
+        if cached is not None:
+            return cached
+        colors: list[str] = []
+        path = self.avatar_path(persona.avatar)
+        if path is not None and path.suffix.lower() == ".svg":
+            try:
+                colors = svg_colors(path.read_text("utf-8", errors="replace")[:200_000])
+            except OSError:
+                colors = []
+        fallback = _fallback_colors(persona.id)
+        if len(colors) == 1:
+            colors.append(fallback[1])
+        result = (colors[0], colors[1]) if len(colors) >= 2 else fallback
+        self._colors[key] = result
+        return result
+
+    def avatar_path(self, avatar: str | None) -> Path | None:
+        name = _avatar_name(avatar)
+        if name is None:
+            return None
+        path = (self.avatars_dir / name).resolve()
+        try:
+            path.relative_to(self.avatars_dir.resolve())
+        except ValueError:
+            return None
+        return path if path.is_file() else None
+
+
+def _avatar_name(avatar: str | None) -> str | None:
+    if not avatar or not avatar.startswith("avatars/"):
+        return None
+    name = avatar.removeprefix("avatars/")
+    if not name or ".." in name.split("/") or "\\" in name:
+        return None
+    return name
+
+
+def avatar_url(request: web.Request, avatar: str | None) -> str | None:
+    if not avatar:
+        return None
+    if avatar.startswith(("https://", "http://")):
+        return avatar
+    name = _avatar_name(avatar)
+    if name is None:
+        return None
+    try:
+        return str(request.app.router["avatars"].url_for(filename=name))
+    except (KeyError, ValueError):
+        return None
+
+
+def ctx_of(request: web.Request) -> WebContext:
+    return request.config_dict[CTX]
+
+
+# ---------------------------------------------------------------------- auth and input
+
+
+def optional_user(request: web.Request) -> WebAppUser | None:
+    """The Telegram user of a valid initData; None without one; 401 for a bad one."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    return require_user(request)
+
+
+def require_user(request: web.Request) -> WebAppUser:
+    ctx = ctx_of(request)
+    init_data = init_data_from_header(request.headers.get("Authorization"))
+    return validate_init_data(
+        init_data, ctx.bot.token, max_age=ctx.core.settings.webapp_auth_max_age
+    )
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body; 400 for anything else (never a 500)."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "too_large") from None
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return data
+
+
+def _text_field(data: dict[str, Any], key: str, *, required: bool) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ApiError(400, "bad_request", f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_request", f"{key} must be a string")
+    value = value.strip()
+    if not value or len(value) > MAX_ID_LEN:
+        raise ApiError(400, "bad_request", f"{key} must be 1..{MAX_ID_LEN} characters")
+    return value
+
+
+def _bool_field(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, "bad_request", f"{key} must be true or false")
+    return value
+
+
+def _int_field(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not (0 < value < 2**63):
+        raise ApiError(400, "bad_request", f"{key} must be a positive integer")
+    return value
+
+
+# ---------------------------------------------------------------------- player state
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerState:
+    language: str
+    player: PlayerView | None  # None: never seen (or their data was deleted)
+    dialog: DialogView | None
+
+
+async def player_state(core: Core, user: WebAppUser) -> PlayerState:
+    """Read-only: never creates the player (a deleted player stays deleted until they act)."""
+    try:
+        player = await core.players.get(user.id)
+    except UnknownUser:
+        return PlayerState(language_from_telegram(user.language_code), None, None)
+    dialog = await core.dialogs.current(user.id)
+    return PlayerState(player.language, player, dialog)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _current_persona_id(state: PlayerState | None) -> str | None:
+    if state is None:
+        return None
+    if state.dialog is not None:
+        return state.dialog.persona_id
+    return state.player.active_persona_id if state.player else None
+
+
+def tags_in(p: PersonaInfo, lang: str) -> list[str]:
+    if lang != "ru":
+        tags = (p.i18n.get(lang) or {}).get("tags")
+        if isinstance(tags, list) and tags and all(isinstance(t, str) for t in tags):
+            return list(tags)
+    return list(p.tags)
+
+
+def persona_summary(
+    request: web.Request, p: PersonaInfo, lang: str, current_id: str | None
+) -> dict[str, Any]:
+    colors = ctx_of(request).avatar_colors(p)
+    return {
+        "id": p.id,
+        "name": p.name_in(lang),
+        "tagline": p.tagline_in(lang),
+        "tags": tags_in(p, lang),
+        "avatar_url": avatar_url(request, p.avatar),
+        "colors": list(colors),
+        "story_count": len(p.stories),
+        "current": current_id is not None and p.id == current_id,
+    }
+
+
+async def me_payload(core: Core, user: WebAppUser, state: PlayerState) -> dict[str, Any]:
+    player = state.player
+    dialog = state.dialog
+    ent = await core.billing.entitlement(user.id)
+    return {
+        "id": user.id,
+        "first_name": (player.first_name if player else None) or user.first_name,
+        "registered": player is not None,
+        "language": state.language,
+        "style": player.style if player else "normal",
+        "adult_confirmed": bool(player and player.adult_confirmed_at is not None),
+        "persona_id": _current_persona_id(state),
+        "persona_name": dialog.persona_name if dialog else None,
+        "story_id": dialog.story_id if dialog else None,
+        "story_title": dialog.story_title if dialog else None,
+        "dialog_id": dialog.id if dialog else None,
+        "plan": ent.plan_id,
+        "plan_title": core.billing.plan(ent.plan_id).title(state.language),
+        "is_premium": ent.is_premium,
+        "premium_until": _iso(ent.premium_until),
+        "renews": ent.renews,
+        "subscription_state": ent.subscription_state,
+        "daily_limit": ent.daily_limit,
+        "used_today": ent.used_today,
+        "left_today": ent.left_today,
+        "extra_replies": ent.extra_replies,
+    }
+
+
+# ---------------------------------------------------------------------- routes
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/personas")
+async def list_personas(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    user = optional_user(request)
+    state = await player_state(ctx.core, user) if user else None
+    lang = state.language if state else request[LANG_KEY]
+    request[LANG_KEY] = lang
+    current_id = _current_persona_id(state)
+    personas = await ctx.core.catalog.personas()
+    return json_response(
+        {
+            "language": lang,
+            "authenticated": user is not None,
+            "personas": [persona_summary(request, p, lang, current_id) for p in personas],
+        }
+    )
+
+
+@routes.get("/api/personas/{persona_id}")
+async def get_persona(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    user = optional_user(request)
+    state = await player_state(ctx.core, user) if user else None
+    lang = state.language if state else request[LANG_KEY]
+    request[LANG_KEY] = lang
+    persona_id = request.match_info["persona_id"]
+    if len(persona_id) > MAX_ID_LEN:
+        raise UnknownPersona(persona_id[:MAX_ID_LEN])
+    p = await ctx.core.catalog.persona(persona_id)
+    dialog = state.dialog if state and state.dialog and state.dialog.persona_id == p.id else None
+    body = persona_summary(request, p, lang, _current_persona_id(state))
+    char_name = p.name_in(lang)
+    user_name = (state.player.first_name if state and state.player else None) or (
+        user.first_name if user else None
+    )
+    user_name = user_name or ("ты" if lang == "ru" else "you")
+    body.update(
+        {
+            "description": p.description_in(lang),
+            "stories": [
+                {
+                    "id": s.id,
+                    "title": s.title_in(lang),
+                    "premise": substitute(s.premise_in(lang), char_name, user_name),
+                    "current": dialog is not None and dialog.story_id == s.id,
+                }
+                for s in p.stories
+            ],
+            "current_story_id": dialog.story_id if dialog else None,
+            "dialog_id": dialog.id if dialog else None,
+            "language": lang,
+            "authenticated": user is not None,
+        }
+    )
+    return json_response(body)
+
+
+@routes.get("/api/me")
+async def get_me(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    user = require_user(request)
+    state = await player_state(ctx.core, user)
+    request[LANG_KEY] = state.language
+    return json_response(await me_payload(ctx.core, user, state))
+
+
+async def _seen(core: Core, user: WebAppUser) -> PlayerView:
+    return await core.players.seen(
+        user.id, language_code=user.language_code, first_name=user.first_name, username=user.username
+    )
+
+
+@routes.post("/api/me/adult")
+async def post_adult(request: web.Request) -> web.Response:
+    """The age gate: {"adult": true} is "Мне есть 18", {"adult": false} is "Мне нет 18"."""
+    ctx = ctx_of(request)
+    user = require_user(request)
+    data = await read_object(request)
+    adult = data.get("adult")
+    if not isinstance(adult, bool):
+        raise ApiError(400, "bad_request", "adult must be true or false")
+    async with ctx.user_lock(user.id):
+        if adult:
+            await ctx.core.players.confirm_adult(user.id, language_code=user.language_code)
+            await _seen(ctx.core, user)
+        else:
+            await ctx.core.players.decline_adult(user.id)
+        state = await player_state(ctx.core, user)
+    request[LANG_KEY] = state.language
+    return json_response(await me_payload(ctx.core, user, state))
+
+
+async def _send(ctx: WebContext, user_id: int, opening: Opening) -> None:
+    if opening.reused and ctx.opening_sent(opening.dialog.id):
+        return  # a double click: the first click's opening is already in the chat
+    try:
+        await send_opening(ctx.bot, user_id, opening)
+    except TelegramForbiddenError as exc:
+        log.info("opening for user %s not sent: %s", user_id, exc)
+        raise ApiError(409, "bot_blocked", dialog_id=opening.dialog.id) from None
+    except (TelegramAPIError, OSError, TimeoutError) as exc:
+        log.warning("opening for user %s not sent: %s", user_id, exc)
+        raise ApiError(502, "send_failed", dialog_id=opening.dialog.id) from None
+    ctx.mark_sent(opening.dialog.id)
+
+
+@routes.post("/api/dialogs")
+async def open_dialog(request: web.Request) -> web.Response:
+    """Choose persona + story (or refresh the current one); the bot sends the opening."""
+    ctx = ctx_of(request)
+    core = ctx.core
+    user = require_user(request)
+    data = await read_object(request)
+    persona_id = _text_field(data, "persona_id", required=True) or ""
+    story_id = _text_field(data, "story_id", required=True) or ""
+    restart = _bool_field(data, "restart")
+    dialog_id = _int_field(data, "dialog_id")
+    persona = await core.catalog.persona(persona_id)
+    persona.story(story_id)  # 404 before anything changes
+    async with ctx.user_lock(user.id):
+        player = await _seen(core, user)
+        request[LANG_KEY] = player.language
+        restarted = False
+        current = await core.dialogs.current(user.id) if restart else None
+        if current is not None and current.persona_id == persona_id and current.story_id == story_id:
+            opening = await core.dialogs.start_over(user.id, dialog_id)
+            restarted = True
+        else:
+            opening = await core.dialogs.choose(
+                user.id, persona_id, story_id, language_code=user.language_code
+            )
+        await _send(ctx, user.id, opening)
+    return json_response(
+        {
+            "dialog_id": opening.dialog.id,
+            "persona_id": opening.dialog.persona_id,
+            "story_id": opening.dialog.story_id,
+            "reused": opening.reused,
+            "restarted": restarted,
+            "sent": True,
+        }
+    )
+
+
+@routes.post("/api/settings")
+async def post_settings(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    user = require_user(request)
+    data = await read_object(request)
+    language = _text_field(data, "language", required=False)
+    style = _text_field(data, "style", required=False)
+    if language is None and style is None:
+        raise ApiError(400, "bad_request", "nothing to change: send language and/or style")
+    if language is not None and language not in LANGUAGES:
+        raise ApiError(400, "bad_setting", f"language must be one of {', '.join(LANGUAGES)}")
+    if style is not None and style not in STYLES:
+        raise ApiError(400, "bad_setting", f"style must be one of {', '.join(STYLES)}")
+    async with ctx.user_lock(user.id):
+        await _seen(ctx.core, user)
+        await ctx.core.players.update_settings(user.id, language=language, style=style)
+        state = await player_state(ctx.core, user)
+    request[LANG_KEY] = state.language
+    return json_response(await me_payload(ctx.core, user, state))
+
+
+@routes.post("/api/me/delete")
+async def delete_me(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    user = require_user(request)
+    data = await read_object(request)
+    if data.get("confirm") is not True:
+        raise ApiError(400, "confirm_required", "send {\"confirm\": true}")
+    async with ctx.user_lock(user.id):
+        try:
+            report = await ctx.core.players.delete_data(user.id)
+            dialogs, payments = report.dialogs, report.payments_anonymised
+        except UnknownUser:
+            dialogs, payments = 0, 0
+    return json_response({"deleted": True, "dialogs": dialogs, "payments_anonymised": payments})
+
+
+@routes.post("/api/me/export")
+async def export_me(request: web.Request) -> web.Response:
+    """"Download my data": the bot sends the file (the same one as /mydata) into the chat.
+
+    A Telegram Web App cannot reliably download a file; the chat can show and keep it.
+    """
+    ctx = ctx_of(request)
+    user = require_user(request)
+    await read_object(request)  # no fields; a body, if any, must still be a JSON object
+    state = await player_state(ctx.core, user)
+    request[LANG_KEY] = state.language
+    if state.player is None:
+        raise ApiError(404, "no_data")
+    async with ctx.user_lock(user.id):
+        try:
+            await send_player_data(ctx.core, ctx.bot, user.id, user.id, state.language)
+        except UnknownUser:  # deleted in the meantime
+            raise ApiError(404, "no_data") from None
+        except ExportThrottled as exc:
+            raise RateLimited(exc.retry_after_seconds) from None
+        except TelegramForbiddenError as exc:
+            log.info("data export for user %s not sent: %s", user.id, exc)
+            raise ApiError(409, "bot_blocked") from None
+        except (TelegramAPIError, OSError, TimeoutError) as exc:
+            log.warning("data export for user %s not sent: %s", user.id, exc)
+            raise ApiError(502, "export_failed") from None
+    return json_response({"sent": True, "filename": export_filename(user.id)})
+
+
+@routes.get("/api/plans")
+async def get_plans(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    user = optional_user(request)
+    state = await player_state(ctx.core, user) if user else None
+    lang = state.language if state else request[LANG_KEY]
+    request[LANG_KEY] = lang
+    current = (await ctx.core.billing.entitlement(user.id)).plan_id if user else None
+    return json_response(
+        {
+            "language": lang,
+            "plans": [p.to_json(lang) for p in ctx.core.billing.plans()],
+            "current_plan": current,
+        }
+    )
+
+
+@routes.post("/api/invoice")
+async def post_invoice(request: web.Request) -> web.Response:
+    """An invoice link for a plan (Telegram.WebApp.openInvoice opens it); Stars only."""
+    ctx = ctx_of(request)
+    user = require_user(request)
+    data = await read_object(request)
+    plan_id = _text_field(data, "plan_id", required=True) or ""
+    state = await player_state(ctx.core, user)
+    lang = state.language
+    request[LANG_KEY] = lang
+    plan = ctx.core.billing.plan(plan_id)  # 404 for an unknown plan
+    if not plan.purchasable:
+        raise ApiError(400, "bad_request", f"the {plan_id} plan is not for sale")
+    await _seen(ctx.core, user)
+    try:
+        link = await ctx.core.billing.create_invoice_link(ctx.bot, user.id, plan.id, lang)
+    except ConfigError as exc:
+        log.warning("invoice for user %s: %s", user.id, exc)
+        raise ApiError(501, "payments_not_ready") from None
+    except (TelegramAPIError, OSError, TimeoutError) as exc:
+        log.warning("invoice for user %s failed: %s", user.id, exc)
+        raise ApiError(502, "invoice_failed") from None
+    return json_response({"plan_id": plan.id, "invoice_link": link})

@@ -1,0 +1,213 @@
+"""The Web App server: the static single page, persona avatars and the JSON API (aiohttp).
+
+`make_webapp(core, bot)` builds an `aiohttp.web.Application` that can run alone or be
+mounted in another one (`parent.add_subapp("/webapp/", make_webapp(core, bot))`): the page
+uses relative URLs only. `serve_webapp(settings)` runs it until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import logging
+import mimetypes
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
+
+import vitte
+from vitte.config import ConfigError, Settings
+from vitte.core import Core
+from vitte.webapp.api import CTX, WebContext, error_middleware, routes
+
+__all__ = ["STATIC_DIR", "default_avatars_dir", "make_bot", "make_webapp", "serve_webapp"]
+
+log = logging.getLogger("vitte.webapp")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 64 * 1024
+
+PAGE_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' https://telegram.org",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' https: data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'none'",
+    ]
+)
+# an SVG avatar opened on its own must not run anything
+AVATAR_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def default_avatars_dir() -> Path:
+    """<repo>/fixtures/avatars: the avatars of the personas shipped with the product."""
+    try:
+        from vitte.catalog.cards import default_fixtures_dir
+
+        return default_fixtures_dir().parent / "avatars"
+    except ImportError:  # pragma: no cover - cards.py always ships
+        return Path(vitte.__file__).resolve().parents[1] / "fixtures" / "avatars"
+
+
+def _asset_version() -> str:
+    digest = hashlib.sha256()
+    for name in ("app.js", "app.css"):
+        with contextlib.suppress(OSError):
+            digest.update((STATIC_DIR / name).read_bytes())
+    return digest.hexdigest()[:10]
+
+
+@web.middleware
+async def _headers_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def _index_handler(html: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def index(_request: web.Request) -> web.Response:
+        resp = web.Response(text=html, content_type="text/html", charset="utf-8")
+        resp.headers["Cache-Control"] = "no-cache"
+        resp.headers["Content-Security-Policy"] = PAGE_CSP
+        return resp
+
+    return index
+
+
+@dataclass(frozen=True, slots=True)
+class _Asset:
+    body: bytes
+    gzipped: bytes
+    content_type: str
+    etag: str
+
+
+def _load_assets() -> dict[str, _Asset]:
+    """The page's few static files, held in memory with a gzip copy (phones on slow networks)."""
+    assets: dict[str, _Asset] = {}
+    for path in sorted(STATIC_DIR.iterdir()):
+        if not path.is_file() or path.name == "index.html":
+            continue
+        body = path.read_bytes()
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        assets[path.name] = _Asset(body, gzip.compress(body, 9, mtime=0), ctype, etag)
+    return assets
+
+
+def _static_handler(assets: dict[str, _Asset]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def static(request: web.Request) -> web.Response:
+        asset = assets.get(request.match_info["filename"])
+        if asset is None:
+            raise web.HTTPNotFound()
+        headers = {"Cache-Control": "public, max-age=604800", "ETag": asset.etag, "Vary": "Accept-Encoding"}
+        if request.headers.get("If-None-Match") == asset.etag:
+            return web.Response(status=304, headers=headers)
+        body = asset.body
+        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            body = asset.gzipped
+            headers["Content-Encoding"] = "gzip"
+        charset = "utf-8" if asset.content_type.startswith("text/") or "javascript" in asset.content_type else None
+        return web.Response(body=body, content_type=asset.content_type, charset=charset, headers=headers)
+
+    return static
+
+
+async def _avatar(request: web.Request) -> web.StreamResponse:
+    ctx = request.config_dict[CTX]
+    resp = _file(ctx.avatars_dir, request.match_info["filename"], "public, max-age=86400")
+    resp.headers["Content-Security-Policy"] = AVATAR_CSP
+    return resp
+
+
+def _file(root: Path, name: str, cache: str) -> web.FileResponse:
+    if not name or "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
+        raise web.HTTPNotFound()
+    base = root.resolve()
+    path = (base / name).resolve()
+    try:
+        path.relative_to(base)
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    resp = web.FileResponse(path)
+    resp.headers["Cache-Control"] = cache
+    return resp
+
+
+def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web.Application:
+    """The Web App as an aiohttp application (the caller owns and closes `core` and `bot`)."""
+    app = web.Application(
+        middlewares=[_headers_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+    )
+    app[CTX] = WebContext(core=core, bot=bot, avatars_dir=avatars_dir or default_avatars_dir())
+    html = (STATIC_DIR / "index.html").read_text("utf-8").replace("__VERSION__", _asset_version())
+    index = _index_handler(html)
+    app.router.add_get("/", index, name="index")
+    app.router.add_get("/index.html", index)
+    app.add_routes(routes)
+    app.router.add_get("/static/{filename}", _static_handler(_load_assets()), name="static")
+    app.router.add_get("/avatars/{filename:.+}", _avatar, name="avatars")
+    return app
+
+
+def make_bot(settings: Settings) -> Bot:
+    """An aiogram Bot for the configured token and Bot API server."""
+    token = settings.require_bot_token()
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(token, session=session)
+
+
+async def serve_webapp(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Serve the Web App on webapp_host:webapp_port until SIGINT/SIGTERM (or `stop` is set).
+
+    Raises ConfigError when the bot token is missing or malformed, or the port is taken.
+    """
+    settings.require_bot_token()
+    stop = stop or asyncio.Event()
+    core = await Core.open(settings)
+    bot = make_bot(settings)
+    runner: web.AppRunner | None = None
+    loop = asyncio.get_running_loop()
+    signals: list[signal.Signals] = []
+    try:
+        app = make_webapp(core, bot)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.webapp_host, settings.webapp_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"VITTE_WEBAPP_PORT: cannot listen on {settings.webapp_host}:{settings.webapp_port} "
+                f"({exc.strerror or exc})"
+            ) from None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+                signals.append(sig)
+        log.info("web app on http://%s:%s/", settings.webapp_host, settings.webapp_port)
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await bot.session.close()
+        await core.close()

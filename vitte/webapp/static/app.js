@@ -1,0 +1,1160 @@
+/* Vitte Web App: CharactersList, CharacterDetails, Settings, Premium.
+ * Hand-written, no framework, no build step. Works with or without telegram-web-app.js:
+ * tests inject window.Telegram.WebApp before this script runs; inside Telegram the script
+ * is loaded from telegram.org, and if that fails the launch parameters in the URL hash are
+ * used directly. Routes: #/  #/persona/<id>  #/settings  #/premium
+ */
+(function () {
+  "use strict";
+
+  var TG_SCRIPT = "https://telegram.org/js/telegram-web-app.js?59";
+  var INITIAL_HASH = location.hash;
+  var REQUEST_TIMEOUT_MS = 15000;
+
+  // ------------------------------------------------------------------ strings
+  var STRINGS = {
+    ru: {
+      listTitle: "С кем поговорим?",
+      listLead: "Выберите персонажа и историю — разговор продолжится в чате с ботом.",
+      current: "Сейчас общаетесь",
+      nowTalking: "Ваш диалог",
+      backToChat: "В чат",
+      about: "О персонаже",
+      storiesTitle: "Истории",
+      start: "Начать разговор",
+      refresh: "Обновить и продолжить",
+      currentStory: "Текущая история",
+      confirmRestart: "Начать эту историю заново? Память текущего диалога будет очищена.",
+      confirmSwitch: "Текущий диалог с персонажем «{name}» завершится, а новая история начнётся с чистого листа. Продолжить?",
+      sent: "Готово! Сообщение уже в чате с ботом",
+      openInTelegram: "Откройте приложение из чата с ботом в Telegram, чтобы начать разговор.",
+      settings: "Настройки",
+      language: "Язык",
+      style: "Стиль ответов",
+      style_short: "Коротко",
+      style_short_hint: "Одна-две фразы, как в живой переписке",
+      style_normal: "Обычно",
+      style_normal_hint: "Несколько предложений с действиями и эмоциями",
+      style_long: "Подробно",
+      style_long_hint: "Развёрнутые, атмосферные ответы",
+      data: "Ваши данные",
+      exportData: "Скачать мои данные",
+      exportHint: "Файл со всеми вашими данными придёт в чат с ботом.",
+      exportSent: "Файл с данными отправлен в чат с ботом",
+      deleteData: "Удалить мои данные",
+      deleteHint: "Диалоги и память персонажей будут удалены безвозвратно.",
+      confirmDelete: "Удалить все ваши диалоги и память персонажей? Это нельзя отменить.",
+      deleted: "Ваши данные удалены",
+      saved: "Сохранено",
+      settingsNeedTelegram: "Настройки доступны, когда приложение открыто из Telegram.",
+      premium: "Премиум",
+      premiumTitle: "Vitte Премиум",
+      premiumLead: "Больше разговоров каждый день — персонажи всегда рядом.",
+      yourPlan: "Ваш план",
+      activeUntil: "Действует до {date}",
+      freeForever: "Премиум открывает больше — смотрите ниже",
+      free: "Бесплатно",
+      price: "{price} ⭐ · {days} дней",
+      pricePack: "{price} ⭐",
+      buy: "Оформить за {price} ⭐",
+      buyPack: "Купить за {price} ⭐",
+      renewsOn: "Продление {date}",
+      leftToday: "Ответов на сегодня осталось: {n}",
+      ageTitle: "Только для взрослых",
+      ageText: "Истории в Vitte романтические и рассчитаны на взрослых. Подтвердите, что вам уже исполнилось 18 лет.",
+      ageYes: "Мне есть 18",
+      ageNo: "Мне нет 18",
+      ageDeclined: "Жаль, но Vitte только для взрослых. Возвращайтесь, когда вам исполнится 18.",
+      ok: "Понятно",
+      youHave: "Ваш текущий план",
+      comingSoon: "Оплата появится совсем скоро",
+      paid: "Спасибо! Премиум активирован",
+      offline: "Нет связи с сервером. Проверьте интернет.",
+      offlineTitle: "Нет связи",
+      offlineLead: "Сервер сейчас недоступен. Проверьте интернет и попробуйте ещё раз.",
+      retry: "Повторить",
+      notFoundTitle: "Страница не найдена",
+      personaMissing: "Такого персонажа нет",
+      backToList: "К персонажам",
+      empty: "Персонажи скоро появятся",
+      emptyLead: "Загляните чуть позже.",
+      errorTitle: "Что-то пошло не так",
+      back: "Назад",
+      stories1: "история", stories2: "истории", stories5: "историй",
+      lang_ru: "Русский",
+      lang_en: "English"
+    },
+    en: {
+      listTitle: "Who shall we talk to?",
+      listLead: "Pick a persona and a story — the conversation continues in the bot's chat.",
+      current: "Talking now",
+      nowTalking: "Your dialog",
+      backToChat: "To chat",
+      about: "About",
+      storiesTitle: "Stories",
+      start: "Start the conversation",
+      refresh: "Refresh and continue",
+      currentStory: "Current story",
+      confirmRestart: "Start this story over? The memory of the current dialog will be cleared.",
+      confirmSwitch: "Your dialog with {name} will end and the new story starts from a clean slate. Continue?",
+      sent: "Done! The message is waiting in the bot's chat",
+      openInTelegram: "Open the app from the bot's chat in Telegram to start a conversation.",
+      settings: "Settings",
+      language: "Language",
+      style: "Reply style",
+      style_short: "Short",
+      style_short_hint: "A line or two, like a real chat",
+      style_normal: "Normal",
+      style_normal_hint: "A few sentences with actions and feelings",
+      style_long: "Long",
+      style_long_hint: "Rich, atmospheric replies",
+      data: "Your data",
+      exportData: "Download my data",
+      exportHint: "A file with all your data arrives in the bot's chat.",
+      exportSent: "Your data file has been sent to the bot's chat",
+      deleteData: "Delete my data",
+      deleteHint: "Dialogs and the personas' memory are erased for good.",
+      confirmDelete: "Delete all your dialogs and the personas' memory? This cannot be undone.",
+      deleted: "Your data has been deleted",
+      saved: "Saved",
+      settingsNeedTelegram: "Settings are available when the app is opened from Telegram.",
+      premium: "Premium",
+      premiumTitle: "Vitte Premium",
+      premiumLead: "More conversations every day — your personas are always there.",
+      yourPlan: "Your plan",
+      activeUntil: "Active until {date}",
+      freeForever: "Premium unlocks more — see below",
+      free: "Free",
+      price: "{price} ⭐ · {days} days",
+      pricePack: "{price} ⭐",
+      buy: "Get it for {price} ⭐",
+      buyPack: "Buy for {price} ⭐",
+      renewsOn: "Renews on {date}",
+      leftToday: "Replies left today: {n}",
+      ageTitle: "Adults only",
+      ageText: "Stories in Vitte are romantic and meant for adults. Please confirm that you are 18 or older.",
+      ageYes: "I'm 18 or older",
+      ageNo: "I'm under 18",
+      ageDeclined: "Sorry, Vitte is for adults only. Come back when you turn 18.",
+      ok: "Got it",
+      youHave: "Your current plan",
+      comingSoon: "Payments are coming very soon",
+      paid: "Thank you! Premium is active",
+      offline: "Can't reach the server. Check your connection.",
+      offlineTitle: "No connection",
+      offlineLead: "The server can't be reached right now. Check your connection and try again.",
+      retry: "Retry",
+      notFoundTitle: "Page not found",
+      personaMissing: "There is no such persona",
+      backToList: "To personas",
+      empty: "Personas are coming soon",
+      emptyLead: "Please look in a little later.",
+      errorTitle: "Something went wrong",
+      back: "Back",
+      stories1: "story", stories2: "stories", stories5: "stories",
+      lang_ru: "Русский",
+      lang_en: "English"
+    }
+  };
+  var STYLES = ["short", "normal", "long"];
+  var LANGS = ["ru", "en"];
+
+  var state = {
+    tg: null,
+    initData: "",
+    tgUser: null,
+    lang: "ru",
+    me: null,
+    authError: null, // the server rejected our initData: browse anonymously, show why
+    personas: null,
+    details: {},
+    plans: null,
+    busy: false,
+    navigated: false,
+    renderId: 0,
+    retry: null
+  };
+
+  function t(key, vars) {
+    var table = STRINGS[state.lang] || STRINGS.ru;
+    var s = table[key] != null ? table[key] : STRINGS.ru[key] != null ? STRINGS.ru[key] : key;
+    if (vars) {
+      s = s.replace(/\{(\w+)\}/g, function (m, k) { return vars[k] != null ? String(vars[k]) : m; });
+    }
+    return s;
+  }
+
+  function storiesLabel(n) {
+    if (state.lang !== "ru") return n + " " + (n === 1 ? t("stories1") : t("stories2"));
+    var m10 = n % 10, m100 = n % 100;
+    var word = m10 === 1 && m100 !== 11 ? t("stories1")
+      : m10 >= 2 && m10 <= 4 && (m100 < 12 || m100 > 14) ? t("stories2") : t("stories5");
+    return n + " " + word;
+  }
+
+  // ------------------------------------------------------------------ DOM helpers
+  function h(tag, props) {
+    var el = document.createElement(tag);
+    if (props) {
+      Object.keys(props).forEach(function (k) {
+        var v = props[k];
+        if (v == null || v === false) return;
+        if (k === "class") el.className = v;
+        else if (k === "text") el.textContent = v;
+        else if (k === "style") Object.keys(v).forEach(function (sk) { el.style.setProperty(sk, v[sk]); });
+        else if (k.slice(0, 2) === "on") el.addEventListener(k.slice(2), v);
+        else if (v === true) el.setAttribute(k, "");
+        else el.setAttribute(k, String(v));
+      });
+    }
+    for (var i = 2; i < arguments.length; i++) append(el, arguments[i]);
+    return el;
+  }
+
+  function append(el, child) {
+    if (child == null || child === false) return;
+    if (Array.isArray(child)) { child.forEach(function (c) { append(el, c); }); return; }
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+
+  var ICONS = {
+    gear: "M12 15.5a3.5 3.5 0 1 0 0-7 3.5 3.5 0 0 0 0 7Zm7.4-2.5a7.6 7.6 0 0 0 0-2l2-1.6-2-3.4-2.4 1a7.4 7.4 0 0 0-1.7-1L15 3.5h-4l-.3 2.5a7.4 7.4 0 0 0-1.7 1l-2.4-1-2 3.4 2 1.6a7.6 7.6 0 0 0 0 2l-2 1.6 2 3.4 2.4-1c.5.4 1.1.8 1.7 1l.3 2.5h4l.3-2.5c.6-.2 1.2-.6 1.7-1l2.4 1 2-3.4-2-1.6Z",
+    star: "M12 3.2l2.6 5.6 6.1.7-4.5 4.2 1.2 6-5.4-3.1-5.4 3.1 1.2-6L3.3 9.5l6.1-.7L12 3.2Z",
+    back: "M15 5l-7 7 7 7",
+    refresh: "M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7",
+    check: "M5 12.5l4.5 4.5L19 7.5",
+    chat: "M4 5.5h16v10H9l-5 4v-14Z",
+    heart: "M12 20s-7.5-4.6-7.5-10A4.3 4.3 0 0 1 12 7.3 4.3 4.3 0 0 1 19.5 10c0 5.4-7.5 10-7.5 10Z",
+    trash: "M5 7h14M10 7V5h4v2M7 7l1 12h8l1-12",
+    download: "M12 4v11M7.5 10.5 12 15l4.5-4.5M5 19.5h14",
+    wifi: "M3 9a14 14 0 0 1 18 0M6.5 12.5a9 9 0 0 1 11 0M10 16a4 4 0 0 1 4 0M12 19.5h.01",
+    spark: "M12 3v4M12 17v4M3 12h4M17 12h4M6 6l2.5 2.5M15.5 15.5 18 18M6 18l2.5-2.5M15.5 8.5 18 6"
+  };
+
+  function icon(name, cls) {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("class", "icon" + (cls ? " " + cls : ""));
+    var path = document.createElementNS(ns, "path");
+    path.setAttribute("d", ICONS[name]);
+    svg.append(path);
+    return svg;
+  }
+
+  function gradient(colors, angle) {
+    var c = colors && colors.length >= 2 ? colors : ["#ff8fb1", "#8e6cff"];
+    return "linear-gradient(" + (angle || 155) + "deg, " + c[0] + ", " + c[1] + ")";
+  }
+
+  function avatar(p, cls) {
+    var wrap = h("div", { class: cls, style: { "background-image": gradient(p.colors) } },
+      h("span", { class: "monogram", text: (p.name || "?").slice(0, 1) }));
+    if (p.avatar_url) {
+      var img = h("img", {
+        src: p.avatar_url, alt: "", loading: "lazy", decoding: "async", width: "128", height: "128"
+      });
+      img.addEventListener("error", function () { img.remove(); });
+      img.addEventListener("load", function () { wrap.classList.add("has-img"); });
+      wrap.append(img);
+    }
+    return wrap;
+  }
+
+  function setView(node) {
+    var view = document.getElementById("view");
+    view.replaceChildren(node);
+    view.scrollTop = 0;
+    window.scrollTo(0, 0);
+  }
+
+  var toastTimer = null;
+  function toast(text, kind) {
+    var el = document.getElementById("toast");
+    el.textContent = text;
+    el.className = "toast" + (kind ? " toast-" + kind : "");
+    el.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { el.hidden = true; }, 3200);
+  }
+
+  function showBanner(text, retry, kind) {
+    var el = document.getElementById("banner");
+    document.getElementById("banner-text").textContent = text;
+    var btn = document.getElementById("banner-retry");
+    btn.textContent = t("retry");
+    btn.hidden = !retry;
+    state.retry = retry || null;
+    el.className = "banner" + (kind ? " banner-" + kind : "");
+    el.hidden = false;
+    document.body.classList.add("has-banner");
+  }
+
+  function hideBanner() {
+    document.getElementById("banner").hidden = true;
+    document.body.classList.remove("has-banner");
+    state.retry = null;
+  }
+
+  // ------------------------------------------------------------------ Telegram
+  function hashParams(raw) {
+    var out = {};
+    var s = (raw || "").replace(/^#/, "");
+    var q = s.indexOf("?");
+    if (q >= 0) s = s.slice(q + 1);
+    if (s.indexOf("=") < 0) return out;
+    s.split("&").forEach(function (part) {
+      var i = part.indexOf("=");
+      if (i <= 0) return;
+      try { out[decodeURIComponent(part.slice(0, i))] = decodeURIComponent(part.slice(i + 1)); } catch (e) { /* skip */ }
+    });
+    return out;
+  }
+
+  function userFromInitData(initData) {
+    try {
+      var raw = new URLSearchParams(initData).get("user");
+      return raw ? JSON.parse(raw) : null;
+    } catch (e) { return null; }
+  }
+
+  // Without telegram-web-app.js: launch parameters from the hash, events posted as Telegram does.
+  function fallbackWebApp(params) {
+    function postEvent(type, data) {
+      var payload = JSON.stringify({ eventType: type, eventData: data || {} });
+      try {
+        if (window.TelegramWebviewProxy) window.TelegramWebviewProxy.postEvent(type, JSON.stringify(data || {}));
+        else if (window.external && "notify" in window.external) window.external.notify(payload);
+        else if (window.parent !== window) window.parent.postMessage(payload, "*");
+      } catch (e) { /* nothing to tell */ }
+    }
+    var theme = {};
+    try { theme = JSON.parse(params.tgWebAppThemeParams || "{}") || {}; } catch (e) { theme = {}; }
+    var initData = params.tgWebAppData || "";
+    return {
+      _fallback: true,
+      initData: initData,
+      initDataUnsafe: { user: userFromInitData(initData), start_param: params.tgWebAppStartParam },
+      themeParams: theme,
+      colorScheme: null,
+      ready: function () { postEvent("web_app_ready"); },
+      expand: function () { postEvent("web_app_expand"); },
+      close: function () { postEvent("web_app_close"); }
+    };
+  }
+
+  function loadTelegram() {
+    return new Promise(function (resolve) {
+      if (window.Telegram && window.Telegram.WebApp) { resolve(window.Telegram.WebApp); return; }
+      var done = false;
+      var finish = function () {
+        if (done) return;
+        done = true;
+        resolve(window.Telegram && window.Telegram.WebApp ? window.Telegram.WebApp : null);
+      };
+      try {
+        var s = document.createElement("script");
+        s.src = TG_SCRIPT;
+        s.async = true;
+        s.onload = finish;
+        s.onerror = finish;
+        document.head.append(s);
+      } catch (e) { finish(); }
+      setTimeout(finish, 3500);
+    });
+  }
+
+  function call(obj, name) {
+    var args = Array.prototype.slice.call(arguments, 2);
+    try {
+      if (obj && typeof obj[name] === "function") return obj[name].apply(obj, args);
+    } catch (e) { /* an unsupported method in an old client */ }
+    return undefined;
+  }
+
+  function haptic(kind, value) {
+    var hf = state.tg && state.tg.HapticFeedback;
+    if (!hf) return;
+    if (kind === "impact") call(hf, "impactOccurred", value || "light");
+    else if (kind === "notify") call(hf, "notificationOccurred", value || "success");
+    else call(hf, "selectionChanged");
+  }
+
+  function versionAtLeast(v) {
+    var tg = state.tg;
+    if (!tg || tg._fallback) return false;
+    if (typeof tg.isVersionAtLeast !== "function") return true;
+    try { return tg.isVersionAtLeast(v); } catch (e) { return false; }
+  }
+
+  function luminance(hex) {
+    var m = /^#?([0-9a-f]{6})$/i.exec(hex || "");
+    if (!m) return null;
+    var n = parseInt(m[1], 16);
+    return (0.2126 * ((n >> 16) & 255) + 0.7152 * ((n >> 8) & 255) + 0.0722 * (n & 255)) / 255;
+  }
+
+  function applyTheme() {
+    var root = document.documentElement;
+    var tg = state.tg;
+    var tp = (tg && tg.themeParams) || {};
+    Object.keys(tp).forEach(function (k) {
+      var v = tp[k];
+      if (typeof v === "string" && /^#[0-9a-f]{3,8}$/i.test(v)) {
+        root.style.setProperty("--tg-theme-" + k.replace(/_/g, "-"), v);
+      }
+    });
+    var scheme = tg && tg.colorScheme;
+    if (scheme !== "dark" && scheme !== "light") {
+      var lum = luminance(tp.bg_color);
+      if (lum != null) scheme = lum < 0.5 ? "dark" : "light";
+      else scheme = window.matchMedia && matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+    }
+    root.setAttribute("data-scheme", scheme);
+    // the page's background is the theme's secondary_bg_color: let Telegram's header match it
+    if (tg && versionAtLeast("6.1")) {
+      call(tg, "setHeaderColor", "secondary_bg_color");
+      call(tg, "setBackgroundColor", "secondary_bg_color");
+    }
+  }
+
+  // ------------------------------------------------------------------ API
+  function ApiError(status, code, message, body) {
+    this.status = status;
+    this.code = code;
+    this.message = message;
+    this.body = body || {};
+  }
+  function NetError() { this.network = true; this.message = t("offline"); }
+
+  function authHeader() {
+    return state.initData && !state.authError ? "tma " + state.initData : null;
+  }
+
+  function api(path, opts) {
+    opts = opts || {};
+    var method = opts.method || "GET";
+    var headers = { Accept: "application/json" };
+    var auth = opts.auth === false ? null : authHeader();
+    if (auth) headers.Authorization = auth;
+    var url = path;
+    if (!auth && method === "GET") url += (url.indexOf("?") < 0 ? "?" : "&") + "lang=" + encodeURIComponent(state.lang);
+    var init = { method: method, headers: headers, cache: "no-store", credentials: "same-origin" };
+    if (opts.body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(opts.body);
+    }
+    var ctrl = typeof AbortController === "function" ? new AbortController() : null;
+    var timer = null;
+    if (ctrl) {
+      init.signal = ctrl.signal;
+      timer = setTimeout(function () { ctrl.abort(); }, REQUEST_TIMEOUT_MS);
+    }
+    return fetch(url, init).then(function (resp) {
+      clearTimeout(timer);
+      return resp.text().then(function (text) {
+        var data = null;
+        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+        if (resp.ok) return data || {};
+        var code = (data && data.code) || "http_" + resp.status;
+        var msg = (data && data.error) || t("errorTitle");
+        if (resp.status >= 502 && !data) throw new NetError();
+        throw new ApiError(resp.status, code, msg, data);
+      });
+    }, function () {
+      clearTimeout(timer);
+      throw new NetError();
+    }).then(null, function (err) {
+      // initData rejected on a read: tell the player once, keep browsing anonymously
+      if (err instanceof ApiError && err.status === 401 && auth && method === "GET") {
+        state.authError = err.message;
+        showBanner(err.message, null, "auth");
+        if (opts.retryAnonymously !== false) return api(path, opts);
+      }
+      throw err;
+    });
+  }
+
+  function loadMe() {
+    if (!state.initData || state.authError) return Promise.resolve(null);
+    return api("api/me", { retryAnonymously: false }).then(function (me) {
+      if (state.authError) return null;
+      state.me = me;
+      if (me && LANGS.indexOf(me.language) >= 0) setLang(me.language);
+      return me;
+    }, function (err) {
+      if (err instanceof ApiError && err.status === 401) return null; // the banner says why
+      throw err;
+    });
+  }
+
+  function setLang(lang) {
+    if (LANGS.indexOf(lang) < 0 || lang === state.lang) return;
+    state.lang = lang;
+    state.personas = null;
+    state.details = {};
+    state.plans = null;
+    document.documentElement.lang = lang;
+  }
+
+  // ------------------------------------------------------------------ confirm / close
+  function confirmDialog(text) {
+    return new Promise(function (resolve) {
+      var tg = state.tg;
+      if (tg && typeof tg.showConfirm === "function" && versionAtLeast("6.2")) {
+        try { tg.showConfirm(text, function (ok) { resolve(!!ok); }); return; } catch (e) { /* fall through */ }
+      }
+      resolve(window.confirm(text));
+    });
+  }
+
+  function closeApp() {
+    if (state.tg && typeof state.tg.close === "function") {
+      call(state.tg, "close");
+      return true;
+    }
+    return false;
+  }
+
+  // ------------------------------------------------------------------ router
+  function parseRoute(hash) {
+    var s = (hash || "").replace(/^#/, "");
+    var q = s.indexOf("?");
+    if (q >= 0) s = s.slice(0, q);
+    if (s.charAt(0) !== "/") return { name: "list" };
+    var parts = s.split("/").filter(Boolean).map(function (p) {
+      try { return decodeURIComponent(p); } catch (e) { return p; }
+    });
+    if (parts.length === 0) return { name: "list" };
+    if (parts[0] === "persona" && parts.length === 2) return { name: "persona", id: parts[1] };
+    if (parts[0] === "settings" && parts.length === 1) return { name: "settings" };
+    if (parts[0] === "premium" && parts.length === 1) return { name: "premium" };
+    return { name: "notfound" };
+  }
+
+  function go(hash) {
+    state.navigated = true;
+    haptic("impact", "light");
+    if (location.hash === hash) render();
+    else location.hash = hash;
+  }
+
+  function goBack() {
+    if (state.navigated && history.length > 1) history.back();
+    else location.hash = "#/";
+  }
+
+  function startRoute() {
+    var params = hashParams(INITIAL_HASH);
+    var route = parseRoute(INITIAL_HASH);
+    var target = null;
+    if (params.tgWebAppData) {
+      var s = INITIAL_HASH.replace(/^#/, "");
+      var q = s.indexOf("?");
+      target = q > 0 && s.charAt(0) === "/" ? "#" + s.slice(0, q) : "#/";
+    }
+    var start = state.tg && state.tg.initDataUnsafe && state.tg.initDataUnsafe.start_param;
+    if (route.name === "list" && typeof start === "string") {
+      var m = /^persona[-_]([a-z0-9-]{1,64})$/i.exec(start);
+      if (m) target = "#/persona/" + m[1];
+      else if (start === "settings" || start === "premium") target = "#/" + start;
+    }
+    if (target) {
+      try { history.replaceState(null, "", location.pathname + location.search + target); }
+      catch (e) { location.hash = target; }
+    }
+  }
+
+  function updateBackButton(route) {
+    var bb = state.tg && state.tg.BackButton;
+    var native = !!bb && versionAtLeast("6.1");
+    document.documentElement.classList.toggle("native-back", native);
+    if (!native) return;
+    if (route.name === "list") call(bb, "hide");
+    else call(bb, "show");
+  }
+
+  function render() {
+    var route = parseRoute(location.hash);
+    var id = ++state.renderId;
+    updateBackButton(route);
+    var p;
+    if (route.name === "list") p = renderList(id);
+    else if (route.name === "persona") p = renderPersona(id, route.id);
+    else if (route.name === "settings") p = renderSettings(id);
+    else if (route.name === "premium") p = renderPremium(id);
+    else p = Promise.resolve(setView(emptyState("🧭", t("notFoundTitle"), "", t("backToList"), function () { go("#/"); })));
+    return p.then(null, function (err) { if (id === state.renderId) showFailure(err, render); });
+  }
+
+  function current(id) { return id === state.renderId; }
+
+  function showFailure(err, retry) {
+    if (err && err.network) {
+      showBanner(t("offline"), function () { hideBanner(); retry(); }, "offline");
+      // nothing cached to show: say it in the page too, not only in the banner
+      if (document.querySelector("#view .sk")) {
+        setView(emptyState("📡", t("offlineTitle"), t("offlineLead"), t("retry"), function () { hideBanner(); retry(); }));
+      }
+      return;
+    }
+    if (err instanceof ApiError && err.status === 404) {
+      setView(emptyState("💔", t("personaMissing"), err.message, t("backToList"), function () { go("#/"); }));
+      return;
+    }
+    var msg = (err && err.message) || t("errorTitle");
+    setView(emptyState("⚠️", t("errorTitle"), msg, t("retry"), function () { retry(); }));
+  }
+
+  // ------------------------------------------------------------------ pieces
+  function topBar(title, opts) {
+    opts = opts || {};
+    return h("header", { class: "topbar" },
+      h("button", { type: "button", class: "icon-btn back-btn", "aria-label": t("back"), onclick: goBack }, icon("back")),
+      h("h1", { class: "topbar-title", text: title }),
+      opts.right || h("span", { class: "topbar-spacer" }));
+  }
+
+  function emptyState(emoji, title, text, action, onAction) {
+    return h("div", { class: "page" },
+      h("div", { class: "empty" },
+        h("div", { class: "empty-emoji", text: emoji }),
+        h("h2", { text: title }),
+        text ? h("p", { text: text }) : null,
+        action ? h("button", { type: "button", class: "btn btn-primary", onclick: onAction, text: action }) : null));
+  }
+
+  function chips(tags, limit, cls) {
+    if (!tags || !tags.length) return null;
+    return h("div", { class: "chips" + (cls ? " " + cls : "") }, tags.slice(0, limit || 3).map(function (tag) {
+      return h("span", { class: "chip", text: tag });
+    }));
+  }
+
+  function skeletonList() {
+    var cards = [];
+    for (var i = 0; i < 4; i++) cards.push(h("div", { class: "pcard sk" }));
+    return h("div", { class: "page" },
+      h("div", { class: "list-head" }, h("div", { class: "sk sk-title" }), h("div", { class: "sk sk-line" })),
+      h("div", { class: "grid" }, cards));
+  }
+
+  function skeletonDetails() {
+    return h("div", { class: "page page-details" },
+      h("div", { class: "hero sk-hero" }, h("div", { class: "hero-avatar sk" })),
+      h("div", { class: "section" }, h("div", { class: "sk sk-line" }), h("div", { class: "sk sk-line" }), h("div", { class: "sk sk-line short" })));
+  }
+
+  // ------------------------------------------------------------------ CharactersList
+  function renderList(id) {
+    if (!state.personas) setView(skeletonList());
+    else setView(listView(state.personas));
+    return Promise.all([api("api/personas"), loadMe()]).then(function (res) {
+      if (!current(id)) return;
+      var data = res[0];
+      if (data.language) setLang(data.language);
+      state.personas = data;
+      hideOfflineBanner();
+      setView(listView(data));
+    });
+  }
+
+  function hideOfflineBanner() {
+    var el = document.getElementById("banner");
+    if (!el.hidden && el.classList.contains("banner-offline")) hideBanner();
+  }
+
+  function listView(data) {
+    var personas = data.personas || [];
+    var me = state.me;
+    var common = {};
+    if (personas.length > 2) {
+      personas[0].tags.forEach(function (tag) {
+        if (personas.every(function (p) { return p.tags.indexOf(tag) >= 0; })) common[tag] = true;
+      });
+    }
+    var head = h("div", { class: "list-head" },
+      h("div", { class: "brand-row" },
+        h("div", { class: "brand" }, icon("heart", "brand-heart"), h("span", { text: "Vitte" })),
+        h("div", { class: "head-actions" },
+          h("button", { type: "button", class: "icon-btn", "aria-label": t("premium"), "data-test": "to-premium", onclick: function () { go("#/premium"); } }, icon("star")),
+          h("button", { type: "button", class: "icon-btn", "aria-label": t("settings"), "data-test": "to-settings", onclick: function () { go("#/settings"); } }, icon("gear")))),
+      h("h1", { class: "list-title", text: t("listTitle") }),
+      h("p", { class: "lead", text: t("listLead") }));
+
+    var nowCard = null;
+    if (me && me.dialog_id && me.persona_id) {
+      var cp = personas.filter(function (p) { return p.id === me.persona_id; })[0];
+      nowCard = h("div", { class: "now-card", role: "button", tabindex: "0", onclick: function () { go("#/persona/" + encodeURIComponent(me.persona_id)); } },
+        cp ? avatar(cp, "now-avatar") : null,
+        h("div", { class: "now-text" },
+          h("span", { class: "now-label", text: t("nowTalking") }),
+          h("strong", { text: me.persona_name || (cp && cp.name) || "" }),
+          me.story_title ? h("span", { class: "now-story", text: me.story_title }) : null),
+        state.tg && !state.tg._fallback && typeof state.tg.close === "function"
+          ? h("button", { type: "button", class: "btn btn-tinted btn-small", onclick: function (e) { e.stopPropagation(); closeApp(); } }, icon("chat"), t("backToChat"))
+          : null);
+    }
+
+    if (!personas.length) {
+      return h("div", { class: "page" }, head, h("div", { class: "empty" },
+        h("div", { class: "empty-emoji", text: "✨" }), h("h2", { text: t("empty") }), h("p", { text: t("emptyLead") })));
+    }
+
+    var grid = h("div", { class: "grid" }, personas.map(function (p, i) {
+      var tags = p.tags.filter(function (tag) { return !common[tag]; });
+      var glow = p.colors && p.colors[1] ? p.colors[1] : "#b98bd6";
+      var art = avatar(p, "pcard-art");
+      art.style.setProperty("background-image", gradient(p.colors, 180));
+      art.append(
+        p.current ? h("span", { class: "badge badge-current" }, h("i", { class: "dot" }), t("current")) : null,
+        p.current ? null : h("span", { class: "badge badge-count", text: storiesLabel(p.story_count) }));
+      return h("a", {
+        class: "pcard" + (p.current ? " is-current" : ""),
+        href: "#/persona/" + encodeURIComponent(p.id),
+        "data-persona": p.id,
+        style: { "--glow": glow, "--i": String(i) },
+        onclick: function (e) { e.preventDefault(); go("#/persona/" + encodeURIComponent(p.id)); }
+      },
+        art,
+        h("div", { class: "pcard-body" },
+          h("h2", { class: "pcard-name", text: p.name }),
+          h("p", { class: "pcard-tagline", text: p.tagline }),
+          chips(tags, 2, "chips-soft")));
+    }));
+    return h("div", { class: "page" }, head, nowCard, grid);
+  }
+
+  // ------------------------------------------------------------------ CharacterDetails
+  function renderPersona(id, personaId) {
+    var cached = state.details[personaId];
+    setView(cached ? detailsView(cached) : skeletonDetails());
+    var me = state.me ? Promise.resolve(state.me) : loadMe();
+    return Promise.all([api("api/personas/" + encodeURIComponent(personaId)), me]).then(function (res) {
+      if (!current(id)) return;
+      var data = res[0];
+      if (data.language) setLang(data.language);
+      state.details[personaId] = data;
+      hideOfflineBanner();
+      setView(detailsView(data));
+    });
+  }
+
+  function detailsView(p) {
+    var hero = h("div", { class: "hero", style: { "background-image": gradient(p.colors, 160) } },
+      h("button", { type: "button", class: "icon-btn hero-back back-btn", "aria-label": t("back"), onclick: goBack }, icon("back")),
+      h("div", { class: "hero-glow" }),
+      avatar(p, "hero-avatar"),
+      h("h1", { class: "hero-name", text: p.name }),
+      h("p", { class: "hero-tagline", text: p.tagline }),
+      p.current ? h("span", { class: "badge badge-hero" }, h("i", { class: "dot" }), t("current")) : null,
+      chips(p.tags, 5));
+
+    var about = h("section", { class: "section" },
+      h("h2", { class: "section-title", text: t("about") }),
+      h("div", { class: "card prose" }, (p.description || "").split(/\n+/).filter(Boolean).map(function (para) {
+        return h("p", { text: para });
+      })));
+
+    var stories = h("section", { class: "section" },
+      h("h2", { class: "section-title", text: t("storiesTitle") }),
+      (p.stories || []).map(function (s, i) { return storyCard(p, s, i); }));
+
+    return h("div", { class: "page page-details" }, hero, about, stories);
+  }
+
+  function storyCard(p, s, i) {
+    var isCurrent = !!s.current;
+    var btn = h("button", {
+      type: "button",
+      class: "btn btn-block " + (isCurrent ? "btn-tinted" : "btn-primary"),
+      "data-story": s.id
+    }, isCurrent ? icon("refresh") : null, h("span", { text: isCurrent ? t("refresh") : t("start") }));
+    btn.addEventListener("click", function () { startStory(p, s, btn); });
+    return h("article", { class: "story card" + (isCurrent ? " is-current" : ""), "data-story-card": s.id },
+      h("div", { class: "story-head" },
+        h("span", { class: "story-num", style: { "background-image": gradient(p.colors, 135) }, text: String(i + 1) }),
+        h("div", { class: "story-heading" },
+          isCurrent ? h("span", { class: "badge badge-soft", text: t("currentStory") }) : null,
+          h("h3", { class: "story-title", text: s.title }))),
+      h("p", { class: "story-premise", text: s.premise }),
+      btn);
+  }
+
+  function startStory(p, s, btn) {
+    if (state.busy) return;
+    if (!state.initData) { toast(t("openInTelegram"), "warn"); return; }
+    if (state.authError) { toast(state.authError, "error"); return; }
+    var restart = !!s.current;
+    var me = state.me;
+    var ask = null;
+    if (restart) ask = t("confirmRestart");
+    else if (me && me.dialog_id && (me.persona_id !== p.id || me.story_id !== s.id)) {
+      ask = t("confirmSwitch", { name: me.persona_name || "" });
+    }
+    state.busy = true;
+    btn.disabled = true;
+    var release = function () { state.busy = false; btn.disabled = false; btn.classList.remove("is-loading"); };
+    var gate = me && me.adult_confirmed === false ? ageGate() : Promise.resolve(true);
+    gate.then(function (adult) {
+      if (!adult) return false;
+      return ask ? confirmDialog(ask) : true;
+    }).then(function (ok) {
+      if (!ok) { release(); return null; }
+      btn.classList.add("is-loading");
+      haptic("impact", "medium");
+      var body = { persona_id: p.id, story_id: s.id };
+      if (restart) { body.restart = true; if (p.dialog_id) body.dialog_id = p.dialog_id; }
+      var post = function () { return api("api/dialogs", { method: "POST", body: body }); };
+      return post().then(null, function (err) {
+        // the page did not know yet: ask now, then try once more
+        if (err instanceof ApiError && err.code === "age_unconfirmed") {
+          return ageGate().then(function (adult) {
+            if (!adult) { release(); return null; }
+            return post();
+          });
+        }
+        throw err;
+      }).then(function (res) {
+        if (!res) return null;
+        haptic("notify", "success");
+        state.me = null;
+        state.personas = null;
+        delete state.details[p.id];
+        btn.classList.remove("is-loading");
+        btn.classList.add("is-done");
+        btn.replaceChildren(icon("check"), h("span", { text: t("sent") }));
+        toast(t("sent"), "ok");
+        setTimeout(function () {
+          if (!closeApp()) { state.busy = false; render(); }
+        }, 450);
+        return res;
+      });
+    }).then(null, function (err) {
+      release();
+      haptic("notify", "error");
+      if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+      else toast((err && err.message) || t("errorTitle"), "error");
+      if (err instanceof ApiError && (err.code === "stale_dialog" || err.status === 404)) {
+        delete state.details[p.id];
+        state.me = null;
+        render();
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ the age gate (18+)
+  function sheet(build) {
+    var backdrop = h("div", { class: "sheet-backdrop" });
+    var panel = h("div", { class: "sheet", role: "dialog", "aria-modal": "true" });
+    backdrop.append(panel);
+    document.body.append(backdrop);
+    var close = function () {
+      backdrop.classList.add("is-closing");
+      setTimeout(function () { backdrop.remove(); }, 180);
+    };
+    build(panel, close);
+    return close;
+  }
+
+  // resolves true once the player confirmed being 18+ (stored by the server), false otherwise
+  function ageGate() {
+    return new Promise(function (resolve) {
+      sheet(function (panel, close) {
+        var yes = h("button", { type: "button", class: "btn btn-primary btn-block", "data-age": "yes", text: t("ageYes") });
+        var no = h("button", { type: "button", class: "btn btn-plain btn-block", "data-age": "no", text: t("ageNo") });
+        panel.append(
+          h("div", { class: "sheet-badge", text: "18+" }),
+          h("h2", { class: "sheet-title", text: t("ageTitle") }),
+          h("p", { class: "sheet-text", text: t("ageText") }),
+          yes, no);
+        var answer = function (adult) {
+          yes.disabled = true;
+          no.disabled = true;
+          api("api/me/adult", { method: "POST", body: { adult: adult } }).then(function (me) {
+            state.me = me;
+            if (adult) { close(); resolve(true); return; }
+            panel.replaceChildren(
+              h("div", { class: "sheet-badge", text: "18+" }),
+              h("p", { class: "sheet-text", text: t("ageDeclined") }),
+              h("button", { type: "button", class: "btn btn-tinted btn-block", text: t("ok"), onclick: function () { close(); } }));
+            resolve(false);
+          }, function (err) {
+            close();
+            resolve(false);
+            if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+            else toast((err && err.message) || t("errorTitle"), "error");
+          });
+        };
+        yes.addEventListener("click", function () { haptic("impact", "medium"); answer(true); });
+        no.addEventListener("click", function () { answer(false); });
+      });
+    });
+  }
+
+  // ------------------------------------------------------------------ Settings
+  function renderSettings(id) {
+    if (!state.initData || state.authError) {
+      setView(h("div", { class: "page" }, topBar(t("settings")),
+        h("div", { class: "card notice" }, state.authError || t("settingsNeedTelegram"))));
+      return Promise.resolve();
+    }
+    if (state.me) setView(settingsView(state.me));
+    else setView(h("div", { class: "page" }, topBar(t("settings")), h("div", { class: "card sk sk-block" })));
+    return loadMe().then(function (me) {
+      if (!current(id)) return;
+      hideOfflineBanner();
+      setView(me ? settingsView(me) : h("div", { class: "page" }, topBar(t("settings")),
+        h("div", { class: "card notice" }, state.authError || t("settingsNeedTelegram"))));
+    });
+  }
+
+  function saveSetting(patch, control) {
+    if (state.busy) return;
+    state.busy = true;
+    control.classList.add("is-saving");
+    haptic("select");
+    api("api/settings", { method: "POST", body: patch }).then(function (me) {
+      state.busy = false;
+      var langChanged = me.language !== state.lang;
+      state.me = me;
+      setLang(me.language);
+      if (langChanged) state.me = me;
+      toast(t("saved"), "ok");
+      setView(settingsView(me));
+    }, function (err) {
+      state.busy = false;
+      control.classList.remove("is-saving");
+      if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+      else toast((err && err.message) || t("errorTitle"), "error");
+    });
+  }
+
+  function settingsView(me) {
+    var langSeg = h("div", { class: "segmented", role: "radiogroup", "aria-label": t("language") },
+      LANGS.map(function (lang) {
+        var on = me.language === lang;
+        return h("button", {
+          type: "button", role: "radio", "aria-checked": on ? "true" : "false",
+          class: "seg" + (on ? " is-on" : ""), "data-lang": lang,
+          onclick: function (e) { if (!on) saveSetting({ language: lang }, e.currentTarget); }
+        }, t("lang_" + lang));
+      }));
+
+    var styleList = h("div", { class: "card list", role: "radiogroup", "aria-label": t("style") },
+      STYLES.map(function (style) {
+        var on = me.style === style;
+        return h("button", {
+          type: "button", role: "radio", "aria-checked": on ? "true" : "false",
+          class: "row" + (on ? " is-on" : ""), "data-style": style,
+          onclick: function (e) { if (!on) saveSetting({ style: style }, e.currentTarget); }
+        },
+          h("span", { class: "row-text" },
+            h("span", { class: "row-title", text: t("style_" + style) }),
+            h("span", { class: "row-hint", text: t("style_" + style + "_hint") })),
+          h("span", { class: "row-check" }, on ? icon("check") : null));
+      }));
+
+    var exp = h("button", { type: "button", class: "row", "data-test": "export-data", onclick: exportData },
+      h("span", { class: "row-icon" }, icon("download")),
+      h("span", { class: "row-text" },
+        h("span", { class: "row-title", text: t("exportData") }),
+        h("span", { class: "row-hint", text: t("exportHint") })));
+
+    var del = h("button", { type: "button", class: "row row-danger", "data-test": "delete-data", onclick: deleteData },
+      h("span", { class: "row-icon" }, icon("trash")),
+      h("span", { class: "row-text" },
+        h("span", { class: "row-title", text: t("deleteData") }),
+        h("span", { class: "row-hint", text: t("deleteHint") })));
+
+    return h("div", { class: "page" }, topBar(t("settings")),
+      h("section", { class: "section" }, h("h2", { class: "section-title", text: t("language") }), langSeg),
+      h("section", { class: "section" }, h("h2", { class: "section-title", text: t("style") }), styleList),
+      h("section", { class: "section" }, h("h2", { class: "section-title", text: t("data") }), h("div", { class: "card list" }, exp, del)));
+  }
+
+  // a Web App inside Telegram cannot reliably download a file: the bot sends it into the chat
+  function exportData() {
+    if (state.busy) return;
+    state.busy = true;
+    haptic("impact", "light");
+    api("api/me/export", { method: "POST", body: {} }).then(function () {
+      state.busy = false;
+      haptic("notify", "success");
+      toast(t("exportSent"), "ok");
+    }, function (err) {
+      state.busy = false;
+      if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+      else toast((err && err.message) || t("errorTitle"), "error");
+    });
+  }
+
+  function deleteData() {
+    if (state.busy) return;
+    state.busy = true;
+    confirmDialog(t("confirmDelete")).then(function (ok) {
+      if (!ok) { state.busy = false; return null; }
+      return api("api/me/delete", { method: "POST", body: { confirm: true } }).then(function () {
+        state.busy = false;
+        state.me = null;
+        state.personas = null;
+        state.details = {};
+        haptic("notify", "success");
+        toast(t("deleted"), "ok");
+        return loadMe().then(function (me) { if (me) setView(settingsView(me)); });
+      });
+    }).then(null, function (err) {
+      state.busy = false;
+      if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+      else toast((err && err.message) || t("errorTitle"), "error");
+    });
+  }
+
+  // ------------------------------------------------------------------ Premium
+  function formatDate(iso) {
+    try {
+      return new Intl.DateTimeFormat(state.lang === "en" ? "en-GB" : "ru-RU", { day: "numeric", month: "long", year: "numeric" })
+        .format(new Date(iso));
+    } catch (e) { return iso.slice(0, 10); }
+  }
+
+  function renderPremium(id) {
+    if (state.plans) setView(premiumView(state.plans, state.me));
+    else setView(h("div", { class: "page" }, topBar(t("premium")), h("div", { class: "card sk sk-block" })));
+    return Promise.all([api("api/plans"), state.me ? Promise.resolve(state.me) : loadMe()]).then(function (res) {
+      if (!current(id)) return;
+      state.plans = res[0];
+      hideOfflineBanner();
+      setView(premiumView(res[0], state.me));
+    });
+  }
+
+  function premiumView(data, me) {
+    var plans = data.plans || [];
+    var currentPlan = (me && me.plan) || data.current_plan || null;
+    var hero = h("div", { class: "premium-hero" },
+      h("div", { class: "premium-orb" }, icon("star")),
+      h("h1", { text: t("premiumTitle") }),
+      h("p", { text: t("premiumLead") }));
+
+    var status = null;
+    if (me) {
+      var premium = me.plan === "premium";
+      status = h("div", { class: "card plan-status" + (premium ? " is-premium" : "") },
+        h("span", { class: "plan-status-label", text: t("yourPlan") }),
+        h("strong", { class: "plan-status-name", text: me.plan_title || "" }),
+        h("span", { class: "plan-status-hint", text: premium && me.premium_until
+          ? t(me.renews ? "renewsOn" : "activeUntil", { date: formatDate(me.premium_until) })
+          : t("freeForever") }),
+        typeof me.left_today === "number" ? h("span", { class: "plan-status-quota", text: t("leftToday", { n: me.left_today }) }) : null);
+    }
+
+    var cards = plans.map(function (plan) {
+      var paid = plan.price_stars > 0;
+      var subscription = plan.kind ? plan.kind === "subscription" : plan.period_days > 0;
+      var mine = currentPlan === plan.id;
+      var buy = null;
+      if (paid && !(me && me.plan === plan.id && subscription)) {
+        buy = h("button", { type: "button", class: "btn btn-block " + (subscription ? "btn-premium" : "btn-tinted"), "data-plan": plan.id },
+          h("span", { text: t(subscription ? "buy" : "buyPack", { price: plan.price_stars }) }));
+        buy.addEventListener("click", function () { buyPlan(plan, buy); });
+      }
+      var price = !paid ? t("free") : subscription
+        ? t("price", { price: plan.price_stars, days: plan.period_days }) : t("pricePack", { price: plan.price_stars });
+      return h("article", { class: "card plan" + (subscription && paid ? " plan-premium" : "") + (mine ? " is-mine" : ""), "data-plan-card": plan.id },
+        h("div", { class: "plan-head" },
+          h("h2", { class: "plan-title", text: plan.title }),
+          h("span", { class: "plan-price", text: price })),
+        mine ? h("span", { class: "badge badge-soft", text: t("youHave") }) : null,
+        h("ul", { class: "perks" }, plan.perks.map(function (perk) {
+          return h("li", null, icon("check"), h("span", { text: perk }));
+        })),
+        buy);
+    });
+
+    return h("div", { class: "page page-premium" }, topBar(t("premium")), hero, status, cards);
+  }
+
+  function buyPlan(plan, btn) {
+    if (state.busy) return;
+    if (!state.initData || state.authError) { toast(state.authError || t("openInTelegram"), "warn"); return; }
+    state.busy = true;
+    btn.disabled = true;
+    btn.classList.add("is-loading");
+    api("api/invoice", { method: "POST", body: { plan_id: plan.id } }).then(function (res) {
+      state.busy = false;
+      btn.disabled = false;
+      btn.classList.remove("is-loading");
+      var link = res && (res.invoice_link || res.link);
+      if (link && state.tg && typeof state.tg.openInvoice === "function") {
+        state.tg.openInvoice(link, function (status) {
+          if (status === "paid") {
+            haptic("notify", "success");
+            toast(t("paid"), "ok");
+            // the bot records the payment when Telegram reports it: look again a few times
+            [800, 2500, 6000].forEach(function (ms) {
+              setTimeout(function () { if (parseRoute(location.hash).name === "premium") { state.me = null; render(); } }, ms);
+            });
+          }
+        });
+      } else if (link) {
+        location.href = link;
+      }
+    }, function (err) {
+      state.busy = false;
+      btn.disabled = false;
+      btn.classList.remove("is-loading");
+      if (err instanceof ApiError && err.status === 501) toast(t("comingSoon") + " ✨", "soon");
+      else if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+      else toast((err && err.message) || t("errorTitle"), "error");
+    });
+  }
+
+  // ------------------------------------------------------------------ boot
+  function boot(tg) {
+    var params = hashParams(INITIAL_HASH);
+    if (!tg && params.tgWebAppData) tg = fallbackWebApp(params);
+    state.tg = tg;
+    state.initData = (tg && typeof tg.initData === "string" && tg.initData) || "";
+    var unsafe = (tg && tg.initDataUnsafe) || {};
+    state.tgUser = unsafe.user || userFromInitData(state.initData);
+    var code = (state.tgUser && state.tgUser.language_code) || (navigator.language || "");
+    state.lang = /^en/i.test(code) && !/^ru/i.test(code) ? "en" : "ru";
+    if (!state.tgUser && !/^en/i.test(navigator.language || "")) state.lang = "ru";
+    document.documentElement.lang = state.lang;
+
+    applyTheme();
+    if (tg) {
+      call(tg, "ready");
+      call(tg, "expand");
+      call(tg, "onEvent", "themeChanged", applyTheme);
+      if (tg.BackButton && versionAtLeast("6.1")) call(tg.BackButton, "onClick", goBack);
+      if (tg.SettingsButton && versionAtLeast("7.0")) {
+        call(tg.SettingsButton, "onClick", function () { go("#/settings"); });
+        call(tg.SettingsButton, "show");
+      }
+    }
+    if (window.matchMedia) {
+      var mq = matchMedia("(prefers-color-scheme: dark)");
+      var onScheme = function () { if (!tg || !tg.colorScheme) applyTheme(); };
+      if (mq.addEventListener) mq.addEventListener("change", onScheme);
+    }
+    document.getElementById("banner-retry").addEventListener("click", function () {
+      var retry = state.retry;
+      haptic("impact", "light");
+      if (retry) retry();
+    });
+    startRoute();
+    window.addEventListener("hashchange", function () { render(); });
+    window.addEventListener("online", function () {
+      var el = document.getElementById("banner");
+      if (!el.hidden && el.classList.contains("banner-offline") && state.retry) state.retry();
+    });
+    document.documentElement.classList.add("ready");
+    render();
+  }
+
+  window.__vitte = { state: state, render: render };
+  loadTelegram().then(boot, function () { boot(null); });
+})();
