@@ -445,6 +445,19 @@ def serve_webapp() -> None:
     run_async(lambda: _serve(settings))
 
 
+# --------------------------------------------------------------------------- more groups
+# registered last: these modules import the helpers above from this module
+from cli import safety as _safety  # noqa: E402
+from cli.bench import bench as _bench  # noqa: E402
+from cli.payments import payments_app  # noqa: E402
+from cli.users import user_app  # noqa: E402
+
+_safety.register(user_app)
+app.add_typer(user_app, name="user")
+app.add_typer(payments_app, name="payments")
+app.command("bench", help="Measure the reply hot path through the real dispatcher (prints figures).")(_bench)
+
+
 def run() -> None:
     app()
 

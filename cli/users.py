@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-user_app = typer.Typer(help="Players: plan, quota, dialog.", no_args_is_help=True)
+user_app = typer.Typer(help="Players: show, block, unblock, export, delete.", no_args_is_help=True)
 
 
 @user_app.command("show")

@@ -32,7 +32,7 @@ def test_version_and_help_list_every_command() -> None:
     assert res.exit_code == 0 and res.stdout.startswith("vitte ")
     res = invoke("--help")
     assert res.exit_code == 0
-    for command in ("run-bot", "serve-webapp", "seed", "db", "personas", "dialog", "demo"):
+    for command in ("run-bot", "serve-webapp", "seed", "db", "personas", "dialog", "demo", "user", "payments", "bench"):
         assert command in res.stdout
 
 
