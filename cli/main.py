@@ -461,6 +461,3 @@ app.command("bench", help="Measure the reply hot path through the real dispatche
 def run() -> None:
     app()
 
-
-if __name__ == "__main__":
-    run()

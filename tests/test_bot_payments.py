@@ -76,7 +76,10 @@ async def test_quota_offer_pre_checkout_payment_renewal_cancel_refund(shop: BotE
     p = env.player()
     text, link = await _paywall(env, p)
     assert text.startswith("Бесплатные ответы на сегодня закончились")
-    assert p.buttons() == [f"💎 Премиум — {PREMIUM_STARS} ⭐ / 30 дней", f"➕ {PACK_REPLIES} ответов — {PACK_STARS} ⭐"]
+    assert p.buttons() == [
+        f"💎 Премиум — {PREMIUM_STARS} ⭐ / 30 дней",
+        f"➕ {PACK_REPLIES} ответов — {PACK_STARS} ⭐",
+    ]
     assert len(env.llm.completions) == 1
 
     # the subscription is sold through a link made for THIS player
@@ -98,7 +101,11 @@ async def test_quota_offer_pre_checkout_payment_renewal_cancel_refund(shop: BotE
     # pre-checkout: another player's invoice, a wrong price, a forged payload are refused
     other = env.player(2002, language_code="en")
     answer = other.pre_checkout_answer(await other.pre_checkout(payload, PREMIUM_STARS))
-    assert answer == {"ok": False, "error_message": pre_checkout_error_text(WRONG_USER, "en"), "ts": answer["ts"]}
+    assert answer == {
+        "ok": False,
+        "error_message": pre_checkout_error_text(WRONG_USER, "en"),
+        "ts": answer["ts"],
+    }
     answer = p.pre_checkout_answer(await p.pre_checkout(payload, 1))
     assert not answer["ok"] and answer["error_message"] == pre_checkout_error_text(WRONG_PRICE, "ru")
     forged = payload.rsplit(":", 1)[0] + ":AAAAAAAAAAAAAAAAAAAAAA"
@@ -108,7 +115,7 @@ async def test_quota_offer_pre_checkout_payment_renewal_cancel_refund(shop: BotE
 
     # the player pays the link: pre-checkout ok, then successful_payment
     await p.buy(link=link, charge_id="charge-first")
-    (ok,) = [a for a in env.session.pre_checkout_answers.values() if a["ok"]]
+    assert [a["ok"] for a in env.session.pre_checkout_answers.values()].count(True) == 1
     ent = await env.core.billing.entitlement(p.user_id)
     assert ent.is_premium and ent.renews
     expected_until = env.session.payments["charge-first"]["subscription_expiration_date"]
@@ -131,16 +138,27 @@ async def test_quota_offer_pre_checkout_payment_renewal_cancel_refund(shop: BotE
 
     # a renewal moves the end forward, with a short note
     renewed_until = expected_until + SUBSCRIPTION_PERIOD
-    await p.pay(payload, PREMIUM_STARS, charge_id="charge-renewal", is_recurring=True,
-                subscription_expiration_date=renewed_until)
+    await p.pay(
+        payload,
+        PREMIUM_STARS,
+        charge_id="charge-renewal",
+        is_recurring=True,
+        subscription_expiration_date=renewed_until,
+    )
     ent = await env.core.billing.entitlement(p.user_id)
     assert ent.premium_until == datetime.fromtimestamp(renewed_until, UTC)
-    assert p.last_bot_text() == f"⭐ Премиум продлён до {fmt_date(ent.premium_until, 'ru')}. Спасибо, что вы с нами!"
+    assert (
+        p.last_bot_text()
+        == f"⭐ Премиум продлён до {fmt_date(ent.premium_until, 'ru')}. Спасибо, что вы с нами!"
+    )
     assert len(await env.core.billing.list_payments(p.user_id)) == 2
 
     # the player cancels in Telegram: the `subscription` update is recorded and shown
     await p.subscription_update("canceled", payload)
-    assert p.last_bot_text() == f"Продление Премиума отключено. Премиум действует до {fmt_date(ent.premium_until, 'ru')}."
+    assert (
+        p.last_bot_text()
+        == f"Продление Премиума отключено. Премиум действует до {fmt_date(ent.premium_until, 'ru')}."
+    )
     await p.send("/premium")
     assert f"Премиум — до {fmt_date(ent.premium_until, 'ru')}, продление отключено" in p.last_bot_text()
     assert "Отменить продление" not in p.buttons()
@@ -246,7 +264,10 @@ async def test_english_paywall_and_a_declined_payment(shop: BotEnv) -> None:
     p = env.player(2002, language_code="en")
     text, link = await _paywall(env, p)
     assert text.startswith("Today's free replies (1) are used up.")
-    assert p.buttons() == [f"💎 Premium — {PREMIUM_STARS} ⭐ / 30 days", f"➕ {PACK_REPLIES} replies — {PACK_STARS} ⭐"]
+    assert p.buttons() == [
+        f"💎 Premium — {PREMIUM_STARS} ⭐ / 30 days",
+        f"➕ {PACK_REPLIES} replies — {PACK_STARS} ⭐",
+    ]
     # someone else pays this player's link: refused before any Stars move
     thief = env.player(2003, language_code="en")
     with pytest.raises(PaymentDeclined) as info:

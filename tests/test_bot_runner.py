@@ -259,7 +259,7 @@ async def test_run_bot_subprocess_round_trip(tmp_path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "cli.main",
+            "cli",
             "run-bot",
             cwd=str(tmp_path),
             env=env,
@@ -340,7 +340,7 @@ async def test_run_bot_subprocess_config_error_is_one_line(tmp_path: Path) -> No
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cli.main",
+        "cli",
         "run-bot",
         cwd=str(tmp_path),
         env=env,

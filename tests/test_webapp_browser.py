@@ -20,6 +20,7 @@ import pytest_asyncio
 from tests.support.fake_telegram import DARK_THEME, LIGHT_THEME, fake_telegram_script
 from tests.support.initdata import OTHER_BOT_TOKEN, make_init_data
 from tests.support.webapp import WebAppHarness, running_webapp
+from vitte.billing import verify_payload
 from vitte.config import load_settings
 from vitte.models import ACTIVE, ENDED
 
@@ -272,6 +273,28 @@ async def test_delete_my_data(app: WebAppHarness, phone_factory: Any) -> None:
     assert await app.dialogs_of(ANYA) == []
 
 
+async def test_download_my_data_sends_the_file_to_the_chat(app: WebAppHarness, phone_factory: Any) -> None:
+    import json
+
+    await app.core.players.seen(ANYA, first_name="Аня")
+    await app.core.players.confirm_adult(ANYA)
+    await app.core.dialogs.choose(ANYA, "mila", MILA_STORY)
+    phone = await phone_factory()
+    page = phone.page
+    await phone.open("#/settings")
+    button = page.locator("[data-test=export-data]")
+    assert "Скачать мои данные" in await button.inner_text()
+    await button.click()
+    await page.locator(".toast", has_text="Файл с данными отправлен в чат с ботом").wait_for()
+    await phone.shot("settings-export-light")
+    ((filename, raw, _caption),) = app.botapi.sent_documents(ANYA)  # the bot sent it into the chat
+    assert filename == f"vitte-data-{ANYA}.json"
+    data = json.loads(raw)
+    assert data["profile"]["id"] == ANYA and data["dialogs"][0]["persona_id"] == "mila"
+    assert len(await app.dialogs_of(ANYA)) == 1  # nothing else changed
+    assert phone.console_errors == []
+
+
 async def test_forged_init_data_is_rejected(app: WebAppHarness, phone_factory: Any) -> None:
     phone = await phone_factory(make_init_data(ANYA, OTHER_BOT_TOKEN))
     page = phone.page
@@ -323,12 +346,27 @@ async def test_premium_page_opens_an_invoice(app: WebAppHarness, phone_factory: 
     await phone.shot("premium-light")
     await buy.click()
     await phone.until("window.__tg.invoices.length > 0")
-    invoice = (await phone.tg())["invoices"][0]
-    assert invoice.startswith("https://t.me/$")
-    calls = [c for c in app.botapi.calls if c.method.lower() == "createinvoicelink"]
-    assert len(calls) == 1 and f":{ANYA}:" in calls[0].params["payload"]
     await page.locator("[data-plan=pack]").click()
     await phone.until("window.__tg.invoices.length > 1")
+    # openInvoice gets exactly the links the Bot API made, each for THIS player's signed payload
+    opened = (await phone.tg())["invoices"]
+    calls = [c for c in app.botapi.calls if c.method.lower() == "createinvoicelink"]
+    assert opened == [c.result for c in calls]
+    signed = [verify_payload(app.core.billing.secret, c.params["payload"]) for c in calls]
+    assert [(s.plan_id, s.user_id) for s in signed if s] == [("premium", ANYA), ("pack", ANYA)]
+    assert calls[0].params["subscription_period"] == "2592000" and "subscription_period" not in calls[1].params
+    assert all(c.params["currency"] == "XTR" and not c.params.get("provider_token") for c in calls)
+
+    # another player's page gets a link of their own, never Anya's
+    boris = {"id": 2002, "first_name": "Борис", "language_code": "ru"}
+    other = await phone_factory(make_init_data(2002, user=boris), user=boris)
+    await other.open("#/premium")
+    await other.page.locator("[data-plan=premium]").click()
+    await other.until("window.__tg.invoices.length > 0")
+    link = (await other.tg())["invoices"][0]
+    (call,) = [c for c in app.botapi.calls if c.method.lower() == "createinvoicelink" and c.result == link]
+    payload = verify_payload(app.core.billing.secret, call.params["payload"])
+    assert payload is not None and payload.user_id == 2002 and link not in opened
 
 
 async def test_without_telegram_the_page_still_works(app: WebAppHarness, phone_factory: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +22,13 @@ class BotApiCall:
     token: str
     method: str
     params: dict[str, Any]
+    result: Any = None  # what the server answered (createInvoiceLink: the link)
 
 
 @dataclass
 class FakeBotApi:
     calls: list[BotApiCall] = field(default_factory=list)
-    # chat_id -> (error_code, description) for the next sendMessage to that chat
+    # chat_id -> (error_code, description) for the next sendMessage (or sendDocument) to that chat
     fail_next: dict[int, tuple[int, str]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _server: TestServer | None = None
@@ -69,10 +71,13 @@ class FakeBotApi:
         token = request.match_info["token"]
         method = request.match_info["method"]
         params: dict[str, Any] = dict(await request.post())
-        for key, value in list(params.items()):
-            if isinstance(value, web.FileField):  # an upload: keep (filename, bytes)
-                params[key] = (value.filename, value.file.read())
-        self.calls.append(BotApiCall(token, method, params))
+        for key, value in list(params.items()):  # an upload ("attach://<field>"): keep (filename, bytes)
+            if isinstance(value, str) and value.startswith("attach://"):
+                upload = params.pop(value.removeprefix("attach://"), None)
+                if isinstance(upload, web.FileField):
+                    params[key] = (upload.filename, upload.file.read())
+        call = BotApiCall(token, method, params)
+        self.calls.append(call)
         self._event.set()
         if method.lower() == "sendmessage":
             chat_id = int(params["chat_id"])
@@ -95,6 +100,12 @@ class FakeBotApi:
             )
         if method.lower() == "senddocument":
             filename, data = params["document"]
+            failure = self.fail_next.pop(int(params["chat_id"]), None)
+            if failure is not None:
+                code, description = failure
+                return web.json_response(
+                    {"ok": False, "error_code": code, "description": description}, status=code
+                )
             return web.json_response(
                 {
                     "ok": True,
@@ -112,7 +123,8 @@ class FakeBotApi:
                 }
             )
         if method.lower() == "createinvoicelink":
-            return web.json_response({"ok": True, "result": f"https://t.me/$test-invoice-{len(self.calls)}"})
+            call.result = f"https://t.me/$test-invoice-{len(self.calls)}-{secrets.token_urlsafe(6)}"
+            return web.json_response({"ok": True, "result": call.result})
         if method.lower() == "getme":
             return web.json_response(
                 {"ok": True, "result": {"id": 123456789, "is_bot": True, "first_name": "Vitte", "username": "vitte_bot"}}

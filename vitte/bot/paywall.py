@@ -195,7 +195,9 @@ def fmt_date(value: datetime | None, lang: str) -> str:
     """The same format as vitte.billing_texts (the thanks and renewal texts)."""
     if value is None:
         return "—"
-    return value.strftime("%Y-%m-%d %H:%M UTC") if _lang(lang) == "en" else value.strftime("%d.%m.%Y %H:%M UTC")
+    return (
+        value.strftime("%Y-%m-%d %H:%M UTC") if _lang(lang) == "en" else value.strftime("%d.%m.%Y %H:%M UTC")
+    )
 
 
 def replies(n: int, lang: str) -> str:
@@ -284,11 +286,19 @@ async def premium_kb(core: Core, bot: Bot, ent: Entitlement, lang: str) -> Inlin
         rows.append([pack])
     if ent.renews:
         rows.append(
-            [InlineKeyboardButton(text=pt(lang, "btn_cancel_renewal"), callback_data=PayCb(action="cancel").pack())]
+            [
+                InlineKeyboardButton(
+                    text=pt(lang, "btn_cancel_renewal"), callback_data=PayCb(action="cancel").pack()
+                )
+            ]
         )
     elif ent.is_premium and ent.subscription_state == SUB_CANCELED:
         rows.append(
-            [InlineKeyboardButton(text=pt(lang, "btn_resume_renewal"), callback_data=PayCb(action="resume").pack())]
+            [
+                InlineKeyboardButton(
+                    text=pt(lang, "btn_resume_renewal"), callback_data=PayCb(action="resume").pack()
+                )
+            ]
         )
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
@@ -305,7 +315,9 @@ def cancel_confirm_kb(lang: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                InlineKeyboardButton(text=pt(lang, "btn_cancel_yes"), callback_data=PayCb(action="cancel_yes").pack()),
+                InlineKeyboardButton(
+                    text=pt(lang, "btn_cancel_yes"), callback_data=PayCb(action="cancel_yes").pack()
+                ),
                 InlineKeyboardButton(text=pt(lang, "btn_back"), callback_data=PayCb(action="back").pack()),
             ]
         ]

@@ -63,13 +63,23 @@ def make_router(core: Core) -> Router:
             )
         except Exception as exc:  # a slow or unavailable store: refuse (nothing is charged)
             log.warning("pre-checkout %s of user %s not checked: %r", query.id, user.id, exc)
-            await query.answer(ok=False, error_message=pt(_hint_lang(runtime, user.id, user.language_code), "pay_unavailable"))
+            await query.answer(
+                ok=False,
+                error_message=pt(_hint_lang(runtime, user.id, user.language_code), "pay_unavailable"),
+            )
             return
         if ok:
             await query.answer(ok=True)
             return
-        log.info("pre-checkout %s of user %s refused: %s (payload %r, %s %s)", query.id, user.id, reason,
-                 query.invoice_payload, query.total_amount, query.currency)
+        log.info(
+            "pre-checkout %s of user %s refused: %s (payload %r, %s %s)",
+            query.id,
+            user.id,
+            reason,
+            query.invoice_payload,
+            query.total_amount,
+            query.currency,
+        )
         lang = _hint_lang(runtime, user.id, user.language_code)
         await query.answer(ok=False, error_message=pre_checkout_error_text(reason, lang))
 
@@ -83,8 +93,13 @@ def make_router(core: Core) -> Router:
         except Exception:  # Telegram has taken the Stars: leave everything the operator needs
             log.exception(
                 "PAYMENT NOT RECORDED: charge %s, user %s, %s %s, payload %r, recurring %s, expires %s",
-                sp.telegram_payment_charge_id, user.id, sp.total_amount, sp.currency, sp.invoice_payload,
-                sp.is_recurring, sp.subscription_expiration_date,
+                sp.telegram_payment_charge_id,
+                user.id,
+                sp.total_amount,
+                sp.currency,
+                sp.invoice_payload,
+                sp.is_recurring,
+                sp.subscription_expiration_date,
             )
             await message.answer(pt(_hint_lang(runtime, user.id, user.language_code), "pay_not_recorded"))
             return
@@ -102,12 +117,16 @@ def make_router(core: Core) -> Router:
         after = await core.billing.record_subscription_update(user.id, event.invoice_payload, event.state)
         if after is None or before.subscription_state == event.state:
             return  # an unknown player, or a change the bot made itself ("Отменить продление")
-        key = {SUB_CANCELED: "sub_canceled", SUB_ACTIVE: "sub_active", SUB_FAILED: "sub_failed"}.get(event.state)
+        key = {SUB_CANCELED: "sub_canceled", SUB_ACTIVE: "sub_active", SUB_FAILED: "sub_failed"}.get(
+            event.state
+        )
         if key is None or (event.state != SUB_FAILED and not after.is_premium):
             return
         lang = await player_lang(core, runtime, user)
         with contextlib.suppress(TelegramAPIError):  # blocked the bot: the state is recorded anyway
-            await bot.send_message(chat_id=user.id, text=pt(lang, key, date=fmt_date(after.premium_until, lang)))
+            await bot.send_message(
+                chat_id=user.id, text=pt(lang, key, date=fmt_date(after.premium_until, lang))
+            )
 
     # ------------------------------------------------------------------ /premium and its buttons
     @router.message(Command("premium"), *private)
@@ -154,8 +173,10 @@ def make_router(core: Core) -> Router:
                 head = pt(lang, "no_subscription")
             except PaymentApiFailed as exc:
                 log.warning("renewal change (%s) for user %s failed: %s", action, user.id, exc)
-                await query.answer(pt(lang, "resume_failed" if action == "resume" else "renewal_change_failed"),
-                                   show_alert=True)
+                await query.answer(
+                    pt(lang, "resume_failed" if action == "resume" else "renewal_change_failed"),
+                    show_alert=True,
+                )
                 return
             await query.answer()
             text, markup, _ent = await premium_view(core, bot, user.id, lang)
@@ -165,7 +186,9 @@ def make_router(core: Core) -> Router:
 
     # ------------------------------------------------------------------ /paysupport, /terms
     @router.message(Command("paysupport"), *private)
-    async def paysupport_command(message: Message, command: CommandObject, runtime: Runtime, bot: Bot) -> None:
+    async def paysupport_command(
+        message: Message, command: CommandObject, runtime: Runtime, bot: Bot
+    ) -> None:
         assert message.from_user is not None
         user = message.from_user
         lang = await seen(core, runtime, user)
@@ -186,7 +209,7 @@ def make_router(core: Core) -> Router:
 
 
 async def _forward_to_support(core: Core, bot: Bot, user_id: int, who: str, problem: str) -> None:
-    """"/paysupport <problem>": to every VITTE_ADMIN_IDS chat (and always to the log)."""
+    """ "/paysupport <problem>": to every VITTE_ADMIN_IDS chat (and always to the log)."""
     log.warning("payment support request from user %s (%s): %s", user_id, who, problem[:SUPPORT_TEXT_MAX])
     payments = await core.billing.list_payments(user_id, limit=5)
     lines = [

@@ -1,0 +1,5 @@
+"""`python -m cli …` is `vitte …`."""
+
+from cli.main import run
+
+run()
