@@ -18,8 +18,13 @@ from typing import Any
 
 import typer
 
-# the module, not its names: cli/main.py may import this module while it is being initialised
-import cli.main as cli_main
+
+def _cli() -> Any:
+    """cli.main, imported when a command runs (cli/main.py imports this module at its end)."""
+    import cli.main
+
+    return cli.main
+
 
 USER_ARG = typer.Argument(..., help="Telegram user id or @username.")
 
@@ -29,32 +34,32 @@ def block(
     reason: str | None = typer.Option(None, "--reason", help="Why (kept for operators, max 500 characters)."),
 ) -> None:
     """Block a player: the bot refuses their messages (no LLM call, nothing stored)."""
-    settings = cli_main.settings_or_exit()
+    settings = _cli().settings_or_exit()
 
     async def go() -> Any:
-        core = await cli_main.open_core(settings)
+        core = await _cli().open_core(settings)
         try:
             return await core.players.block(await core.players.resolve(user), reason)
         finally:
             await core.close()
 
-    player = cli_main.run_async(go)
+    player = _cli().run_async(go)
     note = f" ({player.blocked_reason})" if player.blocked_reason else ""
     typer.echo(f"blocked user {player.id}{note}")
 
 
 def unblock(user: str = USER_ARG) -> None:
     """Lift a player's block."""
-    settings = cli_main.settings_or_exit()
+    settings = _cli().settings_or_exit()
 
     async def go() -> Any:
-        core = await cli_main.open_core(settings)
+        core = await _cli().open_core(settings)
         try:
             return await core.players.unblock(await core.players.resolve(user))
         finally:
             await core.close()
 
-    player = cli_main.run_async(go)
+    player = _cli().run_async(go)
     typer.echo(f"unblocked user {player.id}")
 
 
@@ -65,16 +70,16 @@ def export(
     ),
 ) -> None:
     """Export everything stored about a player as JSON (profile, settings, dialogs, payments)."""
-    settings = cli_main.settings_or_exit()
+    settings = _cli().settings_or_exit()
 
     async def go() -> dict[str, Any]:
-        core = await cli_main.open_core(settings)
+        core = await _cli().open_core(settings)
         try:
             return await core.players.export(await core.players.resolve(user))
         finally:
             await core.close()
 
-    data = cli_main.run_async(go)
+    data = _cli().run_async(go)
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -82,7 +87,7 @@ def export(
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        cli_main.fail(f"{output}: {exc.strerror or exc}", 1)
+        _cli().fail(f"{output}: {exc.strerror or exc}", 1)
     typer.echo(f"exported user {data['profile']['id']} to {output}", err=True)
 
 
@@ -92,18 +97,18 @@ def delete(
 ) -> None:
     """Delete a player's data: profile, dialogs, messages, usage, cache (payments kept, anonymised)."""
     if not yes:
-        cli_main.fail("refusing to delete a player's data without --yes (it cannot be restored)", 1)
-    settings = cli_main.settings_or_exit()
+        _cli().fail("refusing to delete a player's data without --yes (it cannot be restored)", 1)
+    settings = _cli().settings_or_exit()
 
     async def go() -> tuple[int, Any]:
-        core = await cli_main.open_core(settings)
+        core = await _cli().open_core(settings)
         try:
             user_id = await core.players.resolve(user)
             return user_id, await core.players.delete_data(user_id)
         finally:
             await core.close()
 
-    user_id, report = cli_main.run_async(go)
+    user_id, report = _cli().run_async(go)
     typer.echo(
         f"deleted user {user_id}: {report.dialogs} dialogs, {report.messages} messages; "
         f"{report.payments_anonymised} payments kept, anonymised"

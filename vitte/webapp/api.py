@@ -693,7 +693,7 @@ async def delete_me(request: web.Request) -> web.Response:
 
 @routes.post("/api/me/export")
 async def export_me(request: web.Request) -> web.Response:
-    """"Download my data": the bot sends the file (the same one as /mydata) into the chat.
+    """The "Download my data" button: the bot sends the file (the same one as /mydata) into the chat.
 
     A Telegram Web App cannot reliably download a file; the chat can show and keep it.
     """
