@@ -449,12 +449,18 @@ def serve_webapp() -> None:
 # registered last: these modules import the helpers above from this module
 from cli import safety as _safety  # noqa: E402
 from cli.bench import bench as _bench  # noqa: E402
+from cli.console import console as _console  # noqa: E402
 from cli.payments import payments_app  # noqa: E402
 from cli.users import user_app  # noqa: E402
 
 _safety.register(user_app)
 app.add_typer(user_app, name="user")
 app.add_typer(payments_app, name="payments")
+app.command(
+    "console",
+    help="A local Telegram in the terminal: the real bot, its Web App and an operator panel, "
+    "on the configured store (SQLite by default; no token, no servers). " + DEMO_NOTE,
+)(_console)
 app.command("bench", help="Measure the reply hot path through the real dispatcher (prints figures).")(_bench)
 
 
