@@ -203,6 +203,7 @@ async def test_webhook_checks_the_secret_and_handles_updates(sqlite_url: str) ->
         webhook_url="https://bot.vitte.test/tg/hook",
         webhook_secret="s3cret_token-1",
         webhook_port=port,
+        webapp_mount="/app",
     )
     await _prepare(settings)
     session = LocalBotSession()
@@ -232,6 +233,12 @@ async def test_webhook_checks_the_secret_and_handles_updates(sqlite_url: str) ->
             assert len(session.calls_of("sendMessage")) == 1
             async with http.post(url, data=b"garbage", headers=headers) as r:
                 assert r.status == 400
+            # the Web App mounted in the same process (VITTE_WEBAPP_MOUNT)
+            async with http.get(f"http://127.0.0.1:{port}/app/api/personas") as r:
+                assert r.status == 200
+                assert len((await r.json())["personas"]) >= 4
+            async with http.get(f"http://127.0.0.1:{port}/app/api/me") as r:
+                assert r.status == 401  # user data still needs initData
     finally:
         stop.set()
         await asyncio.wait_for(running, 10)

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(default=8081, ge=1, le=65535)
+    # serve the Web App inside the webhook server under this path (e.g. /app); unset = not mounted
+    webapp_mount: str | None = None
     admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
 
     # payments (Telegram Stars, XTR) and the daily reply quota; see vitte/billing.py
@@ -75,6 +77,16 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_file_is_unset(cls, value: str | None) -> str | None:
         return value.strip() if value and value.strip() else None
+
+    @field_validator("webapp_mount")
+    @classmethod
+    def _check_mount(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = "/" + value.strip().strip("/")
+        if value == "/" or any(c in value for c in " ?#{}"):
+            raise ValueError("a path like /app (not the root)")
+        return value
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -93,7 +93,7 @@ async def run_bot(
         restore = _install_signal_handlers(stop)
         try:
             if settings.webhook_url and secret:
-                await _serve_webhook(bot, dp, runtime, settings, secret, stop)
+                await _serve_webhook(bot, dp, runtime, settings, secret, stop, core)
             else:
                 await _poll(bot, dp, runtime, settings, stop)
         finally:
@@ -239,9 +239,13 @@ async def _serve_webhook(
     settings: Settings,
     secret: str,
     stop: asyncio.Event,
+    core: Core,
 ) -> None:
     assert settings.webhook_url
     path = urlparse(settings.webhook_url).path or "/"
+    mount = settings.webapp_mount
+    if mount and (path == mount or path.startswith(mount + "/")):
+        raise ConfigError(f"VITTE_WEBAPP_MOUNT ({mount}) must not contain the webhook path ({path})")
     accepting = True
 
     async def handle(request: web.Request) -> web.Response:
@@ -263,6 +267,11 @@ async def _serve_webhook(
 
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_post(path, handle)
+    if mount:
+        from vitte.webapp.app import make_webapp
+
+        app.add_subapp(mount, make_webapp(core, bot))  # the Web App in the same process
+        log.info("Web App mounted at %s", mount)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
