@@ -68,7 +68,7 @@ async def test_queue_depth_shows_players_waiting_on_their_lock(env: BotEnv) -> N
     async with env.core.dialogs.player_lock(5103):  # a reply of this player is running
         # another update's task (a fresh context: not inside this lock's re-entrancy)
         task = asyncio.create_task(player.send("One more thing"), context=contextvars.Context())
-        for _ in range(200):
+        for _ in range(1000):
             if _value("vitte_lock_waiting") >= 1:
                 break
             await asyncio.sleep(0.005)

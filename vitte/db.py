@@ -57,6 +57,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_recycle=1800,
+        pool_use_lifo=True,  # the connection used last goes out first: it needs no ping
         # under a burst (a thousand replies at once) the process is CPU-bound and statements
         # queue for a connection: waiting is better than "one moment" (measured: vitte bench)
         pool_timeout=30,
