@@ -204,6 +204,7 @@ async def test_webhook_checks_the_secret_and_handles_updates(sqlite_url: str) ->
         webhook_secret="s3cret_token-1",
         webhook_port=port,
         webapp_mount="/app",
+        metrics_token="m-token",
     )
     await _prepare(settings)
     session = LocalBotSession()
@@ -239,6 +240,13 @@ async def test_webhook_checks_the_secret_and_handles_updates(sqlite_url: str) ->
                 assert len((await r.json())["personas"]) >= 4
             async with http.get(f"http://127.0.0.1:{port}/app/api/me") as r:
                 assert r.status == 401  # user data still needs initData
+            # Prometheus metrics on the webhook server, behind VITTE_METRICS_TOKEN
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                assert r.status == 401
+            async with http.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer m-token"}) as r:
+                assert r.status == 200
+                body = await r.text()
+                assert "vitte_updates" in body
     finally:
         stop.set()
         await asyncio.wait_for(running, 10)

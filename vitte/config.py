@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(default=8081, ge=1, le=65535)
+    # Prometheus /metrics on the webhook and Web App servers; with a token, only to `Bearer <token>`
+    metrics_token: SecretStr | None = None
     # serve the Web App inside the webhook server under this path (e.g. /app); unset = not mounted
     webapp_mount: str | None = None
     admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()

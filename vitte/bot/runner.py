@@ -41,6 +41,7 @@ from vitte.bot.texts import t
 from vitte.config import ConfigError, Settings
 from vitte.core import Core
 from vitte.logs import setup_logging
+from vitte.metrics import metrics_route
 from vitte.perf import freeze_heap
 
 log = logging.getLogger("vitte.bot")
@@ -267,6 +268,7 @@ async def _serve_webhook(
 
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_post(path, handle)
+    metrics_route(app, token=settings.metrics_token.get_secret_value() if settings.metrics_token else None)
     if mount:
         from vitte.webapp.app import make_webapp
 

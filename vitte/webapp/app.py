@@ -26,6 +26,7 @@ from aiohttp import web
 import vitte
 from vitte.config import ConfigError, Settings
 from vitte.core import Core
+from vitte.metrics import metrics_route
 from vitte.webapp.api import CTX, WebContext, error_middleware, routes
 
 __all__ = ["STATIC_DIR", "default_avatars_dir", "make_bot", "make_webapp", "serve_webapp"]
@@ -188,6 +189,7 @@ async def serve_webapp(settings: Settings, *, stop: asyncio.Event | None = None)
     signals: list[signal.Signals] = []
     try:
         app = make_webapp(core, bot)
+        metrics_route(app, token=settings.metrics_token.get_secret_value() if settings.metrics_token else None)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.webapp_host, settings.webapp_port)
