@@ -375,7 +375,7 @@ class ChatView(VerticalScroll):
         self.anchor()
 
     # ------------------------------------------------------------------ model
-    def visible(self) -> list[LocalMessage]:
+    def visible_messages(self) -> list[LocalMessage]:
         return [m for m in self.chat.messages if not m.deleted] if self.chat is not None else []
 
     def attach(self, chat: ChatLog, *, lang: str | None = None) -> None:
@@ -420,7 +420,7 @@ class ChatView(VerticalScroll):
             row.remove()
         self.rows = {}
         self._active_keyboard = None
-        visible = self.visible()
+        visible = self.visible_messages()
         self._high = visible[-1].message_id if visible else 0
         self.follow = True
         tail = visible[-MAX_MOUNTED:]
@@ -458,7 +458,7 @@ class ChatView(VerticalScroll):
         visible: list[LocalMessage] | None = None
         last_id = getattr(chat, "_last_message_id", None)  # cheap check before a scan
         if last_id is None or last_id > self._high:
-            visible = self.visible()
+            visible = self.visible_messages()
             new = [m for m in visible if m.message_id > self._high]
             if new:
                 self._high = new[-1].message_id
@@ -473,7 +473,7 @@ class ChatView(VerticalScroll):
                         )
                 changed = True
         if changed:
-            self._after_change(visible if visible is not None else self.visible())
+            self._after_change(visible if visible is not None else self.visible_messages())
         self._sync_draft()
         if changed:
             self.post_message(self.Changed())
@@ -594,7 +594,7 @@ class ChatView(VerticalScroll):
         """
         if self._loading or not self.rows:
             return
-        visible = self.visible()
+        visible = self.visible_messages()
         first = next(iter(self.rows))
         idx = bisect_left(visible, first, key=lambda m: m.message_id)
         if idx <= 0:
@@ -622,7 +622,7 @@ class ChatView(VerticalScroll):
     def load_newer(self) -> None:
         if self._loading or self.follow or not self.rows:
             return
-        visible = self.visible()
+        visible = self.visible_messages()
         last = next(reversed(self.rows))
         idx = bisect_left(visible, last + 1, key=lambda m: m.message_id)
         chunk = visible[idx : idx + PAGE]

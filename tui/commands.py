@@ -16,6 +16,7 @@ Command = tuple[str, str, Callable[[], object]]
 
 
 def console_commands(app: VitteConsole) -> list[Command]:
+    BOT_COMMANDS: tuple[str, ...]
     try:
         from vitte.bot.factory import COMMANDS as BOT_COMMANDS
     except ImportError:  # pragma: no cover - the bot always ships its commands

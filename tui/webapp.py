@@ -454,11 +454,10 @@ class WebAppScreen(Screen[None]):
             self.buy(action[1])
 
     async def _confirm(self, question: str) -> bool:
-        return bool(
-            await self.app.push_screen_wait(
-                ConfirmScreen(question, tr(self.lang, "wa_yes"), tr(self.lang, "wa_no"))
-            )
+        answer: bool | None = await self.app.push_screen_wait(
+            ConfirmScreen(question, tr(self.lang, "wa_yes"), tr(self.lang, "wa_no"))
         )
+        return bool(answer)
 
     @work(exclusive=True, group="wa-action")
     async def start_story(self, p: dict[str, Any], s: dict[str, Any]) -> None:

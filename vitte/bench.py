@@ -195,7 +195,7 @@ class SqlCounter:
             self.counts.pings += 1
             return bool(original(dbapi_connection))
 
-        dialect._do_ping_w_event = counted_ping  # type: ignore[method-assign]
+        dialect._do_ping_w_event = counted_ping
 
     @staticmethod
     def _autocommit(conn: Any) -> bool:
@@ -468,15 +468,16 @@ class _Bench:
     async def _cleanup(self, core: Any) -> int:
         """Delete every bench player (ids from BENCH_ID_BASE) and their cache keys."""
         from sqlalchemy import delete, select
+        from sqlmodel import col
 
         from vitte.models import Dialog, Payment, User
 
         lo, hi = BENCH_ID_BASE, BENCH_ID_BASE + 2**40
         async with core.db.session() as s:
-            rows = (await s.execute(select(Dialog.id, Dialog.user_id).where(Dialog.user_id.between(lo, hi)))).all()
-            users = list((await s.execute(select(User.id).where(User.id.between(lo, hi)))).scalars())
-            await s.execute(delete(Payment).where(Payment.user_id.between(lo, hi)))
-            await s.execute(delete(User).where(User.id.between(lo, hi)))  # dialogs, messages, usage cascade
+            rows = (await s.execute(select(col(Dialog.id), col(Dialog.user_id)).where(col(Dialog.user_id).between(lo, hi)))).all()
+            users = list((await s.execute(select(col(User.id)).where(col(User.id).between(lo, hi)))).scalars())
+            await s.execute(delete(Payment).where(col(Payment.user_id).between(lo, hi)))
+            await s.execute(delete(User).where(col(User.id).between(lo, hi)))  # dialogs, messages, usage cascade
             await s.commit()
         dialogs: dict[int, list[int]] = {}
         for dialog_id, user_id in rows:
@@ -594,7 +595,7 @@ class _Bench:
                     update[name] = 10**9
             settings = self.base_settings.model_copy(update=update)
             llm = TimedLLM(OpenAICompatibleLLM(settings, api_key="bench"))
-            core = await Core.open(settings, llm=llm)  # type: ignore[arg-type]
+            core = await Core.open(settings, llm=llm)
             control = httpx.AsyncClient(base_url=llm_url.removesuffix("/v1"), timeout=10)
             sql = SqlCounter(core.db.engine)
             redis: RedisCounter | None = None

@@ -75,9 +75,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import case, literal, select, update
+from sqlmodel import col
 
 from vitte.cache.base import Cache
 from vitte.config import ConfigError, Settings
@@ -97,7 +98,7 @@ from vitte.models import Payment, Usage, User, UTCDateTime, utcnow
 if TYPE_CHECKING:
     from aiogram import Bot
     from aiogram.types import LabeledPrice, Message
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 __all__ = [
     "FREE",
@@ -462,12 +463,12 @@ class Billing:
     async def _entitlement(self, s: AsyncSession, user_id: int, now: datetime) -> Entitlement:
         today = now.date()
         used_sq = (
-            select(Usage.replies).where(Usage.user_id == User.id, Usage.day == today).scalar_subquery()
+            select(col(Usage.replies)).where(col(Usage.user_id) == col(User.id), col(Usage.day) == today).scalar_subquery()
         )
         row = (
             await s.execute(
-                select(User.premium_until, User.subscription_state, User.extra_replies, used_sq).where(
-                    User.id == user_id
+                select(col(User.premium_until), col(User.subscription_state), col(User.extra_replies), used_sq).where(
+                    col(User.id) == user_id
                 )
             )
         ).first()
@@ -492,16 +493,16 @@ class Billing:
 
     def _count_stmt(self, s: AsyncSession, user_id: int, day: date, limit: int) -> Any:
         """INSERT … ON CONFLICT DO UPDATE … WHERE replies < limit RETURNING replies: check and count."""
-        if s.bind.dialect.name == "sqlite":
+        if cast("AsyncEngine | AsyncConnection", s.bind).dialect.name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
         stmt = dialect_insert(Usage).values(user_id=user_id, day=day, replies=1)
         return stmt.on_conflict_do_update(
             index_elements=["user_id", "day"],
-            set_={"replies": Usage.replies + 1},
-            where=Usage.replies < limit,
-        ).returning(Usage.replies)
+            set_={"replies": col(Usage.replies) + 1},
+            where=col(Usage.replies) < limit,
+        ).returning(col(Usage.replies))
 
     async def check_and_count(
         self, user_id: int, *, user: User | None = None, session: AsyncSession | None = None
@@ -539,9 +540,9 @@ class Billing:
         left = (
             await s.execute(
                 update(User)
-                .where(User.id == user_id, User.extra_replies > 0)
-                .values(extra_replies=User.extra_replies - 1)
-                .returning(User.extra_replies)
+                .where(col(User.id) == user_id, col(User.extra_replies) > 0)
+                .values(extra_replies=col(User.extra_replies) - 1)
+                .returning(col(User.extra_replies))
             )
         ).scalar_one_or_none()
         if left is not None:
@@ -556,17 +557,17 @@ class Billing:
                     await s.execute(
                         update(Usage)
                         .where(
-                            Usage.user_id == decision.user_id,
-                            Usage.day == decision.day,
-                            Usage.replies > 0,
+                            col(Usage.user_id) == decision.user_id,
+                            col(Usage.day) == decision.day,
+                            col(Usage.replies) > 0,
                         )
-                        .values(replies=Usage.replies - 1)
+                        .values(replies=col(Usage.replies) - 1)
                     )
                 else:
                     await s.execute(
                         update(User)
-                        .where(User.id == decision.user_id)
-                        .values(extra_replies=User.extra_replies + 1)
+                        .where(col(User.id) == decision.user_id)
+                        .values(extra_replies=col(User.extra_replies) + 1)
                     )
                 await s.commit()
         except Exception as exc:  # the player loses one reply; never hide the original error
@@ -645,7 +646,7 @@ class Billing:
             async with unavailable_as(StoreUnavailable), self.db.session() as s:
                 row = (
                     await s.execute(
-                        select(User.premium_until, User.subscription_state).where(User.id == query_user_id)
+                        select(col(User.premium_until), col(User.subscription_state)).where(col(User.id) == query_user_id)
                     )
                 ).first()
             if row is not None and _is_premium(row[0], self.clock()) and row[1] == SUB_ACTIVE:
@@ -725,20 +726,20 @@ class Billing:
                             "created_at": now,
                         },
                         ["telegram_payment_charge_id"],
-                    ).returning(Payment.id)
+                    ).returning(col(Payment.id))
                 )
             ).scalar_one_or_none()
             if new_id is None:
                 await s.commit()
                 existing = (
                     await s.execute(
-                        select(Payment).where(Payment.telegram_payment_charge_id == telegram_payment_charge_id)
+                        select(Payment).where(col(Payment.telegram_payment_charge_id) == telegram_payment_charge_id)
                     )
                 ).scalar_one()
                 return existing, False
             if plan_id == PREMIUM:
                 user = (
-                    await s.execute(select(User).where(User.id == user_id).with_for_update())
+                    await s.execute(select(User).where(col(User.id) == user_id).with_for_update())
                 ).scalar_one()
                 current = user.premium_until
                 if expiration is not None:
@@ -748,14 +749,14 @@ class Billing:
                 values: dict[str, Any] = {"premium_until": until}
                 if is_recurring:
                     values["subscription_state"] = SUB_ACTIVE
-                await s.execute(update(User).where(User.id == user_id).values(**values))
-                await s.execute(update(Payment).where(Payment.id == new_id).values(expires_at=until))
+                await s.execute(update(User).where(col(User.id) == user_id).values(**values))
+                await s.execute(update(Payment).where(col(Payment.id) == new_id).values(expires_at=until))
             elif grant:
                 await s.execute(
-                    update(User).where(User.id == user_id).values(extra_replies=User.extra_replies + grant)
+                    update(User).where(col(User.id) == user_id).values(extra_replies=col(User.extra_replies) + grant)
                 )
             await s.commit()
-            payment = (await s.execute(select(Payment).where(Payment.id == new_id))).scalar_one()
+            payment = (await s.execute(select(Payment).where(col(Payment.id) == new_id))).scalar_one()
         log.info(
             "payment %s: user %s paid %s %s for %s",
             telegram_payment_charge_id,
@@ -791,10 +792,10 @@ class Billing:
         values: dict[str, Any] = {"subscription_state": (state or "")[:16] or None}
         if state == SUB_FAILED:
             values["premium_until"] = case(
-                (User.premium_until > now, literal(now, UTCDateTime())), else_=User.premium_until
+                (col(User.premium_until) > now, literal(now, UTCDateTime())), else_=col(User.premium_until)
             )
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            result = await s.execute(update(User).where(User.id == user_id).values(**values))
+            result = await s.execute(update(User).where(col(User.id) == user_id).values(**values))
             await s.commit()
         if not result.rowcount:  # type: ignore[attr-defined]
             log.warning("subscription update %r for unknown user %s (payload %r)", state, user_id, payload)
@@ -805,7 +806,7 @@ class Billing:
     async def payment(self, charge_id: str) -> Payment:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             found = (
-                await s.execute(select(Payment).where(Payment.telegram_payment_charge_id == charge_id))
+                await s.execute(select(Payment).where(col(Payment.telegram_payment_charge_id) == charge_id))
             ).scalar_one_or_none()
         if found is None:
             raise UnknownPayment(charge_id)
@@ -813,9 +814,9 @@ class Billing:
 
     async def list_payments(self, user_id: int | None = None, limit: int = 100) -> list[Payment]:
         """Payments, newest first."""
-        query = select(Payment).order_by(Payment.id.desc()).limit(limit)
+        query = select(Payment).order_by(col(Payment.id).desc()).limit(limit)
         if user_id is not None:
-            query = query.where(Payment.user_id == user_id)
+            query = query.where(col(Payment.user_id) == user_id)
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             return list((await s.execute(query)).scalars())
 
@@ -849,35 +850,35 @@ class Billing:
             marked = (
                 await s.execute(
                     update(Payment)
-                    .where(Payment.id == payment.id, Payment.refunded_at.is_(None))  # type: ignore[union-attr]
+                    .where(col(Payment.id) == payment.id, col(Payment.refunded_at).is_(None))
                     .values(refunded_at=now)
-                    .returning(Payment.id)
+                    .returning(col(Payment.id))
                 )
             ).scalar_one_or_none()
             if marked is not None and payment.user_id is not None:
                 user = (
-                    await s.execute(select(User).where(User.id == payment.user_id).with_for_update())
+                    await s.execute(select(User).where(col(User.id) == payment.user_id).with_for_update())
                 ).scalar_one_or_none()
                 if user is not None:
                     if payment.plan == PREMIUM and (payment.expires_at is None or payment.expires_at > now):
                         if _is_premium(user.premium_until, now):
-                            await s.execute(update(User).where(User.id == user.id).values(premium_until=now))
+                            await s.execute(update(User).where(col(User.id) == user.id).values(premium_until=now))
                             premium_ended = True
                     elif payment.extra_replies:
                         removed = min(int(user.extra_replies or 0), int(payment.extra_replies))
                         await s.execute(
                             update(User)
-                            .where(User.id == user.id)
+                            .where(col(User.id) == user.id)
                             .values(
                                 extra_replies=case(
-                                    (User.extra_replies > payment.extra_replies,
-                                     User.extra_replies - payment.extra_replies),
+                                    (col(User.extra_replies) > payment.extra_replies,
+                                     col(User.extra_replies) - payment.extra_replies),
                                     else_=0,
                                 )
                             )
                         )
             await s.commit()
-            fresh = (await s.execute(select(Payment).where(Payment.id == payment.id))).scalar_one()
+            fresh = (await s.execute(select(Payment).where(col(Payment.id) == payment.id))).scalar_one()
         log.info("payment %s refunded (premium ended: %s, replies removed: %s)",
                  payment.telegram_payment_charge_id, premium_ended, removed)
         return RefundResult(fresh, premium_ended, removed)
@@ -890,11 +891,11 @@ class Billing:
                 await s.execute(
                     select(Payment)
                     .where(
-                        Payment.user_id == user_id,
-                        Payment.is_recurring.is_(True),  # type: ignore[attr-defined]
-                        Payment.refunded_at.is_(None),  # type: ignore[union-attr]
+                        col(Payment.user_id) == user_id,
+                        col(Payment.is_recurring).is_(True),
+                        col(Payment.refunded_at).is_(None),
                     )
-                    .order_by(Payment.id.desc())
+                    .order_by(col(Payment.id).desc())
                     .limit(1)
                 )
             ).scalar_one_or_none()
@@ -904,13 +905,13 @@ class Billing:
                 return latest.telegram_payment_charge_id
             first = (
                 await s.execute(
-                    select(Payment.telegram_payment_charge_id)
+                    select(col(Payment.telegram_payment_charge_id))
                     .where(
-                        Payment.user_id == user_id,
-                        Payment.payload == latest.payload,
-                        Payment.is_first_recurring.is_(True),  # type: ignore[attr-defined]
+                        col(Payment.user_id) == user_id,
+                        col(Payment.payload) == latest.payload,
+                        col(Payment.is_first_recurring).is_(True),
                     )
-                    .order_by(Payment.id.desc())
+                    .order_by(col(Payment.id).desc())
                     .limit(1)
                 )
             ).scalar_one_or_none()
@@ -938,7 +939,7 @@ class Billing:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             await s.execute(
                 update(User)
-                .where(User.id == user_id)
+                .where(col(User.id) == user_id)
                 .values(subscription_state=SUB_CANCELED if canceled else SUB_ACTIVE)
             )
             await s.commit()

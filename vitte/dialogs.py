@@ -15,10 +15,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
@@ -88,8 +89,8 @@ _row_memo: contextvars.ContextVar[dict[int, tuple[Dialog, User] | None] | None] 
 # the hot path's first read, built once (a statement costs more to build than to cache-hit)
 _ACTIVE_ROW = (
     select(Dialog, User)
-    .join(User, User.id == Dialog.user_id)
-    .where(Dialog.user_id == bindparam("user_id"), Dialog.status == ACTIVE)
+    .join(User, col(User.id) == col(Dialog.user_id))
+    .where(col(Dialog.user_id) == bindparam("user_id"), col(Dialog.status) == ACTIVE)
 )
 
 # a double click within this window returns the dialog the first click opened
@@ -302,7 +303,7 @@ class DialogEngine:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             row = (
                 await s.execute(
-                    select(Dialog, User).join(User, User.id == Dialog.user_id).where(Dialog.id == dialog_id)
+                    select(Dialog, User).join(User, col(User.id) == col(Dialog.user_id)).where(col(Dialog.id) == dialog_id)
                 )
             ).first()
         if row is None:
@@ -315,9 +316,9 @@ class DialogEngine:
             row = (
                 await s.execute(
                     select(Dialog, User)
-                    .join(User, User.id == Dialog.user_id)
-                    .where(Dialog.user_id == user_id)
-                    .order_by((Dialog.status == ACTIVE).desc(), Dialog.id.desc())
+                    .join(User, col(User.id) == col(Dialog.user_id))
+                    .where(col(Dialog.user_id) == user_id)
+                    .order_by((col(Dialog.status) == ACTIVE).desc(), col(Dialog.id).desc())
                     .limit(1)
                 )
             ).first()
@@ -332,8 +333,8 @@ class DialogEngine:
                 (
                     await s.execute(
                         select(Message)
-                        .where(Message.dialog_id == dialog_id)
-                        .order_by(Message.id.desc())
+                        .where(col(Message.dialog_id) == dialog_id)
+                        .order_by(col(Message.id).desc())
                         .limit(limit)
                     )
                 ).scalars()
@@ -351,9 +352,9 @@ class DialogEngine:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             last = (
                 await s.execute(
-                    select(Message.text)
-                    .where(Message.dialog_id == view.id, Message.role == ASSISTANT, Message.text != "")
-                    .order_by(Message.id.desc())
+                    select(col(Message.text))
+                    .where(col(Message.dialog_id) == view.id, col(Message.role) == ASSISTANT, col(Message.text) != "")
+                    .order_by(col(Message.id).desc())
                     .limit(1)
                 )
             ).scalar_one_or_none()
@@ -409,10 +410,10 @@ class DialogEngine:
             async with unavailable_as(StoreUnavailable), self.db.session() as s:
                 await s.execute(
                     update(Dialog)
-                    .where(Dialog.user_id == user_id, Dialog.status == ACTIVE)
+                    .where(col(Dialog.user_id) == user_id, col(Dialog.status) == ACTIVE)
                     .values(status=ENDED, ended_at=utcnow(), summary="", summary_upto=0)
                 )
-                await s.execute(update(User).where(User.id == user_id).values(active_persona_id=None))
+                await s.execute(update(User).where(col(User.id) == user_id).values(active_persona_id=None))
                 await s.commit()
             self._forget_row(user_id)
             if row is None:
@@ -424,7 +425,7 @@ class DialogEngine:
         async with self.db.session() as s:
             found = (
                 await s.execute(
-                    select(Message.id).where(Message.dialog_id == dialog_id, Message.role == USER).limit(1)
+                    select(col(Message.id)).where(col(Message.dialog_id) == dialog_id, col(Message.role) == USER).limit(1)
                 )
             ).first()
         return found is not None
@@ -433,7 +434,7 @@ class DialogEngine:
         async with self.db.session() as s:
             found = (
                 await s.execute(
-                    select(Message.id).where(Message.dialog_id == dialog_id).order_by(Message.id).limit(1)
+                    select(col(Message.id)).where(col(Message.dialog_id) == dialog_id).order_by(col(Message.id)).limit(1)
                 )
             ).scalar_one_or_none()
         return int(found or 0)
@@ -480,16 +481,16 @@ class DialogEngine:
                     ["id"],
                 )
             )
-            user = (await s.execute(select(User).where(User.id == user_id))).scalar_one()
+            user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
             self._admit(user)  # the stored row decides; a refusal rolls the insert back
             lang = player_view(user).language
             ended = list(
                 (
                     await s.execute(
                         update(Dialog)
-                        .where(Dialog.user_id == user_id, Dialog.status == ACTIVE)
+                        .where(col(Dialog.user_id) == user_id, col(Dialog.status) == ACTIVE)
                         .values(status=ENDED, ended_at=now)
-                        .returning(Dialog.id)
+                        .returning(col(Dialog.id))
                     )
                 ).scalars()
             )
@@ -505,7 +506,7 @@ class DialogEngine:
             await s.flush()
             await s.commit()
         self._forget_row(user_id)
-        for old in ended:
+        for old in cast("list[int]", ended):
             await self.cache.recent_drop(int(old))
         dialog_id = int(dialog.id or 0)
         await self.cache.recent_fill(dialog_id, [CachedMessage(int(opening.id or 0), ASSISTANT, text, MSG_OK)])
@@ -514,7 +515,8 @@ class DialogEngine:
 
     # ------------------------------------------------------------------ the reply pipeline
     def check_text(self, text: str) -> str:
-        text = text.strip()
+        # U+0000 means nothing in a chat and PostgreSQL text cannot hold it (SQLite can)
+        text = text.replace("\x00", "").strip()
         if len(text) > self.settings.max_message_chars:
             raise MessageTooLong(self.settings.max_message_chars)
         return text
@@ -600,11 +602,11 @@ class DialogEngine:
             },
         ]
         result = await s.execute(
-            insert(Message).returning(Message.id, Message.role),
+            insert(Message).returning(col(Message.id), col(Message.role)),
             rows,
             execution_options={"render_nulls": True},
         )
-        by_role = {role: int(message_id) for message_id, role in result.all()}
+        by_role = {role: int(cast("int", message_id)) for message_id, role in result.all()}
         await s.commit()  # a no-op in an autocommit session
         return [by_role[USER], by_role[ASSISTANT]]
 
@@ -629,8 +631,8 @@ class DialogEngine:
                     (
                         await s.execute(
                             select(Message)
-                            .where(Message.dialog_id == dialog_id)
-                            .order_by(Message.id.desc())
+                            .where(col(Message.dialog_id) == dialog_id)
+                            .order_by(col(Message.id).desc())
                             .limit(2)
                         )
                     ).scalars()
@@ -691,8 +693,8 @@ class DialogEngine:
                 (
                     await s.execute(
                         select(Message)
-                        .where(Message.dialog_id == dialog_id, Message.status != MSG_STREAMING)
-                        .order_by(Message.id.desc())
+                        .where(col(Message.dialog_id) == dialog_id, col(Message.status) != MSG_STREAMING)
+                        .order_by(col(Message.id).desc())
                         .limit(self.settings.recent_messages)
                     )
                 ).scalars()
@@ -803,7 +805,7 @@ class DialogEngine:
         self, dialog_id: int, message_id: int, text: str, status: str, *, replace: bool = False
     ) -> None:
         async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
-            await s.execute(update(Message).where(Message.id == message_id).values(text=text, status=status))
+            await s.execute(update(Message).where(col(Message.id) == message_id).values(text=text, status=status))
             await s.commit()
         cm = CachedMessage(message_id, ASSISTANT, text, status)
         if replace:
@@ -814,7 +816,7 @@ class DialogEngine:
     async def _drop_placeholder(self, message_id: int) -> None:
         async with self.db.session() as s:
             await s.execute(
-                delete(Message).where(Message.id == message_id, Message.status == MSG_STREAMING)
+                delete(Message).where(col(Message.id) == message_id, col(Message.status) == MSG_STREAMING)
             )
             await s.commit()
 
@@ -822,10 +824,10 @@ class DialogEngine:
         """After a crash: replies left 'streaming' are marked interrupted (never shown as complete)."""
         async with self.db.session() as s:
             await s.execute(
-                delete(Message).where(Message.status == MSG_STREAMING, Message.text == "")
+                delete(Message).where(col(Message.status) == MSG_STREAMING, col(Message.text) == "")
             )
             result = await s.execute(
-                update(Message).where(Message.status == MSG_STREAMING).values(status=MSG_INTERRUPTED)
+                update(Message).where(col(Message.status) == MSG_STREAMING).values(status=MSG_INTERRUPTED)
             )
             await s.commit()
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -856,7 +858,7 @@ class DialogEngine:
         async with self.db.session() as s:
             row = (
                 await s.execute(
-                    select(Dialog, User).join(User, User.id == Dialog.user_id).where(Dialog.id == dialog_id)
+                    select(Dialog, User).join(User, col(User.id) == col(Dialog.user_id)).where(col(Dialog.id) == dialog_id)
                 )
             ).first()
             if row is None or row[0].status != ACTIVE:
@@ -867,11 +869,11 @@ class DialogEngine:
                     await s.execute(
                         select(Message)
                         .where(
-                            Message.dialog_id == dialog_id,
-                            Message.id > dialog.summary_upto,
-                            Message.status != MSG_STREAMING,
+                            col(Message.dialog_id) == dialog_id,
+                            col(Message.id) > dialog.summary_upto,
+                            col(Message.status) != MSG_STREAMING,
                         )
-                        .order_by(Message.id)
+                        .order_by(col(Message.id))
                     )
                 ).scalars()
             )
@@ -902,9 +904,9 @@ class DialogEngine:
             result = await s.execute(
                 update(Dialog)
                 .where(
-                    Dialog.id == dialog_id,
-                    Dialog.status == ACTIVE,
-                    Dialog.summary_upto == dialog.summary_upto,
+                    col(Dialog.id) == dialog_id,
+                    col(Dialog.status) == ACTIVE,
+                    col(Dialog.summary_upto) == dialog.summary_upto,
                 )
                 .values(summary=summary, summary_upto=upto)
             )

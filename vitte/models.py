@@ -55,7 +55,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 class User(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "users"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "users"
 
     id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
     username: str | None = Field(default=None, max_length=64, index=True)
@@ -78,7 +78,7 @@ class User(SQLModel, table=True):
 
 
 class Persona(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "personas"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "personas"
 
     id: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=128)
@@ -106,7 +106,7 @@ class Persona(SQLModel, table=True):
 
 
 class Story(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "stories"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "stories"
 
     id: str = Field(primary_key=True, max_length=130)
     persona_id: str = Field(foreign_key="personas.id", ondelete="CASCADE", index=True, max_length=64)
@@ -118,7 +118,7 @@ class Story(SQLModel, table=True):
 
 
 class Dialog(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "dialogs"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "dialogs"
     __table_args__ = (
         # at most ONE active dialog per user, enforced by the database itself
         sa.Index(
@@ -147,7 +147,7 @@ class Dialog(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "messages"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "messages"
     __table_args__ = (sa.Index("ix_messages_dialog_id_id", "dialog_id", "id"),)
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
@@ -162,7 +162,7 @@ class Message(SQLModel, table=True):
 
 
 class Payment(SQLModel, table=True):
-    __tablename__: ClassVar[str] = "payments"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "payments"
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
     telegram_payment_charge_id: str = Field(max_length=255, unique=True)
@@ -185,7 +185,7 @@ class Payment(SQLModel, table=True):
 class Usage(SQLModel, table=True):
     """Replies written for a player per UTC day (the free plan's daily quota)."""
 
-    __tablename__: ClassVar[str] = "usage"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "usage"
 
     user_id: int = Field(
         sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
@@ -197,7 +197,7 @@ class Usage(SQLModel, table=True):
 class SafetyEvent(SQLModel, table=True):
     """A counted event for the operator (a crisis signal, a block); never the player's text."""
 
-    __tablename__: ClassVar[str] = "safety_events"  # type: ignore[misc]
+    __tablename__: ClassVar[str] = "safety_events"
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
     kind: str = Field(max_length=32, index=True)

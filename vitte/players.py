@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import delete, func, select, update
+from sqlmodel import col
 
 from vitte.cache.base import Cache
 from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import StoreUnavailable, UnknownUser, VitteError
 from vitte.models import Dialog, Message, Payment, SafetyEvent, Usage, User, utcnow
 from vitte.prompt import STYLES
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 LANGUAGES = ("ru", "en")
 
@@ -115,7 +119,7 @@ class Players:
                     ["id"],
                 )
             )
-            user = (await s.execute(select(User).where(User.id == user_id))).scalar_one()
+            user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
             changes: dict[str, Any] = {}
             if first_name and user.first_name != first_name[:128]:
                 changes["first_name"] = first_name[:128]
@@ -123,7 +127,7 @@ class Players:
                 changes["username"] = username[:64]
             if changes:
                 changes["last_seen_at"] = utcnow()
-                await s.execute(update(User).where(User.id == user_id).values(**changes))
+                await s.execute(update(User).where(col(User.id) == user_id).values(**changes))
                 for k, v in changes.items():
                     setattr(user, k, v)
             await s.commit()
@@ -150,7 +154,7 @@ class Players:
                     raise UnknownUser(ref)
                 async with self.db.session() as s:
                     found = (
-                        await s.execute(select(User.id).where(func.lower(User.username) == name.lower()))
+                        await s.execute(select(col(User.id)).where(func.lower(col(User.username)) == name.lower()))
                     ).scalar_one_or_none()
                 if found is None:
                     raise UnknownUser(ref)
@@ -168,7 +172,7 @@ class Players:
         if style is not None and style not in STYLES:
             raise BadSetting(f"style must be one of {', '.join(STYLES)}")
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            user = await s.get(User, user_id, with_for_update=s.bind.dialect.name != "sqlite")
+            user = await s.get(User, user_id, with_for_update=cast("AsyncEngine | AsyncConnection", s.bind).dialect.name != "sqlite")
             if user is None:
                 raise UnknownUser(user_id)
             if language is not None:
@@ -203,10 +207,10 @@ class Players:
             )
             await s.execute(
                 update(User)
-                .where(User.id == user_id, User.adult_confirmed_at.is_(None))  # type: ignore[union-attr]
+                .where(col(User.id) == user_id, col(User.adult_confirmed_at).is_(None))
                 .values(adult_confirmed_at=now)
             )
-            user = (await s.execute(select(User).where(User.id == user_id))).scalar_one()
+            user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
             await s.commit()
             return player_view(user)
 
@@ -216,7 +220,7 @@ class Players:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             await s.execute(
                 update(User)
-                .where(User.id == user_id, User.adult_confirmed_at.is_not(None))  # type: ignore[union-attr]
+                .where(col(User.id) == user_id, col(User.adult_confirmed_at).is_not(None))
                 .values(adult_confirmed_at=None)
             )
             await s.commit()
@@ -230,7 +234,7 @@ class Players:
         """
         reason = (reason or "").strip()[:BLOCK_REASON_MAX] or None
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            user = await s.get(User, user_id, with_for_update=s.bind.dialect.name != "sqlite")
+            user = await s.get(User, user_id, with_for_update=cast("AsyncEngine | AsyncConnection", s.bind).dialect.name != "sqlite")
             if user is None:
                 raise UnknownUser(user_id)
             newly = user.blocked_at is None
@@ -244,7 +248,7 @@ class Players:
     async def unblock(self, user_id: int) -> PlayerView:
         """Lift a block (a player who was not blocked stays as they are). UnknownUser if unseen."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            user = await s.get(User, user_id, with_for_update=s.bind.dialect.name != "sqlite")
+            user = await s.get(User, user_id, with_for_update=cast("AsyncEngine | AsyncConnection", s.bind).dialect.name != "sqlite")
             if user is None:
                 raise UnknownUser(user_id)
             user.blocked_at = None
@@ -262,25 +266,25 @@ class Players:
             if user is None:
                 raise UnknownUser(user_id)
             dialogs = list(
-                (await s.execute(select(Dialog).where(Dialog.user_id == user_id).order_by(Dialog.id))).scalars()
+                (await s.execute(select(Dialog).where(col(Dialog.user_id) == user_id).order_by(col(Dialog.id)))).scalars()
             )
             messages = list(
                 (
                     await s.execute(
                         select(Message)
-                        .join(Dialog, Dialog.id == Message.dialog_id)
-                        .where(Dialog.user_id == user_id)
-                        .order_by(Message.dialog_id, Message.id)
+                        .join(Dialog, col(Dialog.id) == col(Message.dialog_id))
+                        .where(col(Dialog.user_id) == user_id)
+                        .order_by(col(Message.dialog_id), col(Message.id))
                     )
                 ).scalars()
             )
             payments = list(
                 (
-                    await s.execute(select(Payment).where(Payment.user_id == user_id).order_by(Payment.id))
+                    await s.execute(select(Payment).where(col(Payment.user_id) == user_id).order_by(col(Payment.id)))
                 ).scalars()
             )
             usage = list(
-                (await s.execute(select(Usage).where(Usage.user_id == user_id).order_by(Usage.day))).scalars()
+                (await s.execute(select(Usage).where(col(Usage.user_id) == user_id).order_by(col(Usage.day)))).scalars()
             )
         by_dialog: dict[int, list[dict[str, Any]]] = {int(d.id or 0): [] for d in dialogs}
         for m in messages:
@@ -351,18 +355,18 @@ class Players:
             if user is None:
                 raise UnknownUser(user_id)
             dialog_ids = list(
-                (await s.execute(select(Dialog.id).where(Dialog.user_id == user_id))).scalars()
+                (await s.execute(select(col(Dialog.id)).where(col(Dialog.user_id) == user_id))).scalars()
             )
             # explicit deletes: nothing relies on foreign-key cascades being switched on
             erased = await s.execute(
-                delete(Message).where(Message.dialog_id.in_(select(Dialog.id).where(Dialog.user_id == user_id)))  # type: ignore[attr-defined]
+                delete(Message).where(col(Message.dialog_id).in_(select(col(Dialog.id)).where(col(Dialog.user_id) == user_id)))
             )
-            await s.execute(delete(Dialog).where(Dialog.user_id == user_id))
-            await s.execute(delete(Usage).where(Usage.user_id == user_id))  # type: ignore[arg-type]
+            await s.execute(delete(Dialog).where(col(Dialog.user_id) == user_id))
+            await s.execute(delete(Usage).where(col(Usage.user_id) == user_id))
             paid = await s.execute(
-                update(Payment).where(Payment.user_id == user_id).values(user_id=None, payload="")  # type: ignore[arg-type]
+                update(Payment).where(col(Payment.user_id) == user_id).values(user_id=None, payload="")
             )
-            await s.execute(delete(User).where(User.id == user_id))
+            await s.execute(delete(User).where(col(User.id) == user_id))
             await s.commit()
         await self.cache.forget_user(user_id, [int(d) for d in dialog_ids if d is not None])
         return DeleteReport(

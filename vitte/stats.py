@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from vitte.models import ACTIVE, Dialog, Message, User
 
@@ -15,18 +16,18 @@ if TYPE_CHECKING:
 
 async def list_dialogs(core: Core, *, include_ended: bool = False, limit: int = 50) -> list[dict[str, Any]]:
     counts = (
-        select(Message.dialog_id, func.count(Message.id).label("n"))
-        .group_by(Message.dialog_id)
+        select(col(Message.dialog_id), func.count(col(Message.id)).label("n"))
+        .group_by(col(Message.dialog_id))
         .subquery()
     )
     query = (
         select(Dialog, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.dialog_id == Dialog.id)
-        .order_by(Dialog.id.desc())
+        .outerjoin(counts, counts.c.dialog_id == col(Dialog.id))
+        .order_by(col(Dialog.id).desc())
         .limit(limit)
     )
     if not include_ended:
-        query = query.where(Dialog.status == ACTIVE)
+        query = query.where(col(Dialog.status) == ACTIVE)
     async with core.db.session() as s:
         rows = (await s.execute(query)).all()
     out: list[dict[str, Any]] = []
@@ -57,9 +58,9 @@ async def counters(core: Core) -> dict[str, int]:
     """Players, active dialogs, messages today (UTC), online now."""
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     async with core.db.session() as s:
-        players = (await s.execute(select(func.count(User.id)))).scalar_one()
-        active = (await s.execute(select(func.count(Dialog.id)).where(Dialog.status == ACTIVE))).scalar_one()
-        today = (await s.execute(select(func.count(Message.id)).where(Message.created_at >= start))).scalar_one()
+        players = (await s.execute(select(func.count(col(User.id))))).scalar_one()
+        active = (await s.execute(select(func.count(col(Dialog.id))).where(col(Dialog.status) == ACTIVE))).scalar_one()
+        today = (await s.execute(select(func.count(col(Message.id))).where(col(Message.created_at) >= start))).scalar_one()
     return {
         "players": int(players),
         "active_dialogs": int(active),
