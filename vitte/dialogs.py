@@ -24,7 +24,7 @@ from sqlmodel import col
 from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
 from vitte.config import Settings
-from vitte.db import Database, insert_ignore, unavailable_as
+from vitte.db import Database, unavailable_as
 from vitte.errors import (
     AgeNotConfirmed,
     MessageTooLong,
@@ -54,7 +54,7 @@ from vitte.models import (
     User,
     utcnow,
 )
-from vitte.players import language_from_telegram, player_view
+from vitte.players import insert_player_if_missing, player_view
 from vitte.prompt import (
     STYLE_MAX_TOKENS,
     PromptInput,
@@ -468,18 +468,7 @@ class DialogEngine:
         self._forget_row(user_id)
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             await s.execute(
-                insert_ignore(
-                    s,
-                    User,
-                    {
-                        "id": user_id,
-                        "language": language_from_telegram(language_code),
-                        "settings": {},
-                        "created_at": now,
-                        "last_seen_at": now,
-                    },
-                    ["id"],
-                )
+                insert_player_if_missing(s, user_id, language_code)
             )
             user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
             self._admit(user)  # the stored row decides; a refusal rolls the insert back

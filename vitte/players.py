@@ -27,6 +27,20 @@ def language_from_telegram(code: str | None) -> str:
     return "en" if code and code.lower().startswith("en") else "ru"
 
 
+def insert_player_if_missing(s: Any, user_id: int, language_code: str | None, **fields: Any) -> Any:
+    """INSERT the player's row unless it exists (first sight: language from Telegram)."""
+    now = utcnow()
+    values = {
+        "id": user_id,
+        "language": language_from_telegram(language_code),
+        "settings": {},
+        "created_at": now,
+        "last_seen_at": now,
+        **fields,
+    }
+    return insert_ignore(s, User, values, ["id"])
+
+
 @dataclass(frozen=True, slots=True)
 class PlayerView:
     id: int
@@ -104,19 +118,12 @@ class Players:
         """Create the player on first sight; keep name and username current."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             await s.execute(
-                insert_ignore(
+                insert_player_if_missing(
                     s,
-                    User,
-                    {
-                        "id": user_id,
-                        "language": language_from_telegram(language_code),
-                        "first_name": (first_name or None) and first_name[:128],
-                        "username": (username or None) and username[:64],
-                        "settings": {},
-                        "created_at": utcnow(),
-                        "last_seen_at": utcnow(),
-                    },
-                    ["id"],
+                    user_id,
+                    language_code,
+                    first_name=(first_name or None) and first_name[:128],
+                    username=(username or None) and username[:64],
                 )
             )
             user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
@@ -192,18 +199,7 @@ class Players:
         now = utcnow()
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             await s.execute(
-                insert_ignore(
-                    s,
-                    User,
-                    {
-                        "id": user_id,
-                        "language": language_from_telegram(language_code),
-                        "settings": {},
-                        "created_at": now,
-                        "last_seen_at": now,
-                    },
-                    ["id"],
-                )
+                insert_player_if_missing(s, user_id, language_code)
             )
             await s.execute(
                 update(User)
