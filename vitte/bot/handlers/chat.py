@@ -216,7 +216,7 @@ def make_router(core: Core) -> Router:
     async def text_message(message: Message, runtime: Runtime, bot: Bot) -> None:
         assert message.from_user is not None and message.text is not None
         user = message.from_user
-        text = message.text
+        text = message.text.replace("\x00", "")  # PostgreSQL text cannot hold U+0000
         if not text.strip():
             return
         view = await current_dialog(core, user.id)
