@@ -5,6 +5,9 @@ Keys (all under the configured prefix):
 - ``recent:<dialog>``  LIST of `CachedMessage.to_json`, oldest first, capped, TTL refreshed on use
 - ``online:<user>``    STRING with a TTL; ``online-set`` ZSET user -> expiry (ms) for counting
 - ``lock:<user>``      the player's lock: a random token with a lease (PX), renewed while held
+- ``lockq:<user>``     ZSET token -> ticket: the processes' waiters for the lock, in arrival order
+- ``lockw:<user>``     ZSET token -> expiry (ms): a waiter that stops refreshing it is dropped
+- ``lockn:<user>``     the ticket counter
 - ``seen:<key>``       update de-duplication (set once, with a TTL)
 - ``hit:<key>:<n>``    a rate-limit counter for fixed window n (INCR, expires after the window)
 
@@ -81,19 +84,69 @@ end
 return 0
 """
 
+# Join the waiters' queue (a ticket in arrival order) or, already in it, stay alive.
+# KEYS: lock, queue, alive, counter; ARGV: token, alive ms
+_ENQUEUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = 2 * tonumber(ARGV[2])
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+return 1
+"""
+
 # Take the lock if free, extend it if ours: 2 = taken, 1 = extended, 0 = held by another.
-# Used both to acquire and to renew (a renewal also re-takes a lock Redis lost on restart).
-# KEYS[1] lock; ARGV: token, lease ms
+# Renewing (KEYS[1] only; ARGV: token, lease ms) re-takes a lock Redis lost on restart.
+# Acquiring (KEYS: lock, queue, alive, counter; ARGV: token, lease ms, alive ms) joins the
+# waiters' queue and takes a free lock only at its head, so the processes take turns in
+# arrival order; waiters that stopped refreshing (a crashed process) are dropped.
 _CLAIM = """
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if #KEYS > 1 then
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    redis.call('ZREM', KEYS[3], ARGV[1])
+  end
   return 1
+end
+if #KEYS > 1 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local ttl = 2 * tonumber(ARGV[3])
+  if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+    redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+  end
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+  for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+  while true do
+    local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+    if head == ARGV[1] then break end
+    local alive = redis.call('ZSCORE', KEYS[3], head)
+    if alive and tonumber(alive) >= now then return 0 end
+    redis.call('ZREM', KEYS[2], head)
+    redis.call('ZREM', KEYS[3], head)
+  end
+  if v then return 0 end
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
 end
 if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 2
 end
+return 0
+"""
+
+# Leave the queue; give the lock back if a claim we never heard of took it.
+# KEYS: lock, queue, alive; ARGV: token
+_LEAVE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -131,6 +184,9 @@ def _id_prefix(message_id: int) -> str:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+WAITER_ALIVE = 5.0  # seconds a lock waiter stays queued without a sign of life (a crash)
 
 
 def _ms(seconds: float) -> int:
@@ -177,10 +233,13 @@ class RedisCache:
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._append = self._redis.register_script(_APPEND)
         self._replace = self._redis.register_script(_REPLACE)
+        self._enqueue = self._redis.register_script(_ENQUEUE)
         self._claim = self._redis.register_script(_CLAIM)
+        self._leave = self._redis.register_script(_LEAVE)
         self._unlock = self._redis.register_script(_UNLOCK)
         self._first_seen = self._redis.register_script(_FIRST_SEEN)
         self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
+        self._tickets = KeyedLock()  # joining the Redis queue in this process's arrival order
         self._touched: dict[int, float] = {}  # user -> when this process last refreshed the mark
         self._tasks: set[asyncio.Task[Any]] = set()
         # health
@@ -215,6 +274,16 @@ class RedisCache:
 
     def _lock_key(self, user_id: int) -> str:
         return f"{self.prefix}lock:{int(user_id)}"
+
+    def _lock_keys(self, user_id: int) -> list[str]:
+        """The lock, its waiters' queue, their expiries and the ticket counter."""
+        u = int(user_id)
+        return [
+            self._lock_key(u),
+            f"{self.prefix}lockq:{u}",
+            f"{self.prefix}lockw:{u}",
+            f"{self.prefix}lockn:{u}",
+        ]
 
     def _seen_key(self, key: str) -> str:
         return f"{self.prefix}seen:{key}"
@@ -430,33 +499,62 @@ class RedisCache:
     def user_lock(self, user_id: int, lease: float = 30.0) -> AbstractAsyncContextManager[None]:
         """The player's lock across processes; the lease is renewed every lease/3 while held.
 
-        An in-process FIFO lock is taken first (one process keeps its own order and does not
-        poll Redis with its own waiters); then the Redis lock is polled with a small backoff.
-        Without Redis the in-process lock alone is held.
+        On arrival the caller joins a queue in Redis (a ticket), then takes an in-process
+        FIFO lock (one process keeps its own order and does not poll Redis with its own
+        waiters), then polls the Redis lock with a small backoff; a free lock goes to the
+        queue's head, so the processes take turns in arrival order: a player's messages sent
+        to different processes are handled in the order they came (a waiter queued behind
+        this process's own lock still keeps its place). Without Redis the in-process lock
+        alone is held.
         """
         return self._user_lock(user_id, lease)
 
     @asynccontextmanager
     async def _user_lock(self, user_id: int, lease: float) -> AsyncIterator[None]:
-        async with self._locks.hold(user_id):
-            key, token, lease_ms = self._lock_key(user_id), secrets.token_hex(16), _ms(lease)
-            if not await self._acquire(key, token, lease_ms):
-                yield  # Redis unavailable: the in-process lock alone
-                return
-            stop = asyncio.Event()
-            renewer = self._spawn(self._renew(key, token, lease_ms, lease / 3, stop))
-            try:
-                yield
-            finally:
-                # shielded: a cancelled holder still releases (or the lease runs out)
-                await asyncio.shield(self._spawn(self._release(key, token, stop, renewer)))
+        keys, token, lease_ms = self._lock_keys(user_id), secrets.token_hex(16), _ms(lease)
+        alive_ms = _ms(WAITER_ALIVE)
+        queued = False
+        try:
+            async with self._tickets.hold(user_id):  # tickets in this process's arrival order
+                queued = bool(await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None))
+        except asyncio.CancelledError:
+            self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+            raise
+        keeper = self._spawn(self._keep_queued(keys, token, alive_ms)) if queued else None
+        waiting = True
+        try:
+            async with self._locks.hold(user_id):
+                waiting = False
+                if keeper is not None:
+                    keeper.cancel()
+                if not queued or not await self._acquire(keys, token, lease_ms, alive_ms):
+                    yield  # Redis unavailable: the in-process lock alone
+                    return
+                stop = asyncio.Event()
+                renewer = self._spawn(self._renew(keys[0], token, lease_ms, lease / 3, stop))
+                try:
+                    yield
+                finally:
+                    # shielded: a cancelled holder still releases (or the lease runs out)
+                    await asyncio.shield(self._spawn(self._release(keys[0], token, stop, renewer)))
+        except asyncio.CancelledError:
+            if waiting and keeper is not None:  # cancelled while waiting in this process
+                keeper.cancel()
+                self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+            raise
 
-    async def _acquire(self, key: str, token: str, lease_ms: int) -> bool:
+    async def _keep_queued(self, keys: list[str], token: str, alive_ms: int) -> None:
+        """Keep a waiter queued in Redis while it waits for this process's own lock."""
+        while True:
+            await asyncio.sleep(WAITER_ALIVE / 4)
+            await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None)
+
+    async def _acquire(self, keys: list[str], token: str, lease_ms: int, alive_ms: int) -> bool:
         """True once the Redis lock is ours; False when Redis cannot answer."""
         delay = 0.002
         try:
             while True:
-                got = await self._run(lambda: self._claim(keys=[key], args=[token, lease_ms]), None)
+                got = await self._run(lambda: self._claim(keys=keys, args=[token, lease_ms, alive_ms]), None)
                 if got is None:
                     return False
                 if got:
@@ -465,7 +563,7 @@ class RedisCache:
                 delay = min(delay * 2, self.lock_poll_max)
         except asyncio.CancelledError:
             # the claim may have reached Redis: give it back rather than wait for the lease
-            self._spawn(self._run(lambda: self._unlock(keys=[key], args=[token]), None))
+            self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
             raise
 
     async def _renew(
