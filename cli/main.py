@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -80,10 +81,16 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
-async def open_core(settings: Settings, *, seed_if_empty: bool = False) -> Core:
+@asynccontextmanager
+async def opened_core(settings: Settings, *, seed_if_empty: bool = False) -> AsyncIterator[Core]:
+    """The core for one command, closed when the command is done."""
     from vitte.core import Core
 
-    return await Core.open(settings, seed_if_empty=seed_if_empty)
+    core = await Core.open(settings, seed_if_empty=seed_if_empty)
+    try:
+        yield core
+    finally:
+        await core.close()
 
 
 def print_json(data: Any) -> None:
@@ -200,11 +207,8 @@ def personas_list(as_json: bool = typer.Option(False, "--json", help="Machine-re
     settings = settings_or_exit()
 
     async def go() -> list[Any]:
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             return await core.catalog.personas()
-        finally:
-            await core.close()
 
     personas = run_async(go)
     if as_json:
@@ -252,11 +256,8 @@ def dialog_list(
     async def go() -> list[dict[str, Any]]:
         from vitte.stats import list_dialogs
 
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             return await list_dialogs(core, include_ended=include_ended, limit=limit)
-        finally:
-            await core.close()
 
     rows = run_async(go)
     if as_json:
@@ -291,8 +292,7 @@ def dialog_show(
     settings = settings_or_exit()
 
     async def go() -> dict[str, Any]:
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             user_id = await core.players.resolve(user)
             view = await core.dialogs.latest(user_id)
             messages = await core.dialogs.messages(view.id, limit) if view else []
@@ -309,8 +309,6 @@ def dialog_show(
                     for m in messages
                 ],
             }
-        finally:
-            await core.close()
 
     data = run_async(go)
     if as_json:
@@ -345,11 +343,8 @@ def dialog_reset(
     settings = settings_or_exit()
 
     async def resolve() -> int:
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             return await core.players.resolve(user)
-        finally:
-            await core.close()
 
     user_id = run_async(resolve)
     if not yes:
@@ -359,11 +354,8 @@ def dialog_reset(
             fail("not reset", 1)
 
     async def go() -> Any:
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             return await core.dialogs.reset(user_id)
-        finally:
-            await core.close()
 
     ended = run_async(go)
     if ended is None:
@@ -388,8 +380,7 @@ def demo(
     lines = message or ["Привет! Как проходит твой день?", "Расскажи о себе что-нибудь, чего никто не знает."]
 
     async def go() -> None:
-        core = await open_core(settings, seed_if_empty=True)
-        try:
+        async with opened_core(settings, seed_if_empty=True) as core:
             personas = await core.catalog.personas()
             console.print("[bold]Personas[/bold]")
             for p in personas:
@@ -408,8 +399,6 @@ def demo(
                 console.print(f"[cyan]you:[/cyan] {line}")
                 out = await core.dialogs.reply(user_id, line)
                 console.print(f"[magenta]{chosen.name}:[/magenta] {out.text}")
-        finally:
-            await core.close()
 
     run_async(go)
 

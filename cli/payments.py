@@ -58,17 +58,14 @@ def payments_list(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List payments, newest first."""
-    from cli.main import open_core, print_json, run_async, settings_or_exit
+    from cli.main import opened_core, print_json, run_async, settings_or_exit
 
     settings = settings_or_exit()
 
     async def go() -> list[dict[str, Any]]:
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             user_id = await core.players.resolve(user) if user is not None else None
             return [payment_json(p) for p in await core.billing.list_payments(user_id, limit)]
-        finally:
-            await core.close()
 
     rows = run_async(go)
     if as_json:
@@ -104,7 +101,7 @@ def payments_refund(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Refund a payment in Stars (refundStarPayment) and end what it paid for."""
-    from cli.main import fail, open_core, print_json, run_async, settings_or_exit
+    from cli.main import fail, opened_core, print_json, run_async, settings_or_exit
     from vitte.config import ConfigError
 
     settings = settings_or_exit()
@@ -116,14 +113,11 @@ def payments_refund(
     async def look() -> Payment:
         from vitte.errors import PaymentAlreadyRefunded
 
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             payment = await core.billing.payment(charge_id)
             if payment.refunded_at is not None:
                 raise PaymentAlreadyRefunded(charge_id, payment.refunded_at)
             return payment
-        finally:
-            await core.close()
 
     payment = run_async(look)
     if not yes:
@@ -134,13 +128,12 @@ def payments_refund(
             fail("not refunded", 1)
 
     async def go() -> Any:
-        core = await open_core(settings)
-        bot = make_bot(settings)
-        try:
-            return await core.billing.refund(bot, charge_id)
-        finally:
-            await bot.session.close()
-            await core.close()
+        async with opened_core(settings) as core:
+            bot = make_bot(settings)
+            try:
+                return await core.billing.refund(bot, charge_id)
+            finally:
+                await bot.session.close()
 
     result = run_async(go)
     if as_json:

@@ -37,11 +37,8 @@ def block(
     settings = _cli().settings_or_exit()
 
     async def go() -> Any:
-        core = await _cli().open_core(settings)
-        try:
+        async with _cli().opened_core(settings) as core:
             return await core.players.block(await core.players.resolve(user), reason)
-        finally:
-            await core.close()
 
     player = _cli().run_async(go)
     note = f" ({player.blocked_reason})" if player.blocked_reason else ""
@@ -53,11 +50,8 @@ def unblock(user: str = USER_ARG) -> None:
     settings = _cli().settings_or_exit()
 
     async def go() -> Any:
-        core = await _cli().open_core(settings)
-        try:
+        async with _cli().opened_core(settings) as core:
             return await core.players.unblock(await core.players.resolve(user))
-        finally:
-            await core.close()
 
     player = _cli().run_async(go)
     typer.echo(f"unblocked user {player.id}")
@@ -73,11 +67,8 @@ def export(
     settings = _cli().settings_or_exit()
 
     async def go() -> dict[str, Any]:
-        core = await _cli().open_core(settings)
-        try:
+        async with _cli().opened_core(settings) as core:
             return await core.players.export(await core.players.resolve(user))
-        finally:
-            await core.close()
 
     data = _cli().run_async(go)
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
@@ -101,12 +92,9 @@ def delete(
     settings = _cli().settings_or_exit()
 
     async def go() -> tuple[int, Any]:
-        core = await _cli().open_core(settings)
-        try:
+        async with _cli().opened_core(settings) as core:
             user_id = await core.players.resolve(user)
             return user_id, await core.players.delete_data(user_id)
-        finally:
-            await core.close()
 
     user_id, report = _cli().run_async(go)
     typer.echo(

@@ -19,13 +19,12 @@ def user_show(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show a player: plan, premium until, subscription, today's quota, dialog status."""
-    from cli.main import iso, open_core, print_json, run_async, settings_or_exit
+    from cli.main import iso, opened_core, print_json, run_async, settings_or_exit
 
     settings = settings_or_exit()
 
     async def go() -> dict[str, Any]:
-        core = await open_core(settings)
-        try:
+        async with opened_core(settings) as core:
             user_id = await core.players.resolve(user)
             player = await core.players.get(user_id)
             ent = await core.billing.entitlement(user_id)
@@ -60,8 +59,6 @@ def user_show(
                     else None
                 ),
             }
-        finally:
-            await core.close()
 
     data = run_async(go)
     if as_json:
