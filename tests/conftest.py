@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from vitte.config import Settings, load_settings
+from vitte.aiogram_models import install as _lazy_aiogram_models
+
+_lazy_aiogram_models()  # as the bot, console and Web App processes do, before aiogram is imported
+
+from vitte.config import Settings, load_settings  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("VITTE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("VITTE_TEST_REDIS", "redis://127.0.0.1:6379/15")

@@ -14,3 +14,7 @@ Public entry points:
   latest reply per chat, in-flight updates; ``drain(grace)`` for shutdown).
 - ``vitte.bot.texts.t(lang, key, **kw)``: every player-facing string, ru and en.
 """
+
+from vitte.aiogram_models import install as _lazy_aiogram_models
+
+_lazy_aiogram_models()  # before aiogram is imported: its models are built on first use
