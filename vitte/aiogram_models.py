@@ -61,7 +61,7 @@ def install() -> bool:
         if _types_namespace is not None and not force and cls.__module__.startswith("aiogram."):
             _namespace.update(_types_namespace)
             return None
-        return build(  # type: ignore[no-any-return]
+        return build(
             cls,
             force=force,
             raise_errors=raise_errors,
@@ -85,7 +85,7 @@ def install() -> bool:
         _parent_namespace_depth: int = 2,
         _types_namespace: Any = None,
     ) -> bool | None:
-        return build(  # type: ignore[no-any-return]
+        return build(
             cls,
             force=force,
             raise_errors=raise_errors,
