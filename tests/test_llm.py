@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.support.llm_server import FakeLLMServer, run_subprocess, tokens
 from vitte.config import load_settings
@@ -169,6 +172,85 @@ async def test_many_concurrent_streams_share_one_client(
     streams = await asyncio.gather(*(collect(llm, request(f"s{i}")) for i in range(50)))
     assert texts == [f"You said: n{i}" for i in range(20)]
     assert ["".join(s) for s in streams] == [f"You said: s{i}" for i in range(50)]
+
+
+async def test_a_data_line_longer_than_64_kib_streams_whole(
+    server: FakeLLMServer, llm: OpenAICompatibleLLM
+) -> None:
+    long = "ж" * 150_000  # one token: one `data:` line of ~300 KB
+    server.replies = [long, long]
+    assert await collect(llm, request()) == [long]
+    assert await llm.complete(request()) == long
+
+
+def sse(content: str | None = None, finish: str | None = None, **delta: Any) -> bytes:
+    if content is not None:
+        delta["content"] = content
+    chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+@asynccontextmanager
+async def raw_server(pieces: list[bytes], pause: float = 0.005) -> AsyncIterator[str]:
+    """A server that answers every completion with exactly these bytes, one write (and one
+    short pause, so that the client reads them separately) per piece."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in pieces:
+            await resp.write(piece)
+            await asyncio.sleep(pause)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()
+
+
+async def raw_stream(pieces: list[bytes]) -> list[str]:
+    async with raw_server(pieces) as url:
+        c = OpenAICompatibleLLM(base_url=url, api_key=KEY, model="m", timeout=2, trust_env=False)
+        try:
+            return await collect(c, request())
+        finally:
+            await c.aclose()
+
+
+async def test_sse_framing_crlf_comments_multiline_data_and_split_reads() -> None:
+    pieces = [
+        b": keep-alive\r\n\r\n",
+        b"event: message\r\nid: 1\r\nretry: 10\r\n" + sse("", role="assistant").replace(b"\n", b"\r\n"),
+        b'data: {"choices":[{"delta":{"content":"Hel',  # a line split between reads …
+        b'lo"}}]}\r',  # … and a CRLF too
+        b"\n\r\n",
+        b'data: {"choices":[{"delta":\ndata: {"content":", wor"}}]}\n\n',  # multi-line data
+        b'data: {"choices":[{"delta":{"content":"ld"}}]}\r\r',  # bare CR line ends
+        b'data:{"choices":[{"delta":{"content":"!"},"finish_reason":"stop"}]}\n\n',  # no space
+        b'data: {"choices":[],"usage":{"prompt_tokens":1}}\n\ndata: {"usage":{"total_tokens":2}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    assert await raw_stream(pieces) == ["Hello", ", wor", "ld", "!"]
+
+
+async def test_done_or_finish_reason_without_a_trailing_blank_line_is_complete() -> None:
+    assert await raw_stream([sse("Hi"), b"data: [DONE]"]) == ["Hi"]
+    assert await raw_stream([sse("Hi", finish="stop").rstrip()]) == ["Hi"]
+
+
+async def test_a_half_written_last_chunk_is_a_cut() -> None:
+    with pytest.raises(LLMStreamCut) as info:
+        await raw_stream([sse("Hi"), b'data: {"choices":[{"delta":{"content":" th'])
+    assert info.value.partial == "Hi"
+    assert "truncated chunk" in str(info.value)
+    assert_one_line_without_key(info.value)
 
 
 # ----------------------------------------------------------------------- retries
@@ -465,6 +547,25 @@ def test_server_runs_as_a_subprocess() -> None:
 
     with run_subprocess("--reply", "Fixed reply, twice as nice.", "--tps", "1000") as (_, url):
         assert asyncio.run(talk(url)) == "Fixed reply, twice as nice."
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_one_client_serves_several_event_loops() -> None:
+    """The CLI and the tests run one client from several `asyncio.run` loops in turn. (An idle
+    keep-alive connection of a loop that is closed already can only be left to the garbage
+    collector, which warns about it: ignored here.)"""
+    with run_subprocess("--reply", "Same client, new loop.", "--tps", "1000") as (_, url):
+        c = OpenAICompatibleLLM(base_url=url, api_key=KEY, model="m", timeout=5, trust_env=False)
+
+        async def talk() -> str:
+            return "".join([d async for d in c.stream(request("hi"))])
+
+        assert asyncio.run(talk()) == "Same client, new loop."
+        assert asyncio.run(talk()) == "Same client, new loop."
+        assert asyncio.run(c.complete(request("hi"))) == "Same client, new loop."
+        asyncio.run(c.aclose())
+        gc.collect()
 
 
 # ---------------------------------------------------------------------- demo writer

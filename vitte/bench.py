@@ -572,7 +572,7 @@ class _Bench:
 
     # ---------------------------------------------------------------- main
     async def run(self) -> BenchResult:
-        import httpx
+        import aiohttp
 
         from vitte.bot.factory import build_dispatcher
         from vitte.bot.runtime import Runtime
@@ -596,7 +596,9 @@ class _Bench:
             settings = self.base_settings.model_copy(update=update)
             llm = TimedLLM(OpenAICompatibleLLM(settings, api_key="bench"))
             core = await Core.open(settings, llm=llm)
-            control = httpx.AsyncClient(base_url=llm_url.removesuffix("/v1"), timeout=10)
+            control = aiohttp.ClientSession(
+                base_url=llm_url.removesuffix("/v1"), timeout=aiohttp.ClientTimeout(total=10)
+            )
             sql = SqlCounter(core.db.engine)
             redis: RedisCounter | None = None
             try:
@@ -637,10 +639,11 @@ class _Bench:
                 throughput = await self._concurrent(players, text, sql, redis)
                 in_flight = None
                 if cfg.in_flight:
-                    resp = await control.post("/_control", json={"ttft": cfg.ttft, "tps": cfg.tps})
-                    resp.raise_for_status()
+                    async with control.post("/_control", json={"ttft": cfg.ttft, "tps": cfg.tps}) as resp:
+                        resp.raise_for_status()
                     in_flight = await self._all_at_once(players, text, sql, redis, llm)
-                    await control.post("/_control", json={"ttft": 0, "tps": 0})
+                    async with control.post("/_control", json={"ttft": 0, "tps": 0}):
+                        pass
                 await runtime.drain(5.0)
                 result = BenchResult(
                     version=RESULT_VERSION,
@@ -665,7 +668,7 @@ class _Bench:
                 return result
             finally:
                 with contextlib.suppress(Exception):
-                    await control.aclose()
+                    await control.close()
                 if not cfg.keep:
                     self.progress("cleaning up the bench players …")
                     try:

@@ -16,20 +16,30 @@ Failure model (what the caller sees; every message is one line and never contain
 Cancelling the consumer's task, or closing the generator (`contextlib.aclosing`), closes the
 HTTP response at once, so the server stops generating. A consumer that merely `break`s out of
 `async for` should wrap the generator in `aclosing(...)` to get the same promptness.
+
+Transport: one `aiohttp.ClientSession` per event loop, created on first use inside the running
+loop (a client used from another loop, as the CLI and the tests do, gets a new session there).
+The body is read with `readany()` and split into lines here: cheap, and an SSE line of any length
+works (aiohttp's `readline()` refuses lines over 64 KiB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
+import os
 import random
+import ssl
 import time
+import urllib.request
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from vitte.llm.base import (
     LLMBadResponse,
@@ -49,7 +59,14 @@ __all__ = ["OpenAICompatibleLLM"]
 
 _SNIPPET_CHARS = 160
 _ERROR_BODY_BYTES = 4096
+_DRAIN_BYTES = 64 * 1024  # what is still read after [DONE] to keep the connection reusable …
+_DRAIN_SECONDS = 1.0  # … and for how long at most
 _USER_AGENT = "vitte/0.1 (+openai-compatible client)"
+_STREAM_HEADERS = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+_WHOLE_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
+# What reading a body can raise: aiohttp's errors, and a sock_read timeout (aiohttp's
+# ServerTimeoutError is both a ClientError and a TimeoutError).
+_READ_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError)
 
 
 def _one_line(text: str, limit: int = _SNIPPET_CHARS) -> str:
@@ -57,21 +74,25 @@ def _one_line(text: str, limit: int = _SNIPPET_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _redacted_url(url: httpx.URL) -> str:
+def _redacted_url(url: URL) -> str:
     """The URL without user:password and without a query string (which may carry a key)."""
-    return str(url.copy_with(username=None, password=None, query=None, fragment=None))
+    return str(url.with_user(None).with_query(None).with_fragment(None))
 
 
-def _endpoint(base_url: str) -> httpx.URL:
+def _endpoint(base_url: str) -> URL:
     """`{base}/chat/completions`; a base that already names the endpoint is used as is."""
-    url = httpx.URL(base_url.strip())
+    url = URL(base_url.strip())
     path = url.path.rstrip("/")
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
-    return url.copy_with(path=path)
+    return url.with_path(path, keep_query=True)
 
 
-def _parse_retry_after(headers: httpx.Headers) -> float | None:
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _parse_retry_after(headers: Any) -> float | None:
     """Seconds to wait as the server asks (`retry-after-ms`, `Retry-After` seconds or date)."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
@@ -93,6 +114,56 @@ def _parse_retry_after(headers: httpx.Headers) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _split_lines(pending: list[bytes], chunk: bytes) -> list[bytes]:
+    """The complete lines of `pending + chunk` (CRLF, LF or CR ended); the unterminated rest
+    is left in `pending`."""
+    if b"\n" not in chunk and b"\r" not in chunk:
+        pending.append(chunk)
+        return []
+    if pending:
+        pending.append(chunk)
+        chunk = b"".join(pending)
+        pending.clear()
+    held_cr = False
+    if b"\r" in chunk:
+        held_cr = chunk.endswith(b"\r")  # perhaps the first half of a CRLF split between reads
+        if held_cr:
+            chunk = chunk[:-1]
+        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    lines = chunk.split(b"\n")
+    rest = lines.pop()
+    if rest:
+        pending.append(rest)
+    if held_cr:
+        pending.append(b"\r")
+    return lines
+
+
+def _last_lines(pending: list[bytes]) -> list[bytes]:
+    """What is left in `pending` at the end of the body, as lines (the last one unterminated)."""
+    data = b"".join(pending)
+    pending.clear()
+    if not data:
+        return []
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _salvage(content: aiohttp.StreamReader) -> bytes:
+    """Bytes that arrived before a read failed: aiohttp raises the error before handing out
+    what it had buffered, and those bytes may complete events the server did send."""
+    read_nowait = getattr(content, "_read_nowait", None)
+    if read_nowait is None:
+        return b""
+    try:
+        data = read_nowait(-1)
+    except Exception:
+        return b""
+    return data if isinstance(data, bytes) else b""
+
+
 class _Retryable(Exception):
     """Internal: this attempt failed in a way worth another try."""
 
@@ -103,7 +174,7 @@ class _Retryable(Exception):
 
 
 class OpenAICompatibleLLM:
-    """The `LLM` protocol over one shared `httpx.AsyncClient`.
+    """The `LLM` protocol over one shared `aiohttp.ClientSession` (per event loop).
 
     Build it from settings (`OpenAICompatibleLLM(settings)`, or `make_llm(settings)`), or pass
     the values directly; keyword arguments win over settings. Call `aclose()` at shutdown.
@@ -125,7 +196,6 @@ class OpenAICompatibleLLM:
         backoff_max: float = 2.0,
         retry_after_max: float = 10.0,
         max_connections: int = 1000,
-        transport: httpx.AsyncBaseTransport | None = None,
         trust_env: bool = True,
     ) -> None:
         if base_url is None and settings is not None:
@@ -153,52 +223,139 @@ class OpenAICompatibleLLM:
         self.retry_after_max = retry_after_max
         self.max_connections = max_connections
         self._api_key = (api_key or "").strip()
-        self._transport = transport
-        self._trust_env = trust_env  # HTTPS_PROXY / NO_PROXY / SSL_CERT_FILE from the environment
-        self._client: httpx.AsyncClient | None = None
+        # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY and SSL_CERT_FILE / SSL_CERT_DIR
+        # from the environment (read once per session, not on every request).
+        self._trust_env = trust_env
         self._random = random.Random()
-        self.label = f"openai-compatible {self.model} @ {_redacted_url(httpx.URL(self.base_url))}"
+        self.label = f"openai-compatible {self.model} @ {_redacted_url(URL(self.base_url))}"
+
+        url = self.url
+        self._where = _redacted_url(url)
+        # Sent with each request, never as a session default: aiohttp copies session defaults
+        # into the headers for a proxy, and turns an Authorization there into Proxy-Authorization.
+        self._auth: dict[str, str] = {}
+        if url.user is not None or url.password is not None:
+            # credentials in the URL mean HTTP Basic auth (as before, they win over the key)
+            self._auth["Authorization"] = _basic(url.user or "", url.password or "")
+            self._request_url = url.with_user(None)
+        else:
+            if self._api_key:
+                self._auth["Authorization"] = f"Bearer {self._api_key}"
+            self._request_url = url
+        # texts to blank in error messages: the key, a URL password, the URL with its query
+        self._secrets = [s for s in (self._api_key, url.password or "") if len(s) >= 4]
+        forms = {str(url), url.human_repr(), str(self._request_url), self._request_url.human_repr()}
+        forms.discard(self._where)
+        self._url_forms = sorted(forms, key=len, reverse=True)
+
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._proxy: URL | None = None
+        self._proxy_headers: dict[str, str] | None = None  # for a CONNECT tunnel (https)
+        self._stream_headers: dict[str, str] = {}
+        self._whole_headers: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<OpenAICompatibleLLM {self.label}>"
 
     # ---------------------------------------------------------------- plumbing
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        """The shared client, created on first use (and again after `aclose()`)."""
-        if self._client is None or self._client.is_closed:
-            headers = {"User-Agent": _USER_AGENT}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
-            self._client = httpx.AsyncClient(
-                headers=headers,
-                timeout=httpx.Timeout(
-                    connect=self.connect_timeout,
-                    read=self.timeout,
-                    write=self.timeout,
-                    pool=self.timeout,
-                ),
-                limits=httpx.Limits(
-                    max_connections=self.max_connections,
-                    max_keepalive_connections=min(self.max_connections, 200),
-                    keepalive_expiry=30.0,
-                ),
-                transport=self._transport,
-                follow_redirects=False,
-                trust_env=self._trust_env,
-            )
-        return self._client
+    async def _http(self) -> aiohttp.ClientSession:
+        """The session of the running loop, created on first use (and again after `aclose()`)."""
+        loop = asyncio.get_running_loop()
+        session, old_loop = self._session, self._session_loop
+        if session is not None and old_loop is loop and not session.closed:
+            return session
+        fresh = self._new_session()
+        self._session, self._session_loop = fresh, loop
+        if session is not None:
+            await self._discard(session, old_loop)
+        return fresh
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        self._proxy, proxy_auth = self._env_proxy()
+        extra = dict(self._auth)
+        self._proxy_headers = None
+        if proxy_auth is not None:
+            if self.url.scheme == "https":
+                self._proxy_headers = {"Proxy-Authorization": proxy_auth}  # on the CONNECT only
+            else:
+                extra["Proxy-Authorization"] = proxy_auth  # the request itself goes to the proxy
+        self._stream_headers = {**_STREAM_HEADERS, **extra}
+        self._whole_headers = {**_WHOLE_HEADERS, **extra}
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=30.0,
+            ssl=self._ssl_context() if self.url.scheme == "https" else True,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": _USER_AGENT},
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=self.connect_timeout,  # a connection from the pool, or a new one
+                sock_connect=self.connect_timeout,
+                sock_read=self.timeout,  # to the headers, and between two reads of the body
+            ),
+            # The proxy is looked up once in _env_proxy: with trust_env aiohttp would ask the
+            # environment and ~/.netrc in a worker thread on every request (and a .netrc entry
+            # for the host would clash with the Authorization header).
+            trust_env=False,
+        )
+
+    def _env_proxy(self) -> tuple[URL | None, str | None]:
+        """The proxy the environment names for our URL (HTTPS_PROXY, ALL_PROXY, NO_PROXY …),
+        and its Proxy-Authorization from user:password in the proxy URL."""
+        if not self._trust_env:
+            return None, None
+        proxies = urllib.request.getproxies()
+        raw = proxies.get(self.url.scheme) or proxies.get("all")
+        if not raw or urllib.request.proxy_bypass(self.url.host or ""):
+            return None, None
+        proxy = URL(raw if "://" in raw else f"http://{raw}")
+        if proxy.scheme not in ("http", "https"):
+            return None, None  # socks:// and the like: aiohttp cannot use them
+        if proxy.user is None and proxy.password is None:
+            return proxy, None
+        return proxy.with_user(None), _basic(proxy.user or "", proxy.password or "")
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """SSL_CERT_FILE / SSL_CERT_DIR when trusting the environment, else certifi's CAs."""
+        if self._trust_env and os.environ.get("SSL_CERT_FILE"):
+            return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+        if self._trust_env and os.environ.get("SSL_CERT_DIR"):
+            return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+        try:
+            import certifi
+        except ImportError:  # pragma: no cover - certifi comes with aiogram
+            return ssl.create_default_context()
+        return ssl.create_default_context(cafile=certifi.where())
+
+    @staticmethod
+    async def _discard(session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop | None) -> None:
+        if session.closed:
+            return
+        if loop is None or loop.is_closed() or loop is asyncio.get_running_loop():
+            # on a closed loop this only marks it closed: there is nothing left to wait for
+            await session.close()
+        else:
+            # another loop, still open: its connections can only be closed there; let them go
+            session.detach()
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        session, loop = self._session, self._session_loop
+        self._session = self._session_loop = None
+        if session is not None:
+            await self._discard(session, loop)
 
     def _redact(self, text: str) -> str:
-        """The API key blanked wherever it appears (before anything is shortened)."""
-        if self._api_key and len(self._api_key) >= 4:
-            text = text.replace(self._api_key, "***")
+        """The API key (and URL secrets) blanked wherever they appear, before any shortening."""
+        for form in self._url_forms:
+            if form in text:
+                text = text.replace(form, self._where)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return text
 
     def _clean(self, text: str) -> str:
@@ -208,14 +365,15 @@ class OpenAICompatibleLLM:
     def _fail(self, cls: type[LLMError], message: str, **kw: Any) -> LLMError:
         return cls(self._clean(message), **kw)
 
-    def _body(self, request: LLMRequest, *, stream: bool) -> dict[str, Any]:
-        return {
+    def _payload(self, request: LLMRequest, *, stream: bool) -> bytes:
+        body = {
             "model": self.model,
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "stream": stream,
         }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -223,15 +381,16 @@ class OpenAICompatibleLLM:
         ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
         return self._random.uniform(ceiling / 2, ceiling)
 
-    async def _error_snippet(self, response: httpx.Response) -> str:
+    async def _error_snippet(self, response: aiohttp.ClientResponse) -> str:
         """A short, one-line description of an error body (the JSON `error.message` if any)."""
         raw = b""
         try:
-            async for part in response.aiter_bytes():
-                raw += part
-                if len(raw) >= _ERROR_BODY_BYTES:
+            while len(raw) < _ERROR_BODY_BYTES:
+                part = await response.content.read(_ERROR_BODY_BYTES - len(raw))
+                if not part:
                     break
-        except httpx.HTTPError:
+                raw += part
+        except _READ_ERRORS:
             pass
         text = raw[:_ERROR_BODY_BYTES].decode("utf-8", "replace")
         try:
@@ -248,47 +407,48 @@ class OpenAICompatibleLLM:
                 text = data["detail"]
         return _one_line(self._redact(text)) or "(empty body)"
 
-    async def _attempt(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+    async def _attempt(self, payload: bytes, *, stream: bool) -> aiohttp.ClientResponse:
         """One POST; returns a 2xx response with its body not read yet."""
-        client = self.client
-        headers = {"Accept": "text/event-stream" if stream else "application/json"}
-        where = _redacted_url(self.url)
+        session = await self._http()
+        where = self._where
         try:
-            req = client.build_request("POST", self.url, json=body, headers=headers)
-            response = await client.send(req, stream=True)
-        except httpx.ConnectTimeout:
+            response = await session.post(
+                self._request_url,
+                data=payload,
+                headers=self._stream_headers if stream else self._whole_headers,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
+                allow_redirects=False,
+            )
+        except aiohttp.ConnectionTimeoutError:
             raise _Retryable(
                 self._fail(LLMTimeout, f"LLM: no connection to {where} within {self.connect_timeout:g}s")
             ) from None
-        except httpx.ConnectError as exc:
-            raise _Retryable(
-                self._fail(LLMUnavailable, f"LLM: cannot connect to {where}: {exc or type(exc).__name__}")
-            ) from None
-        except httpx.PoolTimeout:
-            raise self._fail(
-                LLMTimeout, f"LLM: no free connection to {where} within {self.timeout:g}s"
-            ) from None
-        except httpx.TimeoutException:
+        except TimeoutError:  # sock_read: no response headers in time
             raise self._fail(
                 LLMTimeout, f"LLM: no answer from {where} within {self.timeout:g}s"
             ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            raise _Retryable(
+                self._fail(LLMUnavailable, f"LLM: cannot connect to {where}: {exc or type(exc).__name__}")
+            ) from None
+        except aiohttp.ClientConnectionError as exc:
             # The server dropped the connection before answering (a stale keep-alive, a restart).
             raise _Retryable(
                 self._fail(LLMUnavailable, f"LLM: {where} closed the connection: {exc or type(exc).__name__}")
             ) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise self._fail(
                 LLMUnavailable, f"LLM: request to {where} failed: {type(exc).__name__}: {exc}"
             ) from None
 
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return response
         try:
             snippet = await self._error_snippet(response)
         finally:
-            await response.aclose()
+            response.release()  # reused when the body was read to its end, else closed
         if status == 429:
             raise _Retryable(
                 self._fail(LLMRateLimited, f"LLM rate limited (HTTP 429) at {where}: {snippet}"),
@@ -306,12 +466,12 @@ class OpenAICompatibleLLM:
             hint = " (check VITTE_LLM_API_KEY)"
         raise self._fail(LLMBadResponse, f"LLM answered HTTP {status} at {where}: {snippet}{hint}")
 
-    async def _open(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+    async def _open(self, payload: bytes, *, stream: bool) -> aiohttp.ClientResponse:
         """POST with retries (nothing has reached the caller yet, so retrying is safe)."""
         attempt = 0
         while True:
             try:
-                return await self._attempt(body, stream=stream)
+                return await self._attempt(payload, stream=stream)
             except _Retryable as exc:
                 if attempt >= self.retries:
                     err = exc.error
@@ -320,6 +480,15 @@ class OpenAICompatibleLLM:
                     raise err from None
                 await asyncio.sleep(self._delay(attempt, exc.retry_after))
                 attempt += 1
+
+    @staticmethod
+    def _finish(response: aiohttp.ClientResponse) -> None:
+        """Back to the pool when the body was read to its end; otherwise closed at once
+        (the server sees the disconnect and stops generating)."""
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
 
     # ------------------------------------------------------------- responses
 
@@ -360,6 +529,23 @@ class OpenAICompatibleLLM:
             raise self._bad("a stream chunk with non-text content", data)
         return content, choice.get("finish_reason") is not None
 
+    def _event(
+        self, data_lines: list[bytes], partial: list[str], finished: bool, at_eof: bool
+    ) -> tuple[str, bool] | None:
+        """(content, finished) of one SSE event, None for `[DONE]`."""
+        data = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+        if not data.startswith(b"{") and data.strip() == b"[DONE]":
+            return None
+        try:
+            return self._chunk_delta(data.decode("utf-8", "replace"))
+        except LLMBadResponse as exc:
+            if at_eof and not finished:
+                # a half-written last line: the connection was cut mid-chunk
+                self._cut("".join(partial), reason="truncated chunk")
+            if partial:
+                self._cut("".join(partial), reason=str(exc))
+            raise
+
     def _message_content(self, raw: bytes) -> str:
         """The text of a non-streamed Chat Completions response."""
         text = raw.decode("utf-8", "replace")
@@ -384,8 +570,8 @@ class OpenAICompatibleLLM:
         return content
 
     def _cut(self, partial: str, exc: BaseException | None = None, reason: str = "") -> NoReturn:
-        where = _redacted_url(self.url)
-        if isinstance(exc, httpx.TimeoutException):
+        where = self._where
+        if isinstance(exc, TimeoutError):
             if partial:
                 raise self._fail(
                     LLMStreamStalled,
@@ -403,18 +589,35 @@ class OpenAICompatibleLLM:
             partial=partial,
         ) from None
 
-    async def _deltas(self, response: httpx.Response) -> AsyncGenerator[str, None]:
+    @staticmethod
+    async def _drain(content: aiohttp.StreamReader) -> None:
+        """The rest of the body after `[DONE]` (normally just the end of the chunked body),
+        read so that the connection can serve the next request."""
+        if content.is_eof():
+            return
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                left = _DRAIN_BYTES
+                while left > 0:
+                    data = await content.readany()
+                    if not data:
+                        return
+                    left -= len(data)
+        except _READ_ERRORS:
+            pass
+
+    async def _deltas(self, response: aiohttp.ClientResponse) -> AsyncGenerator[str, None]:
         """Text deltas of an open 2xx response, SSE or (if the server ignored `stream`) JSON."""
-        ctype = response.headers.get("content-type", "").lower()
+        ctype = response.headers.get("Content-Type", "").lower()
         if "application/json" in ctype:
-            where = _redacted_url(self.url)
+            where = self._where
             try:
-                raw = await response.aread()
-            except httpx.TimeoutException:
+                raw = await response.read()
+            except TimeoutError:
                 raise self._fail(
                     LLMTimeout, f"LLM: no (complete) answer from {where} within {self.timeout:g}s"
                 ) from None
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise self._fail(
                     LLMUnavailable, f"LLM: {where} cut the connection mid-answer: {exc}"
                 ) from None
@@ -423,48 +626,57 @@ class OpenAICompatibleLLM:
                 yield content
             return
 
+        body = response.content
         partial: list[str] = []
-        data_lines: list[str] = []
+        pending: list[bytes] = []  # the unterminated end of what was read so far
+        data_lines: list[bytes] = []  # the `data:` lines of the event being read
         finished = False
-        lines = response.aiter_lines()
-        try:
-            while True:
-                try:
-                    line: str | None = await anext(lines)
-                except StopAsyncIteration:
-                    line = None
-                except httpx.HTTPError as exc:
-                    self._cut("".join(partial), exc)
+        while True:
+            failure: Exception | None = None
+            try:
+                chunk = await body.readany()
+            except _READ_ERRORS as exc:
+                failure, chunk = exc, _salvage(body)
+            at_eof = not chunk and failure is None
+            if chunk:
+                lines = _split_lines(pending, chunk)
+            elif at_eof:
+                lines = _last_lines(pending)
+            else:
+                lines = []
+            for line in lines:
                 if line:
-                    if line.startswith(":"):
-                        continue  # comment / keep-alive
-                    field, _, value = line.partition(":")
-                    if field == "data":
-                        data_lines.append(value[1:] if value.startswith(" ") else value)
-                    continue  # event:, id:, retry: carry nothing we need
-                # a blank line (or the end of the body) dispatches the event
-                if data_lines:
-                    data = "\n".join(data_lines)
-                    data_lines = []
-                    if data.strip() == "[DONE]":
-                        return
-                    try:
-                        content, done = self._chunk_delta(data)
-                    except LLMBadResponse as exc:
-                        if line is None and not finished:
-                            # a half-written last line: the connection was cut mid-chunk
-                            self._cut("".join(partial), reason="truncated chunk")
-                        if partial:
-                            self._cut("".join(partial), reason=str(exc))
-                        raise
-                    finished = finished or done
-                    if content:
-                        partial.append(content)
-                        yield content
-                if line is None:
-                    break
-        finally:
-            await lines.aclose()  # type: ignore[attr-defined]
+                    if line.startswith(b"data:"):
+                        data_lines.append(line[6:] if line.startswith(b" ", 5) else line[5:])
+                    elif line == b"data":
+                        data_lines.append(b"")
+                    continue  # comments / keep-alives, event:, id:, retry: carry nothing we need
+                if not data_lines:
+                    continue
+                # a blank line dispatches the event
+                event = self._event(data_lines, partial, finished, at_eof=False)
+                data_lines = []
+                if event is None:
+                    await self._drain(body)
+                    return
+                content, done = event
+                finished = finished or done
+                if content:
+                    partial.append(content)
+                    yield content
+            if failure is not None:
+                self._cut("".join(partial), failure)
+            if at_eof:
+                break
+        if data_lines:  # the end of the body dispatches the last event
+            event = self._event(data_lines, partial, finished, at_eof=True)
+            if event is None:
+                return
+            content, done = event
+            finished = finished or done
+            if content:
+                partial.append(content)
+                yield content
         if not finished:
             self._cut("".join(partial), reason="the stream ended without [DONE]")
 
@@ -472,19 +684,19 @@ class OpenAICompatibleLLM:
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[str, None]:
         """Yield text deltas as they arrive (see the module docstring for failures)."""
-        response = await self._open(self._body(request, stream=True), stream=True)
+        response = await self._open(self._payload(request, stream=True), stream=True)
         try:
             async with aclosing(self._deltas(response)) as deltas:
                 async for delta in deltas:
                     yield delta
         finally:
-            await response.aclose()
+            self._finish(response)
 
     async def complete(self, request: LLMRequest) -> str:
         """The whole answer, requested without streaming."""
-        response = await self._open(self._body(request, stream=False), stream=False)
+        response = await self._open(self._payload(request, stream=False), stream=False)
         try:
             async with aclosing(self._deltas(response)) as deltas:
                 return "".join([d async for d in deltas])
         finally:
-            await response.aclose()
+            self._finish(response)
