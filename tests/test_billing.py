@@ -227,15 +227,18 @@ async def test_the_quota_costs_one_statement_on_the_hot_path(core: Core) -> None
 
     event.listen(core.db.engine.sync_engine, "before_cursor_execute", seen)
     try:
+        raw = core.db.raw_statements  # the hot path's own statements (vitte/prepared.py)
+        before = raw[0]
         await core.dialogs.reply(USER_ID, "с квотой")
-        with_quota = len(statements)
+        with_quota = len(statements) + raw[0] - before
         statements.clear()
+        before = raw[0]
         billing, core.dialogs.billing = core.dialogs.billing, None
         try:
             await core.dialogs.reply(USER_ID, "без квоты")
         finally:
             core.dialogs.billing = billing
-        without = len(statements)
+        without = len(statements) + raw[0] - before
     finally:
         event.remove(core.db.engine.sync_engine, "before_cursor_execute", seen)
     assert with_quota - without == 1

@@ -73,7 +73,7 @@ async def test_one_reply_on_a_cache_hit_costs_at_most_four_sql_round_trips(wired
     await player.send("Hello!")  # the first message: connections, prepared statements, caches
     assert player.last_bot_text() == REPLY
 
-    sql = SqlCounter(core.db.engine)
+    sql = SqlCounter(core.db.engine, core.db.raw_statements)
     redis = RedisCounter.attach(core.cache)
     assert redis is not None
     try:

@@ -36,7 +36,11 @@ SECRET = "scale-out_secret-1"
 HOOK_PATH = "/tg/hook"
 PLAYERS = (3001, 3002, 3003)
 PER_PLAYER = 5
-GAP = 0.04  # seconds between two updates Telegram sends (any players); replies take longer
+# seconds between two updates Telegram sends (any players): one player's messages come 3 x GAP
+# apart, and each reply takes longer than that (a 4-word reply at 12 tokens/s), so they queue.
+# Order across processes is the order in which they reach Redis; a process starved of CPU for
+# longer than 3 x GAP (a loaded 2-core CI machine) could reach it late, so GAP leaves room.
+GAP = 0.08
 DUPLICATED = (1,)  # each player's messages Telegram delivers twice, to the other process
 
 
@@ -110,7 +114,7 @@ async def test_two_webhook_processes_keep_order_and_drop_duplicates(
     settings = load_settings(database_url=pg_url, redis_url=redis_url, redis_prefix=redis_prefix)
     dialogs = await _prepare(settings)
     ports = [_free_port(), _free_port()]
-    async with FakeBotAPI(token=TOKEN) as api, FakeLLMServer(ttft=0.05, tps=25) as llm:
+    async with FakeBotAPI(token=TOKEN) as api, FakeLLMServer(ttft=0.05, tps=12) as llm:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VITTE_")}
         env.update(
             VITTE_BOT_TOKEN=TOKEN,

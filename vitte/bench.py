@@ -173,10 +173,13 @@ class SqlCounter:
     (`Database.session(autocommit=True)`), where the driver sends no BEGIN/COMMIT/ROLLBACK.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, raw: list[int] | None = None) -> None:
         from sqlalchemy import event
 
         self.counts = SqlCounts()
+        # statements the hot path sends straight to the driver (`Database.raw`, vitte/prepared.py)
+        self._raw = raw if raw is not None else [0]
+        self._raw_start = self._raw[0]
         self.sync_engine = engine.sync_engine
         self._event = event
         self._listeners: list[tuple[str, Callable[..., None]]] = [
@@ -217,7 +220,9 @@ class SqlCounter:
             self.counts.rollbacks += 1
 
     def snapshot(self) -> SqlCounts:
-        return SqlCounts(**asdict(self.counts))
+        counts = SqlCounts(**asdict(self.counts))
+        counts.statements += self._raw[0] - self._raw_start
+        return counts
 
     def close(self) -> None:
         for name, fn in self._listeners:
@@ -599,7 +604,7 @@ class _Bench:
             control = aiohttp.ClientSession(
                 base_url=llm_url.removesuffix("/v1"), timeout=aiohttp.ClientTimeout(total=10)
             )
-            sql = SqlCounter(core.db.engine)
+            sql = SqlCounter(core.db.engine, core.db.raw_statements)
             redis: RedisCounter | None = None
             try:
                 removed = await self._cleanup(core)

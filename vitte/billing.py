@@ -75,9 +75,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, literal, select, update
+from sqlalchemy import bindparam, case, literal, select, update
 from sqlmodel import col
 
 from vitte.cache.base import Cache
@@ -93,12 +93,14 @@ from vitte.errors import (
     UnknownPlan,
     UnknownUser,
 )
-from vitte.models import Payment, Usage, User, UTCDateTime, utcnow
+from vitte.models import Payment, Usage, User, UTCDateTime, table_of, utcnow
+from vitte.prepared import Prepared, RawConnection
 
 if TYPE_CHECKING:
     from aiogram import Bot
     from aiogram.types import LabeledPrice, Message
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
     "FREE",
@@ -426,6 +428,34 @@ class RefundResult:
 
 
 # --------------------------------------------------------------------------- the service
+def _count_statement(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE … WHERE replies < :limit RETURNING replies: check and count."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+    stmt = dialect_insert(Usage).values(user_id=bindparam("user_id"), day=bindparam("day"), replies=1)
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id", "day"],
+        set_={"replies": col(Usage.replies) + 1},
+        where=col(Usage.replies) < bindparam("limit"),
+    ).returning(col(Usage.replies))
+
+
+# the quota's statements on the reply's hot path (vitte/prepared.py)
+_COUNT = Prepared(_count_statement, "quota: count today's reply")
+_SPEND_EXTRA = Prepared(
+    update(User)
+    .where(col(User.id) == bindparam("user_id"), col(User.extra_replies) > 0)
+    .values(extra_replies=col(User.extra_replies) - 1)
+    .returning(col(User.extra_replies)),
+    "quota: spend a pack reply",
+)
+_USER_ROW = Prepared(
+    select(*table_of(User).c).where(table_of(User).c.id == bindparam("user_id")), "player row"
+)
+
+
 class Billing:
     def __init__(
         self,
@@ -463,13 +493,15 @@ class Billing:
     async def _entitlement(self, s: AsyncSession, user_id: int, now: datetime) -> Entitlement:
         today = now.date()
         used_sq = (
-            select(col(Usage.replies)).where(col(Usage.user_id) == col(User.id), col(Usage.day) == today).scalar_subquery()
+            select(col(Usage.replies))
+            .where(col(Usage.user_id) == col(User.id), col(Usage.day) == today)
+            .scalar_subquery()
         )
         row = (
             await s.execute(
-                select(col(User.premium_until), col(User.subscription_state), col(User.extra_replies), used_sq).where(
-                    col(User.id) == user_id
-                )
+                select(
+                    col(User.premium_until), col(User.subscription_state), col(User.extra_replies), used_sq
+                ).where(col(User.id) == user_id)
             )
         ).first()
         premium_until, state, extra, used = row if row is not None else (None, None, 0, 0)
@@ -491,63 +523,49 @@ class Billing:
             low_threshold=self.settings.low_quota_threshold,
         )
 
-    def _count_stmt(self, s: AsyncSession, user_id: int, day: date, limit: int) -> Any:
-        """INSERT … ON CONFLICT DO UPDATE … WHERE replies < limit RETURNING replies: check and count."""
-        if cast("AsyncEngine | AsyncConnection", s.bind).dialect.name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
-        stmt = dialect_insert(Usage).values(user_id=user_id, day=day, replies=1)
-        return stmt.on_conflict_do_update(
-            index_elements=["user_id", "day"],
-            set_={"replies": col(Usage.replies) + 1},
-            where=col(Usage.replies) < limit,
-        ).returning(col(Usage.replies))
+    @staticmethod
+    def warm_up(dialect: Dialect) -> None:
+        """The quota's hot statements compiled for this dialect (see Core.warm_up)."""
+        for prepared in (_COUNT, _SPEND_EXTRA, _USER_ROW):
+            prepared.compiled(dialect)
 
     async def check_and_count(
-        self, user_id: int, *, user: User | None = None, session: AsyncSession | None = None
+        self, user_id: int, *, user: User | None = None, conn: RawConnection | None = None
     ) -> QuotaDecision:
         """Take one reply from today's quota or raise QuotaExceeded(entitlement).
 
         Within the daily limit this is ONE statement (a conditional UPSERT on `usage`: check and
         count at once, race-free); after it, one pack reply is spent (a second statement). The
-        engine passes the `user` row it already loaded and its own `session` (the one that stores
-        the player's message; this method does not commit it). A refusal changes nothing.
+        engine passes the `user` row it already loaded and its own connection (`conn`, from
+        `Database.raw()`: each statement commits on its own). A refusal changes nothing.
         Give the reply back with `release` if no reply gets written.
         """
-        if session is not None:
-            return await self._take(session, user_id, user)
-        async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            decision = await self._take(s, user_id, user)
-            await s.commit()
-            return decision
+        if conn is not None:
+            return await self._take(conn, user_id, user)
+        async with unavailable_as(StoreUnavailable), self.db.raw() as own:
+            return await self._take(own, user_id, user)
 
-    async def _take(self, s: AsyncSession, user_id: int, user: User | None) -> QuotaDecision:
+    async def _take(self, conn: RawConnection, user_id: int, user: User | None) -> QuotaDecision:
         now = self.clock()
         day = now.date()
         threshold = self.settings.low_quota_threshold
         if user is None:
-            user = await s.get(User, user_id)
-            if user is None:
+            found = await conn.mapping(_USER_ROW, {"user_id": user_id})
+            if found is None:
                 raise UnknownUser(user_id)
+            user = User(**found)
         limit = self.daily_limit(_is_premium(user.premium_until, now))
         if limit > 0:
-            used = (await s.execute(self._count_stmt(s, user_id, day, limit))).scalar_one_or_none()
-            if used is not None:
+            counted = await conn.first(_COUNT, {"user_id": user_id, "day": day, "limit": limit})
+            if counted is not None:
                 return QuotaDecision(
-                    user_id, day, QUOTA_DAILY, int(used), limit, int(user.extra_replies or 0), threshold
+                    user_id, day, QUOTA_DAILY, int(counted[0]), limit, int(user.extra_replies or 0), threshold
                 )
-        left = (
-            await s.execute(
-                update(User)
-                .where(col(User.id) == user_id, col(User.extra_replies) > 0)
-                .values(extra_replies=col(User.extra_replies) - 1)
-                .returning(col(User.extra_replies))
-            )
-        ).scalar_one_or_none()
-        if left is not None:
-            return QuotaDecision(user_id, day, QUOTA_EXTRA, limit, limit, int(left), threshold)
-        raise QuotaExceeded(await self._entitlement(s, user_id, now))
+        spent = await conn.first(_SPEND_EXTRA, {"user_id": user_id})
+        if spent is not None:
+            return QuotaDecision(user_id, day, QUOTA_EXTRA, limit, limit, int(spent[0]), threshold)
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            raise QuotaExceeded(await self._entitlement(s, user_id, now))
 
     async def release(self, decision: QuotaDecision) -> None:
         """Give back a reply taken by check_and_count (no reply was written). Never raises."""
@@ -646,7 +664,9 @@ class Billing:
             async with unavailable_as(StoreUnavailable), self.db.session() as s:
                 row = (
                     await s.execute(
-                        select(col(User.premium_until), col(User.subscription_state)).where(col(User.id) == query_user_id)
+                        select(col(User.premium_until), col(User.subscription_state)).where(
+                            col(User.id) == query_user_id
+                        )
                     )
                 ).first()
             if row is not None and _is_premium(row[0], self.clock()) and row[1] == SUB_ACTIVE:
@@ -693,7 +713,9 @@ class Billing:
             )
         grant = self.settings.pack_replies if plan_id == PACK else 0
         expiration = (
-            datetime.fromtimestamp(subscription_expiration_date, UTC) if subscription_expiration_date else None
+            datetime.fromtimestamp(subscription_expiration_date, UTC)
+            if subscription_expiration_date
+            else None
         )
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             # the first statement writes, so SQLite takes the write lock at once (no stale snapshot)
@@ -733,7 +755,9 @@ class Billing:
                 await s.commit()
                 existing = (
                     await s.execute(
-                        select(Payment).where(col(Payment.telegram_payment_charge_id) == telegram_payment_charge_id)
+                        select(Payment).where(
+                            col(Payment.telegram_payment_charge_id) == telegram_payment_charge_id
+                        )
                     )
                 ).scalar_one()
                 return existing, False
@@ -753,7 +777,9 @@ class Billing:
                 await s.execute(update(Payment).where(col(Payment.id) == new_id).values(expires_at=until))
             elif grant:
                 await s.execute(
-                    update(User).where(col(User.id) == user_id).values(extra_replies=col(User.extra_replies) + grant)
+                    update(User)
+                    .where(col(User.id) == user_id)
+                    .values(extra_replies=col(User.extra_replies) + grant)
                 )
             await s.commit()
             payment = (await s.execute(select(Payment).where(col(Payment.id) == new_id))).scalar_one()
@@ -832,7 +858,9 @@ class Billing:
         if payment.refunded_at is not None:
             raise PaymentAlreadyRefunded(charge_id, payment.refunded_at)
         if payment.user_id is None:
-            raise PaymentApiFailed(f"payment {charge_id}: the player's data was deleted; refund it in Telegram")
+            raise PaymentApiFailed(
+                f"payment {charge_id}: the player's data was deleted; refund it in Telegram"
+            )
         try:
             await bot.refund_star_payment(user_id=payment.user_id, telegram_payment_charge_id=charge_id)
         except TelegramAPIError as exc:  # bad request, network failure, …: nothing changes here
@@ -862,7 +890,9 @@ class Billing:
                 if user is not None:
                     if payment.plan == PREMIUM and (payment.expires_at is None or payment.expires_at > now):
                         if _is_premium(user.premium_until, now):
-                            await s.execute(update(User).where(col(User.id) == user.id).values(premium_until=now))
+                            await s.execute(
+                                update(User).where(col(User.id) == user.id).values(premium_until=now)
+                            )
                             premium_ended = True
                     elif payment.extra_replies:
                         removed = min(int(user.extra_replies or 0), int(payment.extra_replies))
@@ -871,16 +901,22 @@ class Billing:
                             .where(col(User.id) == user.id)
                             .values(
                                 extra_replies=case(
-                                    (col(User.extra_replies) > payment.extra_replies,
-                                     col(User.extra_replies) - payment.extra_replies),
+                                    (
+                                        col(User.extra_replies) > payment.extra_replies,
+                                        col(User.extra_replies) - payment.extra_replies,
+                                    ),
                                     else_=0,
                                 )
                             )
                         )
             await s.commit()
             fresh = (await s.execute(select(Payment).where(col(Payment.id) == payment.id))).scalar_one()
-        log.info("payment %s refunded (premium ended: %s, replies removed: %s)",
-                 payment.telegram_payment_charge_id, premium_ended, removed)
+        log.info(
+            "payment %s refunded (premium ended: %s, replies removed: %s)",
+            payment.telegram_payment_charge_id,
+            premium_ended,
+            removed,
+        )
         return RefundResult(fresh, premium_ended, removed)
 
     async def subscription_charge_id(self, user_id: int) -> str:

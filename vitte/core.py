@@ -69,6 +69,13 @@ class Core:
             catalog.invalidate()
         return core
 
+    async def warm_up(self) -> None:
+        """Connections opened, the catalog loaded and the hot statements compiled, so that the
+        first player's message costs what every later one does (the bot runs this at start)."""
+        await self.catalog.personas()
+        await self.cache.ping()
+        await self.dialogs.warm_up()
+
     async def close(self) -> None:
         await self.dialogs.drain()
         await self.llm.aclose()

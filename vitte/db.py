@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from vitte.config import Settings
+from vitte.prepared import RawConnection, open_raw
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -122,11 +123,12 @@ class Database:
         self.settings = settings
         self.engine = engine or make_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.autocommit_sessionmaker = async_sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        self.autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.autocommit_sessionmaker = async_sessionmaker(self.autocommit_engine, expire_on_commit=False)
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        # statements sent by `raw()` connections (SQLAlchemy's events do not see them)
+        self.raw_statements = [0]
 
     @asynccontextmanager
     async def session(self, *, autocommit: bool = False) -> AsyncIterator[AsyncSession]:
@@ -138,6 +140,11 @@ class Database:
         """
         async with (self.autocommit_sessionmaker if autocommit else self.sessionmaker)() as session:
             yield session
+
+    def raw(self) -> AbstractAsyncContextManager[RawConnection]:
+        """A pooled connection for `vitte.prepared.Prepared` statements, in autocommit mode:
+        the hot path's statements, sent straight to the driver (see vitte/prepared.py)."""
+        return open_raw(self.autocommit_engine, self.raw_statements)
 
     async def upgrade(self, revision: str = "head") -> None:
         async with self.engine.begin() as conn:

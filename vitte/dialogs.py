@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import BigInteger, String, Text, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -52,9 +52,12 @@ from vitte.models import (
     Message,
     SafetyEvent,
     User,
+    UTCDateTime,
+    table_of,
     utcnow,
 )
 from vitte.players import insert_player_if_missing, player_view
+from vitte.prepared import Prepared, RawConnection
 from vitte.prompt import (
     STYLE_MAX_TOKENS,
     PromptInput,
@@ -66,8 +69,6 @@ from vitte.safety.crisis import CrisisCare, load_crisis_care
 from vitte.safety.preamble import load_preamble
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from vitte.billing import Billing, QuotaDecision
 
 log = logging.getLogger("vitte.dialogs")
@@ -87,11 +88,47 @@ _row_memo: contextvars.ContextVar[dict[int, tuple[Dialog, User] | None] | None] 
 )
 
 # the hot path's first read, built once (a statement costs more to build than to cache-hit)
-_ACTIVE_ROW = (
-    select(Dialog, User)
-    .join(User, col(User.id) == col(Dialog.user_id))
-    .where(col(Dialog.user_id) == bindparam("user_id"), col(Dialog.status) == ACTIVE)
+# the reply's hot path: statements sent straight to the driver (vitte/prepared.py)
+_DIALOG_KEYS = tuple(c.key for c in table_of(Dialog).c)
+_USER_KEYS = tuple(c.key for c in table_of(User).c)
+_ACTIVE_ROW = Prepared(
+    select(*table_of(Dialog).c, *table_of(User).c)
+    .join(table_of(User), table_of(User).c.id == table_of(Dialog).c.user_id)
+    .where(table_of(Dialog).c.user_id == bindparam("user_id"), table_of(Dialog).c.status == ACTIVE),
+    "active dialog and player",
 )
+_STORE_TURN = Prepared(
+    insert(table_of(Message))
+    .values(
+        [
+            {
+                "dialog_id": bindparam("dialog_id", type_=BigInteger()),
+                "role": USER,
+                "text": bindparam("text", type_=Text()),
+                "telegram_message_id": bindparam("telegram_message_id", type_=BigInteger()),
+                "status": MSG_OK,
+                "created_at": bindparam("now", type_=UTCDateTime()),
+            },
+            {
+                "dialog_id": bindparam("dialog_id", type_=BigInteger()),
+                "role": ASSISTANT,
+                "text": "",
+                "telegram_message_id": None,
+                "status": MSG_STREAMING,
+                "created_at": bindparam("now", type_=UTCDateTime()),
+            },
+        ]
+    )
+    .returning(table_of(Message).c.id, table_of(Message).c.role),
+    "player's message and the reply's placeholder",
+)
+_FINISH = Prepared(
+    update(table_of(Message))
+    .where(table_of(Message).c.id == bindparam("message_id"))
+    .values(text=bindparam("text", type_=Text()), status=bindparam("status", type_=String())),
+    "the reply written",
+)
+
 
 # a double click within this window returns the dialog the first click opened
 DOUBLE_CLICK_SECONDS = 10.0
@@ -277,12 +314,28 @@ class DialogEngine:
             memo = None
         if memo is not None and user_id in memo:
             return memo[user_id]
-        async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
-            row = (await s.execute(_ACTIVE_ROW, {"user_id": user_id})).first()
-        found = (row[0], row[1]) if row else None
+        async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+            row = await conn.first(_ACTIVE_ROW, {"user_id": user_id})
+        found = None
+        if row is not None:
+            n = len(_DIALOG_KEYS)
+            found = (
+                Dialog(**dict(zip(_DIALOG_KEYS, row[:n], strict=True))),
+                User(**dict(zip(_USER_KEYS, row[n:], strict=True))),
+            )
         if memo is not None:
             memo[user_id] = found
         return found
+
+    async def warm_up(self) -> None:
+        """The hot path's statements compiled and a pooled connection opened (see Core.warm_up)."""
+        dialect = self.db.engine.dialect
+        for prepared in (_ACTIVE_ROW, _STORE_TURN, _FINISH):
+            prepared.compiled(dialect)
+        if self.billing is not None:
+            self.billing.warm_up(dialect)
+        async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+            await conn.first(_ACTIVE_ROW, {"user_id": 0})  # nobody: no row, one round trip
 
     @staticmethod
     def _forget_row(user_id: int) -> None:
@@ -303,7 +356,9 @@ class DialogEngine:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             row = (
                 await s.execute(
-                    select(Dialog, User).join(User, col(User.id) == col(Dialog.user_id)).where(col(Dialog.id) == dialog_id)
+                    select(Dialog, User)
+                    .join(User, col(User.id) == col(Dialog.user_id))
+                    .where(col(Dialog.id) == dialog_id)
                 )
             ).first()
         if row is None:
@@ -353,7 +408,11 @@ class DialogEngine:
             last = (
                 await s.execute(
                     select(col(Message.text))
-                    .where(col(Message.dialog_id) == view.id, col(Message.role) == ASSISTANT, col(Message.text) != "")
+                    .where(
+                        col(Message.dialog_id) == view.id,
+                        col(Message.role) == ASSISTANT,
+                        col(Message.text) != "",
+                    )
                     .order_by(col(Message.id).desc())
                     .limit(1)
                 )
@@ -425,7 +484,9 @@ class DialogEngine:
         async with self.db.session() as s:
             found = (
                 await s.execute(
-                    select(col(Message.id)).where(col(Message.dialog_id) == dialog_id, col(Message.role) == USER).limit(1)
+                    select(col(Message.id))
+                    .where(col(Message.dialog_id) == dialog_id, col(Message.role) == USER)
+                    .limit(1)
                 )
             ).first()
         return found is not None
@@ -434,7 +495,10 @@ class DialogEngine:
         async with self.db.session() as s:
             found = (
                 await s.execute(
-                    select(col(Message.id)).where(col(Message.dialog_id) == dialog_id).order_by(col(Message.id)).limit(1)
+                    select(col(Message.id))
+                    .where(col(Message.dialog_id) == dialog_id)
+                    .order_by(col(Message.id))
+                    .limit(1)
                 )
             ).scalar_one_or_none()
         return int(found or 0)
@@ -467,9 +531,7 @@ class DialogEngine:
         now = utcnow()
         self._forget_row(user_id)
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            await s.execute(
-                insert_player_if_missing(s, user_id, language_code)
-            )
+            await s.execute(insert_player_if_missing(s, user_id, language_code))
             user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
             self._admit(user)  # the stored row decides; a refusal rolls the insert back
             lang = player_view(user).language
@@ -489,7 +551,9 @@ class DialogEngine:
             s.add(dialog)
             await s.flush()
             text = story.opening_in(lang) or persona.card.first_mes
-            opening = Message(dialog_id=int(dialog.id or 0), role=ASSISTANT, text=text, status=MSG_OK, created_at=now)
+            opening = Message(
+                dialog_id=int(dialog.id or 0), role=ASSISTANT, text=text, status=MSG_OK, created_at=now
+            )
             s.add(opening)
             user.active_persona_id = persona.id
             await s.flush()
@@ -498,7 +562,9 @@ class DialogEngine:
         for old in cast("list[int]", ended):
             await self.cache.recent_drop(int(old))
         dialog_id = int(dialog.id or 0)
-        await self.cache.recent_fill(dialog_id, [CachedMessage(int(opening.id or 0), ASSISTANT, text, MSG_OK)])
+        await self.cache.recent_fill(
+            dialog_id, [CachedMessage(int(opening.id or 0), ASSISTANT, text, MSG_OK)]
+        )
         view = await self._view(dialog, lang)
         return Opening(view, text, int(opening.id or 0))
 
@@ -541,10 +607,10 @@ class DialogEngine:
             # hot path: no transaction, each statement commits on its own (one round trip each).
             # One reply from today's quota first: QuotaExceeded means nothing is stored and the
             # LLM is not called; if storing the message fails, the reply is given back.
-            async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
-                quota = await self._quota_take(user, s)
+            async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+                quota = await self._quota_take(user, conn)
                 try:
-                    ids = await self._store_turn(s, dialog_id, text, telegram_message_id, now)
+                    ids = await self._store_turn(conn, dialog_id, text, telegram_message_id, now)
                 except BaseException:
                     await self._quota_give_back(quota)
                     raise
@@ -554,7 +620,13 @@ class DialogEngine:
                 await self.cache.recent_append(dialog_id, user_msg)
                 history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
                 outcome = await self._write(
-                    dialog, user, history, placeholder_id, on_text, stop, user_message_id=user_msg.id,
+                    dialog,
+                    user,
+                    history,
+                    placeholder_id,
+                    on_text,
+                    stop,
+                    user_message_id=user_msg.id,
                     crisis=crisis,
                 )
             except BaseException:
@@ -563,40 +635,17 @@ class DialogEngine:
             return await self._quota_settle(outcome, quota)
 
     async def _store_turn(
-        self, s: AsyncSession, dialog_id: int, text: str, telegram_message_id: int | None, now: datetime
+        self, conn: RawConnection, dialog_id: int, text: str, telegram_message_id: int | None, now: datetime
     ) -> list[int]:
         """The player's message and the reply's placeholder: ONE multi-row INSERT … RETURNING.
 
-        `render_nulls` keeps the placeholder's NULL telegram_message_id in the statement, so
-        both rows have the same columns and go in one statement (else the ORM splits them).
-        The rows are told apart by role, not by order: asking for the parameters' order
-        (`sort_by_parameter_order`) makes SQLAlchemy send one statement per row on SQLite.
+        The rows are told apart by role, not by order (the database may return them in any order).
         """
-        rows = [
-            {
-                "dialog_id": dialog_id,
-                "role": USER,
-                "text": text,
-                "telegram_message_id": telegram_message_id,
-                "status": MSG_OK,
-                "created_at": now,
-            },
-            {
-                "dialog_id": dialog_id,
-                "role": ASSISTANT,
-                "text": "",
-                "telegram_message_id": None,
-                "status": MSG_STREAMING,
-                "created_at": now,
-            },
-        ]
-        result = await s.execute(
-            insert(Message).returning(col(Message.id), col(Message.role)),
-            rows,
-            execution_options={"render_nulls": True},
+        rows = await conn.rows(
+            _STORE_TURN,
+            {"dialog_id": dialog_id, "text": text, "telegram_message_id": telegram_message_id, "now": now},
         )
-        by_role = {role: int(cast("int", message_id)) for message_id, role in result.all()}
-        await s.commit()  # a no-op in an autocommit session
+        by_role = {role: int(message_id) for message_id, role in rows}
         return [by_role[USER], by_role[ASSISTANT]]
 
     async def regenerate(
@@ -653,12 +702,12 @@ class DialogEngine:
             return await self._quota_settle(outcome, quota)
 
     # ------------------------------------------------------------------ the daily quota (vitte/billing.py)
-    async def _quota_take(self, user: User, session: AsyncSession | None = None) -> QuotaDecision | None:
-        """One reply from today's quota (one SQL statement; in `session` when given, uncommitted),
-        or QuotaExceeded; None when unlimited."""
+    async def _quota_take(self, user: User, conn: RawConnection | None = None) -> QuotaDecision | None:
+        """One reply from today's quota (one SQL statement; on `conn` when given), or
+        QuotaExceeded; None when unlimited."""
         if self.billing is None:
             return None
-        return await self.billing.check_and_count(user.id, user=user, session=session)
+        return await self.billing.check_and_count(user.id, user=user, conn=conn)
 
     async def _quota_give_back(self, quota: QuotaDecision | None) -> None:
         if quota is not None and self.billing is not None:
@@ -780,7 +829,9 @@ class DialogEngine:
                 msg = Message(dialog_id=dialog_id, role=ASSISTANT, text=reply, status=status)
                 s.add(msg)
                 await s.commit()
-            await self.cache.recent_append(dialog_id, CachedMessage(int(msg.id or 0), ASSISTANT, reply, status))
+            await self.cache.recent_append(
+                dialog_id, CachedMessage(int(msg.id or 0), ASSISTANT, reply, status)
+            )
             self._maybe_fold(dialog, history)
             return ReplyOutcome(dialog_id, int(msg.id or 0), reply, status)
         if not reply:  # stopped before the first word
@@ -793,9 +844,8 @@ class DialogEngine:
     async def _finish(
         self, dialog_id: int, message_id: int, text: str, status: str, *, replace: bool = False
     ) -> None:
-        async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
-            await s.execute(update(Message).where(col(Message.id) == message_id).values(text=text, status=status))
-            await s.commit()
+        async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+            await conn.rows(_FINISH, {"message_id": message_id, "text": text, "status": status})
         cm = CachedMessage(message_id, ASSISTANT, text, status)
         if replace:
             await self.cache.recent_replace(dialog_id, cm)
@@ -847,7 +897,9 @@ class DialogEngine:
         async with self.db.session() as s:
             row = (
                 await s.execute(
-                    select(Dialog, User).join(User, col(User.id) == col(Dialog.user_id)).where(col(Dialog.id) == dialog_id)
+                    select(Dialog, User)
+                    .join(User, col(User.id) == col(Dialog.user_id))
+                    .where(col(Dialog.id) == dialog_id)
                 )
             ).first()
             if row is None or row[0].status != ACTIVE:

@@ -6,7 +6,7 @@ The database is the truth: the cache may lose everything and nothing is lost.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -51,7 +51,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
 
 
 class User(SQLModel, table=True):
@@ -141,7 +140,9 @@ class Dialog(SQLModel, table=True):
     status: str = Field(default=ACTIVE, max_length=16)
     summary: str = Field(default="", sa_type=sa.Text)
     # the id of the last message folded into `summary` (0 = nothing folded yet)
-    summary_upto: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    summary_upto: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
@@ -206,3 +207,8 @@ class SafetyEvent(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The model's Core table (for statements built on columns, e.g. vitte/prepared.py)."""
+    return cast("sa.Table", model.__table__)  # type: ignore[attr-defined]

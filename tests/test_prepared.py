@@ -1,0 +1,117 @@
+"""vitte.prepared: the hot path's statements sent straight to the driver behave as through
+SQLAlchemy — same values back (datetimes, JSON, NULLs), same errors, a dead connection
+leaves the pool — on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, exc, insert, select, text
+
+from vitte.config import Settings
+from vitte.db import Database, unavailable_as
+from vitte.errors import StoreUnavailable
+from vitte.models import User, table_of
+from vitte.prepared import Prepared
+
+USERS = table_of(User)
+INSERT_USER = Prepared(
+    insert(USERS)
+    .values(
+        id=bindparam("id"),
+        first_name=bindparam("first_name"),
+        settings=bindparam("settings", type_=USERS.c.settings.type),
+        premium_until=bindparam("premium_until", type_=USERS.c.premium_until.type),
+        created_at=bindparam("now", type_=USERS.c.created_at.type),
+        last_seen_at=bindparam("now", type_=USERS.c.last_seen_at.type),
+        language="ru",
+        extra_replies=0,
+    )
+    .returning(USERS.c.id, USERS.c.created_at),
+    "insert a player",
+)
+USER_ROW = Prepared(select(*USERS.c).where(USERS.c.id == bindparam("id")), "a player")
+
+
+@pytest.fixture
+async def db(backend_settings: Settings) -> AsyncIterator[Database]:
+    database = Database(backend_settings)
+    if backend_settings.is_sqlite:
+        await database.ensure_ready()
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def test_values_come_back_as_through_the_orm(db: Database) -> None:
+    now = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=UTC)
+    before = db.raw_statements[0]
+    async with db.raw() as conn:
+        returned = await conn.first(
+            INSERT_USER,
+            {
+                "id": 7001,
+                "first_name": "Аня",
+                "settings": {"style": "long", "n": [1, 2]},
+                "premium_until": None,
+                "now": now,
+            },
+        )
+        assert returned == (7001, now)
+        row = await conn.mapping(USER_ROW, {"id": 7001})
+        assert await conn.first(USER_ROW, {"id": 404}) is None
+    assert db.raw_statements[0] - before == 3  # counted for `vitte bench`
+    assert row is not None
+    assert row["first_name"] == "Аня"
+    assert row["settings"] == {"style": "long", "n": [1, 2]}
+    assert row["premium_until"] is None
+    assert row["created_at"] == now and row["created_at"].tzinfo is not None
+    # the same row through the ORM: equal field by field
+    async with db.session() as s:
+        orm = await s.get(User, 7001)
+    assert orm is not None
+    assert {k: getattr(orm, k) for k in row} == row
+    assert User(**row).settings == orm.settings
+
+
+async def test_driver_errors_are_sqlalchemy_errors_and_nothing_half_written(db: Database) -> None:
+    now = datetime.now(UTC)
+    params = {"id": 7002, "first_name": "x", "settings": {}, "premium_until": None, "now": now}
+    async with db.raw() as conn:
+        await conn.rows(INSERT_USER, params)
+        with pytest.raises(exc.IntegrityError):
+            await conn.rows(INSERT_USER, {**params, "first_name": "twice"})
+        # autocommit: the connection is still usable, the first row stayed
+        row = await conn.mapping(USER_ROW, {"id": 7002})
+    assert row is not None and row["first_name"] == "x"
+
+
+async def test_a_non_autocommit_engine_is_refused(db: Database) -> None:
+    from vitte.prepared import open_raw
+
+    with pytest.raises(RuntimeError, match="AUTOCOMMIT"):
+        async with open_raw(db.engine, [0]):
+            pass
+
+
+async def test_a_killed_connection_leaves_the_pool_and_the_next_one_works(pg_url: str) -> None:
+    from vitte.config import load_settings
+
+    db = Database(load_settings(database_url=pg_url))
+    try:
+        with pytest.raises(StoreUnavailable):
+            async with unavailable_as(StoreUnavailable), db.raw() as conn:
+                pid = await conn.first(Prepared(select(text("pg_backend_pid()"))))
+                assert pid is not None
+                async with db.engine.connect() as admin:  # another pooled connection
+                    await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid[0]})
+                await conn.first(USER_ROW, {"id": 1})  # fails: the server closed it
+        # it was invalidated, not handed out again: the next statement gets a new connection
+        async with db.raw() as conn:
+            again = await conn.first(Prepared(select(text("pg_backend_pid()"))))
+        assert again is not None and again[0] != pid[0]
+    finally:
+        await db.dispose()
