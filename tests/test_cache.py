@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import socket
 import time
@@ -110,6 +111,28 @@ async def test_recent_append_caps_and_skips_missing(cache: Any) -> None:
     assert await cache.recent_get(3) == [*(msg(i) for i in range(4, 8)), msg(8, "assistant", "again")]
 
 
+async def test_recent_append_several_is_several_appends(make: Callable[..., Any]) -> None:
+    one_by_one, at_once = make(), make()  # with Redis: separate lists (dialogs 10 and 11)
+    base = [msg(1), msg(2, "assistant")]
+    batches = [
+        [msg(3), msg(4, "assistant")],  # the player's message and the reply
+        [msg(4, "assistant", "finished", "stopped"), msg(5)],  # replaces the last, then appends
+        [msg(6), msg(6, "assistant", "same id")],  # the second replaces the first
+        [msg(i) for i in range(7, 14)],  # more than the cap at once: the newest CAP stay
+        [],  # nothing: no change
+    ]
+    await one_by_one.recent_fill(10, base)
+    await at_once.recent_fill(11, base)
+    for batch in batches:
+        for m in batch:
+            await one_by_one.recent_append(10, m)
+        await at_once.recent_append(11, *batch)
+        assert await at_once.recent_get(11) == await one_by_one.recent_get(10)
+    assert [m.id for m in await at_once.recent_get(11) or []] == list(range(9, 14))
+    await at_once.recent_append(12, msg(1), msg(2))  # a missing list stays missing
+    assert await at_once.recent_get(12) is None
+
+
 async def test_recent_replace_by_id(cache: Any) -> None:
     await cache.recent_replace(4, msg(1))
     assert await cache.recent_get(4) is None
@@ -208,12 +231,12 @@ async def test_lock_released_on_error_and_cancelled_waiter(cache: Any) -> None:
 @pytest.fixture
 async def processes(
     redis_url: str, redis_prefix: str, redis_cleanup: None
-) -> AsyncIterator[Callable[[], RedisCache]]:
+) -> AsyncIterator[Callable[..., RedisCache]]:
     """RedisCache instances sharing a prefix: stand-ins for bot processes."""
     created: list[RedisCache] = []
 
-    def factory() -> RedisCache:
-        created.append(RedisCache(redis_url, prefix=redis_prefix, cap=CAP))
+    def factory(**kw: Any) -> RedisCache:
+        created.append(RedisCache(redis_url, prefix=redis_prefix, cap=CAP, **kw))
         return created[-1]
 
     yield factory
@@ -295,6 +318,239 @@ async def test_lock_cancelled_while_polling_redis_gives_it_back(
         await w
     async with asyncio.timeout(1), c.user_lock(3, lease=5):  # not left held for the lease
         pass
+
+
+# ---------------------------------------------------------------- Redis round trips
+_COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)")
+
+
+def count_round_trips(cache: RedisCache) -> list[str]:
+    """The packets the cache's connections send from now on (one per round trip: a script
+    call, a command, a pipeline), each as its first command's name. Connections made from now
+    on are counted: call it before the cache connects."""
+    sent: list[str] = []
+    base = cache._pool.connection_class
+
+    class Counting(base):  # type: ignore[misc, valid-type]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            packet = command if isinstance(command, bytes) else b"".join(
+                c.encode() if isinstance(c, str) else bytes(c) for c in ([command] if isinstance(command, str) else command)
+            )
+            found = _COMMAND.match(packet)
+            sent.append(found.group(1).decode().upper() if found else "?")
+            await super().send_packed_command(command, check_health)
+
+    cache._pool.connection_class = Counting
+    return sent
+
+
+async def test_uncontended_lock_takes_one_round_trip(
+    processes: Callable[..., RedisCache], raw: aioredis.Redis, redis_prefix: str
+) -> None:
+    cache = processes()
+    sent = count_round_trips(cache)
+    async with cache.user_lock(1):  # warm up: a connection, the scripts loaded
+        pass
+    sent.clear()
+    async with cache.user_lock(2):
+        assert sent == ["EVALSHA"]  # joined the queue and took the lock in one call
+        assert await raw.get(f"{redis_prefix}lock:2") is not None  # held in Redis
+    assert sent == ["EVALSHA", "EVALSHA"]  # and one to give it back
+    assert await raw.exists(f"{redis_prefix}lock:2") == 0
+    # nobody waited: no queue, waiter or ticket keys were written
+    assert [k async for k in raw.scan_iter(match=f"{redis_prefix}lock*:2")] == []
+
+
+async def test_cache_calls_of_one_message_are_one_round_trip_each(
+    processes: Callable[..., RedisCache],
+) -> None:
+    cache = processes()
+    sent = count_round_trips(cache)
+    await cache.recent_fill(1, [msg(1), msg(2, "assistant")])
+    await cache.hit("user:1:warm-up", 60)
+    sent.clear()
+    async with cache.user_lock(1):
+        assert await cache.first_seen("update:1")
+        assert await cache.hit("user:1:replies", 60) == 1
+        assert await cache.recent_get(1) == [msg(1), msg(2, "assistant")]
+        await cache.recent_append(1, msg(3), msg(4, "assistant"))  # the message and its reply
+    assert sent == ["EVALSHA"] * 6  # lock, first_seen, hit, recent_get, append, unlock
+    assert await cache.recent_get(1) == [msg(1), msg(2, "assistant"), msg(3), msg(4, "assistant")]
+
+
+async def test_appending_two_messages_is_one_round_trip(processes: Callable[..., RedisCache]) -> None:
+    cache = processes()
+    sent = count_round_trips(cache)
+    await cache.recent_fill(1, [msg(1)])
+    await cache.recent_fill(2, [msg(1)])
+    sent.clear()
+    await cache.recent_append(1, msg(2), msg(3, "assistant"))
+    assert sent == ["EVALSHA"]
+    await cache.recent_append(2, msg(2))
+    await cache.recent_append(2, msg(3, "assistant"))
+    assert sent == ["EVALSHA"] * 3
+    assert await cache.recent_get(1) == await cache.recent_get(2) == [msg(1), msg(2), msg(3, "assistant")]
+    sent.clear()
+    await cache.recent_append(1)  # nothing to append: no round trip
+    assert sent == []
+
+
+async def test_enter_script_follows_the_queue_rules(
+    processes: Callable[..., RedisCache], raw: aioredis.Redis
+) -> None:
+    cache = processes()
+    keys = cache._lock_keys(6)
+    lock, queue, alive = keys[:3]
+
+    async def enter(token: str) -> int:
+        return int(await cache._enter(keys=keys, args=[token, 5000, 5000]))
+
+    assert await enter("t1") == 2  # free, nobody queued: taken
+    assert await enter("t1") == 2  # a retried call: still ours
+    assert await raw.get(lock) == b"t1" and await raw.exists(queue, alive) == 0
+    assert await enter("t2") == 0  # held: queued
+    assert await raw.zscore(queue, "t2") is not None
+    await raw.delete(lock)
+    assert await enter("t3") == 0  # free, but a live waiter is ahead: queued behind it
+    assert await raw.zrange(queue, 0, -1) == [b"t2", b"t3"]
+    await raw.zadd(alive, {"t2": 0})  # t2's process died (it stopped refreshing)
+    assert await enter("t3") == 2  # the dead waiter is dropped, the head takes the lock
+    assert await raw.get(lock) == b"t3" and await raw.zcard(queue) == 0
+
+
+async def test_fast_path_does_not_jump_a_waiting_process(processes: Callable[..., RedisCache]) -> None:
+    """The lock is free for a moment while another process's waiter (the queue's head) sleeps
+    between polls: a newcomer's one-call fast path must queue behind it, not take the lock."""
+    a, b, c = processes(), processes(), processes()
+    order: list[str] = []
+    go = asyncio.Event()
+    real_claim = c._claim
+
+    async def gated_claim(**kw: Any) -> Any:  # c's polls wait for `go` (its waiter stays alive)
+        if len(kw["keys"]) > 1:
+            await go.wait()
+        return await real_claim(**kw)
+
+    c._claim = gated_claim  # type: ignore[assignment]
+    a_in = asyncio.Event()
+    release_a = asyncio.Event()
+
+    async def worker(name: str, cache: RedisCache, entered: asyncio.Event | None = None) -> None:
+        async with cache.user_lock(11, lease=5):
+            order.append(name)
+            if entered is not None:
+                entered.set()
+            if name == "a":
+                await release_a.wait()
+
+    ta = asyncio.create_task(worker("a", a, a_in))
+    await a_in.wait()
+    tc = asyncio.create_task(worker("c", c))
+    await asyncio.sleep(0.05)  # c: queued in Redis, polling (held at the gate)
+    assert await c._redis.zcard(c._lock_keys(11)[1]) == 1
+    release_a.set()
+    await ta
+    assert await c._redis.exists(c._lock_keys(11)[0]) == 0  # the lock is free now
+    tb = asyncio.create_task(worker("b", b))
+    await asyncio.sleep(0.1)
+    assert order == ["a"]  # b did not take the free lock ahead of c
+    go.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(tb, tc)
+    assert order == ["a", "c", "b"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_lock_order_across_processes_under_contention(
+    processes: Callable[..., RedisCache], seed: int
+) -> None:
+    """Messages of one player arriving at two processes, a little apart, while the lock is
+    busy: each process mixes fast-path arrivals (nobody of its own waits) and queued ones,
+    and they are served in arrival order, one at a time."""
+    import random
+
+    rnd = random.Random(seed)
+    a, b = processes(), processes()
+    order: list[int] = []
+    inside = 0
+
+    async def worker(i: int, cache: RedisCache, hold: float) -> None:
+        nonlocal inside
+        async with cache.user_lock(21, lease=5):
+            inside += 1
+            assert inside == 1
+            order.append(i)
+            await asyncio.sleep(hold)
+            inside -= 1
+
+    tasks = []
+    for i in range(16):
+        cache = rnd.choice([a, b])
+        hold = 0.15 if i == 0 else rnd.choice([0.0, 0.01, 0.03])
+        tasks.append(asyncio.create_task(worker(i, cache, hold)))
+        await asyncio.sleep(0.02)
+    async with asyncio.timeout(10):
+        await asyncio.gather(*tasks)
+    assert order == list(range(16))
+    assert len(a._locks) == len(b._locks) == len(a._tickets) == len(b._tickets) == 0
+
+
+async def test_fast_path_call_sent_late_keeps_the_process_order(
+    processes: Callable[..., RedisCache],
+) -> None:
+    """A second message in the same process arrives while the first one's fast-path call has
+    not reached Redis yet (waiting for a connection, say): the second joins the Redis queue
+    only after it, or each would wait for the other."""
+    cache = processes()
+    real_enter = cache._enter
+
+    async def late_enter(**kw: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return await real_enter(**kw)
+
+    cache._enter = late_enter  # type: ignore[assignment]
+    order: list[int] = []
+
+    async def worker(i: int) -> None:
+        async with cache.user_lock(12, lease=5):
+            order.append(i)
+
+    first = asyncio.create_task(worker(1))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(worker(2))
+    async with asyncio.timeout(3):
+        await asyncio.gather(first, second)
+    assert order == [1, 2]
+
+
+async def test_lock_cancelled_during_the_fast_path_gives_it_back(
+    processes: Callable[..., RedisCache],
+) -> None:
+    a, b = processes(), processes()
+    real_enter = a._enter
+    took = asyncio.Event()
+
+    async def slow_enter(**kw: Any) -> Any:  # the reply to a successful call is slow
+        got = await real_enter(**kw)
+        if got:
+            took.set()
+            await asyncio.sleep(10)
+        return got
+
+    a._enter = slow_enter  # type: ignore[assignment]
+
+    async def taker() -> None:
+        async with a.user_lock(4, lease=5):
+            pytest.fail("cancelled before it heard it got the lock")
+
+    t = asyncio.create_task(taker())
+    await took.wait()  # Redis gave a the lock; a is cancelled before it hears so
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    async with asyncio.timeout(1), b.user_lock(4, lease=5):  # not left held for the lease
+        pass
+    assert len(a._locks) == len(a._tickets) == 0
 
 
 # ---------------------------------------------------------------- de-duplication

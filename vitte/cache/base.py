@@ -7,6 +7,7 @@ database), a lock falls back to an in-process lock, de-duplication lets the upda
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -23,14 +24,10 @@ class CachedMessage:
     status: str = "ok"
 
     def to_json(self) -> str:
-        import json
-
         return json.dumps([self.id, self.role, self.text, self.status], ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CachedMessage:
-        import json
-
         i, role, text, status = json.loads(raw)
         return cls(int(i), str(role), str(text), str(status))
 
@@ -50,10 +47,12 @@ class Cache(Protocol):
         An empty list is not cached (Redis has no empty lists): the next read is a miss.
         """
 
-    async def recent_append(self, dialog_id: int, message: CachedMessage) -> None:
+    async def recent_append(self, dialog_id: int, *messages: CachedMessage) -> None:
         """Append if the list is cached (a missing list stays missing: it is rebuilt on read).
 
-        Appending a message with the same id as the last one replaces it (idempotent).
+        Several messages are appended in order in one step (one round trip with Redis), each
+        as if appended alone: a message with the same id as the last one replaces it
+        (idempotent), and the list keeps at most `cap` newest. No messages: nothing happens.
         """
 
     async def recent_replace(self, dialog_id: int, message: CachedMessage) -> None:

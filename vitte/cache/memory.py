@@ -42,6 +42,10 @@ class KeyedLock:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """True while somebody holds or waits for `key` (False: `hold` is granted at once)."""
+        return key in self._entries
+
     def locked(self, key: Hashable) -> bool:
         entry = self._entries.get(key)
         return entry is not None and entry.lock.locked()
@@ -161,14 +165,15 @@ class MemoryCache:
         while len(self._recent) > self.max_dialogs:
             self._recent.popitem(last=False)
 
-    async def recent_append(self, dialog_id: int, message: CachedMessage) -> None:
+    async def recent_append(self, dialog_id: int, *messages: CachedMessage) -> None:
         items = self._recent.get(dialog_id)
-        if items is None:
+        if items is None or not messages:
             return
-        if items and items[-1].id == message.id:
-            items[-1] = message  # appending the same message again replaces it (idempotent)
-        else:
-            items.append(message)
+        for message in messages:
+            if items and items[-1].id == message.id:
+                items[-1] = message  # appending the same message again replaces it (idempotent)
+            else:
+                items.append(message)  # the deque's maxlen drops the oldest beyond the cap
         self._recent.move_to_end(dialog_id)
 
     async def recent_replace(self, dialog_id: int, message: CachedMessage) -> None:

@@ -6,6 +6,7 @@ Keys (all under the configured prefix):
 - ``online:<user>``    STRING with a TTL; ``online-set`` ZSET user -> expiry (ms) for counting
 - ``lock:<user>``      the player's lock: a random token with a lease (PX), renewed while held
 - ``lockq:<user>``     ZSET token -> ticket: the processes' waiters for the lock, in arrival order
+                       (an uncontended lock is taken without writing lockq/lockw/lockn)
 - ``lockw:<user>``     ZSET token -> expiry (ms): a waiter that stops refreshing it is dropped
 - ``lockn:<user>``     the ticket counter
 - ``seen:<key>``       update de-duplication (set once, with a TTL)
@@ -20,8 +21,10 @@ as soon as it answers. A write that failed (or may have half-happened) leaves th
 list stale, so its key is remembered and deleted before any other command runs on the next
 successful call: no stale list survives an outage; the list is rebuilt from the database.
 
-Every script is idempotent, so a command that failed on a dropped connection (e.g. the
-first call after a Redis restart) is retried once on a fresh connection.
+Every script is idempotent (but the rate-limit counter: a retried `hit` may count twice),
+so a command that failed on a dropped connection (e.g. the first call after a Redis restart)
+is retried once on a fresh connection. Each operation is bounded by `op_timeout` (an
+`asyncio.timeout`, not a socket timeout: see `__init__`).
 """
 
 from __future__ import annotations
@@ -54,20 +57,34 @@ RECENT_TTL = 7 * 86400  # seconds; refreshed whenever the list is read or writte
 MAX_DIRTY = 100_000  # remembered stale lists; beyond that every recent list is dropped
 MAX_TOUCHED = 100_000  # players whose online mark this process refreshed recently
 
-# Append if the list exists (a missing list stays missing). Appending the same message id
-# as the last item replaces it, so a retried append does not duplicate a message.
-# KEYS[1] list; ARGV: item, id prefix ("[<id>,"), cap, ttl ms
+# Append messages in order if the list exists (a missing list stays missing). A message with
+# the same id as the last item replaces it, so a retried append does not duplicate a message.
+# One LTRIM after the pushes keeps the same newest `cap` items as a trim after each push.
+# KEYS[1] list; ARGV: cap, ttl ms, then per message: item, id prefix ("[<id>,")
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = redis.call('LINDEX', KEYS[1], -1)
-if last and string.sub(last, 1, #ARGV[2]) == ARGV[2] then
-  redis.call('LSET', KEYS[1], -1, ARGV[1])
-else
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+local pushed = false
+for i = 3, #ARGV, 2 do
+  local prefix = ARGV[i + 1]
+  if last and string.sub(last, 1, #prefix) == prefix then
+    redis.call('LSET', KEYS[1], -1, ARGV[i])
+  else
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    pushed = true
+  end
+  last = ARGV[i]
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if pushed then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
+"""
+
+# Read the list and refresh its TTL. KEYS[1] list; ARGV: ttl ms
+_RECENT = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+if #items > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return items
 """
 
 # Replace the newest item with the same id. KEYS[1] list; ARGV: item, id prefix, ttl ms
@@ -141,6 +158,48 @@ end
 return 0
 """
 
+# _ENQUEUE and then _CLAIM in one call, for a caller with no waiter of its own process ahead
+# of it: join the waiters' queue and take the lock if it is free and this token is at the
+# queue's head (dead waiters ahead are dropped, as _CLAIM does): 2 = taken, 0 = queued (poll
+# with _CLAIM). Nobody queued and the lock free: taken without touching the queue (joining
+# would make this token the head and taking the lock would leave the queue again). A retried
+# call that already took the lock says 2 again.
+# KEYS: lock, queue, alive, counter; ARGV: token, lease ms, alive ms
+_ENTER = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 2
+end
+if not v and redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = 2 * tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
+while true do
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if head == ARGV[1] then break end
+  local alive = redis.call('ZSCORE', KEYS[3], head)
+  if alive and tonumber(alive) >= now then return 0 end
+  redis.call('ZREM', KEYS[2], head)
+  redis.call('ZREM', KEYS[3], head)
+end
+if v then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2
+"""
+
 # Leave the queue; give the lock back if a claim we never heard of took it.
 # KEYS: lock, queue, alive; ARGV: token
 _LEAVE = """
@@ -154,6 +213,13 @@ return 0
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# Count a hit in a fixed window; the counter outlives its window. KEYS[1] counter; ARGV: ttl ms
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n
 """
 
 # SET NX with a token, so a retry of our own successful call still says "first".
@@ -221,23 +287,30 @@ class RedisCache:
         self.retry_interval = retry_interval
         self.log_every = log_every
         self.lock_poll_max = lock_poll_max
+        self.op_timeout = op_timeout
         self._pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
             timeout=op_timeout,  # waiting for a free connection
             socket_connect_timeout=connect_timeout,
-            socket_timeout=op_timeout,
+            # no socket timeout: `_run` bounds each operation with `asyncio.timeout` instead
+            # (the same bound; redis-py wraps every send with a socket timeout in
+            # `asyncio.wait_for`, a task per command: ~15-20 µs of CPU per call)
+            socket_timeout=None,
             retry=Retry(NoBackoff(), 0),  # no blind retries: see `_run`
             health_check_interval=health_check_interval,
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._append = self._redis.register_script(_APPEND)
+        self._recent = self._redis.register_script(_RECENT)
         self._replace = self._redis.register_script(_REPLACE)
         self._enqueue = self._redis.register_script(_ENQUEUE)
         self._claim = self._redis.register_script(_CLAIM)
+        self._enter = self._redis.register_script(_ENTER)
         self._leave = self._redis.register_script(_LEAVE)
         self._unlock = self._redis.register_script(_UNLOCK)
         self._first_seen = self._redis.register_script(_FIRST_SEEN)
+        self._hit = self._redis.register_script(_HIT)
         self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
         self._tickets = KeyedLock()  # joining the Redis queue in this process's arrival order
         self._touched: dict[int, float] = {}  # user -> when this process last refreshed the mark
@@ -304,8 +377,12 @@ class RedisCache:
         *,
         dirty: Iterable[str] = (),
         force: bool = False,
+        timed: bool = True,
     ) -> T:
-        """Run one Redis operation; on any error return `default` (and remember `dirty`)."""
+        """Run one Redis operation; on any error return `default` (and remember `dirty`).
+
+        The operation gets `op_timeout` seconds (`timed=False`: it bounds its calls itself).
+        """
         if self._closed:
             return default
         probe = False
@@ -320,7 +397,8 @@ class RedisCache:
                 try:
                     if self._dirty or self._dirty_all:
                         await self._flush_dirty()
-                    result = await op()
+                    async with asyncio.timeout(self.op_timeout if timed else None):
+                        result = await op()
                 except asyncio.CancelledError:
                     self._mark_dirty(dirty)  # the write may or may not have happened
                     raise
@@ -374,26 +452,33 @@ class RedisCache:
             self._dirty_all = True
             self._dirty.clear()
 
+    async def _timed(self, call: Awaitable[T]) -> T:
+        """One Redis call of a longer operation, bounded by `op_timeout`."""
+        async with asyncio.timeout(self.op_timeout):
+            return await call
+
+    async def _scan(self, match: str) -> AsyncIterator[list[Any]]:
+        """The keys matching `match`, a SCAN page at a time (each call bounded)."""
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self._timed(self._redis.scan(cursor, match=match, count=1000))
+            if keys:
+                yield list(keys)
+            if not int(cursor):
+                return
+
     async def _flush_dirty(self) -> None:
         """Delete lists that may be stale (a write to them failed). Raises on Redis errors."""
         async with self._flush_lock:
             if self._dirty_all:
-                batch: list[Any] = []
-                async for key in self._redis.scan_iter(
-                    match=_glob_escape(self.prefix) + "recent:*", count=1000
-                ):
-                    batch.append(key)
-                    if len(batch) >= 1000:
-                        await self._redis.delete(*batch)
-                        batch = []
-                if batch:
-                    await self._redis.delete(*batch)
+                async for batch in self._scan(_glob_escape(self.prefix) + "recent:*"):
+                    await self._timed(self._redis.delete(*batch))
                 self._dirty_all = False
             if self._dirty:
                 snapshot = dict(self._dirty)
                 keys = list(snapshot)
                 for i in range(0, len(keys), 1000):
-                    await self._redis.delete(*keys[i : i + 1000])
+                    await self._timed(self._redis.delete(*keys[i : i + 1000]))
                 for key, seq in snapshot.items():
                     if self._dirty.get(key) == seq:
                         del self._dirty[key]
@@ -407,15 +492,8 @@ class RedisCache:
     # ------------------------------------------------------------------ recent messages
     async def recent_get(self, dialog_id: int) -> list[CachedMessage] | None:
         key = self._recent_key(dialog_id)
-
-        async def op() -> list[bytes]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.lrange(key, 0, -1)
-                pipe.pexpire(key, self.recent_ttl_ms)
-                items, _ = await pipe.execute()
-            return list(items)
-
-        raw = await self._run(op, None)
+        # one script call, not an LRANGE + PEXPIRE pipeline: the same round trip, less client CPU
+        raw = await self._run(lambda: self._recent(keys=[key], args=[self.recent_ttl_ms]), None)
         if not raw or self._dirty_all or key in self._dirty:
             return None
         try:
@@ -439,11 +517,13 @@ class RedisCache:
 
         await self._run(op, None, dirty=(key,))
 
-    async def recent_append(self, dialog_id: int, message: CachedMessage) -> None:
+    async def recent_append(self, dialog_id: int, *messages: CachedMessage) -> None:
+        if not messages:
+            return
         key = self._recent_key(dialog_id)
-        args: list[str | int] = [
-            message.to_json(), _id_prefix(message.id), self.cap, self.recent_ttl_ms
-        ]
+        args: list[str | int] = [self.cap, self.recent_ttl_ms]
+        for message in messages:  # one script call for them all
+            args += (message.to_json(), _id_prefix(message.id))
         await self._run(lambda: self._append(keys=[key], args=args), None, dirty=(key,))
 
     async def recent_replace(self, dialog_id: int, message: CachedMessage) -> None:
@@ -506,6 +586,13 @@ class RedisCache:
         to different processes are handled in the order they came (a waiter queued behind
         this process's own lock still keeps its place). Without Redis the in-process lock
         alone is held.
+
+        Fast path: a caller with no holder or waiter of its own process (both in-process
+        locks are granted at once) takes them, then joins the Redis queue and claims the lock
+        in one script call (`_ENTER`: one round trip when the lock is free and nobody waits
+        for it); a later arrival in this process joins the Redis queue only after that call,
+        as it would after a ticket. If the lock is held, or another process's waiter is
+        ahead, it stays queued and polls as above.
         """
         return self._user_lock(user_id, lease)
 
@@ -513,21 +600,41 @@ class RedisCache:
     async def _user_lock(self, user_id: int, lease: float) -> AsyncIterator[None]:
         keys, token, lease_ms = self._lock_keys(user_id), secrets.token_hex(16), _ms(lease)
         alive_ms = _ms(WAITER_ALIVE)
-        queued = False
-        try:
-            async with self._tickets.hold(user_id):  # tickets in this process's arrival order
-                queued = bool(await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None))
-        except asyncio.CancelledError:
-            self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
-            raise
-        keeper = self._spawn(self._keep_queued(keys, token, alive_ms)) if queued else None
+        # nobody of this process holds or waits: both in-process locks are granted at once
+        fast = user_id not in self._tickets and user_id not in self._locks
+        queued = taken = False
+        keeper: asyncio.Task[Any] | None = None
+        if not fast:
+            try:
+                async with self._tickets.hold(user_id):  # tickets in this process's arrival order
+                    queued = bool(await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None))
+            except asyncio.CancelledError:
+                self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+                raise
+            keeper = self._spawn(self._keep_queued(keys, token, alive_ms)) if queued else None
         waiting = True
         try:
-            async with self._locks.hold(user_id):
+            async with self._locks.hold(user_id):  # no await before it: granted at once if fast
                 waiting = False
                 if keeper is not None:
                     keeper.cancel()
-                if not queued or not await self._acquire(keys, token, lease_ms, alive_ms):
+                if fast:
+                    try:
+                        # held across the call: an arrival in this process meanwhile joins the
+                        # Redis queue after this token, as it would after a ticket
+                        async with self._tickets.hold(user_id):
+                            got = await self._run(
+                                lambda: self._enter(keys=keys, args=[token, lease_ms, alive_ms]), None
+                            )
+                    except asyncio.CancelledError:
+                        # the call may have reached Redis: leave the queue, give the lock back
+                        self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+                        raise
+                    queued, taken = got is not None, bool(got)
+                if queued and not taken:
+                    # the fast path's call was a claim already: wait a little before the next
+                    taken = await self._acquire(keys, token, lease_ms, alive_ms, wait_first=fast)
+                if not taken:
                     yield  # Redis unavailable: the in-process lock alone
                     return
                 stop = asyncio.Event()
@@ -549,10 +656,15 @@ class RedisCache:
             await asyncio.sleep(WAITER_ALIVE / 4)
             await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None)
 
-    async def _acquire(self, keys: list[str], token: str, lease_ms: int, alive_ms: int) -> bool:
+    async def _acquire(
+        self, keys: list[str], token: str, lease_ms: int, alive_ms: int, *, wait_first: bool = False
+    ) -> bool:
         """True once the Redis lock is ours; False when Redis cannot answer."""
         delay = 0.002
         try:
+            if wait_first:
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.lock_poll_max)
             while True:
                 got = await self._run(lambda: self._claim(keys=keys, args=[token, lease_ms, alive_ms]), None)
                 if got is None:
@@ -599,15 +711,9 @@ class RedisCache:
     async def hit(self, key: str, window: float) -> int:
         hkey = self._hit_key(key, window_index(window))
         ttl_ms = _ms(window) + 1000  # outlives the window it counts
-
-        async def op() -> int:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(hkey)
-                pipe.pexpire(hkey, ttl_ms)
-                count, _ = await pipe.execute()
-            return int(count)
-
-        return await self._run(op, 0)  # unavailable: 0 = allow
+        # one script call, not MULTI/INCR/PEXPIRE/EXEC: the same round trip, less client CPU
+        count = await self._run(lambda: self._hit(keys=[hkey], args=[ttl_ms]), 0)
+        return int(count)  # unavailable: 0 = allow
 
     # ------------------------------------------------------------------ housekeeping
     async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
@@ -617,13 +723,13 @@ class RedisCache:
         hits = _glob_escape(f"{self.prefix}hit:user:{int(user_id)}:") + "*"
 
         async def op() -> None:
-            counters = [k async for k in self._redis.scan_iter(match=hits, count=1000)]
+            counters = [k async for batch in self._scan(hits) for k in batch]
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(okey, *keys, *counters)
                 pipe.zrem(zkey, str(int(user_id)))
-                await pipe.execute()
+                await self._timed(pipe.execute())
 
-        await self._run(op, None, dirty=[*keys, okey])
+        await self._run(op, None, dirty=[*keys, okey], timed=False)  # a SCAN may take a while
 
     async def ping(self) -> bool:
         """True when Redis answers (always tries, even while considered down)."""
