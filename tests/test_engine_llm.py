@@ -68,7 +68,9 @@ async def test_user_text_is_stored_before_the_llm_is_called(core: Core, server: 
 
         path = core.settings.sqlite_path()
         with sqlite3.connect(str(path)) as conn:
-            rows = conn.execute("SELECT role, text FROM messages WHERE dialog_id=? ORDER BY id", (dialog_id,)).fetchall()
+            rows = conn.execute(
+                "SELECT role, text FROM messages WHERE dialog_id=? ORDER BY id", (dialog_id,)
+            ).fetchall()
         seen_in_db.append([f"{r}:{t}" for r, t in rows])
         return "Ответ персонажа."
 
@@ -110,7 +112,9 @@ async def test_cut_stream_leaves_no_half_reply(core: Core, server: FakeLLMServer
     assert [(m.role, m.status) for m in rows] == [(ASSISTANT, "ok"), (USER, "ok")]
 
 
-async def test_regenerate_keeps_the_old_reply_when_the_new_one_fails(core: Core, server: FakeLLMServer) -> None:
+async def test_regenerate_keeps_the_old_reply_when_the_new_one_fails(
+    core: Core, server: FakeLLMServer
+) -> None:
     dialog_id = await begin(core)
     first = await core.dialogs.reply(USER_ID, "Привет")
     server.mode = "hang"
@@ -151,7 +155,9 @@ async def test_prompt_carries_card_story_and_memory(core: Core, server: FakeLLMS
     from vitte.models import Dialog
 
     async with core.db.session() as s:
-        await s.execute(update(Dialog).where(Dialog.id == opening.dialog.id).values(summary="Аня любит сирень."))
+        await s.execute(
+            update(Dialog).where(Dialog.id == opening.dialog.id).values(summary="Аня любит сирень.")
+        )
         await s.commit()
     await core.dialogs.reply(USER_ID, "Угадай, какие цветы я люблю?")
     system = server.completions[-1].json["messages"][0]["content"]
@@ -160,3 +166,54 @@ async def test_prompt_carries_card_story_and_memory(core: Core, server: FakeLLMS
     assert "{{char}}" not in system and "{{user}}" not in system
     history = server.completions[-1].json["messages"][1:]
     assert history[0] == {"role": "assistant", "content": opening.text}
+
+
+@pytest.mark.parametrize("cache", ["memory", "redis"])
+async def test_the_cached_history_matches_the_stored_one_whatever_the_reply_did(
+    server: FakeLLMServer, sqlite_url: str, cache: str, request: pytest.FixtureRequest
+) -> None:
+    """The player's message reaches the cache together with the reply (one round trip); when
+    no reply is stored (LLM down, a cut stream) it goes alone."""
+    import asyncio
+
+    extra = {}
+    if cache == "redis":
+        extra = {
+            "redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": request.getfixturevalue("redis_prefix"),
+        }
+    settings = load_settings(
+        database_url=sqlite_url, llm_base_url=server.base_url, llm_retries=0, llm_timeout=1.0, **extra
+    )
+    core = await open_core(settings)
+    try:
+        dialog_id = await begin(core)
+
+        async def check() -> None:
+            cached = await core.cache.recent_get(dialog_id)
+            assert cached is not None  # kept up to date, not dropped
+            stored = await core.dialogs.messages(dialog_id)
+            assert [(m.id, m.role, m.text) for m in cached] == [(m.id, m.role, m.text) for m in stored]
+
+        await core.dialogs.reply(USER_ID, "Первое")
+        await check()
+        server.mode = "500"
+        with pytest.raises(ReplyFailed):
+            await core.dialogs.reply(USER_ID, "Второе")
+        await check()
+        server.mode = "cut:2"
+        with pytest.raises(ReplyFailed):
+            await core.dialogs.reply(USER_ID, "Третье")
+        await check()
+        server.mode = "normal"
+        stop = asyncio.Event()
+        stop.set()  # stopped at the first word: a stopped reply row
+        out = await core.dialogs.reply(USER_ID, "Четвёртое", stop=stop)
+        assert out.status == "stopped" and out.text
+        await check()
+        await core.dialogs.reply(USER_ID, "Пятое")
+        await check()
+        roles = [m.role for m in await core.dialogs.messages(dialog_id)]
+        assert roles == [ASSISTANT, USER, ASSISTANT, USER, USER, USER, ASSISTANT, USER, ASSISTANT]
+    finally:
+        await core.close()

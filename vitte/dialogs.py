@@ -617,18 +617,25 @@ class DialogEngine:
             try:
                 user_msg = CachedMessage(int(ids[0]), USER, text, MSG_OK)
                 placeholder_id = int(ids[1])
-                await self.cache.recent_append(dialog_id, user_msg)
                 history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
-                outcome = await self._write(
-                    dialog,
-                    user,
-                    history,
-                    placeholder_id,
-                    on_text,
-                    stop,
-                    user_message_id=user_msg.id,
-                    crisis=crisis,
-                )
+                # the player's message reaches the cache with the reply (one round trip), or
+                # on its own below when no reply is stored
+                unsaved = [user_msg]
+                try:
+                    outcome = await self._write(
+                        dialog,
+                        user,
+                        history,
+                        placeholder_id,
+                        on_text,
+                        stop,
+                        user_message_id=user_msg.id,
+                        crisis=crisis,
+                        unsaved=unsaved,
+                    )
+                finally:
+                    if unsaved:
+                        await asyncio.shield(self.cache.recent_append(dialog_id, *unsaved))
             except BaseException:
                 await self._quota_give_back(quota)
                 raise
@@ -755,7 +762,10 @@ class DialogEngine:
         replace_id: int | None = None,
         crisis: bool = False,
         care: bool = False,
+        unsaved: list[CachedMessage] | None = None,
     ) -> ReplyOutcome:
+        """`unsaved`: messages not in the cache yet; the reply's row takes them along (and
+        empties the list) when it reaches the cache."""
         dialog_id = int(dialog.id or 0)
         player = player_view(user)
         persona = await self.catalog.persona(dialog.persona_id)
@@ -811,7 +821,9 @@ class DialogEngine:
         except asyncio.CancelledError:
             partial = "".join(written).strip()
             if placeholder_id is not None:
-                await asyncio.shield(self._finish(dialog_id, placeholder_id, partial, MSG_INTERRUPTED))
+                await asyncio.shield(
+                    self._finish(dialog_id, placeholder_id, partial, MSG_INTERRUPTED, unsaved=unsaved)
+                )
             raise
         except BaseException:
             if placeholder_id is not None:
@@ -837,20 +849,30 @@ class DialogEngine:
         if not reply:  # stopped before the first word
             await self._drop_placeholder(placeholder_id)
             return ReplyOutcome(dialog_id, 0, "", status, crisis=crisis)
-        await self._finish(dialog_id, placeholder_id, reply, status)
+        await self._finish(dialog_id, placeholder_id, reply, status, unsaved=unsaved)
         self._maybe_fold(dialog, [*history, CachedMessage(placeholder_id, ASSISTANT, reply, status)])
         return ReplyOutcome(dialog_id, placeholder_id, reply, status, crisis=crisis)
 
     async def _finish(
-        self, dialog_id: int, message_id: int, text: str, status: str, *, replace: bool = False
+        self,
+        dialog_id: int,
+        message_id: int,
+        text: str,
+        status: str,
+        *,
+        replace: bool = False,
+        unsaved: list[CachedMessage] | None = None,
     ) -> None:
         async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
             await conn.rows(_FINISH, {"message_id": message_id, "text": text, "status": status})
         cm = CachedMessage(message_id, ASSISTANT, text, status)
         if replace:
             await self.cache.recent_replace(dialog_id, cm)
-        else:
-            await self.cache.recent_append(dialog_id, cm)
+            return
+        before = list(unsaved or ())
+        if unsaved:
+            unsaved.clear()
+        await self.cache.recent_append(dialog_id, *before, cm)
 
     async def _drop_placeholder(self, message_id: int) -> None:
         async with self.db.session() as s:

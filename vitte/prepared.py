@@ -20,7 +20,7 @@ trip and commits on its own (use it only where each statement is complete by its
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -29,11 +29,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.util import greenlet_spawn
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Prepared", "RawConnection", "open_raw"]
+__all__ = ["Prepared", "RawConnection", "open_pooled", "open_raw"]
 
 Row = tuple[Any, ...]
 
@@ -102,14 +103,23 @@ class Prepared:
 class RawConnection:
     """A pooled connection's driver connection, in autocommit mode."""
 
-    __slots__ = ("_connection", "_counter", "_dbapi", "_dialect", "_driver")
+    __slots__ = ("_close_cursors", "_counter", "_dbapi", "_dbapi_connection", "_dialect", "_driver", "_invalidate")
 
-    def __init__(self, connection: Any, driver: Any, dialect: Dialect, counter: list[int]) -> None:
-        self._connection = connection  # SQLAlchemy's AsyncConnection (to invalidate)
-        self._driver = driver
+    def __init__(
+        self,
+        dbapi_connection: Any,
+        dialect: Dialect,
+        counter: list[int],
+        invalidate: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._dbapi_connection = dbapi_connection  # SQLAlchemy's adapted DB-API connection
+        self._driver = dbapi_connection.driver_connection  # psycopg's / aiosqlite's own
         self._dialect = dialect
         self._dbapi = dialect.loaded_dbapi
         self._counter = counter
+        self._invalidate = invalidate
+        # a psycopg cursor holds nothing on the server once fetched; an sqlite3 one must be closed
+        self._close_cursors = dialect.name == "sqlite"
 
     @property
     def dialect(self) -> Dialect:
@@ -127,10 +137,13 @@ class RawConnection:
         self._counter[0] += 1
         try:
             cursor = await self._driver.execute(c.sql, args)
-            try:
+            if self._close_cursors:
+                try:
+                    raw = await cursor.fetchall() if cursor.description is not None else []
+                finally:
+                    await cursor.close()
+            else:
                 raw = await cursor.fetchall() if cursor.description is not None else []
-            finally:
-                await cursor.close()
         except self._dbapi.Error as exc:
             raise await self._translate(exc, c.sql, args) from exc
         if not any(c.results):
@@ -153,28 +166,48 @@ class RawConnection:
 
     async def _translate(self, exc: Exception, sql: str, args: Any) -> Exception:
         """The driver's error as SQLAlchemy raises it; a dead connection leaves the pool."""
-        gone = False
         try:
-            raw = await self._connection.get_raw_connection()
-            gone = bool(self._dialect.is_disconnect(exc, raw.dbapi_connection, None))  # type: ignore[arg-type]
+            gone = bool(self._dialect.is_disconnect(exc, self._dbapi_connection, None))  # type: ignore[arg-type]
         except Exception:
             gone = True
         if gone:
             with contextlib.suppress(Exception):  # the pool drops it anyway when it fails again
-                await self._connection.invalidate()
+                await self._invalidate()
         return sa_exc.DBAPIError.instance(
             sql, args, exc, self._dbapi.Error, connection_invalidated=gone, dialect=self._dialect
         )
 
 
+def _check_autocommit(driver: Any) -> None:
+    # psycopg says `autocommit`, sqlite3/aiosqlite `isolation_level is None`
+    autocommit = driver.autocommit if hasattr(driver, "autocommit") else driver.isolation_level is None
+    if not autocommit:
+        raise RuntimeError("raw connections need an engine with isolation_level='AUTOCOMMIT'")
+
+
 @asynccontextmanager
 async def open_raw(engine: AsyncEngine, counter: list[int]) -> AsyncIterator[RawConnection]:
-    """A pooled connection (autocommit) for `Prepared` statements; see the module docstring."""
+    """A connection of `engine` (autocommit) through SQLAlchemy's AsyncConnection: for an
+    engine whose autocommit is an execution option (set and reset at every checkout)."""
     async with engine.connect() as connection:
         fairy = await connection.get_raw_connection()
-        driver = fairy.driver_connection
-        # psycopg says `autocommit`, sqlite3/aiosqlite `isolation_level is None`
-        autocommit = driver.autocommit if hasattr(driver, "autocommit") else driver.isolation_level is None
-        if not autocommit:
-            raise RuntimeError("open_raw needs an engine with isolation_level='AUTOCOMMIT'")
-        yield RawConnection(connection, driver, engine.dialect, counter)
+        _check_autocommit(fairy.driver_connection)
+        yield RawConnection(fairy.dbapi_connection, engine.dialect, counter, connection.invalidate)
+
+
+@asynccontextmanager
+async def open_pooled(engine: AsyncEngine, counter: list[int]) -> AsyncIterator[RawConnection]:
+    """A connection straight from the pool of an engine created in autocommit mode, with no
+    reset on return (nothing to roll back): ≈ 16 µs of CPU for checkout and return where
+    `engine.connect()` costs ≈ 60-100 µs. The pool's events (pre-ping, recycling) still run."""
+    pool = engine.sync_engine.pool
+    fairy = await greenlet_spawn(pool.connect)
+    try:
+        _check_autocommit(fairy.driver_connection)
+
+        async def invalidate() -> None:
+            await greenlet_spawn(fairy.invalidate)
+
+        yield RawConnection(fairy.dbapi_connection, engine.dialect, counter, invalidate)
+    finally:
+        await greenlet_spawn(fairy.close)

@@ -644,6 +644,9 @@ class OpenAICompatibleLLM:
                 lines = _last_lines(pending)
             else:
                 lines = []
+            # the events of one read go out as one delta: a fast server sends many per packet,
+            # and every delta costs the consumer a round through its generators and callbacks
+            batch: list[str] = []
             for line in lines:
                 if line:
                     if line.startswith(b"data:"):
@@ -657,13 +660,17 @@ class OpenAICompatibleLLM:
                 event = self._event(data_lines, partial, finished, at_eof=False)
                 data_lines = []
                 if event is None:
+                    if batch:
+                        yield "".join(batch)
                     await self._drain(body)
                     return
                 content, done = event
                 finished = finished or done
                 if content:
                     partial.append(content)
-                    yield content
+                    batch.append(content)
+            if batch:
+                yield "".join(batch)
             if failure is not None:
                 self._cut("".join(partial), failure)
             if at_eof:
