@@ -607,7 +607,9 @@ class RedisCache:
         if not fast:
             try:
                 async with self._tickets.hold(user_id):  # tickets in this process's arrival order
-                    queued = bool(await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None))
+                    queued = bool(
+                        await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None)
+                    )
             except asyncio.CancelledError:
                 self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
                 raise
@@ -637,13 +639,27 @@ class RedisCache:
                 if not taken:
                     yield  # Redis unavailable: the in-process lock alone
                     return
+                # the lease is renewed only by holds that last: a timer starts the renewer after
+                # lease/3 (most holds end long before; no task for them)
                 stop = asyncio.Event()
-                renewer = self._spawn(self._renew(keys[0], token, lease_ms, lease / 3, stop))
+                renewer: list[asyncio.Task[Any]] = []
+                timer = asyncio.get_running_loop().call_later(
+                    lease / 3,
+                    lambda: renewer.append(
+                        self._spawn(self._renew(keys[0], token, lease_ms, lease / 3, stop, now=True))
+                    ),
+                )
                 try:
                     yield
                 finally:
-                    # shielded: a cancelled holder still releases (or the lease runs out)
-                    await asyncio.shield(self._spawn(self._release(keys[0], token, stop, renewer)))
+                    timer.cancel()
+                    release = self._release(keys[0], token, stop, renewer[0] if renewer else None)
+                    try:
+                        await release
+                    except asyncio.CancelledError:
+                        # a cancelled holder still releases (else the lease runs out)
+                        self._spawn(self._release(keys[0], token, stop, renewer[0] if renewer else None))
+                        raise
         except asyncio.CancelledError:
             if waiting and keeper is not None:  # cancelled while waiting in this process
                 keeper.cancel()
@@ -679,12 +695,17 @@ class RedisCache:
             raise
 
     async def _renew(
-        self, key: str, token: str, lease_ms: int, interval: float, stop: asyncio.Event
+        self, key: str, token: str, lease_ms: int, interval: float, stop: asyncio.Event, *, now: bool = False
     ) -> None:
+        """Renew the lease every `interval` until `stop` (first at once when `now`)."""
         lost = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            if not now:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+                    return
+            now = False
+            if stop.is_set():
                 return
             got = await self._run(lambda: self._claim(keys=[key], args=[token, lease_ms]), None)
             if got == 0 and not lost:
@@ -694,11 +715,12 @@ class RedisCache:
                 lost = False
 
     async def _release(
-        self, key: str, token: str, stop: asyncio.Event, renewer: asyncio.Task[Any]
+        self, key: str, token: str, stop: asyncio.Event, renewer: asyncio.Task[Any] | None
     ) -> None:
         stop.set()
         # let a renewal in flight finish first, so it cannot re-take the lock after the delete
-        await asyncio.gather(renewer, return_exceptions=True)
+        if renewer is not None:
+            await asyncio.gather(renewer, return_exceptions=True)
         await self._run(lambda: self._unlock(keys=[key], args=[token]), None)
 
     # ------------------------------------------------------------------ de-duplication
