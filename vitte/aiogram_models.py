@@ -48,8 +48,9 @@ def install() -> bool:
 
     original = BaseModel.__dict__["model_rebuild"]
     build = original.__func__
+    importing = [True]
 
-    def deferring(
+    def model_rebuild(
         cls: type[BaseModel],
         *,
         force: bool = False,
@@ -57,10 +58,13 @@ def install() -> bool:
         _parent_namespace_depth: int = 2,
         _types_namespace: Any = None,
     ) -> bool | None:
-        # only aiogram.types' closing loop passes `_types_namespace` for aiogram's models
-        if _types_namespace is not None and not force and cls.__module__.startswith("aiogram."):
-            _namespace.update(_types_namespace)
-            return None
+        if cls.__module__.startswith("aiogram."):
+            if importing[0] and _types_namespace is not None and not force:
+                # aiogram.types' closing loop: remember its namespace, build nothing yet
+                _namespace.update(_types_namespace)
+                return None
+            if _types_namespace is None:
+                _types_namespace = _namespace  # a first use: pydantic rebuilds with it
         return build(
             cls,
             force=force,
@@ -69,31 +73,16 @@ def install() -> bool:
             _types_namespace=_types_namespace,
         )
 
-    BaseModel.model_rebuild = classmethod(deferring)  # type: ignore[assignment,method-assign]
+    BaseModel.model_rebuild = classmethod(model_rebuild)  # type: ignore[assignment,method-assign]
     try:
         import aiogram  # noqa: F401  (runs aiogram.types' loop under the deferral)
         from aiogram.methods.base import Response, TelegramMethod
         from aiogram.types.base import TelegramObject
     finally:
         BaseModel.model_rebuild = original  # type: ignore[method-assign]
-
-    def on_first_use(
-        cls: type[BaseModel],
-        *,
-        force: bool = False,
-        raise_errors: bool = True,
-        _parent_namespace_depth: int = 2,
-        _types_namespace: Any = None,
-    ) -> bool | None:
-        return build(
-            cls,
-            force=force,
-            raise_errors=raise_errors,
-            _parent_namespace_depth=_parent_namespace_depth + 1,
-            _types_namespace=_namespace if _types_namespace is None else _types_namespace,
-        )
+        importing[0] = False
 
     for base in (TelegramObject, TelegramMethod, Response):
-        base.model_rebuild = classmethod(on_first_use)  # type: ignore[assignment,method-assign]
+        base.model_rebuild = classmethod(model_rebuild)  # type: ignore[assignment,method-assign]
     _state["installed"] = True
     return True
