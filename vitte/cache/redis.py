@@ -101,19 +101,38 @@ end
 return 0
 """
 
-# Join the waiters' queue (a ticket in arrival order) or, already in it, stay alive.
-# KEYS: lock, queue, alive, counter; ARGV: token, alive ms
-_ENQUEUE = """
+
+def _join_queue(alive_ms: str) -> str:
+    """Lua: join the waiters' queue (a ticket in arrival order) or, already in it, stay alive
+    for `alive_ms` more (an ARGV); sets `now`. KEYS: lock, queue, alive, counter; ARGV[1]: token."""
+    return f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = 2 * tonumber(ARGV[2])
+local ttl = 2 * tonumber({alive_ms})
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
 end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[3], now + tonumber({alive_ms}), ARGV[1])
 for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
-return 1
 """
+
+
+# Lua, after _join_queue: return 0 (wait) unless this token is at the queue's head; waiters
+# ahead that stopped refreshing (a crashed process) are dropped.
+_AT_HEAD = """
+while true do
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if head == ARGV[1] then break end
+  local alive = redis.call('ZSCORE', KEYS[3], head)
+  if alive and tonumber(alive) >= now then return 0 end
+  redis.call('ZREM', KEYS[2], head)
+  redis.call('ZREM', KEYS[3], head)
+end
+"""
+
+# Join the waiters' queue (a ticket in arrival order) or, already in it, stay alive.
+# KEYS: lock, queue, alive, counter; ARGV: token, alive ms
+_ENQUEUE = _join_queue("ARGV[2]") + "return 1\n"
 
 # Take the lock if free, extend it if ours: 2 = taken, 1 = extended, 0 = held by another.
 # Renewing (KEYS[1] only; ARGV: token, lease ms) re-takes a lock Redis lost on restart.
@@ -131,23 +150,7 @@ if v == ARGV[1] then
   return 1
 end
 if #KEYS > 1 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local ttl = 2 * tonumber(ARGV[3])
-  if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-    redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
-  end
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
-  for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
-  while true do
-    local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-    if head == ARGV[1] then break end
-    local alive = redis.call('ZSCORE', KEYS[3], head)
-    if alive and tonumber(alive) >= now then return 0 end
-    redis.call('ZREM', KEYS[2], head)
-    redis.call('ZREM', KEYS[3], head)
-  end
-  if v then return 0 end
+""" + _join_queue("ARGV[3]") + _AT_HEAD + """  if v then return 0 end
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
 end
@@ -177,23 +180,7 @@ if not v and redis.call('ZCARD', KEYS[2]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 2
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = 2 * tonumber(ARGV[3])
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
-end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
-for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
-while true do
-  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  if head == ARGV[1] then break end
-  local alive = redis.call('ZSCORE', KEYS[3], head)
-  if alive and tonumber(alive) >= now then return 0 end
-  redis.call('ZREM', KEYS[2], head)
-  redis.call('ZREM', KEYS[3], head)
-end
-if v then return 0 end
+""" + _join_queue("ARGV[3]") + _AT_HEAD + """if v then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
