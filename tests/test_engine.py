@@ -228,7 +228,7 @@ async def test_recover_interrupted_marks_streaming_rows(core: Core) -> None:
         sess.add(Message(dialog_id=opening.dialog.id, role=ASSISTANT, text="half a rep", status="streaming"))
         sess.add(Message(dialog_id=opening.dialog.id, role=ASSISTANT, text="", status="streaming"))
         await sess.commit()
-    assert await core.dialogs.recover_interrupted() == 1
+    assert (await core.dialogs.recover_interrupted()).marked == 1
     msgs = await core.dialogs.messages(opening.dialog.id)
     assert [m.status for m in msgs] == ["ok", "ok", MSG_INTERRUPTED]
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from tests.support.bot_api_server import FakeBotAPI
 from tests.support.bot_harness import cards
+from vitte.bot.callbacks import RetryCb
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runtime import Runtime
 from vitte.bot.texts import t
@@ -296,6 +297,9 @@ async def test_sigkill_mid_reply_then_restart_loses_nothing_and_duplicates_nothi
                 VITTE_LLM_BASE_URL=llm.base_url,
                 VITTE_LLM_RETRIES="0",
                 VITTE_SHUTDOWN_GRACE="1",
+                # the killed process's lock on the player lapses after this; the restarted bot
+                # recovers the reply (and tells the player) once it has
+                VITTE_LOCK_LEASE="3",
             )
             bot_process = _run_bot(env)
             await api.wait_for("getUpdates", timeout=30)
@@ -341,10 +345,15 @@ async def test_sigkill_mid_reply_then_restart_loses_nothing_and_duplicates_nothi
                 ) and len(api.calls_of("getUpdates")) >= polls + 2
 
             await _until(polled_twice, 40, "the restarted bot to take the update again and poll on")
+            # the player is told, once, in their language, with [Retry] for their kept message
+            notice_text = t("en", "restart_interrupted")
+            notice = await api.wait_for("sendMessage", lambda c: c.params.get("text") == notice_text, timeout=20)
             await asyncio.sleep(0.5)
-            bot_process.send_signal(signal.SIGTERM)
-            assert bot_process.wait(20) == 0
-            bot_process = None
+            assert [c.params.get("chat_id") for c in api.calls_of("sendMessage")] == [8401]  # the notice alone
+            (button,) = notice.params["reply_markup"]["inline_keyboard"][0]
+            kept = [r for r in await rows() if r.role == "user"][-1]
+            assert button["text"] == t("en", "btn_retry")
+            assert button["callback_data"] == RetryCb(dialog_id=kept.dialog_id, message_id=kept.id).pack()
 
             after = await rows()
             # no lost message: the player's text once; no duplicate: the LLM was asked once and
@@ -355,6 +364,41 @@ async def test_sigkill_mid_reply_then_restart_loses_nothing_and_duplicates_nothi
             assert not [r for r in after if r.status == MSG_STREAMING]
             assert not [r for r in after if r.role == "assistant" and r.status == "ok" and r.id > before[0].id]
             assert not [c for c in api.calls_of("sendMessage") if c.params.get("text") == LONG_REPLY]
+            assert after[-1].id == kept.id  # the reply's placeholder held no word: it is gone
+
+            # [Retry]: the answer, once, to the kept message; the notice gives way to it
+            llm.tps = 0
+            mark = len(api.calls)
+            api.push_update({"callback_query": api.callback_query(8401, notice.result, button["callback_data"])})
+            await api.wait_for("sendMessage", lambda c: c.params.get("text") == LONG_REPLY, timeout=20, after=mark)
+            await api.wait_for("deleteMessage", lambda c: c.params.get("message_id") == notice.result["message_id"])
+            await asyncio.sleep(0.5)
+            bot_process.send_signal(signal.SIGTERM)
+            assert bot_process.wait(20) == 0
+            bot_process = None
+
+            after = await rows()
+            assert [(r.role, r.text, r.status) for r in after if r.id >= kept.id] == [
+                ("user", "Don't go anywhere", "ok"),
+                ("assistant", LONG_REPLY, "ok"),
+            ]
+            assert len(llm.completions) == 2
+            # the answer is to the kept message (the cache the crash left without it was dropped)
+            asked = [m["content"] for m in llm.completions[1].json["messages"] if m["role"] == "user"]
+            assert asked[-1] == "Don't go anywhere"
+            assert len([c for c in api.calls_of("sendMessage") if c.params.get("text") == LONG_REPLY]) == 1
+
+            # a second restart: nothing is left to recover, nobody is told again
+            mark = len(api.calls)
+            bot_process = _run_bot(env)
+            api.push_update({"message": api.user_message(8401, "/help", language_code="en")})
+            await api.wait_for("sendMessage", timeout=30, after=mark)  # up and answering
+            await asyncio.sleep(0.5)
+            bot_process.send_signal(signal.SIGTERM)
+            assert bot_process.wait(20) == 0
+            bot_process = None
+            assert len([c for c in api.calls_of("sendMessage") if c.params.get("text") == notice_text]) == 1
+            assert [(r.id, r.text, r.status) for r in await rows()] == [(r.id, r.text, r.status) for r in after]
     finally:
         if bot_process is not None and bot_process.poll() is None:
             bot_process.kill()

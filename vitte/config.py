@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=2000, ge=1, le=100_000)
     recent_messages: int = Field(default=40, ge=2, le=1000)
     shutdown_grace: float = Field(default=20.0, ge=0)
+    # a player's lock outlives a crashed holder by at most this (renewed every third of it while
+    # held): the longest a crash blocks that player, and when crash recovery looks again
+    lock_lease: float = Field(default=30.0, ge=3, le=600)
 
     # trust and safety (vitte/safety): a file may name `{lang}` (ru, en); unset = the shipped defaults
     safety_preamble_file: str | None = None

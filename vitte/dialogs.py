@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import BigInteger, String, Text, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -69,6 +69,8 @@ from vitte.safety.crisis import CrisisCare, load_crisis_care
 from vitte.safety.preamble import load_preamble
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from vitte.billing import Billing, QuotaDecision
 
 log = logging.getLogger("vitte.dialogs")
@@ -220,7 +222,7 @@ class DialogEngine:
             return
         async with contextlib.AsyncExitStack() as stack:
             with waiting_for_lock():  # the queue depth, for the operator (vitte.metrics)
-                await stack.enter_async_context(self.cache.user_lock(user_id))
+                await stack.enter_async_context(self.cache.user_lock(user_id, self.settings.lock_lease))
             token = _held_locks.set(held | {user_id})
             memo = _row_memo.set({})
             try:
@@ -881,17 +883,109 @@ class DialogEngine:
             )
             await s.commit()
 
-    async def recover_interrupted(self) -> int:
-        """After a crash: replies left 'streaming' are marked interrupted (never shown as complete)."""
+    async def recover_interrupted(self) -> Recovery:
+        """After a crash: replies left 'streaming' are marked interrupted (never shown as
+        complete); placeholders without a word stored are deleted.
+
+        Only rows whose player's lock nobody holds: a reply streaming in another process (it
+        holds the lock from before its placeholder is stored until the reply is) is left alone,
+        and so is one whose crashed holder's lease has not run out yet: those are counted in
+        `deferred` (call again after the lease). With Redis unreachable nothing is recovered
+        (another process may be streaming them).
+
+        Returns the number of replies marked and `notices`: one per active dialog of a player
+        not blocked whose last message is now their own unanswered message or the interrupted
+        reply, i.e. a player still waiting for an answer (the bot tells them, once: a second
+        call finds nothing left 'streaming'). A few statements however many rows. The
+        recovered dialogs' cached recent messages are dropped: a crash mid-reply leaves the
+        player's message out of the cache (it reaches the cache with the reply), and
+        `regenerate` must answer it.
+        """
         async with self.db.session() as s:
-            await s.execute(
-                delete(Message).where(col(Message.status) == MSG_STREAMING, col(Message.text) == "")
-            )
-            result = await s.execute(
-                update(Message).where(col(Message.status) == MSG_STREAMING).values(status=MSG_INTERRUPTED)
-            )
+            candidates = (
+                await s.execute(
+                    select(col(Message.id), col(Dialog.user_id))
+                    .join(Dialog, col(Dialog.id) == col(Message.dialog_id))
+                    .where(col(Message.status) == MSG_STREAMING)
+                )
+            ).all()
+        if not candidates:
+            return Recovery()
+        held = await self.cache.locked_users(sorted({int(u or 0) for _m, u in candidates}))
+        if held is None:
+            log.warning("crash recovery postponed: the cache cannot tell which players are being answered")
+            return Recovery(deferred=len(candidates))
+        orphans = sorted(int(m or 0) for m, u in candidates if int(u or 0) not in held)
+        marked: list[Any] = []
+        dropped: list[Any] = []
+        notices: list[InterruptedReply] = []
+        async with self.db.session() as s:
+            for i in range(0, len(orphans), RECOVER_CHUNK):
+                ids = orphans[i : i + RECOVER_CHUNK]
+                streaming = col(Message.id).in_(ids), col(Message.status) == MSG_STREAMING
+                dropped += (
+                    await s.execute(
+                        delete(Message).where(*streaming, col(Message.text) == "").returning(col(Message.dialog_id))
+                    )
+                ).all()
+                marked += (
+                    await s.execute(
+                        update(Message)
+                        .where(*streaming)
+                        .values(status=MSG_INTERRUPTED)
+                        .returning(col(Message.id), col(Message.dialog_id))
+                        .execution_options(synchronize_session=False)
+                    )
+                ).all()
+            marked_ids = {int(row[0] or 0) for row in marked}
+            dialog_ids = sorted({int(row[0]) for row in dropped} | {int(row[1]) for row in marked})
+            for i in range(0, len(dialog_ids), RECOVER_CHUNK):
+                notices += await self._waiting_for_reply(s, dialog_ids[i : i + RECOVER_CHUNK], marked_ids)
             await s.commit()
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        for i in range(0, len(dialog_ids), RECOVER_CHUNK):
+            await asyncio.gather(*(self.cache.recent_drop(d) for d in dialog_ids[i : i + RECOVER_CHUNK]))
+        return Recovery(len(marked), tuple(notices), deferred=len(candidates) - len(orphans))
+
+    async def _waiting_for_reply(
+        self, s: AsyncSession, dialog_ids: list[int], marked_ids: set[int]
+    ) -> list[InterruptedReply]:
+        """Of these dialogs (just recovered), the active ones of players not blocked whose last
+        message is the player's (unanswered) or a reply just marked interrupted: one SELECT."""
+        later = table_of(Message).alias("later")
+        last_id = (
+            select(later.c.id)
+            .where(later.c.dialog_id == col(Dialog.id))
+            .order_by(later.c.id.desc())
+            .limit(1)
+            .correlate(Dialog)
+            .scalar_subquery()
+        )
+        rows = await s.execute(
+            select(col(Dialog.id), col(Dialog.user_id), col(User.language), col(Message.id), col(Message.role))
+            .join(User, col(User.id) == col(Dialog.user_id))
+            .join(Message, col(Message.dialog_id) == col(Dialog.id))
+            .where(
+                col(Dialog.id).in_(dialog_ids),
+                col(Dialog.status) == ACTIVE,
+                col(User.blocked_at).is_(None),
+                col(Message.id) == last_id,
+            )
+        )
+        notices = []
+        for dialog_id, user_id, language, last, role in rows:
+            message_id = int(last or 0)
+            partial = role == ASSISTANT and message_id in marked_ids
+            if role == USER or partial:
+                notices.append(
+                    InterruptedReply(
+                        user_id=int(user_id),
+                        dialog_id=int(dialog_id or 0),
+                        language="en" if language == "en" else "ru",  # as players.player_view
+                        message_id=message_id,
+                        partial=partial,
+                    )
+                )
+        return notices
 
     # ------------------------------------------------------------------ memory
     def _history_budget(self) -> int:
@@ -980,3 +1074,30 @@ class DialogEngine:
         """Wait for background work (memory folds) to finish."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+# ---------------------------------------------------------------------- after a crash
+RECOVER_CHUNK = 500  # dialogs per statement (and cache drops at a time) in recover_interrupted
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptedReply:
+    """A player whose reply a crash cut, still waiting for it (`recover_interrupted`)."""
+
+    user_id: int  # also the private chat's id
+    dialog_id: int
+    language: str  # ru | en
+    # the dialog's last message: the player's unanswered one ([Повторить] answers it, RetryCb),
+    # or, `partial`, the interrupted reply with the words stored before the crash (🔄 replaces it)
+    message_id: int
+    partial: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What `recover_interrupted` recovered: how many replies were marked interrupted, and
+    `notices`, one per player to tell."""
+
+    marked: int = 0
+    notices: tuple[InterruptedReply, ...] = ()
+    deferred: int = 0  # streaming rows of players whose lock is held (live, or a lease not out yet)

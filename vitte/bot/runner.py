@@ -1,8 +1,9 @@
 """`vitte run-bot`: long polling by default, a webhook server when VITTE_WEBHOOK_URL is set.
 
 Startup: the token is checked (`ConfigError` for a missing, malformed or rejected one),
-replies a crash left half-written are marked interrupted, the bot commands (ru + en) and,
-with VITTE_WEBAPP_URL, the chat menu button are set.
+replies a crash left half-written are marked interrupted and their players are told so, once,
+with [Повторить] (in the background), the bot commands (ru + en) and, with VITTE_WEBAPP_URL,
+the chat menu button are set.
 
 Shutdown (SIGINT/SIGTERM): stop taking updates; let the updates in progress finish for up to
 `shutdown_grace` seconds; then cancel them (the engine stores a cut reply as interrupted);
@@ -29,17 +30,22 @@ from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
     TelegramConflictError,
+    TelegramForbiddenError,
     TelegramUnauthorizedError,
 )
 from aiogram.methods import GetUpdates
-from aiogram.types import MenuButtonWebApp, Update, WebAppInfo
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, MenuButtonWebApp, Update, WebAppInfo
 from aiohttp import web
 
+from vitte.bot.callbacks import RegenCb
 from vitte.bot.factory import bot_commands, build_dispatcher, make_bot
+from vitte.bot.keyboards import retry_kb
 from vitte.bot.runtime import Runtime
+from vitte.bot.streaming import call_with_retry
 from vitte.bot.texts import t
 from vitte.config import ConfigError, Settings
 from vitte.core import Core
+from vitte.dialogs import InterruptedReply, Recovery
 from vitte.logs import setup_logging
 from vitte.metrics import metrics_route
 from vitte.perf import freeze_heap
@@ -49,6 +55,10 @@ log = logging.getLogger("vitte.bot")
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits at Telegram
 WEBHOOK_ANSWER_WITHIN = 25.0  # a webhook request waits this long for its handling, then 200 anyway
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# telling players a restart cut their reply: this many at a time, at most this many a second
+# (Telegram allows about 30 messages a second to different chats; 429s are waited out)
+NOTICES_AT_ONCE = 10
+NOTICES_PER_SECOND = 20.0
 _SECRET_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
@@ -89,7 +99,7 @@ async def run_bot(
         bot = bot or make_bot(settings)
         runtime = runtime or Runtime()
         dp = build_dispatcher(core, runtime)
-        await _startup(bot, core, settings)
+        await _startup(bot, core, settings, runtime)
         freeze_heap()  # startup's objects out of every later full GC (vitte.perf)
         restore = _install_signal_handlers(stop)
         try:
@@ -131,7 +141,9 @@ async def _warm_up(core: Core) -> None:
     await core.warm_up()
 
 
-async def _startup(bot: Bot, core: Core, settings: Settings) -> None:
+async def _startup(bot: Bot, core: Core, settings: Settings, runtime: Runtime | None = None) -> None:
+    """`runtime`: the restart notices are sent in a task it tracks (drained on shutdown like
+    an update); without one (embedding, tests) they are sent before this returns."""
     await _warm_up(core)
     try:
         me = await bot.get_me()
@@ -140,9 +152,13 @@ async def _startup(bot: Bot, core: Core, settings: Settings) -> None:
         raise ConfigError("VITTE_BOT_TOKEN was rejected by Telegram (Unauthorized): check it with @BotFather") from None
     except TelegramAPIError as exc:
         log.warning("getMe failed (%s); starting anyway, updates will be retried", exc)
-    recovered = await core.dialogs.recover_interrupted()
-    if recovered:
-        log.warning("%d reply(ies) cut by the previous run marked interrupted", recovered)
+    recovered = await _recover(bot, core, runtime)
+    if recovered.deferred and runtime is not None:
+        # replies whose player's lock is held: another process's live ones, or the crashed
+        # run's whose lease has not run out yet. Look again once such a lease is over.
+        later = asyncio.create_task(_recover_later(bot, core, runtime, settings.lock_lease + 2.0))
+        runtime.track(later)
+        later.add_done_callback(runtime.tasks.discard)
     try:
         await bot.set_my_commands(bot_commands("ru"))  # the default scope; Russian for everyone else
         for lang in ("ru", "en"):
@@ -160,6 +176,82 @@ async def _startup(bot: Bot, core: Core, settings: Settings) -> None:
             )
         except TelegramAPIError as exc:
             log.warning("could not set the chat menu button to the Web App: %s", exc)
+
+
+async def _recover(bot: Bot, core: Core, runtime: Runtime | None) -> Recovery:
+    """Replies a crash cut: marked, and their players told (vitte.dialogs.recover_interrupted)."""
+    recovered = await core.dialogs.recover_interrupted()
+    if recovered.marked:
+        log.warning("%d reply(ies) cut by the previous run marked interrupted", recovered.marked)
+    if recovered.notices:
+        telling = asyncio.create_task(_tell_interrupted(bot, recovered.notices))
+        if runtime is None:
+            await telling
+        else:  # polling starts meanwhile; a shutdown gives it the grace period, then cancels it
+            runtime.track(telling)
+            telling.add_done_callback(runtime.tasks.discard)
+    return recovered
+
+
+async def _recover_later(bot: Bot, core: Core, runtime: Runtime, delay: float) -> None:
+    await asyncio.sleep(delay)
+    try:
+        await _recover(bot, core, runtime)
+    except Exception as exc:  # the next start tries again
+        log.warning("crash recovery failed: %s", exc)
+
+
+def _notice_kb(notice: InterruptedReply) -> InlineKeyboardMarkup:
+    """[Повторить], as under a failed reply: it answers the player's unanswered message
+    (RetryCb). When the cut reply's first words were stored, that reply is the dialog's last
+    message and the same button rewrites it in place (RegenCb: the 🔄 path, which replaces it).
+    Either way `DialogEngine.regenerate` writes the answer."""
+    if not notice.partial:
+        return retry_kb(notice.language, notice.dialog_id, notice.message_id)
+    data = RegenCb(dialog_id=notice.dialog_id, message_id=notice.message_id).pack()
+    button = InlineKeyboardButton(text=t(notice.language, "btn_retry"), callback_data=data)
+    return InlineKeyboardMarkup(inline_keyboard=[[button]])
+
+
+async def _tell_interrupted(bot: Bot, notices: tuple[InterruptedReply, ...]) -> None:
+    """Tell each player whose reply the previous run's crash cut, once, in their language, with
+    [Повторить]. A bounded number at a time and per second; 429 and brief network trouble are
+    waited out (`call_with_retry`); a player who blocked the bot is skipped quietly; no failure
+    goes further than a log line (the bot runs on). Once: the rows are no longer 'streaming',
+    so the next start finds nothing to tell (a notice lost to a crash right now is not resent)."""
+    sent = blocked = failed = 0
+
+    async def tell(notice: InterruptedReply) -> None:
+        nonlocal sent, blocked, failed
+        text = t(notice.language, "restart_interrupted")
+        markup = _notice_kb(notice)
+        try:
+            await call_with_retry(
+                lambda: bot.send_message(chat_id=notice.user_id, text=text, reply_markup=markup)
+            )
+        except TelegramForbiddenError:  # blocked the bot, or deactivated
+            blocked += 1
+        except Exception as exc:
+            failed += 1
+            log.info("could not tell player %s their reply was cut by a restart: %s", notice.user_id, exc)
+        else:
+            sent += 1
+
+    loop = asyncio.get_running_loop()
+    try:
+        for i in range(0, len(notices), NOTICES_AT_ONCE):
+            started = loop.time()
+            await asyncio.gather(*(tell(n) for n in notices[i : i + NOTICES_AT_ONCE]))
+            if i + NOTICES_AT_ONCE < len(notices):
+                await asyncio.sleep(started + NOTICES_AT_ONCE / NOTICES_PER_SECOND - loop.time())
+    finally:
+        log.info(
+            "told %d of %d player(s) that a restart cut their reply (%d blocked the bot, %d failed)",
+            sent,
+            len(notices),
+            blocked,
+            failed,
+        )
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> Any:

@@ -58,6 +58,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "nothing_to_regen": "Переписывать пока нечего.",
         "stopped_empty": "⏹ Остановлено.",
         "interrupted": "⏸ Ответ прервался: бот перезапускается. Напишите ещё раз через минуту.",
+        "restart_interrupted": "⏸ Ответ прервался: бот перезапускался. Нажмите «Повторить» — я отвечу заново.",
         # errors
         "one_moment": "Секунду… Сервис на мгновение недоступен. Попробуйте ещё раз через минуту.",
         "oops": "Что-то пошло не так. Попробуйте ещё раз.",
@@ -173,6 +174,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "nothing_to_regen": "There is nothing to rewrite yet.",
         "stopped_empty": "⏹ Stopped.",
         "interrupted": "⏸ The reply was cut off: the bot is restarting. Please write again in a minute.",
+        "restart_interrupted": "⏸ The reply was cut off by a restart. Tap Retry and I'll answer again.",
         "one_moment": "One moment… The service is briefly unavailable. Please try again in a minute.",
         "oops": "Something went wrong. Please try again.",
         "unknown_command": "I don't know that command. See /help for the list.",

@@ -13,6 +13,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+# seconds a player's lock outlives a holder that stopped renewing it (a crashed process)
+LOCK_LEASE = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class CachedMessage:
@@ -69,8 +72,14 @@ class Cache(Protocol):
     async def online_count(self) -> int: ...
 
     # --- per-user lock (replies stay in order, across processes with Redis) ---
-    def user_lock(self, user_id: int, lease: float = 30.0) -> AbstractAsyncContextManager[None]:
+    def user_lock(self, user_id: int, lease: float = LOCK_LEASE) -> AbstractAsyncContextManager[None]:
         """Hold the player's lock; the lease is renewed while held (no fixed timeout)."""
+        ...
+
+    async def locked_users(self, user_ids: list[int]) -> set[int] | None:
+        """Which of these players' locks someone holds now (any process); None when that
+        cannot be known (Redis unreachable). Crash recovery uses it to leave live replies of
+        other processes alone."""
         ...
 
     # --- update de-duplication ---

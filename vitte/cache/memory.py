@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from vitte.cache.base import CachedMessage, window_index
+from vitte.cache.base import LOCK_LEASE, CachedMessage, window_index
 from vitte.config import Settings
 
 DEFAULT_CAP: int = int(Settings.model_fields["recent_messages"].default)
@@ -201,10 +201,13 @@ class MemoryCache:
 
     # --- per-user lock ---
     def user_lock(
-        self, user_id: int, lease: float = 30.0
+        self, user_id: int, lease: float = LOCK_LEASE
     ) -> AbstractAsyncContextManager[None]:
         """FIFO per-user lock; `lease` has no meaning in one process (nobody else can hold it)."""
         return self._locks.hold(user_id)
+
+    async def locked_users(self, user_ids: list[int]) -> set[int] | None:
+        return {u for u in user_ids if u in self._locks}
 
     # --- de-duplication ---
     async def first_seen(self, key: str, ttl: float = 86400) -> bool:

@@ -45,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from vitte.cache.base import CachedMessage, window_index
+from vitte.cache.base import LOCK_LEASE, CachedMessage, window_index
 from vitte.cache.memory import DEFAULT_CAP, KeyedLock
 from vitte.config import Settings
 
@@ -563,7 +563,19 @@ class RedisCache:
         return await self._run(op, 0)
 
     # ------------------------------------------------------------------ per-user lock
-    def user_lock(self, user_id: int, lease: float = 30.0) -> AbstractAsyncContextManager[None]:
+    async def locked_users(self, user_ids: list[int]) -> set[int] | None:
+        """Held locks, any process: one MGET per 1,000 players (None if Redis can't answer)."""
+        held: set[int] = set()
+        for i in range(0, len(user_ids), 1000):
+            chunk = user_ids[i : i + 1000]
+            keys = [self._lock_key(int(u)) for u in chunk]
+            values = await self._run(lambda keys=keys: self._redis.mget(keys), None)  # type: ignore[misc]
+            if values is None:
+                return None
+            held.update(u for u, v in zip(chunk, values, strict=True) if v is not None)
+        return held | {u for u in user_ids if u in self._locks}
+
+    def user_lock(self, user_id: int, lease: float = LOCK_LEASE) -> AbstractAsyncContextManager[None]:
         """The player's lock across processes; the lease is renewed every lease/3 while held.
 
         On arrival the caller joins a queue in Redis (a ticket), then takes an in-process
