@@ -118,3 +118,19 @@ async def test_abort_in_edit_mode_removes_the_half_written_message() -> None:
     await asyncio.sleep(0.1)
     await stream.abort()
     assert session.chat(7).bot_messages() == []
+
+
+async def test_a_burst_of_deltas_makes_no_call_and_starts_no_task() -> None:
+    session = LocalBotSession()
+    bot = make_local_bot(session)
+    session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
+    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.5).start()
+    await asyncio.sleep(0.05)  # the typing action and the "Thinking…" placeholder
+    calls, tasks = len(session.calls), len(asyncio.all_tasks())
+    for i in range(1, 301):  # an instant LLM: every delta at once
+        await stream.on_text("слово " * i)
+    assert len(session.calls) == calls and len(asyncio.all_tasks()) == tasks
+    await stream.finish("слово " * 300)
+    assert [c.params.get("text", "") for c in session.calls_of("sendMessageDraft")] == [""]  # no draft was due
+    last = session.chat(7).last_bot_message()
+    assert last is not None and last.text == ("слово " * 300).strip()

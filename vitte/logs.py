@@ -9,12 +9,10 @@ one JSON object per line (``VITTE_LOG_FORMAT=json``) for a log collector.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,19 +24,30 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [update=%(update_id)s player=%
 _installed = False
 
 
-@contextlib.contextmanager
-def log_context(*, update_id: int | None = None, player_id: int | None = None) -> Iterator[None]:
+class log_context:  # lower case: called like the function it was (`with log_context(...)`)
     """Records logged inside carry these ids (unchanged where None is given)."""
-    tokens: list[tuple[contextvars.ContextVar[int | None], contextvars.Token[int | None]]] = []
-    if update_id is not None:
-        tokens.append((update_id_var, update_id_var.set(update_id)))
-    if player_id is not None:
-        tokens.append((player_id_var, player_id_var.set(player_id)))
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+
+    __slots__ = ("_player", "_update", "player_id", "update_id")
+
+    def __init__(self, *, update_id: int | None = None, player_id: int | None = None) -> None:
+        self.update_id = update_id
+        self.player_id = player_id
+        self._update: contextvars.Token[int | None] | None = None
+        self._player: contextvars.Token[int | None] | None = None
+
+    def __enter__(self) -> None:
+        if self.update_id is not None:
+            self._update = update_id_var.set(self.update_id)
+        if self.player_id is not None:
+            self._player = player_id_var.set(self.player_id)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._player is not None:
+            player_id_var.reset(self._player)
+            self._player = None
+        if self._update is not None:
+            update_id_var.reset(self._update)
+            self._update = None
 
 
 def install_record_factory() -> None:

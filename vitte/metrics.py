@@ -22,7 +22,6 @@ App); give a `token` to require ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import time
 import weakref
@@ -98,43 +97,74 @@ async def observe_llm(stream: AsyncIterator[str]) -> AsyncGenerator[str, None]:
         status = "interrupted"
         raise
     except LLMError as exc:
-        LLM_ERRORS.labels(llm_error_kind(exc)).inc()
+        _child(_llm_errors, LLM_ERRORS, llm_error_kind(exc)).inc()
         raise
     except Exception:
-        LLM_ERRORS.labels("other").inc()
+        _child(_llm_errors, LLM_ERRORS, "other").inc()
         raise
     finally:
         closer = getattr(stream, "aclose", None)
         if closer is not None:
             await closer()
         _TOTAL.observe(time.perf_counter() - started)
-        REPLIES.labels(status).inc()
+        _child(_replies, REPLIES, status).inc()
 
 
-@contextlib.contextmanager
-def waiting_for_lock() -> Iterator[None]:
-    LOCK_WAITING.inc()
-    try:
-        yield
-    finally:
+class _WaitingForLock:
+    """`with waiting_for_lock():` the queue depth gauge, up while inside."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        LOCK_WAITING.inc()
+
+    def __exit__(self, *exc: object) -> None:
         LOCK_WAITING.dec()
 
 
-@contextlib.contextmanager
-def handling_update(update_type: str) -> Iterator[list[str]]:
+_WAITING_FOR_LOCK = _WaitingForLock()
+
+
+def waiting_for_lock() -> _WaitingForLock:
+    return _WAITING_FOR_LOCK
+
+
+# label children per label values: `.labels(...)` takes a lock and builds a key every call
+_update_seconds: dict[str, Any] = {}
+_updates: dict[tuple[str, str], Any] = {}
+_replies: dict[str, Any] = {}
+_llm_errors: dict[str, Any] = {}
+
+
+def _child(cache: dict[Any, Any], metric: Any, key: Any) -> Any:
+    child = cache.get(key)
+    if child is None:
+        child = cache[key] = metric.labels(*key) if isinstance(key, tuple) else metric.labels(key)
+    return child
+
+
+class handling_update:  # lower case: called like the function it was
     """Time one update; the caller sets `outcome[0]` (default ok; an exception: error)."""
-    outcome = ["ok"]
-    IN_FLIGHT.inc()
-    started = time.perf_counter()
-    try:
-        yield outcome
-    except BaseException:
-        outcome[0] = "error"
-        raise
-    finally:
+
+    __slots__ = ("outcome", "started", "update_type")
+
+    def __init__(self, update_type: str) -> None:
+        self.update_type = update_type
+        self.outcome = ["ok"]
+        self.started = 0.0
+
+    def __enter__(self) -> list[str]:
+        IN_FLIGHT.inc()
+        self.started = time.perf_counter()
+        return self.outcome
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self.outcome[0] = "error"
         IN_FLIGHT.dec()
-        UPDATE_SECONDS.labels(update_type).observe(time.perf_counter() - started)
-        UPDATES.labels(update_type, outcome[0]).inc()
+        update_type = self.update_type
+        _child(_update_seconds, UPDATE_SECONDS, update_type).observe(time.perf_counter() - self.started)
+        _child(_updates, UPDATES, (update_type, self.outcome[0])).inc()
 
 
 class _CoreCollector(Collector):

@@ -3,11 +3,16 @@ local console and the tests all feed) and `make_bot(settings)`."""
 
 from __future__ import annotations
 
-from aiogram import Bot, Dispatcher
+from typing import Any
+
+from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import BotCommand
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.dispatcher.event.handler import HandlerObject
+from aiogram.filters import Command
+from aiogram.types import BotCommand, Message
 
 from vitte.bot.handlers import admin, chat, other, payments, safety, settings, start
 from vitte.bot.middlewares import UpdateMiddleware
@@ -39,7 +44,83 @@ def build_dispatcher(core: Core, runtime: Runtime | None = None) -> Dispatcher:
         other.make_router(core),  # stickers, photos, edits … last
     )
     inline_magic_filters(dp)  # aiogram runs them in threads otherwise (vitte.perf)
+    skip_non_commands(dp)
     return dp
+
+
+def skip_non_commands(root: Router) -> int:
+    """Turn a message that cannot be a command down at once where only a command could match.
+
+    A message cannot be a command when it has no text or caption, or its text (leading spaces
+    stripped) does not start with a command prefix: exactly when aiogram's `Command` filter
+    answers no. aiogram gets there the long way: per router a closure, a middleware chain and a
+    copy of the update's context, per handler and per filter another copy, then a parsed command
+    object and an exception. A plain text message passes eleven command handlers in seven
+    routers on its way to the chat. Here:
+
+    - a router whose message handlers (its sub-routers' included) all start with a `Command`
+      filter, with no outer middleware and only magic root filters, is skipped as a whole;
+    - elsewhere, each handler whose first filter is a `Command` is skipped.
+
+    Anything that may be a command, and every other update, takes aiogram's own path. Returns
+    how many routers and handlers were set up this way.
+    """
+    count = 0
+    for router in root.chain_tail:
+        if router is not root:
+            prefixes = _command_prefixes(router)
+            if prefixes:
+                router.propagate_event = _skip_router(router, prefixes)  # type: ignore[method-assign]
+                count += 1
+        for handler in router.observers["message"].handlers:
+            if handler.filters and isinstance(handler.filters[0].callback, Command):
+                handler.check = _skip_handler(handler, handler.filters[0].callback.prefix)  # type: ignore[method-assign]
+                count += 1
+    return count
+
+
+def _cannot_be_command(event: Any, prefixes: str) -> bool:
+    if not isinstance(event, Message):
+        return False
+    text = (event.text or event.caption or "").lstrip()
+    return not text or text[0] not in prefixes
+
+
+def _command_prefixes(router: Router) -> str:
+    """The command prefixes of a router whose message handlers are all commands, else ""."""
+    prefixes = ""
+    for r in router.chain_tail:
+        observer = r.observers["message"]
+        if len(observer.outer_middleware) or any(f.magic is None for f in observer._handler.filters or ()):
+            return ""
+        for handler in observer.handlers:
+            first = handler.filters[0].callback if handler.filters else None
+            if not isinstance(first, Command):
+                return ""
+            prefixes += first.prefix
+    return prefixes
+
+
+def _skip_router(router: Router, prefixes: str) -> Any:
+    propagate = router.propagate_event
+
+    async def propagate_event(update_type: str, event: Any, **kwargs: Any) -> Any:
+        if update_type == "message" and _cannot_be_command(event, prefixes):
+            return UNHANDLED
+        return await propagate(update_type=update_type, event=event, **kwargs)
+
+    return propagate_event
+
+
+def _skip_handler(handler: HandlerObject, prefixes: str) -> Any:
+    check = handler.check
+
+    async def checked(event: Any, /, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+        if _cannot_be_command(event, prefixes):
+            return False, kwargs
+        return await check(event, **kwargs)
+
+    return checked
 
 
 def make_bot(settings: Settings, session: BaseSession | None = None) -> Bot:

@@ -66,7 +66,9 @@ class UpdateMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
         task = asyncio.current_task()
-        self.runtime.track(task)
+        tasks = self.runtime.tasks  # in flight, for a graceful shutdown (Runtime.drain)
+        if task is not None:
+            tasks.add(task)
         user: User | None = data.get("event_from_user")
         try:
             # logs carry the update and the player; metrics count and time it (vitte.logs, vitte.metrics)
@@ -77,17 +79,26 @@ class UpdateMiddleware(BaseMiddleware):
                 data[OUTCOME_KEY] = outcome
                 return await self._locked(handler, event, data, user)
         finally:
-            self.runtime.untrack(task)
+            if task is not None:
+                tasks.discard(task)
 
     async def _locked(self, handler: Handler, event: Update, data: dict[str, Any], user: User | None) -> Any:
-        if user is not None and event.event_type in LOCKED_UPDATES:
-            async with contextlib.AsyncExitStack() as stack:
-                try:
-                    await stack.enter_async_context(self.core.dialogs.player_lock(user.id))
-                except Exception as exc:  # the cache degrades by contract; never fail the player
-                    log.warning("player lock for %s unavailable: %s", user.id, exc)
-                return await self._handle(handler, event, data)
-        return await self._handle(handler, event, data)
+        if user is None or event.event_type not in LOCKED_UPDATES:
+            return await self._handle(handler, event, data)
+        lock = self.core.dialogs.player_lock(user.id)
+        try:
+            await lock.__aenter__()
+        except Exception as exc:  # the cache degrades by contract; never fail the player
+            log.warning("player lock for %s unavailable: %s", user.id, exc)
+            return await self._handle(handler, event, data)
+        try:
+            result = await self._handle(handler, event, data)
+        except BaseException as exc:
+            if not await lock.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+            return None
+        await lock.__aexit__(None, None, None)
+        return result
 
     async def _first_seen(self, event: Update, bot: Bot | None) -> bool:
         bot_id = bot.id if bot is not None else 0

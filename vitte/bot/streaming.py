@@ -132,8 +132,13 @@ class TypingLoop:
                 return
             except TelegramAPIError as exc:
                 log.debug("typing action failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.until.wait(), TYPING_EVERY)
+            if self.until.is_set():
+                return
+            try:  # (asyncio.timeout: wait_for would start one more task per wait)
+                async with asyncio.timeout(TYPING_EVERY):
+                    await self.until.wait()
+            except TimeoutError:
+                continue
 
     async def stop(self) -> None:
         self.until.set()
@@ -170,6 +175,7 @@ class ReplyStream:
         self._latest = ""
         self._shown = ""
         self._changed = asyncio.Event()
+        self._signalled = False  # `_changed` set by on_text and not yet seen by the worker
         self._first_text = asyncio.Event()
         self._closed = False
         self._busy = False
@@ -185,10 +191,16 @@ class ReplyStream:
         return self
 
     async def on_text(self, text: str) -> None:
-        """The engine's `on_text`: the reply so far. Never blocks on Telegram."""
+        """The engine's `on_text`: the reply so far. Never blocks on Telegram.
+
+        Called for every LLM delta: it only keeps the text, and wakes the worker when it is not
+        awake already (the worker reads the newest text when a draft is due).
+        """
         self._latest = text
-        self._first_text.set()
-        self._changed.set()
+        if not self._signalled:
+            self._signalled = True
+            self._first_text.set()
+            self._changed.set()
 
     def halt(self) -> None:
         """The player pressed stop: no more progress; the engine keeps what was written."""
@@ -208,6 +220,7 @@ class ReplyStream:
         while True:
             await self._changed.wait()
             self._changed.clear()
+            self._signalled = False
             if self._closed or self.stop.is_set() or not self._progress:
                 return
             delay = self._next_at - loop.time()

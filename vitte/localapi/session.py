@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any, cast
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.base import BaseSession
-from aiogram.exceptions import TelegramNetworkError
-from aiogram.methods import TelegramMethod
+from aiogram.exceptions import ClientDecodeError, TelegramNetworkError
+from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import InlineKeyboardMarkup, InputFile, Update, URLInputFile
+from pydantic import ValidationError
 
 from vitte.perf import pin_response_type
 
@@ -49,6 +50,10 @@ if TYPE_CHECKING:
     from aiogram.types import InlineKeyboardButton
 
 log = logging.getLogger(__name__)
+
+# Response[<the method's result type>] per method class: aiogram's `Response[...]` costs a
+# pydantic generic lookup per call (and see vitte.perf for why it must be held strongly)
+_RESPONSE_TYPES: dict[type, Any] = {}
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -568,6 +573,7 @@ class LocalBotSession(BaseSession):
         self._update_added_loop: asyncio.AbstractEventLoop | None = None
         self._flood: _FloodLimit | None = None
         self._flood_buckets: dict[int, tuple[float, float]] = {}
+        self._answering: dict[int, TelegramMethod[Any]] = {}  # call seq -> the aiogram method object
 
         self._handlers: dict[str, Handler] = {
             "getMe": self._get_me,
@@ -899,7 +905,6 @@ class LocalBotSession(BaseSession):
         timeout: int | None = None,  # noqa: ASYNC109 - BaseSession's signature
     ) -> TelegramType:
         name = method.__api_method__
-        pin_response_type(method)  # see vitte.perf: else a GC makes aiogram rebuild it
         files: dict[str, InputFile] = {}
         params = self._prepare_params(bot, method, files)
         if self.latency:
@@ -910,15 +915,16 @@ class LocalBotSession(BaseSession):
             params=params,
             ts=time.time(),
             chat_id=_maybe_int(params.get("chat_id")),
-            files={k: (f.filename, len(f.data) if hasattr(f, "data") else -1) for k, f in files.items()},
+            files={k: (f.filename, len(f.data) if hasattr(f, "data") else -1) for k, f in files.items()}
+            if files
+            else {},
         )
-        status = 200
-        body: dict[str, Any]
-        fault = self._take_fault(name)
+        fault = self._take_fault(name) if self._faults else None
         if fault is not None and fault.network:
             call.error = "network error: Request timeout error"
             self._record(call)
             raise TelegramNetworkError(method=method, message="Request timeout error")
+        reply: _Reply | None = None
         try:
             if fault is not None:
                 parameters: dict[str, Any] = {}
@@ -932,36 +938,76 @@ class LocalBotSession(BaseSession):
             handler = self._handlers.get(name)
             if handler is None:
                 raise _Reply(404, f"Not Found: method {name} is not supported by LocalBotSession")
-            result = await handler(bot, params, files, call)
-            call.result = result
-            body = {"ok": True, "result": result}
+            self._answering[call.seq] = method
+            try:
+                result = await handler(bot, params, files, call)
+            finally:
+                del self._answering[call.seq]
         except _Reply as e:
-            status = e.code
-            call.error, call.error_code = e.description, e.code
-            body = {"ok": False, "error_code": e.code, "description": e.description}
-            if e.parameters:
-                body["parameters"] = e.parameters
+            reply = e
         except Exception as e:
             call.error = f"local server error: {type(e).__name__}: {e}"
             self._record(call)
             raise
+        if reply is None:
+            call.result = result
+            self._record(call)
+            return cast(TelegramType, self._parse_result(bot, method, result))
+        call.error, call.error_code = reply.description, reply.code
         self._record(call)
-        response = self.check_response(
-            bot=bot, method=method, status_code=status, content=self.json_dumps(body)
-        )
-        return cast(TelegramType, response.result)
+        body: dict[str, Any] = {"ok": False, "error_code": reply.code, "description": reply.description}
+        if reply.parameters:
+            body["parameters"] = reply.parameters
+        # an error answer takes aiogram's own path: the exception Telegram's answer would raise
+        self.check_response(bot=bot, method=method, status_code=reply.code, content=self.json_dumps(body))
+        raise AssertionError("check_response accepted an error answer")  # pragma: no cover
+
+    @staticmethod
+    def _parse_result(bot: Bot, method: TelegramMethod[Any], result: Any) -> Any:
+        """What aiogram's ``check_response`` makes of ``{"ok": true, "result": ...}``.
+
+        The same model (``Response[method.__returning__]``) validates the same data, with the
+        bot in its context; only the JSON text round trip is skipped (the answers are built
+        from JSON-typed values: dicts, lists, str, int, float, bool, None).
+        """
+        cls = type(method)
+        response_type = _RESPONSE_TYPES.get(cls)
+        if response_type is None:
+            pin_response_type(method)  # see vitte.perf: else a GC makes aiogram rebuild it
+            response_type = _RESPONSE_TYPES[cls] = Response[cls.__returning__]  # type: ignore[name-defined]
+        data = {"ok": True, "result": result}
+        try:
+            return response_type.model_validate(data, context={"bot": bot}).result
+        except ValidationError as e:
+            raise ClientDecodeError("Failed to deserialize object", e, data) from e
 
     # ------------------------------------------------------------------ internals
 
     def _prepare_params(
         self, bot: Bot, method: TelegramMethod[Any], files: dict[str, InputFile]
     ) -> dict[str, Any]:
+        """The method's fields as aiogram's sessions send them (``prepare_value`` of
+        ``model_dump``), without dumping the fields that are plain values already."""
         params: dict[str, Any] = {}
-        for key, value in method.model_dump(warnings=False).items():
-            prepared = self.prepare_value(value, bot=bot, files=files, _dumps_json=False)
-            if prepared is None or prepared == "":
-                continue  # aiohttp's session drops empty form fields too
-            params[key] = prepared
+        values: dict[str, Any] = method.__dict__
+        extra = method.__pydantic_extra__
+        if extra:
+            values = {**values, **extra}
+        for key, value in values.items():
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str:
+                if value == "":
+                    continue  # aiohttp's session drops empty form fields too
+                params[key] = value
+                continue
+            if kind is not int and kind is not bool and kind is not float:
+                # objects, lists, defaults, enums, files, dates: aiogram's own conversion
+                value = self.prepare_value(value, bot=bot, files=files, _dumps_json=False)
+                if value is None or value == "":
+                    continue
+            params[key] = value
         return params
 
     def _check_flood(self, chat_id: int, now: float) -> None:
@@ -986,6 +1032,8 @@ class LocalBotSession(BaseSession):
     def _record(self, call: ApiCall) -> None:
         self.calls.append(call)
         self.counts[call.method] += 1
+        if not (self.on_call or self._waiters or self._listeners):
+            return
         for callback in list(self.on_call):
             try:
                 outcome = callback(call)
@@ -1045,15 +1093,11 @@ class LocalBotSession(BaseSession):
         return plain, ents or None
 
     def _markup(
-        self, raw: Any, chat: ChatLog
+        self, raw: Any, chat: ChatLog, call: ApiCall | None = None
     ) -> tuple[InlineKeyboardMarkup | None, dict[str, Any] | None, Callable[[], None]]:
         """Validate reply_markup; returns (inline markup, its JSON, apply-side-effects)."""
-
-        def nothing() -> None:
-            return None
-
         if raw is None:
-            return None, None, nothing
+            return None, None, _nothing
         if not isinstance(raw, dict):
             raise _bad("can't parse reply keyboard markup JSON object")
         if "inline_keyboard" in raw:
@@ -1061,7 +1105,12 @@ class LocalBotSession(BaseSession):
             for row in rows:
                 for button in row:
                     self._check_button(button, chat)
-            return InlineKeyboardMarkup.model_validate(raw), raw, nothing
+            # the bot's own keyboard object (immutable) is what `raw` was dumped from
+            request = self._answering.get(call.seq) if call is not None else None
+            markup = getattr(request, "reply_markup", None)
+            if type(markup) is not InlineKeyboardMarkup:
+                markup = InlineKeyboardMarkup.model_validate(raw)
+            return markup, raw, _nothing
         if "keyboard" in raw:
 
             def set_keyboard() -> None:
@@ -1074,7 +1123,7 @@ class LocalBotSession(BaseSession):
                 chat.reply_keyboard = None
 
             return None, None, remove_keyboard
-        return None, None, nothing
+        return None, None, _nothing
 
     @staticmethod
     def _check_button(button: dict[str, Any], chat: ChatLog) -> None:
@@ -1185,7 +1234,7 @@ class LocalBotSession(BaseSession):
             empty="message text is empty",
             too_long="message is too long",
         )
-        markup, markup_json, apply = self._markup(p.get("reply_markup"), chat)
+        markup, markup_json, apply = self._markup(p.get("reply_markup"), chat, call)
         reply_to = self._reply_to(chat, p)
         apply()
         msg = self._new_message(
@@ -1245,7 +1294,7 @@ class LocalBotSession(BaseSession):
             empty="message text is empty",
             too_long="MESSAGE_TOO_LONG",
         )
-        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat)
+        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat, call)
         if text == msg.text and entities == msg.entities and markup_json == msg.markup_json:
             raise _Reply(400, NOT_MODIFIED)
         msg.text, msg.entities, msg.raw_text = text, entities, p.get("text")
@@ -1266,7 +1315,7 @@ class LocalBotSession(BaseSession):
             empty=None,
             too_long="message caption is too long",
         )
-        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat)
+        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat, call)
         new_text = text or None
         if new_text == msg.text and entities == msg.entities and markup_json == msg.markup_json:
             raise _Reply(400, NOT_MODIFIED)
@@ -1277,7 +1326,7 @@ class LocalBotSession(BaseSession):
 
     async def _edit_message_reply_markup(self, bot: Bot, p: dict[str, Any], files: Any, call: ApiCall) -> Any:
         chat, msg = self._editable(p)
-        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat)
+        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat, call)
         if markup_json == msg.markup_json:
             raise _Reply(400, NOT_MODIFIED)
         msg.reply_markup, msg.markup_json = markup, markup_json
@@ -1385,7 +1434,7 @@ class LocalBotSession(BaseSession):
     async def _send_invoice(self, bot: Bot, p: dict[str, Any], files: Any, call: ApiCall) -> Any:
         chat = self._target_chat(p)
         invoice = self._invoice(p, link=False)
-        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat)
+        markup, markup_json, _ = self._markup(p.get("reply_markup"), chat, call)
         if markup is not None:
             first = markup.inline_keyboard[0][0] if markup.inline_keyboard else None
             if first is None or not first.pay:
@@ -1596,7 +1645,7 @@ class LocalBotSession(BaseSession):
                     empty=None,
                     too_long="message caption is too long",
                 )
-            markup, markup_json, apply = self._markup(p.get("reply_markup"), chat)
+            markup, markup_json, apply = self._markup(p.get("reply_markup"), chat, call)
             reply_to = self._reply_to(chat, p)
             file = await self._read_file(bot, kind, ref, files, p.get("mime_type"))
             if kind == "document" and file.mime_type is None and file.filename:
@@ -1619,6 +1668,10 @@ class LocalBotSession(BaseSession):
             return self.message_json(bot, msg)
 
         return handler
+
+
+def _nothing() -> None:
+    return None
 
 
 def _maybe_int(value: Any) -> int | None:
