@@ -859,3 +859,24 @@ async def test_dead_redis_hit_allows() -> None:
             assert await _timed(cache.hit("user:1:replies", 60)) == 0  # 0 = allow, never an error
     finally:
         await cache.close()
+
+
+async def test_hit_and_recent_is_hit_and_recent_get_at_once(cache: Any) -> None:
+    # a miss and a first hit
+    assert await cache.hit_and_recent("user:5:replies", 60, 50) == (1, None)
+    await cache.recent_fill(50, [msg(1), msg(2, "assistant")])
+    assert await cache.hit_and_recent("user:5:replies", 60, 50) == (2, [msg(1), msg(2, "assistant")])
+    # the same counter as hit(), the same list as recent_get()
+    assert await cache.hit("user:5:replies", 60) == 3
+    assert await cache.recent_get(50) == [msg(1), msg(2, "assistant")]
+    assert (await cache.hit_and_recent("user:6:replies", 60, 51)) == (1, None)  # others untouched
+
+
+async def test_hit_and_recent_is_one_round_trip(processes: Callable[..., RedisCache]) -> None:
+    cache = processes()
+    sent = count_round_trips(cache)
+    await cache.recent_fill(1, [msg(1)])
+    await cache.hit_and_recent("user:1:warm-up", 60, 1)  # the script loaded
+    sent.clear()
+    assert await cache.hit_and_recent("user:1:replies", 60, 1) == (1, [msg(1)])
+    assert sent == ["EVALSHA"]

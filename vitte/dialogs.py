@@ -264,6 +264,17 @@ class DialogEngine:
         if await self.cache.hit(user_key(user_id, "replies"), window) > limit:
             raise RateLimited(window_remaining(window))
 
+    async def _rate_check_and_recent(self, user_id: int, dialog_id: int) -> list[CachedMessage]:
+        """`_rate_check` and `_recent` with one cache round trip."""
+        limit = self.settings.rate_limit_per_minute
+        if limit <= 0:
+            return await self._recent(dialog_id)
+        window = self.rate_window
+        hits, cached = await self.cache.hit_and_recent(user_key(user_id, "replies"), window, dialog_id)
+        if hits > limit:
+            raise RateLimited(window_remaining(window))
+        return cached if cached is not None else await self._recent(dialog_id, cached=False)
+
     async def _count_event(self, kind: str, language: str) -> None:
         """A counted safety event: kind and language only, never the player's text."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
@@ -602,9 +613,10 @@ class DialogEngine:
                 raise MessageTooLong(self.settings.max_message_chars)
         async with self.player_lock(user_id), self._crisis_errors(crisis):
             dialog, user = await self._admitted_active(user_id, crisis=crisis)
-            await self._rate_check(user_id)  # before anything is stored or the LLM is called
             dialog_id = int(dialog.id or 0)
-            recent = await self._recent(dialog_id)
+            # the rate limit before anything is stored or the LLM is called; the recent
+            # messages come along from the cache in the same round trip
+            recent = await self._rate_check_and_recent(user_id, dialog_id)
             now = utcnow()
             # hot path: no transaction, each statement commits on its own (one round trip each).
             # One reply from today's quota first: QuotaExceeded means nothing is stored and the
@@ -731,10 +743,13 @@ class DialogEngine:
             return outcome
         return replace(outcome, quota=quota)
 
-    async def _recent(self, dialog_id: int) -> list[CachedMessage]:
-        cached = await self.cache.recent_get(dialog_id)
-        if cached is not None:
-            return cached
+    async def _recent(self, dialog_id: int, *, cached: bool = True) -> list[CachedMessage]:
+        """The dialog's recent messages: the cache's, else the database's (then cached).
+        `cached=False`: the cache was just asked and missed."""
+        if cached:
+            found = await self.cache.recent_get(dialog_id)
+            if found is not None:
+                return found
         async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
             rows = list(
                 (

@@ -96,6 +96,13 @@ class Cache(Protocol):
         Unavailable: 0 (allow).
         """
 
+    async def hit_and_recent(
+        self, key: str, window: float, dialog_id: int
+    ) -> tuple[int, list[CachedMessage] | None]:
+        """`hit(key, window)` and `recent_get(dialog_id)` at once (one round trip with Redis):
+        what a reply needs from the cache before it calls the LLM."""
+        ...
+
     # --- housekeeping ---
     async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
         """Drop every key about this player (their data is being deleted): the dialogs'

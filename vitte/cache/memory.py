@@ -218,6 +218,11 @@ class MemoryCache:
         return True
 
     # --- rate limiting ---
+    async def hit_and_recent(
+        self, key: str, window: float, dialog_id: int
+    ) -> tuple[int, list[CachedMessage] | None]:
+        return await self.hit(key, window), await self.recent_get(dialog_id)
+
     async def hit(self, key: str, window: float) -> int:
         index = window_index(window)
         hits = self._hits

@@ -209,6 +209,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return n
 """
 
+# _HIT and _RECENT in one call (a reply's two reads). KEYS: hit key, list; ARGV: hit ttl ms, list ttl ms
+_HIT_RECENT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+if #items > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return {n, items}
+"""
+
 # SET NX with a token, so a retry of our own successful call still says "first".
 # KEYS[1] seen key; ARGV: token, ttl ms
 _FIRST_SEEN = """
@@ -298,6 +307,7 @@ class RedisCache:
         self._unlock = self._redis.register_script(_UNLOCK)
         self._first_seen = self._redis.register_script(_FIRST_SEEN)
         self._hit = self._redis.register_script(_HIT)
+        self._hit_recent = self._redis.register_script(_HIT_RECENT)
         self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
         self._tickets = KeyedLock()  # joining the Redis queue in this process's arrival order
         self._touched: dict[int, float] = {}  # user -> when this process last refreshed the mark
@@ -481,6 +491,19 @@ class RedisCache:
         key = self._recent_key(dialog_id)
         # one script call, not an LRANGE + PEXPIRE pipeline: the same round trip, less client CPU
         raw = await self._run(lambda: self._recent(keys=[key], args=[self.recent_ttl_ms]), None)
+        return await self._recent_items(dialog_id, key, raw)
+
+    async def hit_and_recent(
+        self, key: str, window: float, dialog_id: int
+    ) -> tuple[int, list[CachedMessage] | None]:
+        hkey, lkey = self._hit_key(key, window_index(window)), self._recent_key(dialog_id)
+        args = [_ms(window) + 1000, self.recent_ttl_ms]  # the count outlives the window it counts
+        got = await self._run(lambda: self._hit_recent(keys=[hkey, lkey], args=args), None)
+        if got is None:  # unavailable: 0 = allow, and a miss
+            return 0, None
+        return int(got[0]), await self._recent_items(dialog_id, lkey, got[1])
+
+    async def _recent_items(self, dialog_id: int, key: str, raw: Any) -> list[CachedMessage] | None:
         if not raw or self._dirty_all or key in self._dirty:
             return None
         try:
