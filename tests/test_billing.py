@@ -241,7 +241,8 @@ async def test_the_quota_costs_one_statement_on_the_hot_path(core: Core) -> None
         without = len(statements) + raw[0] - before
     finally:
         event.remove(core.db.engine.sync_engine, "before_cursor_execute", seen)
-    assert with_quota - without == 1
+    # PostgreSQL counts the quota in the statement that stores the turn; SQLite needs one more
+    assert with_quota - without == (1 if core.settings.is_sqlite else 0)
 
 
 async def test_premium_limit_then_pack_replies(backend_settings: Settings, redis_cleanup_if_any: None) -> None:

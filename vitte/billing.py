@@ -545,27 +545,33 @@ class Billing:
         async with unavailable_as(StoreUnavailable), self.db.raw() as own:
             return await self._take(own, user_id, user)
 
-    async def _take(self, conn: RawConnection, user_id: int, user: User | None) -> QuotaDecision:
+    def today(self, user: User) -> tuple[date, int]:
+        """Today's (UTC) day and this player's daily limit (0: no daily quota, only packs)."""
         now = self.clock()
-        day = now.date()
+        return now.date(), self.daily_limit(_is_premium(user.premium_until, now))
+
+    def daily_decision(self, user: User, day: date, used: int, limit: int) -> QuotaDecision:
+        """The decision for a reply counted in today's quota (`used`: the count, this one included)."""
+        extra = int(user.extra_replies or 0)
+        return QuotaDecision(user.id, day, QUOTA_DAILY, used, limit, extra, self.settings.low_quota_threshold)
+
+    async def _take(self, conn: RawConnection, user_id: int, user: User | None) -> QuotaDecision:
         threshold = self.settings.low_quota_threshold
         if user is None:
             found = await conn.mapping(_USER_ROW, {"user_id": user_id})
             if found is None:
                 raise UnknownUser(user_id)
             user = User(**found)
-        limit = self.daily_limit(_is_premium(user.premium_until, now))
+        day, limit = self.today(user)
         if limit > 0:
             counted = await conn.first(_COUNT, {"user_id": user_id, "day": day, "limit": limit})
             if counted is not None:
-                return QuotaDecision(
-                    user_id, day, QUOTA_DAILY, int(counted[0]), limit, int(user.extra_replies or 0), threshold
-                )
+                return self.daily_decision(user, day, int(counted[0]), limit)
         spent = await conn.first(_SPEND_EXTRA, {"user_id": user_id})
         if spent is not None:
             return QuotaDecision(user_id, day, QUOTA_EXTRA, limit, limit, int(spent[0]), threshold)
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            raise QuotaExceeded(await self._entitlement(s, user_id, now))
+            raise QuotaExceeded(await self._entitlement(s, user_id, self.clock()))
 
     async def release(self, decision: QuotaDecision) -> None:
         """Give back a reply taken by check_and_count (no reply was written). Never raises."""

@@ -17,7 +17,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import BigInteger, String, Text, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    column,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -123,6 +136,40 @@ _STORE_TURN = Prepared(
     )
     .returning(table_of(Message).c.id, table_of(Message).c.role),
     "player's message and the reply's placeholder",
+)
+# PostgreSQL: today's quota counted and the turn stored in ONE statement (data-modifying CTEs);
+# the turn's rows are inserted only if the quota took the reply. No row back: the daily quota
+# is used up (the two-statement path then tries a pack reply or refuses).
+_COUNT_AND_STORE_TURN = Prepared(
+    sql_text(
+        """
+WITH quota AS (
+    INSERT INTO usage (user_id, day, replies) VALUES (:user_id, :day, 1)
+    ON CONFLICT (user_id, day) DO UPDATE SET replies = usage.replies + 1
+    WHERE usage.replies < :limit
+    RETURNING replies
+), turn AS (
+    INSERT INTO messages (dialog_id, role, text, telegram_message_id, status, created_at)
+    SELECT v.dialog_id, v.role, v.text, v.telegram_message_id, v.status, v.created_at
+    FROM (VALUES
+        (CAST(:dialog_id AS BIGINT), 'user', CAST(:text AS TEXT), CAST(:telegram_message_id AS BIGINT),
+         'ok', CAST(:now AS TIMESTAMP WITH TIME ZONE)),
+        (CAST(:dialog_id AS BIGINT), 'assistant', '', CAST(NULL AS BIGINT),
+         'streaming', CAST(:now AS TIMESTAMP WITH TIME ZONE))
+    ) AS v (dialog_id, role, text, telegram_message_id, status, created_at)
+    WHERE EXISTS (SELECT 1 FROM quota)
+    RETURNING id, role
+)
+SELECT quota.replies, turn.id, turn.role FROM quota, turn
+"""
+    )
+    .bindparams(
+        bindparam("day", type_=Date()),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("limit", type_=Integer()),
+    )
+    .columns(column("replies", Integer()), column("id", BigInteger()), column("role", String())),
+    "quota counted, the player's message and the reply's placeholder stored",
 )
 _FINISH = Prepared(
     update(table_of(Message))
@@ -343,7 +390,7 @@ class DialogEngine:
     async def warm_up(self) -> None:
         """The hot path's statements compiled and a pooled connection opened (see Core.warm_up)."""
         dialect = self.db.engine.dialect
-        for prepared in (_ACTIVE_ROW, _STORE_TURN, _FINISH):
+        for prepared in (_ACTIVE_ROW, _STORE_TURN, _FINISH, _COUNT_AND_STORE_TURN):
             prepared.compiled(dialect)
         if self.billing is not None:
             self.billing.warm_up(dialect)
@@ -622,12 +669,7 @@ class DialogEngine:
             # One reply from today's quota first: QuotaExceeded means nothing is stored and the
             # LLM is not called; if storing the message fails, the reply is given back.
             async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
-                quota = await self._quota_take(user, conn)
-                try:
-                    ids = await self._store_turn(conn, dialog_id, text, telegram_message_id, now)
-                except BaseException:
-                    await self._quota_give_back(quota)
-                    raise
+                quota, ids = await self._count_and_store_turn(conn, user, dialog_id, text, telegram_message_id, now)
             try:
                 user_msg = CachedMessage(int(ids[0]), USER, text, MSG_OK)
                 placeholder_id = int(ids[1])
@@ -654,6 +696,42 @@ class DialogEngine:
                 await self._quota_give_back(quota)
                 raise
             return await self._quota_settle(outcome, quota)
+
+    async def _count_and_store_turn(
+        self,
+        conn: RawConnection,
+        user: User,
+        dialog_id: int,
+        text: str,
+        telegram_message_id: int | None,
+        now: datetime,
+    ) -> tuple[QuotaDecision | None, list[int]]:
+        """One reply from today's quota and the turn's two rows: ONE statement on PostgreSQL
+        within the daily quota, else the quota's statements then the turn's (QuotaExceeded
+        stores nothing; a failed store gives the reply back)."""
+        if self.billing is not None and conn.dialect.name == "postgresql":
+            day, limit = self.billing.today(user)
+            if limit > 0:
+                params = {
+                    "user_id": user.id,
+                    "day": day,
+                    "limit": limit,
+                    "dialog_id": dialog_id,
+                    "text": text,
+                    "telegram_message_id": telegram_message_id,
+                    "now": now,
+                }
+                rows = await conn.rows(_COUNT_AND_STORE_TURN, params)
+                if rows:
+                    by_role = {role: int(message_id) for _used, message_id, role in rows}
+                    counted = self.billing.daily_decision(user, day, int(rows[0][0]), limit)
+                    return counted, [by_role[USER], by_role[ASSISTANT]]
+        quota = await self._quota_take(user, conn)
+        try:
+            return quota, await self._store_turn(conn, dialog_id, text, telegram_message_id, now)
+        except BaseException:
+            await self._quota_give_back(quota)
+            raise
 
     async def _store_turn(
         self, conn: RawConnection, dialog_id: int, text: str, telegram_message_id: int | None, now: datetime
