@@ -87,6 +87,24 @@ PROBE = textwrap.dedent(
     parsed = Response[response].model_validate({"ok": True, "result": message})
     out["response"] = parsed.result.model_dump(mode="json", exclude_unset=True)
     out["rss_import_mb"] = rss_import
+
+    def privates(obj):  # every aiogram object inside `obj`, with its private attributes
+        from aiogram.client.context_controller import BotContextController
+        found = []
+        if isinstance(obj, BotContextController):
+            found.append([type(obj).__name__, repr(obj.__pydantic_private__)])
+            for name in type(obj).model_fields:
+                found += privates(getattr(obj, name))
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                found += privates(item)
+        return found
+
+    bound = Update.model_validate(updates[1], context={"bot": "BOT"})
+    out["bound"] = privates(bound)
+    out["unbound"] = privates(Update.model_validate(updates[0]))
+    out["answer_bot"] = bound.callback_query.message.answer("x").bot
+    out["markup_private"] = privates(markup)
     if "--all" in sys.argv:
         import pydantic, aiogram.types, aiogram.methods
         built = 0
@@ -136,6 +154,54 @@ def test_updates_methods_and_responses_are_the_same_either_way(both: tuple[dict,
     assert first["reply_to_message"]["sticker"]["file_id"] == "s"
     assert first["successful_payment"]["total_amount"] == 50
     assert lazy["methods"][0]["reply_markup"]["inline_keyboard"][0][1]["web_app"]["url"].endswith("/app")
+
+
+def test_objects_carry_their_bot_the_same_either_way(both: tuple[dict, dict]) -> None:
+    lazy, eager = both
+    for key in ("bound", "unbound", "answer_bot", "markup_private"):
+        assert lazy[key] == eager[key], key
+    assert len(lazy["bound"]) > 5
+    assert {p for _, p in lazy["bound"]} == {"{'_bot': 'BOT'}"}
+    assert {p for _, p in lazy["unbound"] + lazy["markup_private"]} == {"{'_bot': None}"}
+    assert lazy["answer_bot"] == "BOT"  # message.answer(...) is bound to the message's bot
+
+
+def test_the_bot_is_bound_in_one_step() -> None:
+    from aiogram.client.context_controller import BotContextController
+    from aiogram.types import Message, TelegramObject, User
+
+    from vitte import aiogram_models
+
+    if not aiogram_models.installed():
+        pytest.skip("VITTE_AIOGRAM_EAGER: aiogram's own post-init")
+
+    import aiogram.methods
+    import aiogram.types
+
+    everyone = [
+        cls
+        for module in (aiogram.types, aiogram.methods)
+        for cls in (getattr(module, name) for name in module.__all__)
+        if isinstance(cls, type) and issubclass(cls, BotContextController)
+    ]
+    assert len(everyone) > 500  # every type and method of the Bot API
+    assert [c for c in everyone if c.model_post_init is not aiogram_models._bind_bot] == []
+    user = {"id": 1, "is_bot": False, "first_name": "A"}
+    raw = {"message_id": 1, "date": 1, "chat": {"id": 1, "type": "private"}, "from": user}
+    bot = object()
+    message = Message.model_validate(raw, context={"bot": bot})
+    assert message.bot is bot and message.from_user is not None and message.from_user.bot is bot
+    assert Message.model_validate(raw).bot is None
+    assert User(id=1, is_bot=False, first_name="A").bot is None
+    assert User.model_construct(id=1).__pydantic_private__ == {"_bot": None}
+    assert message.model_copy().bot is bot
+    assert User(id=1, is_bot=False, first_name="A").as_(bot).bot is bot  # type: ignore[arg-type]
+
+    class Later(TelegramObject):  # a model made after install(): pydantic's own wrapper, still right
+        x: int
+
+    assert Later.model_validate({"x": 1}, context={"bot": bot}).bot is bot
+    assert Later(x=1).__pydantic_private__ == {"_bot": None}
 
 
 def test_a_bot_process_imports_in_far_less_memory(both: tuple[dict, dict]) -> None:

@@ -194,12 +194,25 @@ async def test_reply_streams_as_throttled_drafts_then_one_message(env: BotEnv) -
     texts = [d.params.get("text", "") for d in drafts]
     assert all(len(b) > len(a) for a, b in pairwise(texts))  # only when the text grew
     assert min(b.ts - a.ts for a, b in pairwise(drafts)) >= 0.14  # throttled
-    assert env.sent("sendChatAction", p.user_id)[0].params["action"] == "typing"
+    assert env.sent("sendChatAction", p.user_id) == []  # the first words came at once: no typing
 
     rows = await env.rows(p.user_id)
     assert [(r.role, r.status) for r in rows][-2:] == [(USER, MSG_OK), (ASSISTANT, MSG_OK)]
     assert rows[-2].text == "Привет, как ты?"
     assert rows[-1].text == _sentences(12)
+
+
+async def test_a_slow_first_token_shows_typing_until_the_words_come(env: BotEnv) -> None:
+    env.llm.ttft = 0.6  # twice TYPING_DELAY
+    env.llm.default_reply = "Дай подумать. Вот."
+    p = env.player()
+    await env.choose(p)
+    await p.send("Сложный вопрос")
+    assert p.last_bot_message().text == "Дай подумать. Вот."
+    actions = env.sent("sendChatAction", p.user_id)
+    assert [a.params["action"] for a in actions] == ["typing"]
+    drafts = [d for d in env.sent("sendMessageDraft", p.user_id) if d.params.get("text")]
+    assert not drafts or actions[0].ts < drafts[0].ts  # while nothing but "Thinking…" was shown
 
 
 async def test_regenerate_replaces_the_last_reply(env: BotEnv) -> None:

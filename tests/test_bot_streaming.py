@@ -10,7 +10,8 @@ from aiogram.methods import SendMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitte.bot.streaming import ReplyStream, call_with_retry, split_text
+from vitte.bot import streaming
+from vitte.bot.streaming import ReplyStream, TypingLoop, call_with_retry, split_text
 from vitte.localapi import LocalBotSession, make_local_bot
 
 
@@ -125,7 +126,7 @@ async def test_a_burst_of_deltas_makes_no_call_and_starts_no_task() -> None:
     bot = make_local_bot(session)
     session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
     stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.5).start()
-    await asyncio.sleep(0.05)  # the typing action and the "Thinking…" placeholder
+    await asyncio.sleep(0.05)  # the "Thinking…" placeholder
     calls, tasks = len(session.calls), len(asyncio.all_tasks())
     for i in range(1, 301):  # an instant LLM: every delta at once
         await stream.on_text("слово " * i)
@@ -134,3 +135,45 @@ async def test_a_burst_of_deltas_makes_no_call_and_starts_no_task() -> None:
     assert [c.params.get("text", "") for c in session.calls_of("sendMessageDraft")] == [""]  # no draft was due
     last = session.chat(7).last_bot_message()
     assert last is not None and last.text == ("слово " * 300).strip()
+
+
+async def test_words_that_come_at_once_show_no_typing() -> None:
+    session = LocalBotSession()
+    bot = make_local_bot(session)
+    session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
+    stream = ReplyStream(bot, 7, draft_id=5).start()
+    await asyncio.sleep(0.01)
+    await stream.on_text("Сразу")
+    await asyncio.sleep(streaming.TYPING_DELAY + 0.1)  # past the delay: still nothing
+    await stream.finish("Сразу ответ.")
+    assert session.calls_of("sendChatAction") == []
+    assert session.chat(7).last_bot_message().text == "Сразу ответ."  # type: ignore[union-attr]
+
+
+async def test_a_slow_first_word_shows_typing_and_repeats_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "TYPING_DELAY", 0.05)
+    monkeypatch.setattr(streaming, "TYPING_EVERY", 0.1)
+    session = LocalBotSession()
+    bot = make_local_bot(session)
+    session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
+    stream = ReplyStream(bot, 7, draft_id=5).start()
+    await asyncio.sleep(0.02)
+    assert session.calls_of("sendChatAction") == []  # not yet: the words may still come at once
+    await asyncio.sleep(0.28)  # typing at 0.05 s, 0.15 s, 0.25 s
+    await stream.on_text("Наконец")
+    actions = session.calls_of("sendChatAction")
+    assert len(actions) >= 2 and {c.params["action"] for c in actions} == {"typing"}  # repeated
+    await asyncio.sleep(0.25)
+    await stream.finish("Наконец.")
+    assert len(session.calls_of("sendChatAction")) == len(actions)  # none after the first words
+
+
+async def test_typing_loop_stopped_early_makes_no_call_and_leaves_no_task() -> None:
+    session = LocalBotSession()
+    bot = make_local_bot(session)
+    tasks = len(asyncio.all_tasks())
+    typing = TypingLoop(bot, 7).start()
+    assert len(asyncio.all_tasks()) == tasks
+    await typing.stop()
+    await asyncio.sleep(streaming.TYPING_DELAY + 0.05)
+    assert session.calls_of("sendChatAction") == [] and len(asyncio.all_tasks()) == tasks

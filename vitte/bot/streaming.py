@@ -5,7 +5,7 @@
   the first draft has empty text, which Telegram shows as a "Thinking…" placeholder.
 - Where drafts fail (an old Bot API server, a chat that does not allow them): one message
   edited at most once per `edit_interval` seconds (Telegram's ~1 message/s per chat).
-- A typing action while waiting for the first token.
+- A typing action while waiting for the first token, once the wait lasts `TYPING_DELAY` s.
 - The final text is persisted with `sendMessage` (drafts are ephemeral), split on sentence
   boundaries at Telegram's 4096 characters; `TelegramRetryAfter` is waited out.
 
@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 TELEGRAM_LIMIT = 4096
 TYPING_EVERY = 4.5  # Telegram shows a chat action for ~5 s
+TYPING_DELAY = 0.3  # no typing action for a reply that shows something sooner than this
 PLACEHOLDER_EMPTY = ""  # an empty draft: Telegram shows "Thinking…"
 PLACEHOLDER_TEXT = "…"  # where an empty draft is refused
 
@@ -112,17 +113,33 @@ def _not_modified(exc: TelegramAPIError) -> bool:
 
 
 class TypingLoop:
-    """Send the typing action until stopped (or until `until` is set)."""
+    """Send the typing action until stopped (or until `until` is set).
+
+    The first action goes out only if the wait lasts: `TYPING_DELAY` seconds after `start()`
+    (a reply whose first words, draft or message come sooner shows no typing at all, and costs
+    no call and no task); from then on it is repeated every `TYPING_EVERY` seconds as before.
+    """
 
     def __init__(self, bot: Bot, chat_id: int, until: asyncio.Event | None = None) -> None:
         self.bot = bot
         self.chat_id = chat_id
         self.until = until or asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> TypingLoop:
-        self._task = asyncio.create_task(self._run())
+    def start(self, delay: float | None = None) -> TypingLoop:
+        """Begin after `delay` seconds (default `TYPING_DELAY`; 0: at once)."""
+        delay = TYPING_DELAY if delay is None else delay
+        if delay <= 0:
+            self._begin()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._begin)
         return self
+
+    def _begin(self) -> None:
+        self._timer = None
+        if not self.until.is_set():
+            self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while not self.until.is_set():
@@ -142,6 +159,9 @@ class TypingLoop:
 
     async def stop(self) -> None:
         self.until.set()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
