@@ -579,7 +579,7 @@ class _Bench:
     async def run(self) -> BenchResult:
         import aiohttp
 
-        from vitte.bot.factory import build_dispatcher
+        from vitte.bot.factory import build_dispatcher, warm_up
         from vitte.bot.runtime import Runtime
         from vitte.core import Core
         from vitte.devtools.llm_server import run_subprocess
@@ -636,8 +636,11 @@ class _Bench:
                 def text() -> str:
                     return f"Message {next(counter)}: tell me about your evening?"
 
-                # warm-up (connections, prepared statements, catalog): not measured
+                # warm-up, not measured: what `vitte run-bot` does before taking updates, and
+                # two messages per warm-up player (a second reply edits the first one's markup)
+                await warm_up(core)
                 for i in range(min(cfg.warmup, len(players))):
+                    await self._send(players[i], text())
                     await self._send(players[i], text())
 
                 overhead = await self._sequential(players, text, sql, redis)

@@ -139,3 +139,26 @@ def make_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
 def bot_commands(lang: str) -> list[BotCommand]:
     return [BotCommand(command=c, description=t(lang, f"cmd_{c}")) for c in COMMANDS]
 
+
+
+async def warm_up(core: Core) -> None:
+    """What the first updates would otherwise do on arrival, done before any arrives.
+
+    aiogram's models are built on first use (vitte.aiogram_models), and the first update also
+    opens the database and Redis connections and loads the catalog: ≈ 0.2 s in all. Behind a
+    load balancer that is long enough for a player's next message, sent to a warm process, to
+    overtake the first one (tests/test_scaleout.py); `vitte run-bot` takes updates once warm,
+    and `vitte bench` measures a warm process.
+    """
+    from aiogram.methods.base import Response
+    from aiogram.types import Update
+
+    chat = {"id": 1, "type": "private"}
+    sender = {"id": 1, "is_bot": False, "first_name": "warm-up"}
+    message = {"message_id": 1, "date": 0, "chat": chat, "from": sender, "text": "."}
+    Update.model_validate({"update_id": 0, "message": message})
+    Update.model_validate({"update_id": 0, "callback_query": {"id": "1", "from": sender, "chat_instance": "1"}})
+    Response[Message].model_validate({"ok": True, "result": message})  # sendMessage …
+    Response[bool].model_validate({"ok": True, "result": True})  # answerCallbackQuery …
+    Response[Message | bool].model_validate({"ok": True, "result": True})  # editMessageReplyMarkup …
+    await core.warm_up()

@@ -38,7 +38,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, MenuButton
 from aiohttp import web
 
 from vitte.bot.callbacks import RegenCb
-from vitte.bot.factory import bot_commands, build_dispatcher, make_bot
+from vitte.bot.factory import bot_commands, build_dispatcher, make_bot, warm_up
 from vitte.bot.keyboards import retry_kb
 from vitte.bot.runtime import Runtime
 from vitte.bot.streaming import call_with_retry
@@ -121,30 +121,10 @@ async def run_bot(
 # ---------------------------------------------------------------------- startup
 
 
-async def _warm_up(core: Core) -> None:
-    """What the first update would otherwise do on arrival, done before any arrives.
-
-    aiogram's models are built on first use (vitte.aiogram_models), and the first update also
-    opens the database and Redis connections and loads the catalog: ≈ 0.2 s in all. Behind a
-    load balancer that is long enough for a player's next message, sent to a warm process, to
-    overtake the first one (tests/test_scaleout.py); a process takes updates once it is warm.
-    """
-    from aiogram.methods.base import Response
-    from aiogram.types import Message, Update
-
-    chat = {"id": 1, "type": "private"}
-    sender = {"id": 1, "is_bot": False, "first_name": "warm-up"}
-    message = {"message_id": 1, "date": 0, "chat": chat, "from": sender, "text": "."}
-    Update.model_validate({"update_id": 0, "message": message})
-    Response[Message].model_validate({"ok": True, "result": message})
-    Response[bool].model_validate({"ok": True, "result": True})
-    await core.warm_up()
-
-
 async def _startup(bot: Bot, core: Core, settings: Settings, runtime: Runtime | None = None) -> None:
     """`runtime`: the restart notices are sent in a task it tracks (drained on shutdown like
     an update); without one (embedding, tests) they are sent before this returns."""
-    await _warm_up(core)
+    await warm_up(core)
     try:
         me = await bot.get_me()
         log.info("bot @%s (id %s) starting; LLM: %s", me.username, me.id, core.llm.label)
