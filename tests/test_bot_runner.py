@@ -259,7 +259,7 @@ async def test_webhook_checks_the_secret_and_handles_updates(sqlite_url: str) ->
 async def test_run_bot_subprocess_round_trip(tmp_path: Path) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}"
     user = 1001
-    async with FakeBotAPI(token=TOKEN) as api, FakeLLMServer(tps=0) as llm:
+    async with FakeBotAPI(token=TOKEN) as api, FakeLLMServer(tps=0, ttft=0.5) as llm:  # slow enough to show a draft
         settings = load_settings(database_url=db_url)
         await _prepare(settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("VITTE_")}

@@ -83,7 +83,7 @@ async def test_refused_empty_placeholder_becomes_an_ellipsis() -> None:
     bot = make_local_bot(session)
     session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
     session.fail_next("sendMessageDraft", 400, "Bad Request: text must be non-empty")
-    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.01).start()
+    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.01, first_show_delay=0).start()
     await stream.on_text("Привет")
     await asyncio.sleep(0.1)
     message_id = await stream.finish("Привет, как дела?")
@@ -98,7 +98,9 @@ async def test_drafts_refused_fall_back_to_an_edited_message() -> None:
     session.drafts_supported = False
     bot = make_local_bot(session)
     session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
-    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.01, edit_interval=0.05).start()
+    stream = ReplyStream(
+        bot, 7, draft_id=5, draft_interval=0.01, edit_interval=0.05, first_show_delay=0
+    ).start()
     for i in range(1, 6):
         await stream.on_text("слово " * i)
         await asyncio.sleep(0.03)
@@ -132,7 +134,7 @@ async def test_a_burst_of_deltas_makes_no_call_and_starts_no_task() -> None:
         await stream.on_text("слово " * i)
     assert len(session.calls) == calls and len(asyncio.all_tasks()) == tasks
     await stream.finish("слово " * 300)
-    assert [c.params.get("text", "") for c in session.calls_of("sendMessageDraft")] == [""]  # no draft was due
+    assert session.calls_of("sendMessageDraft") == []  # written within FIRST_SHOW_DELAY: no draft at all
     last = session.chat(7).last_bot_message()
     assert last is not None and last.text == ("слово " * 300).strip()
 
@@ -177,3 +179,23 @@ async def test_typing_loop_stopped_early_makes_no_call_and_leaves_no_task() -> N
     await typing.stop()
     await asyncio.sleep(streaming.TYPING_DELAY + 0.05)
     assert session.calls_of("sendChatAction") == [] and len(asyncio.all_tasks()) == tasks
+
+
+async def test_nothing_shows_before_the_first_show_delay_then_the_placeholder() -> None:
+    from vitte.bot.streaming import FIRST_SHOW_DELAY
+
+    session = LocalBotSession()
+    bot = make_local_bot(session)
+    session.register_user({"id": 7, "is_bot": False, "first_name": "P"})
+    stream = ReplyStream(bot, 7, draft_id=5, draft_interval=0.05).start()
+    await asyncio.sleep(FIRST_SHOW_DELAY / 3)
+    assert session.calls_of("sendMessageDraft") == []  # a fast reply would show no draft at all
+    await asyncio.sleep(FIRST_SHOW_DELAY)
+    # no word yet: Telegram's "Thinking…" placeholder (an empty draft), with the stop button
+    assert [
+        (c.params.get("text") or "", c.params.get("can_stop")) for c in session.calls_of("sendMessageDraft")
+    ] == [("", True)]
+    await stream.on_text("Привет")
+    await asyncio.sleep(0.1)
+    assert session.calls_of("sendMessageDraft")[-1].params["text"] == "Привет"
+    await stream.finish("Привет!")

@@ -257,8 +257,13 @@ async def test_choose_a_persona_through_the_web_app_then_chat_streams() -> None:
         assert app.chat_view._draft.display
         assert status(app) == "печатает…"
         assert app.check_action("stop", ()) is True  # Esc would stop it
-        texts = [c.params.get("text", "") for c in app.backend.session.calls_of("sendMessageDraft")]
-        assert len({t for t in texts if t}) >= 2  # several drafts, each longer: live streaming
+        # several drafts, each longer: live streaming
+        await until(
+            pilot,
+            lambda: len({c.params.get("text") for c in app.backend.session.calls_of("sendMessageDraft")} - {"", None})
+            >= 2,
+            what="a second, longer draft",
+        )
         writer.gate.set()
         await wait_idle(pilot)
         await until(pilot, lambda: status(app) == "в сети", what="online again")

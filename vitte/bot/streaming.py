@@ -42,6 +42,7 @@ T = TypeVar("T")
 TELEGRAM_LIMIT = 4096
 TYPING_EVERY = 4.5  # Telegram shows a chat action for ~5 s
 TYPING_DELAY = 0.3  # no typing action for a reply that shows something sooner than this
+FIRST_SHOW_DELAY = 0.3  # no draft or progress message for a reply written sooner than this
 PLACEHOLDER_EMPTY = ""  # an empty draft: Telegram shows "Thinking…"
 PLACEHOLDER_TEXT = "…"  # where an empty draft is refused
 
@@ -181,9 +182,11 @@ class ReplyStream:
         use_drafts: bool = True,
         draft_interval: float = 0.5,
         edit_interval: float = 1.0,
+        first_show_delay: float = FIRST_SHOW_DELAY,
         on_drafts_unsupported: Callable[[], None] | None = None,
     ) -> None:
         self.bot = bot
+        self.first_show_delay = first_show_delay
         self.chat_id = chat_id
         self.draft_id = draft_id
         self.mode = "draft" if use_drafts else "edit"
@@ -234,9 +237,21 @@ class ReplyStream:
     # ------------------------------------------------------------------ progress
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        # nothing is shown before FIRST_SHOW_DELAY: a reply written by then arrives as the final
+        # message alone (no draft, no progress message: fewer Bot API calls for fast replies)
+        self._next_at = loop.time() + self.first_show_delay
         if self.mode == "draft":
-            await self._show("")  # the "Thinking…" placeholder, with the stop button
-            self._next_at = loop.time() + self.draft_interval
+            try:
+                if self.first_show_delay > 0:
+                    async with asyncio.timeout(self.first_show_delay):
+                        await self._changed.wait()
+                else:
+                    raise TimeoutError  # at once
+            except TimeoutError:
+                if self._closed or self.stop.is_set():
+                    return
+                await self._show("")  # no word yet: the "Thinking…" placeholder, with the stop button
+                self._next_at = loop.time() + self.draft_interval
         while True:
             await self._changed.wait()
             self._changed.clear()
