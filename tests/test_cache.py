@@ -24,6 +24,19 @@ from vitte.config import load_settings
 CAP = 5
 
 
+def _slow_when_it_succeeds(script: Any, succeeded: asyncio.Event) -> Any:
+    """A script call whose reply is slow when it succeeded (Redis did it; the caller waits)."""
+
+    async def call(**kw: Any) -> Any:
+        got = await script(**kw)
+        if got:
+            succeeded.set()
+            await asyncio.sleep(10)
+        return got
+
+    return call
+
+
 def msg(i: int, role: str = "user", text: str | None = None, status: str = "ok") -> CachedMessage:
     return CachedMessage(i, role, text if text is not None else f"message {i}", status)
 
@@ -291,16 +304,7 @@ async def test_lock_cancelled_while_polling_redis_gives_it_back(
             entered.set()
             await release.wait()
 
-    real_claim = b._claim
-
-    async def slow_claim(**kw: Any) -> Any:  # the reply to a successful claim is slow
-        got = await real_claim(**kw)
-        if got:
-            claimed.set()
-            await asyncio.sleep(10)
-        return got
-
-    b._claim = slow_claim  # type: ignore[assignment]
+    b._claim = _slow_when_it_succeeds(b._claim, claimed)  # type: ignore[assignment]
 
     async def waiter() -> None:
         async with b.user_lock(3, lease=5):
@@ -527,17 +531,8 @@ async def test_lock_cancelled_during_the_fast_path_gives_it_back(
     processes: Callable[..., RedisCache],
 ) -> None:
     a, b = processes(), processes()
-    real_enter = a._enter
     took = asyncio.Event()
-
-    async def slow_enter(**kw: Any) -> Any:  # the reply to a successful call is slow
-        got = await real_enter(**kw)
-        if got:
-            took.set()
-            await asyncio.sleep(10)
-        return got
-
-    a._enter = slow_enter  # type: ignore[assignment]
+    a._enter = _slow_when_it_succeeds(a._enter, took)  # type: ignore[assignment]
 
     async def taker() -> None:
         async with a.user_lock(4, lease=5):
