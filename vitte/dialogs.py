@@ -302,17 +302,9 @@ class DialogEngine:
             await self._count_event("crisis", player_view(row[1]).language)
         return row
 
-    async def _rate_check(self, user_id: int) -> None:
-        """RateLimited when the player asked for more replies than VITTE_RATE_LIMIT_PER_MINUTE."""
-        limit = self.settings.rate_limit_per_minute
-        if limit <= 0:
-            return
-        window = self.rate_window
-        if await self.cache.hit(user_key(user_id, "replies"), window) > limit:
-            raise RateLimited(window_remaining(window))
-
     async def _rate_check_and_recent(self, user_id: int, dialog_id: int) -> list[CachedMessage]:
-        """`_rate_check` and `_recent` with one cache round trip."""
+        """RateLimited when the player asked for more replies than VITTE_RATE_LIMIT_PER_MINUTE,
+        else the dialog's recent messages (`_recent`): one cache round trip for both."""
         limit = self.settings.rate_limit_per_minute
         if limit <= 0:
             return await self._recent(dialog_id)
@@ -784,10 +776,9 @@ class DialogEngine:
                 replace_id = int(last.id or 0)
             elif last.role != USER:
                 raise NothingToRegenerate()
-            await self._rate_check(user_id)  # before the LLM is called
+            recent = await self._rate_check_and_recent(user_id, dialog_id)  # before the LLM is called
             quota = await self._quota_take(user)  # before the LLM is called
             try:
-                recent = await self._recent(dialog_id)
                 history = [m for m in recent if m.id > dialog.summary_upto and m.id != replace_id]
                 # the persona answers a crisis message with care again (no new flag or event)
                 answered = next((m for m in reversed(history) if m.role == USER), None)
