@@ -142,24 +142,33 @@ async def test_polling_round_trip_and_startup(backend_settings: Settings) -> Non
     await drop_redis_keys(settings)
 
 
+async def _bot_mid_reply(
+    settings: Settings, runtime: Runtime | None = None
+) -> tuple[LocalPlayer, asyncio.Event, asyncio.Task[None]]:
+    """`run_bot` polling the local Bot API, player 1001 chatting, a reply streaming (> 10 chars
+    drafted): the player, the stop event and the bot's task."""
+    await _prepare(settings)
+    session = LocalBotSession()
+    bot = make_local_bot(session, token=TOKEN)
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=runtime))
+    core = await Core.open(settings)
+    await core.players.confirm_adult(1001)
+    await core.dialogs.choose(1001, PERSONA, STORY)
+    await core.close()
+    await session.wait_for("getUpdates", timeout=10)
+    p = LocalPlayer(None, bot, session, deliver="queue")  # type: ignore[arg-type]
+    await p.send("Рассказывай")
+    await wait_until(lambda: p.current_draft is not None and len(p.current_draft.text) > 10)
+    return p, stop, running
+
+
 async def test_shutdown_lets_a_reply_finish_within_the_grace(sqlite_url: str) -> None:
     async with FakeLLMServer(default_reply=SHORT_REPLY, tps=150) as llm:  # ~1 s
         settings = load_settings(
             database_url=sqlite_url, bot_token=TOKEN, llm_base_url=llm.base_url, shutdown_grace=10
         )
-        await _prepare(settings)
-        session = LocalBotSession()
-        bot = make_local_bot(session, token=TOKEN)
-        stop = asyncio.Event()
-        running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop))
-        core = await Core.open(settings)
-        await core.players.confirm_adult(1001)
-        await core.dialogs.choose(1001, PERSONA, STORY)
-        await core.close()
-        await session.wait_for("getUpdates", timeout=10)
-        p = LocalPlayer(None, bot, session, deliver="queue")  # type: ignore[arg-type]
-        await p.send("Рассказывай")
-        await wait_until(lambda: p.current_draft is not None and len(p.current_draft.text) > 10)
+        p, stop, running = await _bot_mid_reply(settings)
         stop.set()
         await asyncio.wait_for(running, 15)
         rows = await _rows(settings, 1001)
@@ -172,19 +181,7 @@ async def test_shutdown_cancels_a_reply_after_the_grace(backend_settings: Settin
         settings = backend_settings.model_copy(
             update={"bot_token": SecretStr(TOKEN), "llm_base_url": llm.base_url, "shutdown_grace": 0.3}
         )
-        await _prepare(settings)
-        session = LocalBotSession()
-        bot = make_local_bot(session, token=TOKEN)
-        stop = asyncio.Event()
-        running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=Runtime(draft_interval=0.05)))
-        core = await Core.open(settings)
-        await core.players.confirm_adult(1001)
-        await core.dialogs.choose(1001, PERSONA, STORY)
-        await core.close()
-        await session.wait_for("getUpdates", timeout=10)
-        p = LocalPlayer(None, bot, session, deliver="queue")  # type: ignore[arg-type]
-        await p.send("Рассказывай")
-        await wait_until(lambda: p.current_draft is not None and len(p.current_draft.text) > 10)
+        p, stop, running = await _bot_mid_reply(settings, Runtime(draft_interval=0.05))
         stop.set()
         await asyncio.wait_for(running, 10)
         rows = await _rows(settings, 1001)

@@ -67,6 +67,14 @@ class FakeBotApi:
                 break
         return self.sent_messages(chat_id)
 
+    def _failure(self, chat_id: int) -> web.Response | None:
+        """The error set up in `fail_next` for this chat (once), as Telegram answers it."""
+        failure = self.fail_next.pop(chat_id, None)
+        if failure is None:
+            return None
+        code, description = failure
+        return web.json_response({"ok": False, "error_code": code, "description": description}, status=code)
+
     async def _handle(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
         method = request.match_info["method"]
@@ -81,12 +89,8 @@ class FakeBotApi:
         self._event.set()
         if method.lower() == "sendmessage":
             chat_id = int(params["chat_id"])
-            failure = self.fail_next.pop(chat_id, None)
-            if failure is not None:
-                code, description = failure
-                return web.json_response(
-                    {"ok": False, "error_code": code, "description": description}, status=code
-                )
+            if (failed := self._failure(chat_id)) is not None:
+                return failed
             return web.json_response(
                 {
                     "ok": True,
@@ -100,12 +104,8 @@ class FakeBotApi:
             )
         if method.lower() == "senddocument":
             filename, data = params["document"]
-            failure = self.fail_next.pop(int(params["chat_id"]), None)
-            if failure is not None:
-                code, description = failure
-                return web.json_response(
-                    {"ok": False, "error_code": code, "description": description}, status=code
-                )
+            if (failed := self._failure(int(params["chat_id"]))) is not None:
+                return failed
             return web.json_response(
                 {
                     "ok": True,
