@@ -4,6 +4,7 @@ Redis-down behaviour: a dead port, and a server killed and restarted under a liv
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import shutil
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 
 from vitte.cache import MemoryCache, RedisCache, make_cache
 from vitte.cache.base import Cache, CachedMessage
+from vitte.cache.redis import _id_prefix
 from vitte.config import load_settings
 
 CAP = 5
@@ -111,6 +113,53 @@ async def test_recent_round_trips_any_text(cache: Any) -> None:
     ]
     await cache.recent_fill(7, odd)
     assert await cache.recent_get(7) == odd
+
+
+def test_cached_message_format() -> None:
+    m = CachedMessage(12, "assistant", 'Привет, "милый" 💞\n', "stopped")
+    # compact, UTF-8 as is, and starting with the prefix the Redis scripts match
+    assert m.to_json() == '[12,"assistant","Привет, \\"милый\\" 💞\\n","stopped"]'
+    assert m.to_json().startswith(_id_prefix(12)) and not m.to_json().startswith(_id_prefix(1))
+    # what json.dumps stored before (a space after each comma), and an escaped form: read alike
+    old = json.dumps([12, "assistant", 'Привет, "милый" 💞\n', "stopped"], ensure_ascii=False)
+    assert old.startswith(_id_prefix(12))
+    escaped = json.dumps([12, "assistant", 'Привет, "милый" 💞\n', "stopped"])
+    for raw in (m.to_json(), m.to_json().encode(), old, old.encode(), escaped):
+        assert CachedMessage.from_json(raw) == m
+    for bad in (b"", b"[12,", b'[12,"user"]', b"{}"):
+        with pytest.raises((ValueError, TypeError)):
+            CachedMessage.from_json(bad)
+
+
+async def test_a_text_json_cannot_carry_degrades(cache: Any) -> None:
+    odd = msg(1, text="half an emoji \ud83d")  # a lone surrogate: not encodable as UTF-8
+    await cache.recent_fill(8, [odd])  # no exception: the cache degrades, as for any error
+    await cache.recent_append(8, odd)
+    await cache.recent_replace(8, odd)
+
+
+async def test_items_stored_before_orjson_still_work(
+    redis_url: str, redis_prefix: str, redis_cleanup: None, raw: aioredis.Redis
+) -> None:
+    key = f"{redis_prefix}recent:21"
+    stored = [json.dumps([i, "user", f"сообщение {i}", "ok"], ensure_ascii=False) for i in (1, 2, 3)]
+    await raw.rpush(key, *stored)
+    await raw.pexpire(key, 60_000)
+    cache = RedisCache(redis_url, prefix=redis_prefix, cap=CAP)
+    try:
+        old = [msg(i, text=f"сообщение {i}") for i in (1, 2, 3)]
+        assert await cache.recent_get(21) == old
+        # found by the id prefix in old items: replaced in the middle, and at the end
+        await cache.recent_replace(21, msg(2, "assistant", "заново", "stopped"))
+        await cache.recent_append(21, msg(3, "assistant", "ответ"), msg(4))
+        new = [old[0], msg(2, "assistant", "заново", "stopped"), msg(3, "assistant", "ответ"), msg(4)]
+        assert await cache.recent_get(21) == new
+        items = await raw.lrange(key, 0, -1)
+        assert items[0] == stored[0].encode() and items[0].startswith(b"[1, ")  # untouched
+        assert items[1:] == [m.to_json().encode() for m in new[1:]]
+        assert items[3] == b'[4,"user","message 4","ok"]'
+    finally:
+        await cache.close()
 
 
 async def test_recent_append_caps_and_skips_missing(cache: Any) -> None:
@@ -361,8 +410,9 @@ async def test_uncontended_lock_takes_one_round_trip(
         assert await raw.get(f"{redis_prefix}lock:2") is not None  # held in Redis
     assert sent == ["EVALSHA", "EVALSHA"]  # and one to give it back
     assert await raw.exists(f"{redis_prefix}lock:2") == 0
-    # nobody waited: no queue, waiter or ticket keys were written
-    assert [k async for k in raw.scan_iter(match=f"{redis_prefix}lock*:2")] == []
+    # nobody waited: no queue, waiter or ticket keys were written (only the holder mark, emptied)
+    assert [k async for k in raw.scan_iter(match=f"{redis_prefix}lock*:2")] == [f"{redis_prefix}lockh:2".encode()]
+    assert await raw.get(f"{redis_prefix}lockh:2") == b""
 
 
 async def test_cache_calls_of_one_message_are_one_round_trip_each(
@@ -380,6 +430,98 @@ async def test_cache_calls_of_one_message_are_one_round_trip_each(
         await cache.recent_append(1, msg(3), msg(4, "assistant"))  # the message and its reply
     assert sent == ["EVALSHA"] * 6  # lock, first_seen, hit, recent_get, append, unlock
     assert await cache.recent_get(1) == [msg(1), msg(2, "assistant"), msg(3), msg(4, "assistant")]
+
+
+async def test_a_message_costs_three_round_trips_with_the_lock_carrying_dedup_and_append(
+    processes: Callable[..., RedisCache],
+) -> None:
+    """How the bot uses the cache per message: the lock's call de-duplicates the update, the
+    rate count and the recent list come in one call, the turn goes with the release."""
+    cache = processes()
+    sent = count_round_trips(cache)
+    await cache.recent_fill(1, [msg(1), msg(2, "assistant")])
+    async with cache.user_lock(9, seen=("update:warm-up", 60)):
+        pass
+    sent.clear()
+    async with cache.user_lock(1, seen=("update:1", 60)) as hold:
+        assert hold.first_seen is True and hold.suspect is False
+        hits, recent = await cache.hit_and_recent("user:1:replies", 60, 1)
+        assert (hits, recent) == (1, [msg(1), msg(2, "assistant")])
+        assert hold.defer_append(1, msg(3), msg(4, "assistant"))
+        assert await cache.recent_get(1) == [msg(1), msg(2, "assistant")]  # not yet: at the release
+        sent.clear()
+    assert sent == ["EVALSHA"]  # the release carried the append
+    assert await cache.recent_get(1) == [msg(1), msg(2, "assistant"), msg(3), msg(4, "assistant")]
+    # the same update again (Telegram retried it, maybe to another process): a duplicate
+    async with processes().user_lock(1, seen=("update:1", 60)) as again:
+        assert again.first_seen is False
+    async with cache.user_lock(1) as plain:  # not asked: not answered
+        assert plain.first_seen is None
+
+
+async def test_lock_dedup_is_the_first_seen_contract(cache: Any) -> None:
+    """Both caches: the lock's de-duplication and `first_seen` share their keys."""
+    async with cache.user_lock(3, seen=("update:7:1", 60)) as hold:
+        assert hold.first_seen is True
+    assert await cache.first_seen("update:7:1", 60) is False
+    assert await cache.first_seen("update:7:2", 60) is True
+    async with cache.user_lock(3, seen=("update:7:2", 60)) as hold:
+        assert hold.first_seen in (False, None)  # None: the caller asks first_seen, which says no
+        if hold.first_seen is None:
+            assert await cache.first_seen("update:7:2", 60) is False
+
+
+async def test_a_holder_that_never_released_makes_the_next_hold_suspect(
+    processes: Callable[..., RedisCache], raw: aioredis.Redis
+) -> None:
+    crashed, survivor = processes(), processes()
+    # a process takes the lock and dies holding it: its lease runs out, its mark stays
+    lock = crashed.user_lock(5, lease=0.2)
+    hold = await lock.__aenter__()
+    assert hold.suspect is False
+    crashed._closed = True  # dead: it releases nothing (its release is a no-op)
+    await lock.__aexit__(None, None, None)
+    async with asyncio.timeout(3), survivor.user_lock(5, lease=5) as taken:
+        assert taken.suspect is True  # what the dead holder cached may be stale
+    async with survivor.user_lock(5, lease=5) as next_hold:
+        assert next_hold.suspect is False  # released cleanly: trusted again
+    assert await raw.get(survivor._lock_keys(5)[4]) == b""  # a clean release empties the mark
+
+
+async def test_appends_are_dropped_when_another_holder_took_over(
+    processes: Callable[..., RedisCache], raw: aioredis.Redis
+) -> None:
+    """A holder that outlived its lease does not append behind the back of the holder that
+    took over (which distrusts the cached list and reads the database)."""
+    slow, other = processes(), processes()
+    await slow.recent_fill(1, [msg(1)])
+    lock = slow.user_lock(6, lease=0.2)
+    hold = await lock.__aenter__()
+    await raw.delete(slow._lock_key(6))  # its lease ran out
+    async with other.user_lock(6, lease=5) as taken:
+        assert taken.suspect is True
+        await other.recent_fill(1, [msg(1), msg(2), msg(3, "assistant")])  # from the database
+    assert hold.defer_append(1, msg(2), msg(3, "assistant"))
+    await lock.__aexit__(None, None, None)
+    assert await slow.recent_get(1) == [msg(1), msg(2), msg(3, "assistant")]  # not appended twice
+
+
+async def test_a_failed_release_leaves_the_deferred_list_stale_and_forgotten(
+    processes: Callable[..., RedisCache],
+) -> None:
+    """The release carries appends: if it fails, the list is dropped on the next success."""
+    cache = processes()
+    await cache.recent_fill(1, [msg(1)])
+    lock = cache.user_lock(7, lease=5)
+    hold = await lock.__aenter__()
+    assert hold.defer_append(1, msg(2))
+
+    async def broken(**_kw: Any) -> Any:
+        raise aioredis.ConnectionError("Redis went away")
+
+    cache._release_script = broken  # type: ignore[assignment]
+    await lock.__aexit__(None, None, None)
+    assert await cache.recent_get(1) is None  # stale: dropped, rebuilt from the database
 
 
 async def test_appending_two_messages_is_one_round_trip(processes: Callable[..., RedisCache]) -> None:
@@ -407,10 +549,10 @@ async def test_enter_script_follows_the_queue_rules(
     lock, queue, alive = keys[:3]
 
     async def enter(token: str) -> int:
-        return int(await cache._enter(keys=keys, args=[token, 5000, 5000]))
+        return int(await cache._enter(keys=keys, args=[token, 5000, 5000, 60000]))
 
     assert await enter("t1") == 2  # free, nobody queued: taken
-    assert await enter("t1") == 2  # a retried call: still ours
+    assert await enter("t1") == 2  # a retried call: still ours (and t1 is the holder: no +4)
     assert await raw.get(lock) == b"t1" and await raw.exists(queue, alive) == 0
     assert await enter("t2") == 0  # held: queued
     assert await raw.zscore(queue, "t2") is not None
@@ -418,8 +560,10 @@ async def test_enter_script_follows_the_queue_rules(
     assert await enter("t3") == 0  # free, but a live waiter is ahead: queued behind it
     assert await raw.zrange(queue, 0, -1) == [b"t2", b"t3"]
     await raw.zadd(alive, {"t2": 0})  # t2's process died (it stopped refreshing)
-    assert await enter("t3") == 2  # the dead waiter is dropped, the head takes the lock
+    # the dead waiter is dropped, the head takes the lock; t1 lost it without releasing: +4
+    assert await enter("t3") == 2 + 4
     assert await raw.get(lock) == b"t3" and await raw.zcard(queue) == 0
+    assert await raw.get(keys[4]) == b"t3"  # the holder mark
 
 
 async def test_fast_path_does_not_jump_a_waiting_process(processes: Callable[..., RedisCache]) -> None:

@@ -264,6 +264,54 @@ async def test_a_half_written_last_chunk_is_a_cut() -> None:
     assert_one_line_without_key(info.value)
 
 
+async def test_stream_events_read_as_the_stdlib_read_them() -> None:
+    # Russian escaped and as raw UTF-8; then what orjson alone refuses and the stdlib reads:
+    # an emoji cut between its UTF-16 halves (a proxy that slices strings), invalid UTF-8
+    # (replaced), NaN in a field we ignore
+    pieces = [
+        b"data: " + json.dumps({"choices": [{"delta": {"content": "Привет"}}]}).encode() + b"\n\n",
+        b"data: "
+        + json.dumps({"choices": [{"delta": {"content": ", милый"}}]}, ensure_ascii=False).encode()
+        + b"\n\n",
+        b'data: {"choices":[{"delta":{"content":" \\ud83d"}}]}\n\n',
+        b'data: {"choices":[{"delta":{"content":"\\ude0a"}}]}\n\n',
+        b'data: {"choices":[{"delta":{"content":" \xff!"},"logprobs":NaN,"finish_reason":"stop"}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    assert "".join(await raw_stream(pieces)) == "Привет, милый \ud83d\ude0a \ufffd!"
+
+
+async def test_malformed_event_after_tokens_is_a_cut_and_before_them_a_bad_response() -> None:
+    with pytest.raises(LLMStreamCut) as cut:
+        await raw_stream([sse("Привет"), b'data: {"choices": [oops]}\n\n', b"data: [DONE]\n\n"])
+    assert cut.value.partial == "Привет"
+    assert 'malformed JSON in the stream: {"choices": [oops]}' in str(cut.value)
+    with pytest.raises(LLMBadResponse) as bad:
+        await raw_stream(['data: {"ответ": }\n\n'.encode(), b"data: [DONE]\n\n"])
+    assert 'malformed JSON in the stream: {"ответ": }' in str(bad.value)  # the snippet decoded
+    assert_one_line_without_key(bad.value)
+
+
+def test_request_body_is_the_same_compact_utf8_json() -> None:
+    llm = OpenAICompatibleLLM(base_url="http://127.0.0.1:9/v1", api_key=KEY, model="m", trust_env=False)
+    req = request('Привет, «милый» 😊 "q" \\ \n\t\u2028', max_tokens=7, temperature=0.75)
+    body = {"model": "m", "messages": req.messages, "max_tokens": 7, "temperature": 0.75, "stream": True}
+    old = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert llm._payload(req, stream=True) == old
+    assert "Привет".encode() in old
+    # a text orjson refuses (a lone surrogate) fails as it always did, not with a new error
+    with pytest.raises(UnicodeEncodeError):
+        llm._payload(request("\ud83d"), stream=True)
+
+
+async def test_request_is_sent_as_json(server: FakeLLMServer, llm: OpenAICompatibleLLM) -> None:
+    await collect(llm, request("Привет 😊"))
+    (rec,) = server.completions
+    assert rec.headers["Content-Type"] == "application/json"
+    assert rec.headers["Authorization"] == f"Bearer {KEY}"
+    assert rec.json["messages"] == [{"role": "user", "content": "Привет 😊"}]
+
+
 # ----------------------------------------------------------------------- retries
 
 

@@ -205,3 +205,38 @@ async def test_a_reply_whose_player_is_locked_is_left_alone_until_the_lock_is_fr
     assert (second.marked, second.deferred) == (1, 0)
     assert [(n.user_id, n.partial) for n in second.notices] == [(live.user_id, True)]
     assert (await env.rows(live.user_id))[-1].status == MSG_INTERRUPTED
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_crash_after_the_reply_was_stored_does_not_leave_the_prompt_stale(env: BotEnv) -> None:
+    """The turn reaches the cache with the lock's release. A process killed between storing a
+    reply and releasing the lock leaves the cache without that turn: the next holder sees the
+    dead holder's mark (`LockHold.suspect`) and builds the prompt from the database."""
+    p = await _chatting(env, 5301, "en")
+    view = await env.core.dialogs.current(p.user_id)
+    assert view is not None
+    # a turn the database has and the cache lacks, and a holder that never released
+    async with env.core.db.session() as s:
+        s.add(Message(dialog_id=view.id, role=USER, text="I got a puppy!", status=MSG_OK))
+        await s.flush()
+        s.add(Message(dialog_id=view.id, role=ASSISTANT, text="A puppy? Tell me everything.", status=MSG_OK))
+        await s.commit()
+    cached = await env.core.cache.recent_get(view.id)
+    assert cached is not None and "I got a puppy!" not in [m.text for m in cached]
+    cache = env.core.cache
+    await cache._redis.set(cache._lock_keys(p.user_id)[4], "a-dead-process-token")  # type: ignore[attr-defined]
+
+    await p.send("What was the news?")
+    prompt = env.llm.completions[-1].json["messages"]
+    said = [m["content"] for m in prompt]
+    assert any("I got a puppy!" in c for c in said), said
+    assert any("A puppy? Tell me everything." in c for c in said), said
+    # the cache was rebuilt from the database and carries on from there
+    cached = await env.core.cache.recent_get(view.id)
+    assert cached is not None
+    assert [m.text for m in cached[-4:]] == [
+        "I got a puppy!",
+        "A puppy? Tell me everything.",
+        "What was the news?",
+        p.last_bot_text(),
+    ]

@@ -34,7 +34,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
+from vitte.cache.base import Cache, CachedMessage, LockHold, user_key, window_remaining
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
 from vitte.config import Settings
 from vitte.db import Database, unavailable_as
@@ -90,10 +90,9 @@ log = logging.getLogger("vitte.dialogs")
 
 OnText = Callable[[str], Awaitable[None]]
 
-# user ids whose lock the current task already holds (the bot takes it per update)
-_held_locks: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
-    "vitte_held_locks", default=frozenset()
-)
+# the player locks the current task already holds (the bot takes one per update): user id ->
+# the hold (`LockHold`: appends deferred to the release, whether the last holder crashed)
+_holds: contextvars.ContextVar[dict[int, LockHold]] = contextvars.ContextVar("vitte_holds", default={})  # noqa: B039
 
 # the player's active dialog row as read under their lock, valid while the lock is held
 # (every change of a player's active dialog takes that lock): the bot's handler and the
@@ -261,22 +260,35 @@ class DialogEngine:
 
     # ------------------------------------------------------------------ locks
     @contextlib.asynccontextmanager
-    async def player_lock(self, user_id: int) -> AsyncIterator[None]:
-        """One operation at a time per player, across processes with Redis; re-entrant per task."""
-        held = _held_locks.get()
-        if user_id in held:
-            yield
+    async def player_lock(self, user_id: int, *, seen: tuple[str, float] | None = None) -> AsyncIterator[LockHold]:
+        """One operation at a time per player, across processes with Redis; re-entrant per task.
+
+        `seen`: an update's de-duplication key and ttl, checked as the lock is taken when that
+        costs nothing more (`LockHold.first_seen`, None when not checked)."""
+        holds = _holds.get()
+        outer = holds.get(user_id)
+        if outer is not None:
+            yield outer if seen is None else LockHold()
             return
         async with contextlib.AsyncExitStack() as stack:
             with waiting_for_lock():  # the queue depth, for the operator (vitte.metrics)
-                await stack.enter_async_context(self.cache.user_lock(user_id, self.settings.lock_lease))
-            token = _held_locks.set(held | {user_id})
+                hold = await stack.enter_async_context(
+                    self.cache.user_lock(user_id, self.settings.lock_lease, seen=seen)
+                )
+            token = _holds.set({**holds, user_id: hold})
             memo = _row_memo.set({})
             try:
-                yield
+                yield hold
             finally:
                 _row_memo.reset(memo)
-                _held_locks.reset(token)
+                _holds.reset(token)
+
+    async def _cache_append(self, user_id: int, dialog_id: int, *messages: CachedMessage) -> None:
+        """Append to the dialog's cached messages: with the lock's release when the player's
+        lock is held here (one round trip less), else now."""
+        hold = _holds.get().get(user_id)
+        if hold is None or not hold.defer_append(dialog_id, *messages):
+            await self.cache.recent_append(dialog_id, *messages)
 
     # ------------------------------------------------------------------ trust and safety (vitte/safety)
     @staticmethod
@@ -304,15 +316,27 @@ class DialogEngine:
 
     async def _rate_check_and_recent(self, user_id: int, dialog_id: int) -> list[CachedMessage]:
         """RateLimited when the player asked for more replies than VITTE_RATE_LIMIT_PER_MINUTE,
-        else the dialog's recent messages (`_recent`): one cache round trip for both."""
+        else the dialog's recent messages (`_recent`): one cache round trip for both.
+
+        Under a lock whose last holder crashed (`LockHold.suspect`) the messages come from the
+        database (and are cached again): the crashed holder may have left the cache stale."""
+        hold = _holds.get().get(user_id)
+        fresh = False
+        if hold is not None:
+            pending = hold.appends.pop(dialog_id, None)
+            if pending:  # deferred appends of this hold: in the cache before it is read
+                await self.cache.recent_append(dialog_id, *pending)
+            fresh, hold.suspect = hold.suspect, False
         limit = self.settings.rate_limit_per_minute
         if limit <= 0:
-            return await self._recent(dialog_id)
+            return await self._recent(dialog_id, cached=not fresh)
         window = self.rate_window
         hits, cached = await self.cache.hit_and_recent(user_key(user_id, "replies"), window, dialog_id)
         if hits > limit:
+            if fresh and hold is not None:
+                hold.suspect = True  # still to be read from the database
             raise RateLimited(window_remaining(window))
-        return cached if cached is not None else await self._recent(dialog_id, cached=False)
+        return cached if cached is not None and not fresh else await self._recent(dialog_id, cached=False)
 
     async def _count_event(self, kind: str, language: str) -> None:
         """A counted safety event: kind and language only, never the player's text."""
@@ -362,7 +386,7 @@ class DialogEngine:
     async def _active_row(self, user_id: int) -> tuple[Dialog, User] | None:
         """The active dialog and its player: one statement, read once per lock hold."""
         memo = _row_memo.get()
-        if memo is not None and user_id not in _held_locks.get():
+        if memo is not None and user_id not in _holds.get():
             memo = None
         if memo is not None and user_id in memo:
             return memo[user_id]
@@ -683,7 +707,7 @@ class DialogEngine:
                     )
                 finally:
                     if unsaved:
-                        await asyncio.shield(self.cache.recent_append(dialog_id, *unsaved))
+                        await asyncio.shield(self._cache_append(user_id, dialog_id, *unsaved))
             except BaseException:
                 await self._quota_give_back(quota)
                 raise
@@ -908,7 +932,7 @@ class DialogEngine:
             partial = "".join(written).strip()
             if placeholder_id is not None:
                 await asyncio.shield(
-                    self._finish(dialog_id, placeholder_id, partial, MSG_INTERRUPTED, unsaved=unsaved)
+                    self._finish(dialog, placeholder_id, partial, MSG_INTERRUPTED, unsaved=unsaved)
                 )
             raise
         except BaseException:
@@ -919,7 +943,7 @@ class DialogEngine:
         status = MSG_STOPPED if stopped else MSG_OK
         if replace_id is not None:
             if reply:
-                await self._finish(dialog_id, replace_id, reply, status, replace=True)
+                await self._finish(dialog, replace_id, reply, status, replace=True)
             return ReplyOutcome(dialog_id, replace_id, reply, status, replaced=True)
         if placeholder_id is None:
             # answering a message whose reply failed: a new row
@@ -927,21 +951,21 @@ class DialogEngine:
                 msg = Message(dialog_id=dialog_id, role=ASSISTANT, text=reply, status=status)
                 s.add(msg)
                 await s.commit()
-            await self.cache.recent_append(
-                dialog_id, CachedMessage(int(msg.id or 0), ASSISTANT, reply, status)
+            await self._cache_append(
+                dialog.user_id, dialog_id, CachedMessage(int(msg.id or 0), ASSISTANT, reply, status)
             )
             self._maybe_fold(dialog, history)
             return ReplyOutcome(dialog_id, int(msg.id or 0), reply, status)
         if not reply:  # stopped before the first word
             await self._drop_placeholder(placeholder_id)
             return ReplyOutcome(dialog_id, 0, "", status, crisis=crisis)
-        await self._finish(dialog_id, placeholder_id, reply, status, unsaved=unsaved)
+        await self._finish(dialog, placeholder_id, reply, status, unsaved=unsaved)
         self._maybe_fold(dialog, [*history, CachedMessage(placeholder_id, ASSISTANT, reply, status)])
         return ReplyOutcome(dialog_id, placeholder_id, reply, status, crisis=crisis)
 
     async def _finish(
         self,
-        dialog_id: int,
+        dialog: Dialog,
         message_id: int,
         text: str,
         status: str,
@@ -949,16 +973,23 @@ class DialogEngine:
         replace: bool = False,
         unsaved: list[CachedMessage] | None = None,
     ) -> None:
+        """The reply's row written; in the cache with the messages not there yet (`unsaved`),
+        sent with the player lock's release when it is held here."""
+        dialog_id = int(dialog.id or 0)
         async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
             await conn.rows(_FINISH, {"message_id": message_id, "text": text, "status": status})
         cm = CachedMessage(message_id, ASSISTANT, text, status)
         if replace:
+            hold = _holds.get().get(dialog.user_id)
+            pending = hold.appends.pop(dialog_id, None) if hold is not None else None
+            if pending:
+                await self.cache.recent_append(dialog_id, *pending)
             await self.cache.recent_replace(dialog_id, cm)
             return
         before = list(unsaved or ())
         if unsaved:
             unsaved.clear()
-        await self.cache.recent_append(dialog_id, *before, cm)
+        await self._cache_append(dialog.user_id, dialog_id, *before, cm)
 
     async def _drop_placeholder(self, message_id: int) -> None:
         async with self.db.session() as s:

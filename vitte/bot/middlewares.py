@@ -6,7 +6,8 @@
    (the lock is FIFO); a message sent while a reply streams waits, it is not dropped.
    A `stopped_message_generation` update takes no lock: it must reach the running reply.
 3. De-duplication by update_id (`core.cache.first_seen`), inside the lock so a
-   duplicate never overtakes its original.
+   duplicate never overtakes its original; with Redis it is done by the call that takes the
+   lock (one round trip for both).
 4. Errors: no traceback ever reaches the player. A store outage becomes a short
    "one moment"; anything else a short "something went wrong"; both are logged.
 """
@@ -49,6 +50,11 @@ def _unavailable(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("redis") and ("Connection" in name or "Timeout" in name)
 
 
+def _dedup_key(event: Update, bot: Bot | None) -> str:
+    """The update's de-duplication key (`Cache.first_seen`): the bot and the update id."""
+    return f"update:{bot.id if bot is not None else 0}:{event.update_id}"
+
+
 OUTCOME_KEY = "vitte_outcome"  # data[...]: the update's outcome for vitte.metrics
 
 
@@ -85,14 +91,16 @@ class UpdateMiddleware(BaseMiddleware):
     async def _locked(self, handler: Handler, event: Update, data: dict[str, Any], user: User | None) -> Any:
         if user is None or event.event_type not in LOCKED_UPDATES:
             return await self._handle(handler, event, data)
-        lock = self.core.dialogs.player_lock(user.id)
+        bot: Bot | None = data.get("bot")
+        # the de-duplication goes with the lock when that costs nothing more (one round trip)
+        lock = self.core.dialogs.player_lock(user.id, seen=(_dedup_key(event, bot), DEDUP_TTL))
         try:
-            await lock.__aenter__()
+            hold = await lock.__aenter__()
         except Exception as exc:  # the cache degrades by contract; never fail the player
             log.warning("player lock for %s unavailable: %s", user.id, exc)
             return await self._handle(handler, event, data)
         try:
-            result = await self._handle(handler, event, data)
+            result = await self._handle(handler, event, data, first_seen=hold.first_seen)
         except BaseException as exc:
             if not await lock.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
@@ -101,17 +109,21 @@ class UpdateMiddleware(BaseMiddleware):
         return result
 
     async def _first_seen(self, event: Update, bot: Bot | None) -> bool:
-        bot_id = bot.id if bot is not None else 0
         try:
-            return await self.core.cache.first_seen(f"update:{bot_id}:{event.update_id}", DEDUP_TTL)
+            return await self.core.cache.first_seen(_dedup_key(event, bot), DEDUP_TTL)
         except Exception as exc:  # let it through: handlers are idempotent enough
             log.warning("de-duplication unavailable: %s", exc)
             return True
 
-    async def _handle(self, handler: Handler, event: Update, data: dict[str, Any]) -> Any:
+    async def _handle(
+        self, handler: Handler, event: Update, data: dict[str, Any], *, first_seen: bool | None = None
+    ) -> Any:
+        """`first_seen`: the de-duplication's answer when the lock gave it (None: ask)."""
         bot: Bot | None = data.get("bot")
         user: User | None = data.get("event_from_user")
-        if not await self._first_seen(event, bot):
+        if first_seen is None:
+            first_seen = await self._first_seen(event, bot)
+        if not first_seen:
             log.info("duplicate update %s ignored", event.update_id)
             _outcome(data, "duplicate")
             return None

@@ -13,6 +13,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
+
 # seconds a player's lock outlives a holder that stopped renewing it (a crashed process)
 LOCK_LEASE = 30.0
 
@@ -27,11 +29,26 @@ class CachedMessage:
     status: str = "ok"
 
     def to_json(self) -> str:
-        return json.dumps([self.id, self.role, self.text, self.status], ensure_ascii=False)
+        """A compact JSON array, UTF-8 as is: ``[12,"user","Привет","ok"]``.
+
+        It must start with ``[<id>,`` (no space): the Redis scripts find a message by that
+        prefix (`vitte.cache.redis._id_prefix`). Items written before orjson,
+        ``json.dumps(..., ensure_ascii=False)``, had a space after each comma
+        (``[12, "user", "Привет", "ok"]``): the same prefix, and `from_json` reads both.
+        """
+        try:
+            return orjson.dumps([self.id, self.role, self.text, self.status]).decode()
+        except orjson.JSONEncodeError:
+            # orjson refuses a lone surrogate; the stdlib writes it (Redis then cannot encode
+            # the item, and the cache degrades as it always did, instead of raising here)
+            return json.dumps(
+                [self.id, self.role, self.text, self.status], ensure_ascii=False, separators=(",", ":")
+            )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CachedMessage:
-        i, role, text, status = json.loads(raw)
+        """Raises ValueError/TypeError on an unreadable item (the Redis cache drops the list)."""
+        i, role, text, status = orjson.loads(raw)
         return cls(int(i), str(role), str(text), str(status))
 
 
@@ -72,8 +89,14 @@ class Cache(Protocol):
     async def online_count(self) -> int: ...
 
     # --- per-user lock (replies stay in order, across processes with Redis) ---
-    def user_lock(self, user_id: int, lease: float = LOCK_LEASE) -> AbstractAsyncContextManager[None]:
-        """Hold the player's lock; the lease is renewed while held (no fixed timeout)."""
+    def user_lock(
+        self, user_id: int, lease: float = LOCK_LEASE, *, seen: tuple[str, float] | None = None
+    ) -> AbstractAsyncContextManager[LockHold]:
+        """Hold the player's lock; the lease is renewed while held (no fixed timeout).
+
+        `seen` (a `first_seen` key and its ttl): the update's de-duplication done as the lock
+        is taken, when that costs nothing more (`LockHold.first_seen`; None: not done, ask
+        `first_seen`)."""
         ...
 
     async def locked_users(self, user_ids: list[int]) -> set[int] | None:
@@ -112,6 +135,39 @@ class Cache(Protocol):
         """True when the backing store answers."""
 
     async def close(self) -> None: ...
+
+
+class LockHold:
+    """What a held player lock tells and carries (`Cache.user_lock` yields it).
+
+    - `first_seen`: the answer of `first_seen(seen key)` asked as the lock was taken; None
+      when it was not asked (the caller asks `first_seen` itself).
+    - `suspect`: the previous holder never released the lock (its process crashed, or it
+      outlived its lease): what it cached for the player may be stale, so the dialog's
+      cached messages are read from the database once under this hold.
+    - `defer_append`: a `recent_append` sent with the lock's release (the same round trip),
+      when the cache supports it; False: do the append now.
+    """
+
+    __slots__ = ("appends", "defers", "first_seen", "suspect")
+
+    def __init__(self, *, first_seen: bool | None = None, suspect: bool = False, defers: bool = False) -> None:
+        self.first_seen = first_seen
+        self.suspect = suspect
+        self.defers = defers
+        self.appends: dict[int, list[CachedMessage]] = {}
+
+    def defer_append(self, dialog_id: int, *messages: CachedMessage) -> bool:
+        """Queue an append for the release; False when this hold does not defer."""
+        if not self.defers:
+            return False
+        if messages:
+            self.appends.setdefault(int(dialog_id), []).extend(messages)
+        return True
+
+    def pending(self, dialog_id: int) -> list[CachedMessage]:
+        """The messages queued for this dialog (a read under the lock sees them)."""
+        return self.appends.get(int(dialog_id), [])
 
 
 def user_key(user_id: int, name: str) -> str:

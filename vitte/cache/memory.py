@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from vitte.cache.base import LOCK_LEASE, CachedMessage, window_index
+from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, window_index
 from vitte.config import Settings
 
 DEFAULT_CAP: int = int(Settings.model_fields["recent_messages"].default)
@@ -201,10 +201,16 @@ class MemoryCache:
 
     # --- per-user lock ---
     def user_lock(
-        self, user_id: int, lease: float = LOCK_LEASE
-    ) -> AbstractAsyncContextManager[None]:
-        """FIFO per-user lock; `lease` has no meaning in one process (nobody else can hold it)."""
-        return self._locks.hold(user_id)
+        self, user_id: int, lease: float = LOCK_LEASE, *, seen: tuple[str, float] | None = None
+    ) -> AbstractAsyncContextManager[LockHold]:
+        """FIFO per-user lock; `lease` has no meaning in one process (nobody else can hold it).
+        Appends are not deferred (they cost no round trip here)."""
+        return self._hold(user_id, seen)
+
+    @asynccontextmanager
+    async def _hold(self, user_id: int, seen: tuple[str, float] | None) -> AsyncIterator[LockHold]:
+        async with self._locks.hold(user_id):
+            yield LockHold(first_seen=None if seen is None else await self.first_seen(*seen))
 
     async def locked_users(self, user_ids: list[int]) -> set[int] | None:
         return {u for u in user_ids if u in self._locks}

@@ -45,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from vitte.cache.base import LOCK_LEASE, CachedMessage, window_index
+from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, window_index
 from vitte.cache.memory import DEFAULT_CAP, KeyedLock
 from vitte.config import Settings
 
@@ -57,28 +57,34 @@ RECENT_TTL = 7 * 86400  # seconds; refreshed whenever the list is read or writte
 MAX_DIRTY = 100_000  # remembered stale lists; beyond that every recent list is dropped
 MAX_TOUCHED = 100_000  # players whose online mark this process refreshed recently
 
-# Append messages in order if the list exists (a missing list stays missing). A message with
-# the same id as the last item replaces it, so a retried append does not duplicate a message.
-# One LTRIM after the pushes keeps the same newest `cap` items as a trim after each push.
-# KEYS[1] list; ARGV: cap, ttl ms, then per message: item, id prefix ("[<id>,")
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local last = redis.call('LINDEX', KEYS[1], -1)
-local pushed = false
-for i = 3, #ARGV, 2 do
-  local prefix = ARGV[i + 1]
-  if last and string.sub(last, 1, #prefix) == prefix then
-    redis.call('LSET', KEYS[1], -1, ARGV[i])
-  else
-    redis.call('RPUSH', KEYS[1], ARGV[i])
-    pushed = true
+# Lua: `append(key, cap, ttl, first, n)` appends the n messages ARGV[first], ARGV[first + 2] …
+# (each followed by its id prefix "[<id>,") in order if the list exists (a missing list stays
+# missing). A message with the same id as the last item replaces it, so a retried append does
+# not duplicate a message. One LTRIM after the pushes keeps the same newest `cap` items as a
+# trim after each push.
+_APPEND_FN = """
+local function append(key, cap, ttl, first, n)
+  if n < 1 or redis.call('EXISTS', key) == 0 then return 0 end
+  local last = redis.call('LINDEX', key, -1)
+  local pushed = false
+  for i = first, first + 2 * n - 1, 2 do
+    local prefix = ARGV[i + 1]
+    if last and string.sub(last, 1, #prefix) == prefix then
+      redis.call('LSET', key, -1, ARGV[i])
+    else
+      redis.call('RPUSH', key, ARGV[i])
+      pushed = true
+    end
+    last = ARGV[i]
   end
-  last = ARGV[i]
+  if pushed then redis.call('LTRIM', key, -tonumber(cap), -1) end
+  redis.call('PEXPIRE', key, ttl)
+  return 1
 end
-if pushed then redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1) end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
 """
+
+# KEYS[1] list; ARGV: cap, ttl ms, then per message: item, id prefix
+_APPEND = _APPEND_FN + "return append(KEYS[1], ARGV[1], ARGV[2], 3, (#ARGV - 2) / 2)\n"
 
 # Read the list and refresh its TTL. KEYS[1] list; ARGV: ttl ms
 _RECENT = """
@@ -134,12 +140,37 @@ end
 # KEYS: lock, queue, alive, counter; ARGV: token, alive ms
 _ENQUEUE = _join_queue("ARGV[2]") + "return 1\n"
 
-# Take the lock if free, extend it if ours: 2 = taken, 1 = extended, 0 = held by another.
-# Renewing (KEYS[1] only; ARGV: token, lease ms) re-takes a lock Redis lost on restart.
-# Acquiring (KEYS: lock, queue, alive, counter; ARGV: token, lease ms, alive ms) joins the
-# waiters' queue and takes a free lock only at its head, so the processes take turns in
-# arrival order; waiters that stopped refreshing (a crashed process) are dropped.
-_CLAIM = """
+# Lua: the lock was just taken by this token (KEYS[5] the holder mark; ARGV[4] its ttl ms):
+# `took()` returns 2, plus 4 when the previous holder never released the lock (it crashed or
+# lost its lease: what it cached for the player may be stale, see `LockHold.suspect`), plus 8
+# when KEYS[6] (an update's de-duplication key, ARGV[5] its ttl ms) was seen before. The
+# mark lives as long as the recent lists (a crash is noticed however late the player returns);
+# a clean release (`_RELEASE`) empties it.
+_TOOK = """
+local function took()
+  local r = 2
+  local prev = redis.call('GET', KEYS[5])
+  if prev and prev ~= '' and prev ~= ARGV[1] then r = r + 4 end
+  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[4])
+  if #KEYS > 5 then
+    local seen = redis.call('GET', KEYS[6])
+    if not seen then
+      redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[5])
+    elseif seen ~= ARGV[1] then
+      r = r + 8
+    end
+  end
+  return r
+end
+"""
+
+# Take the lock if free, extend it if ours: 2 = taken (+4: see _TOOK), 1 = extended, 0 = held
+# by another. Renewing (KEYS[1] only; ARGV: token, lease ms) re-takes a lock Redis lost on
+# restart. Acquiring (KEYS: lock, queue, alive, counter, holder; ARGV: token, lease ms, alive
+# ms, holder ttl ms) joins the waiters' queue and takes a free lock only at its head, so the
+# processes take turns in arrival order; waiters that stopped refreshing (a crashed process)
+# are dropped.
+_CLAIM = _TOOK + """
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -153,6 +184,8 @@ if #KEYS > 1 then
 """ + _join_queue("ARGV[3]") + _AT_HEAD + """  if v then return 0 end
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return took()
 end
 if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -163,41 +196,60 @@ return 0
 
 # _ENQUEUE and then _CLAIM in one call, for a caller with no waiter of its own process ahead
 # of it: join the waiters' queue and take the lock if it is free and this token is at the
-# queue's head (dead waiters ahead are dropped, as _CLAIM does): 2 = taken, 0 = queued (poll
-# with _CLAIM). Nobody queued and the lock free: taken without touching the queue (joining
-# would make this token the head and taking the lock would leave the queue again). A retried
-# call that already took the lock says 2 again.
-# KEYS: lock, queue, alive, counter; ARGV: token, lease ms, alive ms
-_ENTER = """
+# queue's head (dead waiters ahead are dropped, as _CLAIM does): 0 = queued (poll with
+# _CLAIM), else taken (2, +4 +8: see _TOOK; with KEYS[6] the update's de-duplication is done
+# in the same call). Nobody queued and the lock free: taken without touching the queue
+# (joining would make this token the head and taking the lock would leave the queue again).
+# A retried call that already took the lock says taken again (and "first" for its update).
+# KEYS: lock, queue, alive, counter, holder[, seen]; ARGV: token, lease ms, alive ms,
+# holder ttl ms[, seen ttl ms]
+_ENTER = _TOOK + """
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
-  return 2
+  return took()
 end
 if not v and redis.call('ZCARD', KEYS[2]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
+  return took()
 end
 """ + _join_queue("ARGV[3]") + _AT_HEAD + """if v then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 2
+return took()
 """
 
-# Leave the queue; give the lock back if a claim we never heard of took it.
-# KEYS: lock, queue, alive; ARGV: token
+# Leave the queue; give the lock back (the holder mark emptied) if a claim we never heard of
+# took it. KEYS: lock, queue, alive, holder; ARGV: token
 _LEAVE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('SET', KEYS[4], '', 'KEEPTTL') end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
-# Compare-and-delete. KEYS[1] lock; ARGV: token
-_UNLOCK = """
+# Release: the appends deferred while the lock was held (`LockHold.defer_append`), the holder
+# mark emptied (a clean release), the lock deleted if still ours (compare-and-delete). The
+# appends are skipped when another holder took the lock meanwhile (our lease ran out; the mark
+# is not ours): it distrusted the cached lists (`took`: +4) and read the database, where our
+# rows already were. No mark at all (Redis lost its data): the lists are gone too.
+# KEYS: lock, holder, then one list per dialog; ARGV: token, cap, ttl ms, then per list: n and
+# n (item, id prefix) pairs
+_RELEASE = _APPEND_FN + """
+local h = redis.call('GET', KEYS[2])
+if h == ARGV[1] or not h then
+  if h then redis.call('SET', KEYS[2], '', 'PX', ARGV[3]) end
+  local a = 4
+  for k = 3, #KEYS do
+    local n = tonumber(ARGV[a])
+    append(KEYS[k], ARGV[2], ARGV[3], a + 1, n)
+    a = a + 1 + 2 * n
+  end
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -304,7 +356,7 @@ class RedisCache:
         self._claim = self._redis.register_script(_CLAIM)
         self._enter = self._redis.register_script(_ENTER)
         self._leave = self._redis.register_script(_LEAVE)
-        self._unlock = self._redis.register_script(_UNLOCK)
+        self._release_script = self._redis.register_script(_RELEASE)
         self._first_seen = self._redis.register_script(_FIRST_SEEN)
         self._hit = self._redis.register_script(_HIT)
         self._hit_recent = self._redis.register_script(_HIT_RECENT)
@@ -346,14 +398,20 @@ class RedisCache:
         return f"{self.prefix}lock:{int(user_id)}"
 
     def _lock_keys(self, user_id: int) -> list[str]:
-        """The lock, its waiters' queue, their expiries and the ticket counter."""
+        """The lock, its waiters' queue, their expiries, the ticket counter, the holder mark."""
         u = int(user_id)
         return [
             self._lock_key(u),
             f"{self.prefix}lockq:{u}",
             f"{self.prefix}lockw:{u}",
             f"{self.prefix}lockn:{u}",
+            f"{self.prefix}lockh:{u}",
         ]
+
+    @staticmethod
+    def _leave_keys(keys: list[str]) -> list[str]:
+        """_LEAVE's keys: the lock, the queue, the waiters' expiries, the holder mark."""
+        return [*keys[:3], keys[4]]
 
     def _seen_key(self, key: str) -> str:
         return f"{self.prefix}seen:{key}"
@@ -598,7 +656,9 @@ class RedisCache:
             held.update(u for u, v in zip(chunk, values, strict=True) if v is not None)
         return held | {u for u in user_ids if u in self._locks}
 
-    def user_lock(self, user_id: int, lease: float = LOCK_LEASE) -> AbstractAsyncContextManager[None]:
+    def user_lock(
+        self, user_id: int, lease: float = LOCK_LEASE, *, seen: tuple[str, float] | None = None
+    ) -> AbstractAsyncContextManager[LockHold]:
         """The player's lock across processes; the lease is renewed every lease/3 while held.
 
         On arrival the caller joins a queue in Redis (a ticket), then takes an in-process
@@ -614,17 +674,25 @@ class RedisCache:
         in one script call (`_ENTER`: one round trip when the lock is free and nobody waits
         for it); a later arrival in this process joins the Redis queue only after that call,
         as it would after a ticket. If the lock is held, or another process's waiter is
-        ahead, it stays queued and polls as above.
+        ahead, it stays queued and polls as above. The fast path's call also does `seen`'s
+        de-duplication (`LockHold.first_seen`).
+
+        The hold yielded (`LockHold`) defers `recent_append`s to the release's call, and says
+        whether the previous holder never released the lock (`suspect`: a holder mark left in
+        Redis by a process that crashed while holding it). Without Redis: a plain hold.
         """
-        return self._user_lock(user_id, lease)
+        return self._user_lock(user_id, lease, seen)
 
     @asynccontextmanager
-    async def _user_lock(self, user_id: int, lease: float) -> AsyncIterator[None]:
+    async def _user_lock(
+        self, user_id: int, lease: float, seen: tuple[str, float] | None
+    ) -> AsyncIterator[LockHold]:
         keys, token, lease_ms = self._lock_keys(user_id), secrets.token_hex(16), _ms(lease)
         alive_ms = _ms(WAITER_ALIVE)
+        leave_keys = self._leave_keys(keys)
         # nobody of this process holds or waits: both in-process locks are granted at once
         fast = user_id not in self._tickets and user_id not in self._locks
-        queued = taken = False
+        queued = False
         keeper: asyncio.Task[Any] | None = None
         if not fast:
             try:
@@ -633,7 +701,7 @@ class RedisCache:
                         await self._run(lambda: self._enqueue(keys=keys, args=[token, alive_ms]), None)
                     )
             except asyncio.CancelledError:
-                self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+                self._spawn(self._run(lambda: self._leave(keys=leave_keys, args=[token]), None))
                 raise
             keeper = self._spawn(self._keep_queued(keys, token, alive_ms)) if queued else None
         waiting = True
@@ -642,25 +710,35 @@ class RedisCache:
                 waiting = False
                 if keeper is not None:
                     keeper.cancel()
+                got: int | None = None
+                first_seen: bool | None = None
                 if fast:
+                    enter_keys = keys
+                    enter_args: list[str | int] = [token, lease_ms, alive_ms, self.recent_ttl_ms]
+                    if seen is not None:
+                        enter_keys = [*keys, self._seen_key(seen[0])]
+                        enter_args.append(_ms(seen[1]))
                     try:
                         # held across the call: an arrival in this process meanwhile joins the
                         # Redis queue after this token, as it would after a ticket
                         async with self._tickets.hold(user_id):
-                            got = await self._run(
-                                lambda: self._enter(keys=keys, args=[token, lease_ms, alive_ms]), None
-                            )
+                            got = await self._run(lambda: self._enter(keys=enter_keys, args=enter_args), None)
                     except asyncio.CancelledError:
                         # the call may have reached Redis: leave the queue, give the lock back
-                        self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+                        self._spawn(self._run(lambda: self._leave(keys=leave_keys, args=[token]), None))
                         raise
-                    queued, taken = got is not None, bool(got)
-                if queued and not taken:
+                    queued = got is not None
+                    if got and seen is not None:
+                        first_seen = not got & 8  # the update's de-duplication, done by this call
+                elif queued:
+                    got = 0
+                if queued and not got:
                     # the fast path's call was a claim already: wait a little before the next
-                    taken = await self._acquire(keys, token, lease_ms, alive_ms, wait_first=fast)
-                if not taken:
-                    yield  # Redis unavailable: the in-process lock alone
+                    got = await self._acquire(keys, token, lease_ms, alive_ms, wait_first=fast)
+                if not got:
+                    yield LockHold()  # Redis unavailable: the in-process lock alone
                     return
+                hold = LockHold(first_seen=first_seen, suspect=bool(got & 4), defers=True)
                 # the lease is renewed only by holds that last: a timer starts the renewer after
                 # lease/3 (most holds end long before; no task for them)
                 stop = asyncio.Event()
@@ -672,20 +750,21 @@ class RedisCache:
                     ),
                 )
                 try:
-                    yield
+                    yield hold
                 finally:
                     timer.cancel()
-                    release = self._release(keys[0], token, stop, renewer[0] if renewer else None)
+                    hold.defers = False  # from now on an append goes on its own
+                    release = self._release(keys, token, stop, renewer[0] if renewer else None, hold)
                     try:
                         await release
                     except asyncio.CancelledError:
                         # a cancelled holder still releases (else the lease runs out)
-                        self._spawn(self._release(keys[0], token, stop, renewer[0] if renewer else None))
+                        self._spawn(self._release(keys, token, stop, renewer[0] if renewer else None, hold))
                         raise
         except asyncio.CancelledError:
             if waiting and keeper is not None:  # cancelled while waiting in this process
                 keeper.cancel()
-                self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+                self._spawn(self._run(lambda: self._leave(keys=leave_keys, args=[token]), None))
             raise
 
     async def _keep_queued(self, keys: list[str], token: str, alive_ms: int) -> None:
@@ -696,24 +775,25 @@ class RedisCache:
 
     async def _acquire(
         self, keys: list[str], token: str, lease_ms: int, alive_ms: int, *, wait_first: bool = False
-    ) -> bool:
-        """True once the Redis lock is ours; False when Redis cannot answer."""
+    ) -> int:
+        """_CLAIM's answer once the Redis lock is ours (1, 2 or 6); 0 when Redis cannot answer."""
         delay = 0.002
+        args: list[str | int] = [token, lease_ms, alive_ms, self.recent_ttl_ms]
         try:
             if wait_first:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.lock_poll_max)
             while True:
-                got = await self._run(lambda: self._claim(keys=keys, args=[token, lease_ms, alive_ms]), None)
+                got = await self._run(lambda: self._claim(keys=keys, args=args), None)
                 if got is None:
-                    return False
+                    return 0
                 if got:
-                    return True
+                    return int(got)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.lock_poll_max)
         except asyncio.CancelledError:
             # the claim may have reached Redis: give it back rather than wait for the lease
-            self._spawn(self._run(lambda: self._leave(keys=keys[:3], args=[token]), None))
+            self._spawn(self._run(lambda: self._leave(keys=self._leave_keys(keys), args=[token]), None))
             raise
 
     async def _renew(
@@ -737,13 +817,23 @@ class RedisCache:
                 lost = False
 
     async def _release(
-        self, key: str, token: str, stop: asyncio.Event, renewer: asyncio.Task[Any] | None
+        self, keys: list[str], token: str, stop: asyncio.Event, renewer: asyncio.Task[Any] | None, hold: LockHold
     ) -> None:
         stop.set()
         # let a renewal in flight finish first, so it cannot re-take the lock after the delete
         if renewer is not None:
             await asyncio.gather(renewer, return_exceptions=True)
-        await self._run(lambda: self._unlock(keys=[key], args=[token]), None)
+        lists: list[str] = []
+        args: list[str | int] = [token, self.cap, self.recent_ttl_ms]
+        for dialog_id, messages in hold.appends.items():  # the appends deferred to this call
+            lists.append(self._recent_key(dialog_id))
+            args.append(len(messages))
+            for message in messages:
+                args += (message.to_json(), _id_prefix(message.id))
+        hold.appends = {}
+        await self._run(
+            lambda: self._release_script(keys=[keys[0], keys[4], *lists], args=args), None, dirty=lists
+        )
 
     # ------------------------------------------------------------------ de-duplication
     async def first_seen(self, key: str, ttl: float = 86400) -> bool:

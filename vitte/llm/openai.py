@@ -39,6 +39,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from vitte.llm.base import (
@@ -67,6 +68,28 @@ _WHOLE_HEADERS = {"Accept": "application/json", "Content-Type": "application/jso
 # What reading a body can raise: aiohttp's errors, and a sock_read timeout (aiohttp's
 # ServerTimeoutError is both a ClientError and a TimeoutError).
 _READ_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError)
+
+
+def _loads(data: bytes) -> Any:
+    """JSON from the stream: orjson, straight from the bytes (~4x faster than the stdlib per
+    event). What orjson refuses is read as before, by the stdlib from the text with invalid
+    UTF-8 replaced, so the verdicts are the old ones: lone surrogate escapes (a proxy that cut a
+    string between UTF-16 halves), NaN/Infinity and invalid UTF-8 are still accepted, and only
+    what the stdlib refuses raises (`json.JSONDecodeError`, a ValueError)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data.decode("utf-8", "replace"))
+
+
+def _dumps(body: Any) -> bytes:
+    """Compact UTF-8 JSON, what `json.dumps(ensure_ascii=False, separators=(",", ":"))` wrote,
+    by orjson. What orjson refuses (a lone surrogate, a non-str key …) goes the old way, so it
+    fails (or not) exactly as before."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _one_line(text: str, limit: int = _SNIPPET_CHARS) -> str:
@@ -373,7 +396,7 @@ class OpenAICompatibleLLM:
             "temperature": request.temperature,
             "stream": stream,
         }
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return _dumps(body)  # sent as bytes, with Content-Type: application/json
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -492,13 +515,15 @@ class OpenAICompatibleLLM:
 
     # ------------------------------------------------------------- responses
 
-    def _bad(self, what: str, data: str) -> LLMError:
+    def _bad(self, what: str, data: str | bytes) -> LLMError:
+        if isinstance(data, bytes):  # a stream event: decoded only now, for the message
+            data = data.decode("utf-8", "replace")
         return self._fail(LLMBadResponse, f"LLM sent {what}: {_one_line(self._redact(data), 120)}")
 
-    def _chunk_delta(self, data: str) -> tuple[str, bool]:
+    def _chunk_delta(self, data: bytes) -> tuple[str, bool]:
         """(content, finished) of one streamed chunk; raises LLMBadResponse on a bad chunk."""
         try:
-            chunk = json.loads(data)
+            chunk = _loads(data)
         except ValueError:
             raise self._bad("malformed JSON in the stream", data) from None
         if not isinstance(chunk, dict):
@@ -537,7 +562,7 @@ class OpenAICompatibleLLM:
         if not data.startswith(b"{") and data.strip() == b"[DONE]":
             return None
         try:
-            return self._chunk_delta(data.decode("utf-8", "replace"))
+            return self._chunk_delta(data)
         except LLMBadResponse as exc:
             if at_eof and not finished:
                 # a half-written last line: the connection was cut mid-chunk
