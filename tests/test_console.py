@@ -846,3 +846,13 @@ def test_snapshot_returning_player(snap_compare: Any) -> None:
         await until(pilot, lambda: peer(app) == "Мила", what="header")
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_a_timer_tick_while_the_app_closes_is_harmless() -> None:
+    """The half-second tick may fire after the chat view is gone (seen under load at exit)."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await app.chat_view.remove()
+        app._tick()  # no chat view: nothing to sync, no error
+        await pilot.pause()

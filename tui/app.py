@@ -23,6 +23,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.theme import Theme
 from textual.widgets import Footer, Input
 
@@ -289,7 +290,11 @@ class VitteConsole(App[None]):
         self.query_one("#header", ChatHeader).set_info(info)
 
     def _tick(self) -> None:
-        self.chat_view.sync()
+        try:
+            view = self.chat_view
+        except NoMatches:  # the app is closing: its widgets are gone before its timers
+            return
+        view.sync()
 
     # ------------------------------------------------------------------ the bot's side
     @work(group="calls", exit_on_error=False)
