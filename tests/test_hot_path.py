@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from tests.support.bot_harness import cards
 from vitte.bench import RedisCounter, SqlCounter
@@ -26,10 +28,12 @@ from vitte.core import Core
 from vitte.devtools.llm_server import FakeLLMServer
 from vitte.devtools.pgwire import PgWireCounter
 from vitte.localapi import LocalBotSession, LocalPlayer, make_local_bot
+from vitte.models import Dialog
 
-# the target is 4; on PostgreSQL: read the dialog, take the quota AND store the turn (one
-# statement), store the reply
-SQL_ROUND_TRIPS_PER_REPLY = 3
+# the target is 4. On PostgreSQL, for a player this process answered before: take the quota
+# AND store the turn (one statement, which also confirms that the player's rows are still the
+# ones read for the previous reply), store the reply
+SQL_ROUND_TRIPS_PER_REPLY = 2
 # lock + de-dup, rate count + recent list, unlock + the turn appended (the online mark is
 # refreshed at most once a minute per player)
 REDIS_ROUND_TRIPS_PER_REPLY = 3
@@ -54,7 +58,15 @@ async def wired(pg_url: str, redis_url: str, redis_prefix: str, redis_cleanup: N
         runtime = Runtime()
         dp = build_dispatcher(core, runtime)
         try:
-            yield {"core": core, "proxy": proxy, "dp": dp, "bot": bot, "session": session, "runtime": runtime}
+            yield {
+                "core": core,
+                "proxy": proxy,
+                "dp": dp,
+                "bot": bot,
+                "session": session,
+                "runtime": runtime,
+                "llm": llm,
+            }
         finally:
             await runtime.drain(0)
             await core.close()
@@ -71,7 +83,7 @@ async def _player(w: dict[str, Any], user_id: int) -> LocalPlayer:
     return LocalPlayer(w["dp"], w["bot"], w["session"], user_id=user_id, language_code="en")
 
 
-async def test_one_reply_on_a_cache_hit_costs_three_sql_round_trips(wired: dict[str, Any]) -> None:
+async def test_one_reply_on_a_cache_hit_costs_two_sql_round_trips(wired: dict[str, Any]) -> None:
     core: Core = wired["core"]
     proxy: PgWireCounter = wired["proxy"]
     player = await _player(wired, 7001)
@@ -128,3 +140,75 @@ async def test_the_first_reply_after_a_cache_loss_rebuilds_from_the_database(wir
     assert proxy.round_trips <= SQL_ROUND_TRIPS_PER_REPLY + 1
     rows = [m.text for m in await core.dialogs.messages(view.id)]
     assert rows[-2:] == ["Do you remember me?", REPLY]
+
+
+async def _known_player(w: dict[str, Any], user_id: int) -> tuple[LocalPlayer, int]:
+    """A player this process has answered (it remembers their rows); their dialog's id."""
+    player = await _player(w, user_id)
+    await player.send("Hello!")
+    assert player.last_bot_text() == REPLY
+    view = await w["core"].dialogs.current(user_id)
+    assert view is not None
+    return player, view.id
+
+
+async def test_a_dialog_changed_since_the_last_reply_is_read_again(wired: dict[str, Any]) -> None:
+    """The memory was folded (or anything else changed the dialog) after the previous reply:
+    the turn's statement sees the new row version, stores nothing, and the reply starts over
+    from the row as it is now (its summary reaches the prompt)."""
+    core: Core = wired["core"]
+    proxy: PgWireCounter = wired["proxy"]
+    llm: FakeLLMServer = wired["llm"]
+    player, dialog_id = await _known_player(wired, 7101)
+    async with core.db.session() as s:
+        await s.execute(update(Dialog).where(col(Dialog.id) == dialog_id).values(summary="They met at the lake."))
+        await s.commit()
+    proxy.reset()
+    await player.send("Do you remember where we met?")
+    assert player.last_bot_text() == REPLY
+    system = " ".join(m["content"] for m in llm.completions[-1].json["messages"] if m["role"] == "system")
+    assert "They met at the lake." in system
+    assert proxy.round_trips == SQL_ROUND_TRIPS_PER_REPLY + 2  # the refused turn, the row read again
+    texts = [m.text for m in await core.dialogs.messages(dialog_id)]
+    assert texts[-4:] == ["Hello!", REPLY, "Do you remember where we met?", REPLY]  # stored once
+    proxy.reset()
+    await player.send("And then?")  # confirmed again: back to the short path
+    assert proxy.round_trips == SQL_ROUND_TRIPS_PER_REPLY
+
+
+async def test_a_player_blocked_since_the_last_reply_gets_no_reply(wired: dict[str, Any]) -> None:
+    core: Core = wired["core"]
+    llm: FakeLLMServer = wired["llm"]
+    player, dialog_id = await _known_player(wired, 7102)
+    before = len(await core.dialogs.messages(dialog_id))
+    asked = len(llm.completions)
+    await core.players.block(7102, "spam")  # an operator, e.g. from another process
+    await player.send("Still there?")
+    assert player.last_bot_text() != REPLY
+    assert len(llm.completions) == asked  # the LLM was not called
+    assert len(await core.dialogs.messages(dialog_id)) == before  # nothing stored
+    # unblocked: the row this process read while the player was blocked refuses nothing
+    await core.players.unblock(7102)
+    await player.send("Back again!")
+    assert player.last_bot_text() == REPLY
+
+
+async def test_a_dialog_replaced_by_another_process_gets_the_message(
+    wired: dict[str, Any], pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """The player started over in the Web App, served by another process: the next message
+    goes to the new dialog, not to the one this process remembers."""
+    core: Core = wired["core"]
+    player, old_id = await _known_player(wired, 7103)
+    other = await Core.open(load_settings(database_url=pg_url, redis_url=redis_url, redis_prefix=redis_prefix))
+    try:
+        opening = await other.dialogs.start_over(7103)
+    finally:
+        await other.close()
+    assert opening.dialog.id != old_id
+    old_texts = [m.text for m in await core.dialogs.messages(old_id)]
+    await player.send("Let's begin again.")
+    assert player.last_bot_text() == REPLY
+    new_texts = [m.text for m in await core.dialogs.messages(opening.dialog.id)]
+    assert new_texts == [opening.text, "Let's begin again.", REPLY]
+    assert [m.text for m in await core.dialogs.messages(old_id)] == old_texts

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,6 +29,7 @@ from sqlalchemy import (
     column,
     delete,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -66,6 +69,7 @@ from vitte.models import (
     SafetyEvent,
     User,
     UTCDateTime,
+    model_from_row,
     table_of,
     utcnow,
 )
@@ -97,9 +101,27 @@ _holds: contextvars.ContextVar[dict[int, LockHold]] = contextvars.ContextVar("vi
 # the player's active dialog row as read under their lock, valid while the lock is held
 # (every change of a player's active dialog takes that lock): the bot's handler and the
 # engine read it once per update. A fresh dict per lock hold; writes drop the entry.
-_row_memo: contextvars.ContextVar[dict[int, tuple[Dialog, User] | None] | None] = contextvars.ContextVar(
+_row_memo: contextvars.ContextVar[dict[int, _Row | None] | None] = contextvars.ContextVar(
     "vitte_row_memo", default=None
 )
+
+
+@dataclass(slots=True)
+class _Row:
+    """A player's active dialog and player row, as a lock hold knows them."""
+
+    dialog: Dialog
+    user: User
+    # PostgreSQL: the rows' versions (xmin, changed by every UPDATE of a row)
+    versions: tuple[str, str] | None
+    # read from the database under this hold, or confirmed by the turn's statement; False: a
+    # row this process read earlier (`DialogEngine._known`), to be confirmed before it counts
+    verified: bool = True
+
+
+STALE_ROW_ATTEMPTS = 3  # a reply reads the player's rows again at most this often
+KNOWN_ROWS = 4096  # players whose active row a process remembers between their messages
+KNOWN_ROW_SECONDS = 300.0  # how long such a row is offered (each use is confirmed anyway)
 
 # the hot path's first read, built once (a statement costs more to build than to cache-hit)
 # the reply's hot path: statements sent straight to the driver (vitte/prepared.py)
@@ -110,6 +132,19 @@ _ACTIVE_ROW = Prepared(
     .join(table_of(User), table_of(User).c.id == table_of(Dialog).c.user_id)
     .where(table_of(Dialog).c.user_id == bindparam("user_id"), table_of(Dialog).c.status == ACTIVE),
     "active dialog and player",
+)
+# PostgreSQL: the same and each row's version (xmin changes with every UPDATE of a row): a
+# reply may start from a row read earlier if the turn's statement finds the versions unchanged
+_ACTIVE_ROW_VERSIONED = Prepared(
+    select(
+        *table_of(Dialog).c,
+        *table_of(User).c,
+        literal_column("dialogs.xmin::text", String()),
+        literal_column("users.xmin::text", String()),
+    )
+    .join(table_of(User), table_of(User).c.id == table_of(Dialog).c.user_id)
+    .where(table_of(Dialog).c.user_id == bindparam("user_id"), table_of(Dialog).c.status == ACTIVE),
+    "active dialog and player, with the rows' versions",
 )
 _STORE_TURN = Prepared(
     insert(table_of(Message))
@@ -137,13 +172,21 @@ _STORE_TURN = Prepared(
     "player's message and the reply's placeholder",
 )
 # PostgreSQL: today's quota counted and the turn stored in ONE statement (data-modifying CTEs);
-# the turn's rows are inserted only if the quota took the reply. No row back: the daily quota
-# is used up (the two-statement path then tries a pack reply or refuses).
+# the turn's rows are inserted only if the dialog is still active and, when versions are given,
+# the dialog's and the player's rows are the versions the reply started from, and the quota
+# took the reply. No row back: the daily quota is used up (the two-statement path then tries a
+# pack reply or refuses). One row of NULLs: the rows changed (read them again), nothing done.
 _COUNT_AND_STORE_TURN = Prepared(
     sql_text(
         """
-WITH quota AS (
-    INSERT INTO usage (user_id, day, replies) VALUES (:user_id, :day, 1)
+WITH fresh AS (
+    SELECT 1 FROM dialogs d JOIN users u ON u.id = d.user_id
+    WHERE d.id = :dialog_id AND d.status = 'active' AND (
+        CAST(:dialog_version AS TEXT) IS NULL
+        OR (d.xmin::text = CAST(:dialog_version AS TEXT) AND u.xmin::text = CAST(:user_version AS TEXT))
+    )
+), quota AS (
+    INSERT INTO usage (user_id, day, replies) SELECT :user_id, :day, 1 WHERE EXISTS (SELECT 1 FROM fresh)
     ON CONFLICT (user_id, day) DO UPDATE SET replies = usage.replies + 1
     WHERE usage.replies < :limit
     RETURNING replies
@@ -160,12 +203,15 @@ WITH quota AS (
     RETURNING id, role
 )
 SELECT quota.replies, turn.id, turn.role FROM quota, turn
+UNION ALL SELECT NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM fresh)
 """
     )
     .bindparams(
         bindparam("day", type_=Date()),
         bindparam("now", type_=UTCDateTime()),
         bindparam("limit", type_=Integer()),
+        bindparam("dialog_version", type_=String()),
+        bindparam("user_version", type_=String()),
     )
     .columns(column("replies", Integer()), column("id", BigInteger()), column("role", String())),
     "quota counted, the player's message and the reply's placeholder stored",
@@ -233,6 +279,10 @@ def _cached(m: Message) -> CachedMessage:
     return CachedMessage(int(m.id or 0), m.role, m.text, m.status)
 
 
+def _admitted(user: User) -> bool:
+    return user.blocked_at is None and user.adult_confirmed_at is not None
+
+
 class DialogEngine:
     def __init__(
         self,
@@ -257,6 +307,9 @@ class DialogEngine:
         self.billing = billing  # the daily quota (None: unlimited)
         self._background: set[asyncio.Task[None]] = set()
         self._folding: set[int] = set()
+        # PostgreSQL: players' active rows read by earlier replies (user id -> row, versions,
+        # when read); a reply starts from one and its turn's statement confirms the versions
+        self._known: OrderedDict[int, tuple[Dialog, User, tuple[str, str], float]] = OrderedDict()
 
     # ------------------------------------------------------------------ locks
     @contextlib.asynccontextmanager
@@ -301,10 +354,15 @@ class DialogEngine:
         if user.adult_confirmed_at is None:
             raise AgeNotConfirmed()
 
-    async def _admitted_active(self, user_id: int, *, crisis: bool = False) -> tuple[Dialog, User]:
+    async def _admitted_active(
+        self, user_id: int, *, crisis: bool = False, optimistic: bool = False
+    ) -> tuple[Dialog, User]:
         """The active dialog of an admitted player (the stored row decides), else PlayerBlocked,
-        AgeNotConfirmed or NoActiveDialog, in that order. A crisis signal is counted here."""
-        row = await self._active_row(user_id)
+        AgeNotConfirmed or NoActiveDialog, in that order. A crisis signal is counted here.
+        `optimistic`: see `_active_row`."""
+        row = await self._active_row(user_id, optimistic=optimistic)
+        if optimistic and row is not None and not _admitted(row[1]):
+            row = await self._active_row(user_id)  # refused by an unconfirmed row: read it
         if row is None:
             async with unavailable_as(StoreUnavailable), self.db.session() as s:
                 self._admit(await s.get(User, user_id))
@@ -383,46 +441,89 @@ class DialogEngine:
             language=language,
         )
 
-    async def _active_row(self, user_id: int) -> tuple[Dialog, User] | None:
-        """The active dialog and its player: one statement, read once per lock hold."""
+    async def _active_row(self, user_id: int, *, optimistic: bool = False) -> tuple[Dialog, User] | None:
+        """The active dialog and its player: one statement, read once per lock hold.
+
+        `optimistic` (PostgreSQL, under the player's lock): the row an earlier reply of this
+        process read may do, unconfirmed: only `reply` asks for it, and its turn's statement
+        stores nothing unless the rows are still those versions (`_count_and_store_turn`). Any
+        other read under the hold reads the database until the row is confirmed."""
         memo = _row_memo.get()
         if memo is not None and user_id not in _holds.get():
             memo = None
         if memo is not None and user_id in memo:
-            return memo[user_id]
+            known = memo[user_id]
+            if known is None:
+                return None
+            if known.verified or optimistic:
+                return known.dialog, known.user
+        versioned = self.db.engine.dialect.name == "postgresql"
+        if optimistic and memo is not None and versioned:
+            entry = self._known.get(user_id)
+            if entry is not None and time.monotonic() - entry[3] < KNOWN_ROW_SECONDS:
+                memo[user_id] = _Row(entry[0], entry[1], entry[2], verified=False)
+                return entry[0], entry[1]
         async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
-            row = await conn.first(_ACTIVE_ROW, {"user_id": user_id})
-        found = None
-        if row is not None:
-            n = len(_DIALOG_KEYS)
-            found = (
-                Dialog(**dict(zip(_DIALOG_KEYS, row[:n], strict=True))),
-                User(**dict(zip(_USER_KEYS, row[n:], strict=True))),
-            )
+            row = await conn.first(_ACTIVE_ROW_VERSIONED if versioned else _ACTIVE_ROW, {"user_id": user_id})
+        if row is None:
+            self._known.pop(user_id, None)
+            if memo is not None:
+                memo[user_id] = None
+            return None
+        n, m = len(_DIALOG_KEYS), len(_DIALOG_KEYS) + len(_USER_KEYS)
+        dialog = model_from_row(Dialog, _DIALOG_KEYS, row[:n])
+        user = model_from_row(User, _USER_KEYS, row[n:m])
+        versions = (str(row[m]), str(row[m + 1])) if versioned else None
+        if versions is not None:
+            self._remember(user_id, dialog, user, versions)
         if memo is not None:
-            memo[user_id] = found
-        return found
+            memo[user_id] = _Row(dialog, user, versions)
+        return dialog, user
+
+    def _remember(self, user_id: int, dialog: Dialog, user: User, versions: tuple[str, str]) -> None:
+        known = self._known
+        known[user_id] = (dialog, user, versions, time.monotonic())
+        known.move_to_end(user_id)
+        while len(known) > KNOWN_ROWS:
+            known.popitem(last=False)
+
+    def _unconfirmed(self, user_id: int) -> tuple[str, str] | None:
+        """The versions of the row this hold started from without reading it (None: read)."""
+        memo = _row_memo.get()
+        known = memo.get(user_id) if memo is not None else None
+        return known.versions if known is not None and not known.verified else None
+
+    def _confirmed(self, user_id: int) -> None:
+        memo = _row_memo.get()
+        known = memo.get(user_id) if memo is not None else None
+        if known is not None:
+            known.verified = True
 
     async def warm_up(self) -> None:
         """The hot path's statements compiled and a pooled connection opened (see Core.warm_up)."""
         dialect = self.db.engine.dialect
-        for prepared in (_ACTIVE_ROW, _STORE_TURN, _FINISH, _COUNT_AND_STORE_TURN):
+        for prepared in (_ACTIVE_ROW, _ACTIVE_ROW_VERSIONED, _STORE_TURN, _FINISH, _COUNT_AND_STORE_TURN):
             prepared.compiled(dialect)
         if self.billing is not None:
             self.billing.warm_up(dialect)
         async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
             await conn.first(_ACTIVE_ROW, {"user_id": 0})  # nobody: no row, one round trip
 
-    @staticmethod
-    def _forget_row(user_id: int) -> None:
+    def _forget_row(self, user_id: int) -> None:
         """The player's active dialog changed: the next read goes to the database."""
+        self._known.pop(user_id, None)
         memo = _row_memo.get()
         if memo is not None:
             memo.pop(user_id, None)
 
-    async def current(self, user_id: int) -> DialogView | None:
-        """The player's active dialog, or None (the faces then offer the persona choice)."""
-        row = await self._active_row(user_id)
+    async def current(self, user_id: int, *, optimistic: bool = False) -> DialogView | None:
+        """The player's active dialog, or None (the faces then offer the persona choice).
+
+        `optimistic`: for a face about to call `reply` under the player's lock, which
+        confirms the row (see `_active_row`)."""
+        row = await self._active_row(user_id, optimistic=optimistic)
+        if optimistic and row is not None and not _admitted(row[1]):
+            row = await self._active_row(user_id)  # refused by an unconfirmed row: read it
         if row is None:
             return None
         dialog, user = row
@@ -675,17 +776,35 @@ class DialogEngine:
             if not text:
                 raise MessageTooLong(self.settings.max_message_chars)
         async with self.player_lock(user_id), self._crisis_errors(crisis):
-            dialog, user = await self._admitted_active(user_id, crisis=crisis)
-            dialog_id = int(dialog.id or 0)
-            # the rate limit before anything is stored or the LLM is called; the recent
-            # messages come along from the cache in the same round trip
-            recent = await self._rate_check_and_recent(user_id, dialog_id)
-            now = utcnow()
-            # hot path: no transaction, each statement commits on its own (one round trip each).
-            # One reply from today's quota first: QuotaExceeded means nothing is stored and the
-            # LLM is not called; if storing the message fails, the reply is given back.
-            async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
-                quota, ids = await self._count_and_store_turn(conn, user, dialog_id, text, telegram_message_id, now)
+            recent_of: int | None = None
+            for attempt in range(STALE_ROW_ATTEMPTS):
+                # the first attempt may start from the row an earlier reply read (PostgreSQL;
+                # the turn's statement confirms it); a changed row is read again
+                dialog, user = await self._admitted_active(
+                    user_id, crisis=crisis and attempt == 0, optimistic=attempt == 0 and self.billing is not None
+                )
+                dialog_id = int(dialog.id or 0)
+                if recent_of != dialog_id:
+                    # the rate limit before anything is stored or the LLM is called; the
+                    # recent messages come along from the cache in the same round trip
+                    recent = await self._rate_check_and_recent(user_id, dialog_id)
+                    recent_of = dialog_id
+                now = utcnow()
+                # hot path: no transaction, each statement commits on its own (one round trip
+                # each). One reply from today's quota first: QuotaExceeded means nothing is
+                # stored and the LLM is not called; if storing the message fails, the reply is
+                # given back.
+                async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+                    stored = await self._count_and_store_turn(
+                        conn, user, dialog_id, text, telegram_message_id, now, self._unconfirmed(user_id)
+                    )
+                if stored is not None:
+                    break
+                self._forget_row(user_id)  # the rows changed since they were read: again
+            else:
+                raise StoreUnavailable("the player's rows kept changing")
+            quota, ids = stored
+            self._confirmed(user_id)
             try:
                 user_msg = CachedMessage(int(ids[0]), USER, text, MSG_OK)
                 placeholder_id = int(ids[1])
@@ -721,10 +840,14 @@ class DialogEngine:
         text: str,
         telegram_message_id: int | None,
         now: datetime,
-    ) -> tuple[QuotaDecision | None, list[int]]:
+        versions: tuple[str, str] | None = None,
+    ) -> tuple[QuotaDecision | None, list[int]] | None:
         """One reply from today's quota and the turn's two rows: ONE statement on PostgreSQL
         within the daily quota, else the quota's statements then the turn's (QuotaExceeded
-        stores nothing; a failed store gives the reply back)."""
+        stores nothing; a failed store gives the reply back).
+
+        `versions`: the dialog's and the player's rows were not read under this hold; None
+        back (nothing done) when they are not those versions any more, or cannot be checked."""
         if self.billing is not None and conn.dialect.name == "postgresql":
             day, limit = self.billing.today(user)
             if limit > 0:
@@ -736,12 +859,19 @@ class DialogEngine:
                     "text": text,
                     "telegram_message_id": telegram_message_id,
                     "now": now,
+                    "dialog_version": versions[0] if versions else None,
+                    "user_version": versions[1] if versions else None,
                 }
                 rows = await conn.rows(_COUNT_AND_STORE_TURN, params)
+                if rows and rows[0][1] is None:
+                    return None  # the rows changed (or the dialog ended): read them again
                 if rows:
                     by_role = {role: int(message_id) for _used, message_id, role in rows}
                     counted = self.billing.daily_decision(user, day, int(rows[0][0]), limit)
                     return counted, [by_role[USER], by_role[ASSISTANT]]
+                versions = None  # confirmed: only the daily quota is used up
+        if versions is not None:
+            return None  # nothing here confirms the rows: read them
         quota = await self._quota_take(user, conn)
         try:
             return quota, await self._store_turn(conn, dialog_id, text, telegram_message_id, now)

@@ -5,10 +5,12 @@ The database is the truth: the cache may lose everything and nothing is lost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -212,3 +214,22 @@ metadata = SQLModel.metadata
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The model's Core table (for statements built on columns, e.g. vitte/prepared.py)."""
     return cast("sa.Table", model.__table__)  # type: ignore[attr-defined]
+
+
+M = TypeVar("M", bound=SQLModel)
+
+
+def model_from_row(model: type[M], keys: Sequence[str], values: Sequence[Any]) -> M:
+    """A table model instance from a row the database returned, as a Session loads one: no
+    validation and no change tracking of the values set (they are the stored state). About
+    ten times cheaper than the constructor, for the hot path (vitte/dialogs.py)."""
+    obj = manager_of(model).new_instance()  # SQLModel.__new__ sets up pydantic's attributes
+    loaded = dict(zip(keys, values, strict=True))
+    obj.__dict__.update(loaded)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(loaded))
+    return cast("M", obj)
+
+
+def manager_of(model: type[SQLModel]) -> Any:
+    """SQLAlchemy's class manager of a mapped model."""
+    return sa.orm.instrumentation.manager_of_class(model)

@@ -219,7 +219,7 @@ def make_router(core: Core) -> Router:
         text = message.text.replace("\x00", "")  # PostgreSQL text cannot hold U+0000
         if not text.strip():
             return
-        view = await current_dialog(core, user.id)
+        view = await current_dialog(core, user.id, optimistic=True)  # `reply` confirms it
         if view is None:
             await send_entry(core, runtime, bot, message.chat.id, user)
             return

@@ -43,10 +43,11 @@ async def player_lang(core: Core, runtime: Runtime, user: User) -> str:
     return lang
 
 
-async def current_dialog(core: Core, user_id: int) -> DialogView | None:
-    """The active dialog, or None; a dialog whose persona left the catalog counts as none."""
+async def current_dialog(core: Core, user_id: int, *, optimistic: bool = False) -> DialogView | None:
+    """The active dialog, or None; a dialog whose persona left the catalog counts as none.
+    `optimistic`: the handler goes on to `reply`, which confirms the row (`DialogEngine.current`)."""
     try:
-        return await core.dialogs.current(user_id)
+        return await core.dialogs.current(user_id, optimistic=optimistic)
     except NotFound:
         return None
 
