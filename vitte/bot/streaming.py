@@ -205,13 +205,26 @@ class ReplyStream:
         self._progress = True
         self._next_at = 0.0
         self._worker: asyncio.Task[None] | None = None
+        self._worker_timer: asyncio.TimerHandle | None = None
         self._typing: TypingLoop | None = None
 
     # ------------------------------------------------------------------ driving
     def start(self) -> ReplyStream:
+        """Progress begins `first_show_delay` seconds from now: the worker task starts then
+        (a reply written by then arrives as the final message alone, and costs no task)."""
         self._typing = TypingLoop(self.bot, self.chat_id, self._first_text).start()
-        self._worker = asyncio.create_task(self._work())
+        loop = asyncio.get_running_loop()
+        self._next_at = loop.time() + self.first_show_delay
+        if self.first_show_delay > 0:
+            self._worker_timer = loop.call_later(self.first_show_delay, self._start_worker)
+        else:
+            self._start_worker()
         return self
+
+    def _start_worker(self) -> None:
+        self._worker_timer = None
+        if not self._closed and not self.stop.is_set():
+            self._worker = asyncio.create_task(self._work())
 
     async def on_text(self, text: str) -> None:
         """The engine's `on_text`: the reply so far. Never blocks on Telegram.
@@ -236,22 +249,12 @@ class ReplyStream:
 
     # ------------------------------------------------------------------ progress
     async def _work(self) -> None:
+        """Started `first_show_delay` after `start` (nothing is shown before: see `start`)."""
         loop = asyncio.get_running_loop()
-        # nothing is shown before FIRST_SHOW_DELAY: a reply written by then arrives as the final
-        # message alone (no draft, no progress message: fewer Bot API calls for fast replies)
-        self._next_at = loop.time() + self.first_show_delay
-        if self.mode == "draft":
-            try:
-                if self.first_show_delay > 0:
-                    async with asyncio.timeout(self.first_show_delay):
-                        await self._changed.wait()
-                else:
-                    raise TimeoutError  # at once
-            except TimeoutError:
-                if self._closed or self.stop.is_set():
-                    return
-                await self._show("")  # no word yet: the "Thinking…" placeholder, with the stop button
-                self._next_at = loop.time() + self.draft_interval
+        if self.mode == "draft" and (self.first_show_delay <= 0 or not self._changed.is_set()):
+            # no word yet (or shown at once): the "Thinking…" placeholder, with the stop button
+            await self._show("")
+            self._next_at = loop.time() + self.draft_interval
         while True:
             await self._changed.wait()
             self._changed.clear()
@@ -341,6 +344,9 @@ class ReplyStream:
             return
         self._closed = True
         self._changed.set()
+        timer, self._worker_timer = self._worker_timer, None
+        if timer is not None:
+            timer.cancel()
         if self._typing is not None:
             await self._typing.stop()
         worker, self._worker = self._worker, None
