@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from vitte.cache import MemoryCache, RedisCache, make_cache
-from vitte.cache.base import Cache, CachedMessage
+from vitte.cache.base import Cache, CachedMessage, Prefetch
 from vitte.cache.redis import _id_prefix
 from vitte.config import load_settings
 
@@ -457,6 +457,34 @@ async def test_a_message_costs_three_round_trips_with_the_lock_carrying_dedup_an
         assert again.first_seen is False
     async with cache.user_lock(1) as plain:  # not asked: not answered
         assert plain.first_seen is None
+
+
+async def test_the_lock_reads_the_rate_count_and_recent_messages_and_the_release_counts_the_hit(
+    processes: Callable[..., RedisCache],
+) -> None:
+    cache = processes()
+    sent = count_round_trips(cache)
+    await cache.recent_fill(1, [msg(1), msg(2, "assistant")])
+    assert await cache.hit("user:1:replies", 60) == 1
+    sent.clear()
+    ask = Prefetch("user:1:replies", 60, 1)
+    async with cache.user_lock(1, seen=("update:p1", 60), prefetch=ask) as hold:
+        assert sent == ["EVALSHA"]  # the lock, the de-duplication and both reads: one call
+        got = hold.take_prefetched("user:1:replies", 60, 1)
+        assert got is not None and got.hits == 1 and got.recent == [msg(1), msg(2, "assistant")]
+        assert hold.take_prefetched("user:1:replies", 60, 1) is None  # once
+        hold.defer_hit(got.key, got.window, got.index)
+        hold.defer_append(1, msg(3), msg(4, "assistant"))
+        assert hold.first_seen is True
+    assert sent == ["EVALSHA", "EVALSHA"]  # the release counted the hit and appended the turn
+    assert await cache.hit("user:1:replies", 60) == 3
+    assert await cache.recent_get(1) == [msg(1), msg(2, "assistant"), msg(3), msg(4, "assistant")]
+    # another dialog than the one prefetched, another counter: not answered from the prefetch
+    async with cache.user_lock(1, prefetch=ask) as hold:
+        assert hold.take_prefetched("user:1:replies", 60, 2) is None
+    async with cache.user_lock(1, prefetch=Prefetch("user:1:replies", 60, 9)) as hold:
+        missing = hold.take_prefetched("user:1:replies", 60, 9)
+        assert missing is not None and missing.recent is None  # a list not cached: a miss
 
 
 async def test_lock_dedup_is_the_first_seen_contract(cache: Any) -> None:

@@ -9,6 +9,7 @@ events instead; the two must agree.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +22,9 @@ from tests.support.bot_harness import cards
 from vitte.bench import RedisCounter, SqlCounter
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runtime import Runtime
+from vitte.bot.texts import t
 from vitte.cache import CachedMessage
+from vitte.cache.base import user_key, window_index, window_remaining
 from vitte.catalog.seed import seed_cards
 from vitte.config import load_settings
 from vitte.core import Core
@@ -34,9 +37,10 @@ from vitte.models import Dialog
 # AND store the turn (one statement, which also confirms that the player's rows are still the
 # ones read for the previous reply), store the reply
 SQL_ROUND_TRIPS_PER_REPLY = 2
-# lock + de-dup, rate count + recent list, unlock + the turn appended (the online mark is
-# refreshed at most once a minute per player)
-REDIS_ROUND_TRIPS_PER_REPLY = 3
+# the lock taken with the update's de-duplication, the rate count and the recent messages read;
+# the lock given back with the hit counted and the turn appended (the online mark is refreshed
+# at most once a minute per player)
+REDIS_ROUND_TRIPS_PER_REPLY = 2
 REPLY = "The night is quiet here, and I was thinking of you."
 
 
@@ -212,3 +216,47 @@ async def test_a_dialog_replaced_by_another_process_gets_the_message(
     new_texts = [m.text for m in await core.dialogs.messages(opening.dialog.id)]
     assert new_texts == [opening.text, "Let's begin again.", REPLY]
     assert [m.text for m in await core.dialogs.messages(old_id)] == old_texts
+
+
+async def test_the_rate_limit_counts_each_reply_once_across_processes(
+    wired: dict[str, Any], pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """The rate count is read with the lock and each reply's hit is counted with the release:
+    a player's messages alternating between two processes are counted once each, in order."""
+    core: Core = wired["core"]
+    window = core.dialogs.rate_window
+    if window_remaining(window) < 5:  # all six hits in one window
+        await asyncio.sleep(window_remaining(window) + 0.01)
+    player, _dialog_id = await _known_player(wired, 7104)  # hit 1
+    other_settings = core.settings.model_copy()
+    other = await Core.open(other_settings)
+    try:
+        other_dp = build_dispatcher(other, Runtime())
+        elsewhere = LocalPlayer(other_dp, wired["bot"], wired["session"], user_id=7104, language_code="en")
+        for core_ in (core, other):
+            core_.settings.rate_limit_per_minute = 4
+        replies = 0
+        for i, who in enumerate((elsewhere, player, elsewhere, player, elsewhere)):
+            await who.send(f"message {i}")
+            replies += who.last_bot_text() == REPLY
+        assert replies == 3  # hits 2, 3, 4 answered; 5 and 6 refused
+        key = core.cache._hit_key(user_key(7104, "replies"), window_index(window))  # type: ignore[attr-defined]
+        assert int(await core.cache._redis.get(key)) == 6  # type: ignore[attr-defined]
+    finally:
+        await other.close()
+
+
+async def test_a_blocked_player_over_the_rate_limit_hears_blocked(wired: dict[str, Any]) -> None:
+    """The rate count, read with the lock, refuses before the turn's statement would confirm
+    the rows: the refusal waits for the rows as they are (the block comes first)."""
+    core: Core = wired["core"]
+    window = core.dialogs.rate_window
+    if window_remaining(window) < 5:
+        await asyncio.sleep(window_remaining(window) + 0.01)
+    player, _dialog_id = await _known_player(wired, 7105)  # hit 1
+    core.settings.rate_limit_per_minute = 1
+    await player.send("too fast?")
+    assert player.last_bot_text().startswith("Not so fast")
+    await core.players.block(7105, "spam")
+    await player.send("and now?")
+    assert player.last_bot_text() == t("en", "blocked")

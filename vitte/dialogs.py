@@ -37,7 +37,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from vitte.cache.base import Cache, CachedMessage, LockHold, user_key, window_remaining
+from vitte.cache.base import Cache, CachedMessage, LockHold, Prefetch, user_key, window_remaining
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
 from vitte.config import Settings
 from vitte.db import Database, unavailable_as
@@ -47,6 +47,7 @@ from vitte.errors import (
     NoActiveDialog,
     NothingToRegenerate,
     PlayerBlocked,
+    QuotaExceeded,
     RateLimited,
     ReplyFailed,
     StaleDialog,
@@ -313,20 +314,29 @@ class DialogEngine:
 
     # ------------------------------------------------------------------ locks
     @contextlib.asynccontextmanager
-    async def player_lock(self, user_id: int, *, seen: tuple[str, float] | None = None) -> AsyncIterator[LockHold]:
+    async def player_lock(
+        self, user_id: int, *, seen: tuple[str, float] | None = None, replying: bool = False
+    ) -> AsyncIterator[LockHold]:
         """One operation at a time per player, across processes with Redis; re-entrant per task.
 
         `seen`: an update's de-duplication key and ttl, checked as the lock is taken when that
-        costs nothing more (`LockHold.first_seen`, None when not checked)."""
+        costs nothing more (`LockHold.first_seen`, None when not checked). `replying`: the
+        holder will likely ask for a `reply`: what it reads from the cache first (the rate
+        count, the recent messages of the dialog this process last saw) is read with the lock."""
         holds = _holds.get()
         outer = holds.get(user_id)
         if outer is not None:
             yield outer if seen is None else LockHold()
             return
+        prefetch = None
+        if replying and self.settings.rate_limit_per_minute > 0:
+            known = self._known.get(user_id)
+            if known is not None:
+                prefetch = Prefetch(user_key(user_id, "replies"), self.rate_window, int(known[0].id or 0))
         async with contextlib.AsyncExitStack() as stack:
             with waiting_for_lock():  # the queue depth, for the operator (vitte.metrics)
                 hold = await stack.enter_async_context(
-                    self.cache.user_lock(user_id, self.settings.lock_lease, seen=seen)
+                    self.cache.user_lock(user_id, self.settings.lock_lease, seen=seen, prefetch=prefetch)
                 )
             token = _holds.set({**holds, user_id: hold})
             memo = _row_memo.set({})
@@ -388,13 +398,26 @@ class DialogEngine:
         limit = self.settings.rate_limit_per_minute
         if limit <= 0:
             return await self._recent(dialog_id, cached=not fresh)
-        window = self.rate_window
-        hits, cached = await self.cache.hit_and_recent(user_key(user_id, "replies"), window, dialog_id)
+        window, key = self.rate_window, user_key(user_id, "replies")
+        read = None
+        if hold is not None and not fresh:
+            read = hold.take_prefetched(key, window, dialog_id)
+            if read is not None:  # read with the lock; the hit is counted with its release
+                hold.defer_hit(key, window, read.index)
+        if read is not None:
+            hits, cached = read.hits + 1, read.recent
+        else:
+            hits, cached = await self.cache.hit_and_recent(key, window, dialog_id)
         if hits > limit:
             if fresh and hold is not None:
                 hold.suspect = True  # still to be read from the database
             raise RateLimited(window_remaining(window))
         return cached if cached is not None and not fresh else await self._recent(dialog_id, cached=False)
+
+    async def _count_crisis(self, user: User) -> bool:
+        """A crisis signal from an admitted player, counted (True)."""
+        await self._count_event("crisis", player_view(user).language)
+        return True
 
     async def _count_event(self, kind: str, language: str) -> None:
         """A counted safety event: kind and language only, never the player's text."""
@@ -777,28 +800,48 @@ class DialogEngine:
                 raise MessageTooLong(self.settings.max_message_chars)
         async with self.player_lock(user_id), self._crisis_errors(crisis):
             recent_of: int | None = None
+            counted = not crisis  # the crisis event: counted once the player is known admitted
             for attempt in range(STALE_ROW_ATTEMPTS):
                 # the first attempt may start from the row an earlier reply read (PostgreSQL;
-                # the turn's statement confirms it); a changed row is read again
+                # the turn's statement confirms it); a changed row is read again. A refusal is
+                # never decided on an unconfirmed row.
                 dialog, user = await self._admitted_active(
-                    user_id, crisis=crisis and attempt == 0, optimistic=attempt == 0 and self.billing is not None
+                    user_id, optimistic=attempt == 0 and self.billing is not None
                 )
+                confirmed = self._unconfirmed(user_id) is None
+                if not counted and confirmed:
+                    counted = await self._count_crisis(user)
                 dialog_id = int(dialog.id or 0)
                 if recent_of != dialog_id:
                     # the rate limit before anything is stored or the LLM is called; the
                     # recent messages come along from the cache in the same round trip
-                    recent = await self._rate_check_and_recent(user_id, dialog_id)
+                    try:
+                        recent = await self._rate_check_and_recent(user_id, dialog_id)
+                    except RateLimited:
+                        if not confirmed:  # a blocked player hears that, not "too fast"
+                            self._forget_row(user_id)
+                            _dialog, user = await self._admitted_active(user_id)
+                            if not counted:
+                                counted = await self._count_crisis(user)
+                        raise
                     recent_of = dialog_id
                 now = utcnow()
                 # hot path: no transaction, each statement commits on its own (one round trip
                 # each). One reply from today's quota first: QuotaExceeded means nothing is
                 # stored and the LLM is not called; if storing the message fails, the reply is
                 # given back.
-                async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
-                    stored = await self._count_and_store_turn(
-                        conn, user, dialog_id, text, telegram_message_id, now, self._unconfirmed(user_id)
-                    )
+                try:
+                    async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+                        stored = await self._count_and_store_turn(
+                            conn, user, dialog_id, text, telegram_message_id, now, self._unconfirmed(user_id)
+                        )
+                except QuotaExceeded:  # decided on confirmed rows
+                    if not counted:
+                        counted = await self._count_crisis(user)
+                    raise
                 if stored is not None:
+                    if not counted:
+                        counted = await self._count_crisis(user)
                     break
                 self._forget_row(user_id)  # the rows changed since they were read: again
             else:

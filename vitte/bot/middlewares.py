@@ -93,7 +93,11 @@ class UpdateMiddleware(BaseMiddleware):
             return await self._handle(handler, event, data)
         bot: Bot | None = data.get("bot")
         # the de-duplication goes with the lock when that costs nothing more (one round trip)
-        lock = self.core.dialogs.player_lock(user.id, seen=(_dedup_key(event, bot), DEDUP_TTL))
+        # plain text (not a command) will likely ask for a reply: its first cache reads go too
+        text = (event.message.text or "") if event.message is not None else ""
+        lock = self.core.dialogs.player_lock(
+            user.id, seen=(_dedup_key(event, bot), DEDUP_TTL), replying=bool(text) and not text.startswith("/")
+        )
         try:
             hold = await lock.__aenter__()
         except Exception as exc:  # the cache degrades by contract; never fail the player

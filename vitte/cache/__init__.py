@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from vitte.cache.base import Cache, CachedMessage, LockHold
+from vitte.cache.base import Cache, CachedMessage, LockHold, Prefetch
 from vitte.cache.memory import MemoryCache
 from vitte.cache.redis import RedisCache
 from vitte.config import Settings
 
-__all__ = ["Cache", "CachedMessage", "LockHold", "MemoryCache", "RedisCache", "make_cache"]
+__all__ = ["Cache", "CachedMessage", "LockHold", "MemoryCache", "Prefetch", "RedisCache", "make_cache"]
 
 
 def make_cache(settings: Settings) -> Cache:

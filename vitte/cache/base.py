@@ -90,13 +90,21 @@ class Cache(Protocol):
 
     # --- per-user lock (replies stay in order, across processes with Redis) ---
     def user_lock(
-        self, user_id: int, lease: float = LOCK_LEASE, *, seen: tuple[str, float] | None = None
+        self,
+        user_id: int,
+        lease: float = LOCK_LEASE,
+        *,
+        seen: tuple[str, float] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> AbstractAsyncContextManager[LockHold]:
         """Hold the player's lock; the lease is renewed while held (no fixed timeout).
 
-        `seen` (a `first_seen` key and its ttl): the update's de-duplication done as the lock
-        is taken, when that costs nothing more (`LockHold.first_seen`; None: not done, ask
-        `first_seen`)."""
+        When it costs nothing more (Redis: the call that takes a free lock):
+        - `seen` (a `first_seen` key and its ttl): the update's de-duplication is done
+          (`LockHold.first_seen`; None: not done, ask `first_seen`);
+        - `prefetch`: what `hit_and_recent` would read is read, without counting the hit
+          (`LockHold.prefetched`; the hit is counted with the release, `LockHold.defer_hit`).
+        """
         ...
 
     async def locked_users(self, user_ids: list[int]) -> set[int] | None:
@@ -137,6 +145,29 @@ class Cache(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """What to read as a player's lock is taken: a rate counter (`hit` key and window) and a
+    dialog's recent messages (the dialog the player's next reply is likely to be in)."""
+
+    key: str
+    window: float
+    dialog_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """A `Prefetch` read: the counter's hits so far in window `index` (this one not counted)
+    and the recent messages (None: a miss)."""
+
+    key: str
+    window: float
+    index: int
+    hits: int
+    dialog_id: int
+    recent: list[CachedMessage] | None
+
+
 class LockHold:
     """What a held player lock tells and carries (`Cache.user_lock` yields it).
 
@@ -147,15 +178,43 @@ class LockHold:
       cached messages are read from the database once under this hold.
     - `defer_append`: a `recent_append` sent with the lock's release (the same round trip),
       when the cache supports it; False: do the append now.
+    - `prefetched`: a `Prefetch` read as the lock was taken (None: not read).
+    - `defer_hit`: a `hit` counted with the release (the lock keeps the player's hits in
+      order, so the count read at the lock plus the deferred ones is the count).
     """
 
-    __slots__ = ("appends", "defers", "first_seen", "suspect")
+    __slots__ = ("appends", "defers", "first_seen", "hits", "prefetched", "suspect")
 
-    def __init__(self, *, first_seen: bool | None = None, suspect: bool = False, defers: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        first_seen: bool | None = None,
+        suspect: bool = False,
+        defers: bool = False,
+        prefetched: Prefetched | None = None,
+    ) -> None:
         self.first_seen = first_seen
         self.suspect = suspect
         self.defers = defers
         self.appends: dict[int, list[CachedMessage]] = {}
+        self.prefetched = prefetched
+        self.hits: list[tuple[str, float, int]] = []
+
+    def take_prefetched(self, key: str, window: float, dialog_id: int) -> Prefetched | None:
+        """The prefetched read if it is this counter's current window and this dialog (once)."""
+        found, self.prefetched = self.prefetched, None
+        if (
+            found is None
+            or not self.defers
+            or (found.key, found.window, found.dialog_id) != (key, window, dialog_id)
+            or found.index != window_index(window)
+        ):
+            return None
+        return found
+
+    def defer_hit(self, key: str, window: float, index: int) -> None:
+        """Count a hit on `key` in window `index` with the release (only while `defers`)."""
+        self.hits.append((key, window, index))
 
     def defer_append(self, dialog_id: int, *messages: CachedMessage) -> bool:
         """Queue an append for the release; False when this hold does not defer."""

@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, window_index
+from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, Prefetch, window_index
 from vitte.config import Settings
 
 DEFAULT_CAP: int = int(Settings.model_fields["recent_messages"].default)
@@ -201,10 +201,15 @@ class MemoryCache:
 
     # --- per-user lock ---
     def user_lock(
-        self, user_id: int, lease: float = LOCK_LEASE, *, seen: tuple[str, float] | None = None
+        self,
+        user_id: int,
+        lease: float = LOCK_LEASE,
+        *,
+        seen: tuple[str, float] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> AbstractAsyncContextManager[LockHold]:
         """FIFO per-user lock; `lease` has no meaning in one process (nobody else can hold it).
-        Appends are not deferred (they cost no round trip here)."""
+        Nothing is prefetched or deferred (it costs no round trip here)."""
         return self._hold(user_id, seen)
 
     @asynccontextmanager

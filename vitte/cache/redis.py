@@ -45,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, window_index
+from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, Prefetch, Prefetched, window_index
 from vitte.cache.memory import DEFAULT_CAP, KeyedLock
 from vitte.config import Settings
 
@@ -143,22 +143,29 @@ _ENQUEUE = _join_queue("ARGV[2]") + "return 1\n"
 # Lua: the lock was just taken by this token (KEYS[5] the holder mark; ARGV[4] its ttl ms):
 # `took()` returns 2, plus 4 when the previous holder never released the lock (it crashed or
 # lost its lease: what it cached for the player may be stale, see `LockHold.suspect`), plus 8
-# when KEYS[6] (an update's de-duplication key, ARGV[5] its ttl ms) was seen before. The
-# mark lives as long as the recent lists (a crash is noticed however late the player returns);
-# a clean release (`_RELEASE`) empties it.
+# when KEYS[6] (an update's de-duplication key, ARGV[5] its ttl ms; ARGV[5] '': none) was
+# seen before. With KEYS[7] (a rate counter) and KEYS[8] (a recent list; ARGV[6] its ttl ms)
+# it returns {that, the counter's value, the list's items} (`Prefetch`). The mark lives as
+# long as the recent lists (a crash is noticed however late the player returns); a clean
+# release (`_RELEASE`) empties it.
 _TOOK = """
 local function took()
   local r = 2
   local prev = redis.call('GET', KEYS[5])
   if prev and prev ~= '' and prev ~= ARGV[1] then r = r + 4 end
   redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[4])
-  if #KEYS > 5 then
+  if #KEYS > 5 and ARGV[5] ~= '' then
     local seen = redis.call('GET', KEYS[6])
     if not seen then
       redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[5])
     elseif seen ~= ARGV[1] then
       r = r + 8
     end
+  end
+  if #KEYS > 7 then
+    local items = redis.call('LRANGE', KEYS[8], 0, -1)
+    if #items > 0 then redis.call('PEXPIRE', KEYS[8], ARGV[6]) end
+    return {r, tonumber(redis.call('GET', KEYS[7]) or '0'), items}
   end
   return r
 end
@@ -201,8 +208,8 @@ return 0
 # in the same call). Nobody queued and the lock free: taken without touching the queue
 # (joining would make this token the head and taking the lock would leave the queue again).
 # A retried call that already took the lock says taken again (and "first" for its update).
-# KEYS: lock, queue, alive, counter, holder[, seen]; ARGV: token, lease ms, alive ms,
-# holder ttl ms[, seen ttl ms]
+# KEYS: lock, queue, alive, counter, holder[, seen[, hit, list]]; ARGV: token, lease ms,
+# alive ms, holder ttl ms[, seen ttl ms or ''[, list ttl ms]]
 _ENTER = _TOOK + """
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
@@ -232,19 +239,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Release: the appends deferred while the lock was held (`LockHold.defer_append`), the holder
-# mark emptied (a clean release), the lock deleted if still ours (compare-and-delete). The
-# appends are skipped when another holder took the lock meanwhile (our lease ran out; the mark
-# is not ours): it distrusted the cached lists (`took`: +4) and read the database, where our
-# rows already were. No mark at all (Redis lost its data): the lists are gone too.
-# KEYS: lock, holder, then one list per dialog; ARGV: token, cap, ttl ms, then per list: n and
-# n (item, id prefix) pairs
+# Release: the hits (`LockHold.defer_hit`) and the appends (`LockHold.defer_append`) deferred
+# while the lock was held, the holder mark emptied (a clean release), the lock deleted if still
+# ours (compare-and-delete). The appends are skipped when another holder took the lock meanwhile
+# (our lease ran out; the mark is not ours): it distrusted the cached lists (`took`: +4) and
+# read the database, where our rows already were. No mark at all (Redis lost its data): the
+# lists are gone too.
+# KEYS: lock, holder, then the counters, then one list per dialog; ARGV: token, cap, ttl ms,
+# the number of counters, each counter's ttl ms, then per list: n and n (item, id prefix) pairs
 _RELEASE = _APPEND_FN + """
+local hits = tonumber(ARGV[4])
+for k = 3, 2 + hits do
+  redis.call('INCR', KEYS[k])
+  redis.call('PEXPIRE', KEYS[k], ARGV[2 + k])
+end
 local h = redis.call('GET', KEYS[2])
 if h == ARGV[1] or not h then
   if h then redis.call('SET', KEYS[2], '', 'PX', ARGV[3]) end
-  local a = 4
-  for k = 3, #KEYS do
+  local a = 5 + hits
+  for k = 3 + hits, #KEYS do
     local n = tonumber(ARGV[a])
     append(KEYS[k], ARGV[2], ARGV[3], a + 1, n)
     a = a + 1 + 2 * n
@@ -657,7 +670,12 @@ class RedisCache:
         return held | {u for u in user_ids if u in self._locks}
 
     def user_lock(
-        self, user_id: int, lease: float = LOCK_LEASE, *, seen: tuple[str, float] | None = None
+        self,
+        user_id: int,
+        lease: float = LOCK_LEASE,
+        *,
+        seen: tuple[str, float] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> AbstractAsyncContextManager[LockHold]:
         """The player's lock across processes; the lease is renewed every lease/3 while held.
 
@@ -675,17 +693,17 @@ class RedisCache:
         for it); a later arrival in this process joins the Redis queue only after that call,
         as it would after a ticket. If the lock is held, or another process's waiter is
         ahead, it stays queued and polls as above. The fast path's call also does `seen`'s
-        de-duplication (`LockHold.first_seen`).
+        de-duplication (`LockHold.first_seen`) and reads `prefetch` (`LockHold.prefetched`).
 
         The hold yielded (`LockHold`) defers `recent_append`s to the release's call, and says
         whether the previous holder never released the lock (`suspect`: a holder mark left in
         Redis by a process that crashed while holding it). Without Redis: a plain hold.
         """
-        return self._user_lock(user_id, lease, seen)
+        return self._user_lock(user_id, lease, seen, prefetch)
 
     @asynccontextmanager
     async def _user_lock(
-        self, user_id: int, lease: float, seen: tuple[str, float] | None
+        self, user_id: int, lease: float, seen: tuple[str, float] | None, prefetch: Prefetch | None
     ) -> AsyncIterator[LockHold]:
         keys, token, lease_ms = self._lock_keys(user_id), secrets.token_hex(16), _ms(lease)
         alive_ms = _ms(WAITER_ALIVE)
@@ -712,21 +730,40 @@ class RedisCache:
                     keeper.cancel()
                 got: int | None = None
                 first_seen: bool | None = None
+                prefetched: Prefetched | None = None
                 if fast:
                     enter_keys = keys
                     enter_args: list[str | int] = [token, lease_ms, alive_ms, self.recent_ttl_ms]
-                    if seen is not None:
-                        enter_keys = [*keys, self._seen_key(seen[0])]
-                        enter_args.append(_ms(seen[1]))
+                    if seen is not None or prefetch is not None:
+                        enter_keys = [*keys, self._seen_key(seen[0]) if seen is not None else keys[0]]
+                        enter_args.append(_ms(seen[1]) if seen is not None else "")
+                    if prefetch is not None:
+                        index = window_index(prefetch.window)
+                        enter_keys += [self._hit_key(prefetch.key, index), self._recent_key(prefetch.dialog_id)]
+                        enter_args.append(self.recent_ttl_ms)
                     try:
                         # held across the call: an arrival in this process meanwhile joins the
                         # Redis queue after this token, as it would after a ticket
                         async with self._tickets.hold(user_id):
-                            got = await self._run(lambda: self._enter(keys=enter_keys, args=enter_args), None)
+                            answer = await self._run(lambda: self._enter(keys=enter_keys, args=enter_args), None)
                     except asyncio.CancelledError:
                         # the call may have reached Redis: leave the queue, give the lock back
                         self._spawn(self._run(lambda: self._leave(keys=leave_keys, args=[token]), None))
                         raise
+                    if isinstance(answer, list):  # taken, with the prefetched read
+                        got = int(answer[0])
+                        assert prefetch is not None
+                        list_key = enter_keys[-1]
+                        prefetched = Prefetched(
+                            prefetch.key,
+                            prefetch.window,
+                            index,
+                            int(answer[1]),
+                            prefetch.dialog_id,
+                            await self._recent_items(prefetch.dialog_id, list_key, answer[2]),
+                        )
+                    else:
+                        got = None if answer is None else int(answer)
                     queued = got is not None
                     if got and seen is not None:
                         first_seen = not got & 8  # the update's de-duplication, done by this call
@@ -738,7 +775,7 @@ class RedisCache:
                 if not got:
                     yield LockHold()  # Redis unavailable: the in-process lock alone
                     return
-                hold = LockHold(first_seen=first_seen, suspect=bool(got & 4), defers=True)
+                hold = LockHold(first_seen=first_seen, suspect=bool(got & 4), defers=True, prefetched=prefetched)
                 # the lease is renewed only by holds that last: a timer starts the renewer after
                 # lease/3 (most holds end long before; no task for them)
                 stop = asyncio.Event()
@@ -823,8 +860,11 @@ class RedisCache:
         # let a renewal in flight finish first, so it cannot re-take the lock after the delete
         if renewer is not None:
             await asyncio.gather(renewer, return_exceptions=True)
+        counters = [self._hit_key(key, index) for key, _window, index in hold.hits]
+        args: list[str | int] = [token, self.cap, self.recent_ttl_ms, len(counters)]
+        args += [_ms(window) + 1000 for _key, window, _index in hold.hits]  # outlives its window
+        hold.hits = []
         lists: list[str] = []
-        args: list[str | int] = [token, self.cap, self.recent_ttl_ms]
         for dialog_id, messages in hold.appends.items():  # the appends deferred to this call
             lists.append(self._recent_key(dialog_id))
             args.append(len(messages))
@@ -832,7 +872,7 @@ class RedisCache:
                 args += (message.to_json(), _id_prefix(message.id))
         hold.appends = {}
         await self._run(
-            lambda: self._release_script(keys=[keys[0], keys[4], *lists], args=args), None, dirty=lists
+            lambda: self._release_script(keys=[keys[0], keys[4], *counters, *lists], args=args), None, dirty=lists
         )
 
     # ------------------------------------------------------------------ de-duplication
