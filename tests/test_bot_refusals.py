@@ -46,6 +46,11 @@ async def test_blocked_player_gets_one_polite_line(env: BotEnv) -> None:
     assert "spam" not in p.last_bot_text()
     assert [r.role for r in await env.rows(p.user_id)] == [ASSISTANT]  # nothing stored
     assert env.llm.completions == []
+    # /start (a deep link too) greets nobody who is blocked
+    for command in ("/start", "/start persona_mila"):
+        before = len(p.bot_messages())
+        await p.send(command)
+        assert [m.text for m in p.bot_messages()[before:]] == ["Извините, доступ к Vitte для вас закрыт."]
 
 
 async def test_rate_limit(env: BotEnv) -> None:

@@ -18,19 +18,22 @@ from vitte.bot.streaming import ReplyStream, call_with_retry
 from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.dialogs import DialogView, OnText, ReplyOutcome
-from vitte.errors import NoActiveDialog, NotFound, ReplyFailed, UnknownUser
+from vitte.errors import NoActiveDialog, NotFound, PlayerBlocked, ReplyFailed, UnknownUser
 
 log = logging.getLogger("vitte.bot")
 
 Writer = Callable[[OnText, asyncio.Event], Awaitable[ReplyOutcome]]
 
 
-async def seen(core: Core, runtime: Runtime, user: User) -> str:
-    """Record the player (created on first sight); their language."""
+async def seen(core: Core, runtime: Runtime, user: User, *, refuse_blocked: bool = False) -> str:
+    """Record the player (created on first sight); their language. `refuse_blocked`: a blocked
+    player gets PlayerBlocked (the middleware's one polite line)."""
     player = await core.players.seen(
         user.id, language_code=user.language_code, first_name=user.first_name, username=user.username
     )
     runtime.remember_lang(user.id, player.language)
+    if refuse_blocked and player.blocked_at is not None:
+        raise PlayerBlocked(player.blocked_reason)
     return player.language
 
 

@@ -25,7 +25,7 @@ def make_router(core: Core) -> Router:
     async def start(message: Message, command: CommandObject, runtime: Runtime, bot: Bot) -> None:
         assert message.from_user is not None
         user = message.from_user
-        lang = await seen(core, runtime, user)
+        lang = await seen(core, runtime, user, refuse_blocked=True)  # no greeting for a blocked player
         args = (command.args or "").strip()
         if args.startswith(DEEP_LINK_PREFIX):
             await _persona_link(message, lang, args[len(DEEP_LINK_PREFIX) :])
