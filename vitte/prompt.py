@@ -7,6 +7,7 @@ post_history_instructions go after the history.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,32 +133,12 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
     """The Chat Completions messages for one reply."""
     lang = p.language if p.language in DEFAULT_MAIN_PROMPT else "ru"
     char, user = p.char_name, p.user_name
-    sub = lambda t: substitute(t, char, user, DEFAULT_MAIN_PROMPT[lang])  # noqa: E731
-    main = sub(p.card.system_prompt) if p.card.system_prompt.strip() else sub(DEFAULT_MAIN_PROMPT[lang])
-    parts: list[str] = []
-    if p.preamble.strip():
-        parts.append(sub(p.preamble.strip()))
-    parts.append(main)
-    if p.card.description:
-        parts.append(f"[{char}]\n{sub(p.card.description)}")
-    if p.card.personality:
-        parts.append(f"[personality]\n{sub(p.card.personality)}")
-    if p.card.scenario:
-        parts.append(f"[scenario]\n{sub(p.card.scenario)}")
-    if p.premise:
-        parts.append(f"[story]\n{sub(p.premise)}")
-    if p.memory.strip():
-        parts.append(f"[memory]\n{sub(p.memory.strip())}")
-    parts.append(LANGUAGE_RULE[lang])
-    parts.append(STYLE_RULES.get(p.style, STYLE_RULES["normal"])[lang])
-    system = "\n\n".join(parts)
-
-    post = sub(p.card.post_history_instructions).strip()
+    system, post = _system_and_post(p.card, char, user, lang, p.style, p.premise, p.memory, p.preamble)
     fixed = estimate_tokens(system) + estimate_tokens(post)
     history = _history_for_prompt(p.history, max(p.budget - fixed, 64))
     # mes_example only while the history is short (it teaches the voice, then gets in the way)
     if p.card.mes_example.strip() and len(history) < 6:
-        example = sub(p.card.mes_example.strip())
+        example = substitute(p.card.mes_example.strip(), char, user, DEFAULT_MAIN_PROMPT[lang])
         if fixed + estimate_tokens(example) + sum(estimate_tokens(m.text) for m in history) < p.budget:
             system += f"\n\n[example dialogue]\n{example}"
 
@@ -170,6 +151,34 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
     if post:
         messages.append({"role": "system", "content": post})
     return messages
+
+
+@functools.lru_cache(maxsize=512)
+def _system_and_post(
+    card: PersonaCard, char: str, user: str, lang: str, style: str, premise: str, memory: str, preamble: str
+) -> tuple[str, str]:
+    """The system prompt before the history, and the post-history instructions: the same for
+    every reply of a dialog until its memory changes (cached: the macros cost more than the
+    lookup)."""
+    sub = lambda t: substitute(t, char, user, DEFAULT_MAIN_PROMPT[lang])  # noqa: E731
+    main = sub(card.system_prompt) if card.system_prompt.strip() else sub(DEFAULT_MAIN_PROMPT[lang])
+    parts: list[str] = []
+    if preamble.strip():
+        parts.append(sub(preamble.strip()))
+    parts.append(main)
+    if card.description:
+        parts.append(f"[{char}]\n{sub(card.description)}")
+    if card.personality:
+        parts.append(f"[personality]\n{sub(card.personality)}")
+    if card.scenario:
+        parts.append(f"[scenario]\n{sub(card.scenario)}")
+    if premise:
+        parts.append(f"[story]\n{sub(premise)}")
+    if memory.strip():
+        parts.append(f"[memory]\n{sub(memory.strip())}")
+    parts.append(LANGUAGE_RULE[lang])
+    parts.append(STYLE_RULES.get(style, STYLE_RULES["normal"])[lang])
+    return "\n\n".join(parts), sub(card.post_history_instructions).strip()
 
 
 def history_tokens(history: Sequence[CachedMessage]) -> int:
