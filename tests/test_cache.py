@@ -487,6 +487,21 @@ async def test_the_lock_reads_the_rate_count_and_recent_messages_and_the_release
         assert missing is not None and missing.recent is None  # a list not cached: a miss
 
 
+async def test_an_unreadable_cached_list_is_a_miss_and_goes(
+    processes: Callable[..., RedisCache], raw: aioredis.Redis, redis_prefix: str
+) -> None:
+    cache = processes()
+    key = f"{redis_prefix}recent:1"
+    await raw.rpush(key, "[1,\"user\",\"fine\",\"ok\"]", "not json at all")
+    async with cache.user_lock(1, prefetch=Prefetch("user:1:replies", 60, 1)) as hold:
+        got = hold.take_prefetched("user:1:replies", 60, 1)
+        assert got is not None and got.recent is None  # a miss: rebuilt from the database
+    assert await raw.exists(key) == 0  # gone with the next command (the release)
+    await raw.rpush(key, "also not json")
+    assert await cache.hit_and_recent("user:1:replies", 60, 1) == (1, None)
+    assert await raw.exists(key) == 0
+
+
 async def test_lock_dedup_is_the_first_seen_contract(cache: Any) -> None:
     """Both caches: the lock's de-duplication and `first_seen` share their keys."""
     async with cache.user_lock(3, seen=("update:7:1", 60)) as hold:

@@ -394,6 +394,7 @@ class DialogEngine:
             pending = hold.appends.pop(dialog_id, None)
             if pending:  # deferred appends of this hold: in the cache before it is read
                 await self.cache.recent_append(dialog_id, *pending)
+                hold.prefetched = None  # read before them
             fresh, hold.suspect = hold.suspect, False
         limit = self.settings.rate_limit_per_minute
         if limit <= 0:

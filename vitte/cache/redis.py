@@ -575,13 +575,21 @@ class RedisCache:
         return int(got[0]), await self._recent_items(dialog_id, lkey, got[1])
 
     async def _recent_items(self, dialog_id: int, key: str, raw: Any) -> list[CachedMessage] | None:
+        items = self._read_items(key, raw)
+        if items is None and key in self._dirty:  # unreadable: dropped now, not on the next call
+            await self.recent_drop(dialog_id)
+        return items
+
+    def _read_items(self, key: str, raw: Any) -> list[CachedMessage] | None:
+        """The cached list's messages; None on a miss. An unreadable list is a miss and is
+        marked stale (deleted before the next command)."""
         if not raw or self._dirty_all or key in self._dirty:
             return None
         try:
             return [CachedMessage.from_json(item) for item in raw]
         except (ValueError, TypeError) as exc:
             log.warning("dropping an unreadable cached list %s: %s", key, exc)
-            await self.recent_drop(dialog_id)
+            self._mark_dirty((key,))
             return None
 
     async def recent_fill(self, dialog_id: int, messages: list[CachedMessage]) -> None:
@@ -760,7 +768,7 @@ class RedisCache:
                             index,
                             int(answer[1]),
                             prefetch.dialog_id,
-                            await self._recent_items(prefetch.dialog_id, list_key, answer[2]),
+                            self._read_items(list_key, answer[2]),  # no await: the lock is ours
                         )
                     else:
                         got = None if answer is None else int(answer)
