@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import ColumnElement, Select
 from sqlmodel import col
 
 from vitte.cache.base import Cache, CachedMessage, LockHold, Prefetch, user_key, window_remaining
@@ -128,23 +129,23 @@ KNOWN_ROW_SECONDS = 300.0  # how long such a row is offered (each use is confirm
 # the reply's hot path: statements sent straight to the driver (vitte/prepared.py)
 _DIALOG_KEYS = tuple(c.key for c in table_of(Dialog).c)
 _USER_KEYS = tuple(c.key for c in table_of(User).c)
-_ACTIVE_ROW = Prepared(
-    select(*table_of(Dialog).c, *table_of(User).c)
-    .join(table_of(User), table_of(User).c.id == table_of(Dialog).c.user_id)
-    .where(table_of(Dialog).c.user_id == bindparam("user_id"), table_of(Dialog).c.status == ACTIVE),
-    "active dialog and player",
-)
+
+
+def _active_row_select(*versions: ColumnElement[Any]) -> Select[Any]:
+    return (
+        select(*table_of(Dialog).c, *table_of(User).c, *versions)
+        .join(table_of(User), table_of(User).c.id == table_of(Dialog).c.user_id)
+        .where(table_of(Dialog).c.user_id == bindparam("user_id"), table_of(Dialog).c.status == ACTIVE)
+    )
+
+
+_ACTIVE_ROW = Prepared(_active_row_select(), "active dialog and player")
 # PostgreSQL: the same and each row's version (xmin changes with every UPDATE of a row): a
 # reply may start from a row read earlier if the turn's statement finds the versions unchanged
 _ACTIVE_ROW_VERSIONED = Prepared(
-    select(
-        *table_of(Dialog).c,
-        *table_of(User).c,
-        literal_column("dialogs.xmin::text", String()),
-        literal_column("users.xmin::text", String()),
-    )
-    .join(table_of(User), table_of(User).c.id == table_of(Dialog).c.user_id)
-    .where(table_of(Dialog).c.user_id == bindparam("user_id"), table_of(Dialog).c.status == ACTIVE),
+    _active_row_select(
+        literal_column("dialogs.xmin::text", String()), literal_column("users.xmin::text", String())
+    ),
     "active dialog and player, with the rows' versions",
 )
 _STORE_TURN = Prepared(
