@@ -10,6 +10,7 @@ with the reply.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -239,4 +240,30 @@ async def test_a_crash_after_the_reply_was_stored_does_not_leave_the_prompt_stal
         "A puppy? Tell me everything.",
         "What was the news?",
         p.last_bot_text(),
+    ]
+
+
+async def test_retry_stores_its_reply_row_first_so_a_crash_mid_reply_is_recovered(env: BotEnv) -> None:
+    """[Повторить] answers a message left without a reply: like `reply`, it stores the reply's
+    row ('streaming') before the LLM writes, so a crash meanwhile leaves what
+    `recover_interrupted` recovers and tells; the row is the reply once written."""
+    p = await _chatting(env, 5401, "en")
+    view = await env.core.dialogs.current(p.user_id)
+    assert view is not None
+    async with env.core.db.session() as s:  # a reply that failed leaves the player's message alone
+        s.add(Message(dialog_id=view.id, role=USER, text="Are you there?", status=MSG_OK))
+        await s.commit()
+    await env.core.cache.recent_drop(view.id)  # the cache as it was: rebuilt from the database
+    asked = len(env.llm.completions)
+    env.llm.ttft = 0.5
+    retry = asyncio.create_task(env.core.dialogs.regenerate(p.user_id, view.id))
+    assert await env.llm.wait_requests(asked + 1)
+    last = (await env.rows(p.user_id))[-1]
+    assert (last.role, last.status, last.text) == (ASSISTANT, MSG_STREAMING, "")  # what a crash leaves
+    outcome = await retry
+    assert outcome.message_id == last.id and outcome.text == "You said: Are you there?"
+    rows = await env.rows(p.user_id)
+    assert [(r.role, r.status, r.text) for r in rows[-2:]] == [
+        (USER, MSG_OK, "Are you there?"),
+        (ASSISTANT, MSG_OK, "You said: Are you there?"),
     ]

@@ -982,13 +982,25 @@ class DialogEngine:
                 # the persona answers a crisis message with care again (no new flag or event)
                 answered = next((m for m in reversed(history) if m.role == USER), None)
                 care = answered is not None and self.crisis.detect(answered.text)
+                # answering a message: the reply's placeholder first, as `reply` stores one, so a
+                # crash mid-reply is recovered and told (`recover_interrupted`); a 🔄 keeps the
+                # reply it replaces until the new one is complete
+                placeholder_id = None if replace_id is not None else await self._placeholder(dialog_id)
                 outcome = await self._write(
-                    dialog, user, history, None, on_text, stop, replace_id=replace_id, care=care
+                    dialog, user, history, placeholder_id, on_text, stop, replace_id=replace_id, care=care
                 )
             except BaseException:
                 await self._quota_give_back(quota)
                 raise
             return await self._quota_settle(outcome, quota)
+
+    async def _placeholder(self, dialog_id: int) -> int:
+        """An empty reply row, 'streaming' until the reply is written."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            row = Message(dialog_id=dialog_id, role=ASSISTANT, text="", status=MSG_STREAMING)
+            s.add(row)
+            await s.commit()
+            return int(row.id or 0)
 
     # ------------------------------------------------------------------ the daily quota (vitte/billing.py)
     async def _quota_take(self, user: User, conn: RawConnection | None = None) -> QuotaDecision | None:
@@ -1120,17 +1132,7 @@ class DialogEngine:
             if reply:
                 await self._finish(dialog, replace_id, reply, status, replace=True)
             return ReplyOutcome(dialog_id, replace_id, reply, status, replaced=True)
-        if placeholder_id is None:
-            # answering a message whose reply failed: a new row
-            async with unavailable_as(StoreUnavailable), self.db.session() as s:
-                msg = Message(dialog_id=dialog_id, role=ASSISTANT, text=reply, status=status)
-                s.add(msg)
-                await s.commit()
-            await self._cache_append(
-                dialog.user_id, dialog_id, CachedMessage(int(msg.id or 0), ASSISTANT, reply, status)
-            )
-            self._maybe_fold(dialog, history)
-            return ReplyOutcome(dialog_id, int(msg.id or 0), reply, status)
+        assert placeholder_id is not None  # a new reply always has its row (`reply`, `regenerate`)
         if not reply:  # stopped before the first word
             await self._drop_placeholder(placeholder_id)
             return ReplyOutcome(dialog_id, 0, "", status, crisis=crisis)
