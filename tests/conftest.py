@@ -19,6 +19,7 @@ from vitte.aiogram_models import install as _lazy_aiogram_models
 
 _lazy_aiogram_models()  # as the bot, console and Web App processes do, before aiogram is imported
 
+from tests.support.redis_keys import drop_redis_prefix  # noqa: E402
 from vitte.config import Settings, load_settings  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("VITTE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -172,12 +173,12 @@ def backend_settings(backend: str, request: pytest.FixtureRequest, redis_prefix:
 @pytest.fixture
 async def redis_cleanup(redis_url: str, redis_prefix: str) -> AsyncIterator[None]:
     yield
-    import redis.asyncio as aioredis
+    await drop_redis_prefix(redis_url, redis_prefix)
 
-    r = aioredis.from_url(redis_url)
-    try:
-        keys = [k async for k in r.scan_iter(match=redis_prefix + "*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
+
+@pytest.fixture
+async def redis_cleanup_if_any(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """`redis_cleanup` for a test run on both backends (SQLite has no Redis)."""
+    yield
+    if backend == "postgres":
+        await drop_redis_prefix(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))

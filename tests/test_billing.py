@@ -116,20 +116,6 @@ async def open_core(settings: Settings, llm: Any = None) -> Core:
 
 
 @pytest.fixture
-async def redis_cleanup_if_any(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    yield
-    if backend == "postgres":
-        import redis.asyncio as aioredis
-
-        r = aioredis.from_url(request.getfixturevalue("redis_url"))
-        prefix = request.getfixturevalue("redis_prefix")
-        keys = [k async for k in r.scan_iter(match=prefix + "*")]
-        if keys:
-            await r.delete(*keys)
-        await r.aclose()
-
-
-@pytest.fixture
 def settings(backend_settings: Settings) -> Settings:
     return billing_settings(backend_settings)
 

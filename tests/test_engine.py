@@ -38,20 +38,6 @@ async def core(backend_settings: Settings, redis_cleanup_if_any: None) -> AsyncI
         await c.close()
 
 
-@pytest.fixture
-async def redis_cleanup_if_any(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    yield
-    if backend == "postgres":
-        import redis.asyncio as aioredis
-
-        r = aioredis.from_url(request.getfixturevalue("redis_url"))
-        prefix = request.getfixturevalue("redis_prefix")
-        keys = [k async for k in r.scan_iter(match=prefix + "*")]
-        if keys:
-            await r.delete(*keys)
-        await r.aclose()
-
-
 async def first_persona_story(core: Core, index: int = 0) -> tuple[str, str]:
     p = (await core.catalog.personas())[index]
     return p.id, p.stories[0].id

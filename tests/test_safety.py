@@ -124,22 +124,8 @@ HOSTILE_CARD = {
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture
-async def cleanup(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[None]:
+def cleanup(redis_cleanup_if_any: None) -> None:
     """Drop this test's Redis keys afterwards (the postgres backend runs with Redis)."""
-    if backend != "postgres":
-        yield
-        return
-    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    yield
-    import redis.asyncio as aioredis
-
-    r = aioredis.from_url(url)
-    try:
-        keys = [k async for k in r.scan_iter(match=prefix + "*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
 
 
 async def open_core(settings: Settings, llm: Any = None) -> Core:

@@ -17,6 +17,7 @@ from aiogram import Bot, Dispatcher
 from sqlalchemy import select
 
 from tests.support.llm_server import FakeLLMServer
+from tests.support.redis_keys import drop_redis_prefix
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runtime import Runtime
 from vitte.catalog.cards import default_fixtures_dir, read_cards
@@ -159,14 +160,5 @@ async def env(backend_settings: Settings) -> AsyncIterator[BotEnv]:
 
 
 async def drop_redis_keys(settings: Settings) -> None:
-    if not settings.redis_url:
-        return
-    import redis.asyncio as aioredis
-
-    r = aioredis.from_url(settings.redis_url)
-    try:
-        keys = [k async for k in r.scan_iter(match=settings.redis_prefix + "*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
+    if settings.redis_url:
+        await drop_redis_prefix(settings.redis_url, settings.redis_prefix)
