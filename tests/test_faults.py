@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from tests.support.bot_api_server import FakeBotAPI
 from tests.support.bot_harness import cards
+from tests.support.players import chatting, messages_of
 from vitte.bot.callbacks import RetryCb
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runtime import Runtime
@@ -103,26 +104,11 @@ class Bot:
     llm: FakeLLMServer
 
     async def player(self, user_id: int) -> LocalPlayer:
-        await self.core.players.seen(user_id, language_code="en", first_name="Ann")
-        confirm = getattr(self.core.players, "confirm_adult", None)
-        if confirm is not None:
-            await confirm(user_id, language_code="en")
-        persona = next(p for p in await self.core.catalog.personas() if p.stories)
-        await self.core.dialogs.choose(user_id, persona.id, persona.stories[0].id, language_code="en")
+        await chatting(self.core, user_id)
         return LocalPlayer(self.dp, self.bot, self.session, user_id=user_id, language_code="en")
 
     async def rows(self, user_id: int) -> list[Message]:
-        async with self.core.db.session() as s:
-            return list(
-                (
-                    await s.execute(
-                        select(Message)
-                        .join(Dialog, Dialog.id == Message.dialog_id)
-                        .where(Dialog.user_id == user_id)
-                        .order_by(Message.id)
-                    )
-                ).scalars()
-            )
+        return await messages_of(self.core, user_id)
 
 
 @contextlib.asynccontextmanager
@@ -280,12 +266,7 @@ async def test_sigkill_mid_reply_then_restart_loses_nothing_and_duplicates_nothi
     try:
         await seed_cards(core.db, cards())
         async with FakeLLMServer(default_reply=LONG_REPLY, tps=6) as llm, FakeBotAPI(token=TOKEN) as api:
-            await core.players.seen(8401, language_code="en", first_name="Ann")
-            confirm = getattr(core.players, "confirm_adult", None)
-            if confirm is not None:
-                await confirm(8401, language_code="en")
-            persona = next(p for p in await core.catalog.personas() if p.stories)
-            await core.dialogs.choose(8401, persona.id, persona.stories[0].id, language_code="en")
+            await chatting(core, 8401)
 
             env = {k: v for k, v in os.environ.items() if not k.startswith("VITTE_")}
             env.update(

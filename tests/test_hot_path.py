@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from tests.support.bot_harness import cards
+from tests.support.players import chatting
 from vitte.bench import RedisCounter, SqlCounter
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runtime import Runtime
@@ -77,13 +78,7 @@ async def wired(pg_url: str, redis_url: str, redis_prefix: str, redis_cleanup: N
 
 
 async def _player(w: dict[str, Any], user_id: int) -> LocalPlayer:
-    core: Core = w["core"]
-    await core.players.seen(user_id, language_code="en", first_name="Ann")
-    confirm = getattr(core.players, "confirm_adult", None)
-    if confirm is not None:
-        await confirm(user_id, language_code="en")
-    persona = next(p for p in await core.catalog.personas() if p.stories)
-    await core.dialogs.choose(user_id, persona.id, persona.stories[0].id, language_code="en")
+    await chatting(w["core"], user_id)
     return LocalPlayer(w["dp"], w["bot"], w["session"], user_id=user_id, language_code="en")
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.support.bot_harness import BotEnv, env  # noqa: F401 - the fixture
+from tests.support.players import chatting
 from vitte import metrics
 from vitte.logs import JsonFormatter, install_record_factory, log_context
 from vitte.metrics import metrics_route
@@ -24,11 +25,7 @@ def _value(name: str, **labels: str) -> float:
 
 
 async def _ready(env: BotEnv, user_id: int) -> None:  # noqa: F811
-    await env.core.players.seen(user_id, language_code="en", first_name="Ann")
-    confirm = getattr(env.core.players, "confirm_adult", None)
-    if confirm is not None:
-        await confirm(user_id, language_code="en")
-    await env.core.dialogs.choose(user_id, "kira", "kira.night-watch", language_code="en")
+    await chatting(env.core, user_id, persona_id="kira", story_id="kira.night-watch")
 
 
 async def test_metrics_count_updates_replies_and_llm_latency(env: BotEnv) -> None:  # noqa: F811

@@ -10,6 +10,7 @@ import pytest
 from aiogram.methods import SendMessage
 
 from tests.support.bot_harness import BotEnv, env  # noqa: F401 - the fixture
+from tests.support.players import chatting
 from vitte.perf import _PINNED, freeze_heap, inline_magic_filters
 
 
@@ -18,11 +19,7 @@ async def test_no_update_runs_a_filter_in_a_thread(env: BotEnv, monkeypatch: pyt
         raise AssertionError("aiogram ran a callable in a thread")
 
     monkeypatch.setattr(aiogram_handler.asyncio, "to_thread", no_threads)
-    await env.core.players.seen(6101, language_code="en", first_name="Ann")
-    confirm = getattr(env.core.players, "confirm_adult", None)
-    if confirm is not None:
-        await confirm(6101, language_code="en")
-    await env.core.dialogs.choose(6101, "kira", "kira.night-watch", language_code="en")
+    await chatting(env.core, 6101, persona_id="kira", story_id="kira.night-watch")
     player = env.player(6101, language_code="en")
     await player.send("/start")
     await player.send("Hello")

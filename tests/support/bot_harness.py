@@ -17,6 +17,7 @@ from aiogram import Bot, Dispatcher
 from sqlalchemy import select
 
 from tests.support.llm_server import FakeLLMServer
+from tests.support.players import messages_of
 from tests.support.redis_keys import drop_redis_prefix
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runtime import Runtime
@@ -79,17 +80,7 @@ class BotEnv:
         )
 
     async def rows(self, user_id: int) -> list[Message]:
-        async with self.core.db.session() as s:
-            return list(
-                (
-                    await s.execute(
-                        select(Message)
-                        .join(Dialog, Dialog.id == Message.dialog_id)
-                        .where(Dialog.user_id == user_id)
-                        .order_by(Message.id)
-                    )
-                ).scalars()
-            )
+        return await messages_of(self.core, user_id)
 
     async def dialogs(self, user_id: int) -> list[Dialog]:
         async with self.core.db.session() as s:
