@@ -32,17 +32,22 @@ async def chatting(
     if persona_id is None:
         persona = next(p for p in await core.catalog.personas() if p.stories)
         persona_id, story_id = persona.id, persona.stories[0].id
+    assert story_id is not None, "a persona_id goes with its story_id"
     await core.dialogs.choose(user_id, persona_id, story_id, language_code=language_code)
 
 
 async def messages_of(core: Core, user_id: int) -> list[Message]:
     """Every stored message of the player's dialogs, oldest first."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from vitte.models import Dialog, Message
 
     async with core.db.session() as s:
         found = await s.execute(
-            select(Message).join(Dialog, Dialog.id == Message.dialog_id).where(Dialog.user_id == user_id).order_by(Message.id)
+            select(Message)
+            .join(Dialog, col(Dialog.id) == col(Message.dialog_id))
+            .where(col(Dialog.user_id) == user_id)
+            .order_by(col(Message.id))
         )
         return list(found.scalars())
