@@ -347,6 +347,14 @@ class DialogEngine:
                 _row_memo.reset(memo)
                 _holds.reset(token)
 
+    async def _send_deferred(self, hold: LockHold | None, dialog_id: int) -> bool:
+        """The hold's appends deferred to its release for this dialog, sent now (what comes next
+        must see them); True when there were any."""
+        pending = hold.appends.pop(dialog_id, None) if hold is not None else None
+        if pending:
+            await self.cache.recent_append(dialog_id, *pending)
+        return bool(pending)
+
     async def _cache_append(self, user_id: int, dialog_id: int, *messages: CachedMessage) -> None:
         """Append to the dialog's cached messages: with the lock's release when the player's
         lock is held here (one round trip less), else now."""
@@ -392,9 +400,7 @@ class DialogEngine:
         hold = _holds.get().get(user_id)
         fresh = False
         if hold is not None:
-            pending = hold.appends.pop(dialog_id, None)
-            if pending:  # deferred appends of this hold: in the cache before it is read
-                await self.cache.recent_append(dialog_id, *pending)
+            if await self._send_deferred(hold, dialog_id):  # in the cache before it is read
                 hold.prefetched = None  # read before them
             fresh, hold.suspect = hold.suspect, False
         limit = self.settings.rate_limit_per_minute
@@ -1157,10 +1163,7 @@ class DialogEngine:
             await conn.rows(_FINISH, {"message_id": message_id, "text": text, "status": status})
         cm = CachedMessage(message_id, ASSISTANT, text, status)
         if replace:
-            hold = _holds.get().get(dialog.user_id)
-            pending = hold.appends.pop(dialog_id, None) if hold is not None else None
-            if pending:
-                await self.cache.recent_append(dialog_id, *pending)
+            await self._send_deferred(_holds.get().get(dialog.user_id), dialog_id)  # replaced after them
             await self.cache.recent_replace(dialog_id, cm)
             return
         before = list(unsaved or ())

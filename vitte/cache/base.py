@@ -224,10 +224,6 @@ class LockHold:
             self.appends.setdefault(int(dialog_id), []).extend(messages)
         return True
 
-    def pending(self, dialog_id: int) -> list[CachedMessage]:
-        """The messages queued for this dialog (a read under the lock sees them)."""
-        return self.appends.get(int(dialog_id), [])
-
 
 def user_key(user_id: int, name: str) -> str:
     """A `hit` key about a player (dropped with the player's data by `forget_user`)."""
