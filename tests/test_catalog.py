@@ -88,10 +88,10 @@ def shipped() -> list[ParsedCard]:
     return read_cards(default_fixtures_dir())
 
 
-def test_default_fixtures_dir_is_the_repo_folder() -> None:
+def test_default_fixtures_dir_is_inside_the_package() -> None:
     d = default_fixtures_dir()
     assert d.is_dir()
-    assert d == Path(__file__).resolve().parents[1] / "fixtures" / "personas"
+    assert d == Path(__file__).resolve().parents[1] / "vitte" / "fixtures" / "personas"
 
 
 def test_every_fixture_parses_and_is_a_v2_card(shipped: list[ParsedCard]) -> None:

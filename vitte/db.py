@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import (
 from vitte.config import Settings
 from vitte.prepared import RawConnection, open_pooled, open_raw
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# inside the package, so an installed wheel carries it (alembic.ini points here too)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # A pooled PostgreSQL connection idle for longer than this is pinged before use (a restart or
 # a failover may have killed it). Busy connections are not: a ping on every checkout would be

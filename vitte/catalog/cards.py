@@ -596,5 +596,5 @@ def read_cards(path: Path) -> list[ParsedCard]:
 
 
 def default_fixtures_dir() -> Path:
-    """The personas shipped with the product: <repo>/fixtures/personas."""
-    return Path(__file__).resolve().parents[2] / "fixtures" / "personas"
+    """The personas shipped with the product: vitte/fixtures/personas, inside the package."""
+    return Path(__file__).resolve().parents[1] / "fixtures" / "personas"

@@ -53,13 +53,8 @@ AVATAR_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def default_avatars_dir() -> Path:
-    """<repo>/fixtures/avatars: the avatars of the personas shipped with the product."""
-    try:
-        from vitte.catalog.cards import default_fixtures_dir
-
-        return default_fixtures_dir().parent / "avatars"
-    except ImportError:  # pragma: no cover - cards.py always ships
-        return Path(vitte.__file__).resolve().parents[1] / "fixtures" / "avatars"
+    """vitte/fixtures/avatars, inside the package: the avatars of the personas shipped with the product."""
+    return Path(vitte.__file__).resolve().parent / "fixtures" / "avatars"
 
 
 def _asset_version() -> str:
