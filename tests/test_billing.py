@@ -215,12 +215,12 @@ async def test_the_quota_costs_one_statement_on_the_hot_path(core: Core) -> None
     try:
         raw = core.db.raw_statements  # the hot path's own statements (vitte/prepared.py)
         before = raw[0]
-        core.dialogs._known.clear()  # both replies read the player's rows (see test_hot_path.py)
+        core.dialogs.turns.forget_all()  # both replies read the player's rows (see test_hot_path.py)
         await core.dialogs.reply(USER_ID, "с квотой")
         with_quota = len(statements) + raw[0] - before
         statements.clear()
         before = raw[0]
-        core.dialogs._known.clear()
+        core.dialogs.turns.forget_all()
         billing, core.dialogs.billing = core.dialogs.billing, None
         try:
             await core.dialogs.reply(USER_ID, "без квоты")

@@ -4,7 +4,6 @@ real Dispatcher."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 
@@ -62,9 +61,9 @@ async def test_llm_failures_are_counted_by_kind(env: BotEnv) -> None:  # noqa: F
 async def test_queue_depth_shows_players_waiting_on_their_lock(env: BotEnv) -> None:  # noqa: F811
     await _ready(env, 5103)
     player = env.player(5103, language_code="en")
-    async with env.core.dialogs.player_lock(5103):  # a reply of this player is running
-        # another update's task (a fresh context: not inside this lock's re-entrancy)
-        task = asyncio.create_task(player.send("One more thing"), context=contextvars.Context())
+    async with env.core.dialogs.turn(5103):  # a reply of this player is running
+        # another update's task waits for the turn
+        task = asyncio.create_task(player.send("One more thing"))
         for _ in range(1000):
             if _value("vitte_lock_waiting") >= 1:
                 break

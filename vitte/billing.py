@@ -14,12 +14,13 @@ Paywall and quota
     A written reply carries ``outcome.quota`` (a QuotaDecision, or None);
     ``low_quota_notice(outcome.quota, lang)`` is "Осталось 3 ответа на сегодня." or None.
 
-Buying
+Buying (billing computes and records; the Bot API calls are in vitte.telegram.payments)
     Premium is a subscription: only an invoice *link* can sell it (Telegram's rule):
-        link = await core.billing.create_invoice_link(bot, user_id, "premium", lang)
+        link = await create_invoice_link(core.billing, bot, user_id, "premium", lang)
     (Web App: ``Telegram.WebApp.openInvoice(link)``; bot: a URL button).
     The reply pack is a one-off purchase:
-        await core.billing.send_invoice(bot, chat_id, user_id, "pack", lang)   # or a link as above
+        await send_invoice(core.billing, bot, chat_id, user_id, "pack", lang)   # or a link as above
+    Both send ``core.billing.make_invoice(user_id, plan_id, lang)`` (an InvoiceSpec).
     pre_checkout_query (answer within 10 s; one indexed read):
         ok, reason = await core.billing.pre_checkout(q.from_user.id, q.invoice_payload, q.currency,
                                                      q.total_amount)
@@ -31,14 +32,15 @@ Buying
         if created: await message.answer(payment_thanks_text(payment, lang))
     update.subscription (BotSubscriptionUpdated):
         await core.billing.record_subscription_update(ev.user.id, ev.invoice_payload, ev.state)
-    "Cancel renewal": ``await core.billing.cancel_renewal(bot, user_id)`` (NoSubscription if none),
-        then ``renewal_canceled_text(entitlement, lang)``; ``resume_renewal`` undoes it.
+    "Cancel renewal": ``await cancel_renewal(core.billing, bot, user_id)`` (NoSubscription if
+        none), then ``renewal_canceled_text(entitlement, lang)``; ``resume_renewal`` undoes it.
     /paysupport and /terms (both required by Telegram): ``paysupport_text(settings, lang)``,
         ``terms_text(settings, lang)``. With no VITTE_SUPPORT_CONTACT the /paysupport text asks
         the player to write "/paysupport <problem>": forward such messages to VITTE_ADMIN_IDS.
 
-Operator: ``refund(bot, charge_id)`` (UnknownPayment, PaymentAlreadyRefunded, PaymentApiFailed),
-``list_payments(user_id)``; the CLI has ``vitte payments list|refund`` and ``vitte user show``.
+Operator: ``vitte.telegram.payments.refund(core.billing, bot, charge_id)`` (UnknownPayment,
+PaymentAlreadyRefunded, PaymentApiFailed), ``list_payments(user_id)``; the CLI has
+``vitte payments list|refund`` and ``vitte user show``.
 
 Rules
     * The quota counts replies per UTC day (table ``usage``). Free players get
@@ -77,7 +79,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, literal, select, update
+from sqlalchemy import Integer, bindparam, case, literal, select, update
 from sqlmodel import col
 
 from vitte.cache.base import Cache
@@ -97,8 +99,6 @@ from vitte.models import Payment, Usage, User, UTCDateTime, table_of, utcnow
 from vitte.prepared import Prepared, RawConnection
 
 if TYPE_CHECKING:
-    from aiogram import Bot
-    from aiogram.types import LabeledPrice, Message
     from sqlalchemy.engine import Dialect
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -113,6 +113,7 @@ __all__ = [
     "InvoiceSpec",
     "Payload",
     "Plan",
+    "Price",
     "QuotaDecision",
     "RefundResult",
     "low_quota_notice",
@@ -396,13 +397,22 @@ def low_quota_notice(quota: QuotaDecision | Entitlement | None, language: str) -
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """One price item of an invoice (the Bot API's LabeledPrice)."""
+
+    label: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
 class InvoiceSpec:
-    """Everything sendInvoice / createInvoiceLink need for a Stars invoice."""
+    """Everything sendInvoice / createInvoiceLink need for a Stars invoice (vitte.telegram.payments
+    makes the call)."""
 
     title: str
     description: str
     payload: str
-    prices: list[LabeledPrice]  # exactly one item (Telegram's rule for Stars)
+    prices: list[Price]  # exactly one item (Telegram's rule for Stars)
     currency: str = STARS
     subscription_period: int | None = None  # SUBSCRIPTION_PERIOD for the subscription
 
@@ -412,7 +422,7 @@ class InvoiceSpec:
             "description": self.description,
             "payload": self.payload,
             "currency": self.currency,
-            "prices": list(self.prices),
+            "prices": [{"label": p.label, "amount": p.amount} for p in self.prices],
             "provider_token": "",  # empty for payments in Telegram Stars
         }
         if self.subscription_period is not None:
@@ -428,22 +438,32 @@ class RefundResult:
 
 
 # --------------------------------------------------------------------------- the service
-def _count_statement(dialect: str) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE … WHERE replies < :limit RETURNING replies: check and count."""
+def quota_upsert(dialect: str, source: Any = None) -> Any:
+    """The daily quota's rule, written once: count one reply for (:user_id, :day) unless the
+    day's count has reached :limit, and return the new count (no row: the day is used up).
+
+    INSERT … ON CONFLICT DO UPDATE … WHERE replies < :limit RETURNING replies: check and count
+    in one race-free statement. `source`: a SELECT of (user_id, day, replies) to insert from
+    instead of the bound values (the reply's turn statement, `vitte.dialogs.store`, inserts
+    only when the player's rows are still fresh)."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     else:
         from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
-    stmt = dialect_insert(Usage).values(user_id=bindparam("user_id"), day=bindparam("day"), replies=1)
+    stmt = dialect_insert(Usage)
+    if source is None:
+        stmt = stmt.values(user_id=bindparam("user_id"), day=bindparam("day"), replies=1)
+    else:
+        stmt = stmt.from_select(["user_id", "day", "replies"], source)
     return stmt.on_conflict_do_update(
         index_elements=["user_id", "day"],
         set_={"replies": col(Usage.replies) + 1},
-        where=col(Usage.replies) < bindparam("limit"),
+        where=col(Usage.replies) < bindparam("limit", type_=Integer()),
     ).returning(col(Usage.replies))
 
 
 # the quota's statements on the reply's hot path (vitte/prepared.py)
-_COUNT = Prepared(_count_statement, "quota: count today's reply")
+_COUNT = Prepared(quota_upsert, "quota: count today's reply")
 _SPEND_EXTRA = Prepared(
     update(User)
     .where(col(User.id) == bindparam("user_id"), col(User.extra_replies) > 0)
@@ -606,8 +626,6 @@ class Billing:
 
     def make_invoice(self, user_id: int, plan_id: str, language: str = "ru") -> InvoiceSpec:
         """A Stars invoice for this player and plan (UnknownPlan for free or unknown plans)."""
-        from aiogram.types import LabeledPrice
-
         plan = self.plan(plan_id)
         if not plan.purchasable:
             raise UnknownPlan(plan_id)
@@ -619,24 +637,10 @@ class Billing:
             title=title[:32],
             description=description[:255],
             payload=sign_payload(self.secret, plan.id, user_id),
-            prices=[LabeledPrice(label=title[:32], amount=plan.price_stars)],
+            prices=[Price(label=title[:32], amount=plan.price_stars)],
             currency=STARS,
             subscription_period=plan.period_seconds,
         )
-
-    async def create_invoice_link(self, bot: Bot, user_id: int, plan_id: str, language: str = "ru") -> str:
-        """An invoice link (the only way to sell the subscription); open it from the Web App or a button."""
-        spec = self.make_invoice(user_id, plan_id, language)
-        return await bot.create_invoice_link(**spec.kwargs())
-
-    async def send_invoice(
-        self, bot: Bot, chat_id: int, user_id: int, plan_id: str, language: str = "ru"
-    ) -> Message:
-        """An invoice message in the chat: one-off purchases only (subscriptions need a link)."""
-        spec = self.make_invoice(user_id, plan_id, language)
-        if spec.subscription_period is not None:
-            raise ValueError("a subscription is sold only through create_invoice_link")
-        return await bot.send_invoice(chat_id=chat_id, **spec.kwargs())
 
     def validate_pre_checkout(
         self, query_user_id: int, payload: str, currency: str, total_amount: int
@@ -852,14 +856,12 @@ class Billing:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             return list((await s.execute(query)).scalars())
 
-    async def refund(self, bot: Bot, charge_id: str) -> RefundResult:
-        """refundStarPayment, then mark the payment refunded and end what it paid for.
+    async def refundable(self, charge_id: str) -> Payment:
+        """The payment, if it may be refunded (refundStarPayment: vitte.telegram.payments.refund).
 
         UnknownPayment for an unknown charge, PaymentAlreadyRefunded for a second refund,
-        PaymentApiFailed when Telegram refuses or cannot be reached (nothing changes then).
+        PaymentApiFailed when the player's data was deleted (Telegram needs the player's id).
         """
-        from aiogram.exceptions import TelegramAPIError
-
         payment = await self.payment(charge_id)
         if payment.refunded_at is not None:
             raise PaymentAlreadyRefunded(charge_id, payment.refunded_at)
@@ -867,16 +869,10 @@ class Billing:
             raise PaymentApiFailed(
                 f"payment {charge_id}: the player's data was deleted; refund it in Telegram"
             )
-        try:
-            await bot.refund_star_payment(user_id=payment.user_id, telegram_payment_charge_id=charge_id)
-        except TelegramAPIError as exc:  # bad request, network failure, …: nothing changes here
-            if "CHARGE_ALREADY_REFUNDED" in exc.message:
-                result = await self._mark_refunded(payment)  # refunded elsewhere: record it
-                raise PaymentAlreadyRefunded(charge_id, result.payment.refunded_at) from None
-            raise PaymentApiFailed(f"refund failed: {exc.message}") from None
-        return await self._mark_refunded(payment)
+        return payment
 
-    async def _mark_refunded(self, payment: Payment) -> RefundResult:
+    async def mark_refunded(self, payment: Payment) -> RefundResult:
+        """Record a refund Telegram made: the payment refunded, what it paid for ended."""
         now = self.clock()
         premium_ended = False
         removed = 0
@@ -959,25 +955,9 @@ class Billing:
             ).scalar_one_or_none()
         return first or latest.telegram_payment_charge_id
 
-    async def cancel_renewal(self, bot: Bot, user_id: int) -> Entitlement:
-        """Stop the subscription's renewal (editUserStarSubscription); premium stays until its end."""
-        return await self._edit_subscription(bot, user_id, canceled=True)
-
-    async def resume_renewal(self, bot: Bot, user_id: int) -> Entitlement:
-        """Undo cancel_renewal (only for a renewal the bot canceled)."""
-        return await self._edit_subscription(bot, user_id, canceled=False)
-
-    async def _edit_subscription(self, bot: Bot, user_id: int, *, canceled: bool) -> Entitlement:
-        from aiogram.exceptions import TelegramAPIError
-
-        charge_id = await self.subscription_charge_id(user_id)
-        try:
-            await bot.edit_user_star_subscription(
-                user_id=user_id, telegram_payment_charge_id=charge_id, is_canceled=canceled
-            )
-        except TelegramAPIError as exc:
-            if "SUBSCRIPTION_NOT_MODIFIED" not in exc.message:  # else: already in that state
-                raise PaymentApiFailed(f"subscription change failed: {exc.message}") from None
+    async def record_renewal(self, user_id: int, *, canceled: bool) -> Entitlement:
+        """Record a renewal change Telegram made (editUserStarSubscription:
+        vitte.telegram.payments.cancel_renewal / resume_renewal)."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             await s.execute(
                 update(User)

@@ -26,7 +26,7 @@ import hmac
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -44,7 +44,8 @@ from vitte.llm.base import (
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from vitte.core import Core
+    from vitte.cache.base import Cache
+    from vitte.db import Database
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -167,11 +168,21 @@ class handling_update:  # lower case: called like the function it was
         _child(_updates, UPDATES, (update_type, self.outcome[0])).inc()
 
 
+class Observed(Protocol):
+    """What the gauges read: the core's database and cache (`vitte.core.Core`)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def cache(self) -> Cache: ...
+
+
 class _CoreCollector(Collector):
     """Gauges read from the running core when Prometheus scrapes."""
 
     def __init__(self) -> None:
-        self.core: weakref.ReferenceType[Core] | None = None
+        self.core: weakref.ReferenceType[Observed] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         core = self.core() if self.core is not None else None
@@ -194,7 +205,7 @@ _core_collector = _CoreCollector()
 REGISTRY.register(_core_collector)
 
 
-def observe_core(core: Core) -> None:
+def observe_core(core: Observed) -> None:
     """Expose the core's database pool and cache health (the latest core opened wins)."""
     _core_collector.core = weakref.ref(core)
 

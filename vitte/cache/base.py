@@ -169,18 +169,21 @@ class Prefetched:
 
 
 class LockHold:
-    """What a held player lock tells and carries (`Cache.user_lock` yields it).
+    """A held player lock (`Cache.user_lock` yields it): what taking the lock read in the same
+    call, and the writes its release will carry. Only the dialogs engine's `Turn` uses it.
 
-    - `first_seen`: the answer of `first_seen(seen key)` asked as the lock was taken; None
-      when it was not asked (the caller asks `first_seen` itself).
+    Read as the lock was taken:
+    - `first_seen`: the answer of `first_seen(seen key)`; None when it was not asked (the
+      caller asks `first_seen` itself).
     - `suspect`: the previous holder never released the lock (its process crashed, or it
       outlived its lease): what it cached for the player may be stale, so the dialog's
       cached messages are read from the database once under this hold.
-    - `defer_append`: a `recent_append` sent with the lock's release (the same round trip),
-      when the cache supports it; False: do the append now.
-    - `prefetched`: a `Prefetch` read as the lock was taken (None: not read).
-    - `defer_hit`: a `hit` counted with the release (the lock keeps the player's hits in
-      order, so the count read at the lock plus the deferred ones is the count).
+    - `prefetched`: a `Prefetch` read (None: not read); `take_prefetched` hands it out once.
+
+    Written with the release (the same round trip), while `defers`:
+    - `defer_append`: a `recent_append` (False: not deferred, do the append now);
+    - `defer_hit`: a `hit` (the lock keeps the player's hits in order, so the count read at
+      the lock plus the deferred ones is the count).
     """
 
     __slots__ = ("appends", "defers", "first_seen", "hits", "prefetched", "suspect")

@@ -1,0 +1,124 @@
+"""`DialogEngine`: the dialogs engine assembled, the one object the faces call.
+
+It wires the parts and exposes their operations; each rule lives in its part:
+
+- `turn`: a player's turn (`engine.turn(user_id)`), their lock and what it holds;
+- `lifecycle`: current, continue, choose, start over, reset, and the reads faces show;
+- `reply`: the reply pipeline (`reply`, `regenerate`);
+- `memory`: folding old turns into the dialog's summary;
+- `recovery`: replies a crash cut;
+- `store`: every SQL statement of dialogs and messages.
+
+Every operation takes the player's `Turn`, or a player id for which it opens a turn of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from vitte.cache.base import Cache
+from vitte.catalog.lookup import Catalog
+from vitte.config import Settings
+from vitte.db import Database
+from vitte.dialogs.lifecycle import Lifecycle
+from vitte.dialogs.memory import Memory
+from vitte.dialogs.recovery import recover_interrupted
+from vitte.dialogs.reply import Replies
+from vitte.dialogs.store import HOT_STATEMENTS, DialogStore
+from vitte.dialogs.turn import Turns
+from vitte.dialogs.views import Recovery
+from vitte.llm.base import LLM
+from vitte.safety.crisis import CrisisCare, load_crisis_care
+from vitte.safety.preamble import load_preamble
+
+if TYPE_CHECKING:
+    from vitte.billing import Billing
+
+
+class DialogEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        cache: Cache,
+        llm: LLM,
+        catalog: Catalog | None = None,
+        preamble: Callable[[str], str] | None = None,
+        billing: Billing | None = None,
+        crisis: CrisisCare | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.cache = cache
+        self.llm = llm
+        self.catalog = catalog or Catalog(db)
+        self.store = DialogStore(db)
+        self.turns = Turns(settings, cache, self.store)
+        self.memory = Memory(settings, self.store, llm, self.catalog)
+        self.lifecycle = Lifecycle(self.store, cache, self.catalog, self.turns)
+        self.replies = Replies(
+            settings,
+            self.store,
+            cache,
+            llm,
+            self.catalog,
+            self.turns,
+            self.memory,
+            crisis or load_crisis_care(settings),
+            # the operator's safety preamble, first in every reply's prompt (vitte/safety)
+            preamble or load_preamble(settings),
+            billing,
+        )
+        # the operations, as the faces call them
+        self.turn = self.turns.turn
+        self.current = self.lifecycle.current
+        self.pressed = self.lifecycle.pressed
+        self.dialog = self.lifecycle.dialog
+        self.latest = self.lifecycle.latest
+        self.messages = self.lifecycle.messages
+        self.continue_dialog = self.lifecycle.continue_dialog
+        self.choose = self.lifecycle.choose
+        self.start_over = self.lifecycle.start_over
+        self.reset = self.lifecycle.reset
+        self.opening_sent = self.lifecycle.opening_sent
+        self.check_text = self.replies.check_text
+        self.reply = self.replies.reply
+        self.regenerate = self.replies.regenerate
+        self.fold_memory = self.memory.fold
+        self.drain = self.memory.drain
+
+    @property
+    def crisis(self) -> CrisisCare:
+        return self.replies.crisis
+
+    @property
+    def billing(self) -> Billing | None:
+        """The daily quota (None: unlimited)."""
+        return self.replies.billing
+
+    @billing.setter
+    def billing(self, billing: Billing | None) -> None:
+        self.replies.billing = billing
+
+    @property
+    def rate_window(self) -> float:
+        """VITTE_RATE_LIMIT_PER_MINUTE counts in windows this long (seconds)."""
+        return self.turns.rate_window
+
+    @rate_window.setter
+    def rate_window(self, seconds: float) -> None:
+        self.turns.rate_window = seconds
+
+    async def recover_interrupted(self) -> Recovery:
+        """After a crash: see `vitte.dialogs.recovery.recover_interrupted`."""
+        return await recover_interrupted(self.store, self.cache)
+
+    async def warm_up(self) -> None:
+        """The hot path's statements compiled and a pooled connection opened (see Core.warm_up)."""
+        dialect = self.db.engine.dialect
+        for prepared in HOT_STATEMENTS:
+            prepared.compiled(dialect)
+        if self.billing is not None:
+            self.billing.warm_up(dialect)
+        await self.store.active_row(0)  # nobody: no row, one round trip
