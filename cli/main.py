@@ -414,7 +414,7 @@ def run_bot() -> None:
         settings.require_bot_token()
     except ConfigError as exc:
         fail(str(exc), 2)
-    from vitte.bot.runner import run_bot as _run
+    from vitte.serve import run_bot as _run
 
     run_async(lambda: _run(settings))
 

@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from aiogram import Bot
-
-    from vitte.config import Settings
     from vitte.models import Payment
 
 payments_app = typer.Typer(help="Telegram Stars payments: list, refund.", no_args_is_help=True)
@@ -38,17 +35,6 @@ def payment_json(p: Payment) -> dict[str, Any]:
         "refunded_at": iso(p.refunded_at),
         "created_at": iso(p.created_at),
     }
-
-
-def make_bot(settings: Settings) -> Bot:
-    """A Bot for VITTE_BOT_TOKEN on the Bot API server VITTE_TELEGRAM_API_URL (ConfigError without a token)."""
-    from aiogram import Bot
-    from aiogram.client.session.aiohttp import AiohttpSession
-    from aiogram.client.telegram import TelegramAPIServer
-
-    token = settings.require_bot_token()
-    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url.rstrip("/")))
-    return Bot(token=token, session=session)
 
 
 @payments_app.command("list")
@@ -128,10 +114,13 @@ def payments_refund(
             fail("not refunded", 1)
 
     async def go() -> Any:
+        from vitte.telegram.bot import make_bot
+        from vitte.telegram.payments import refund
+
         async with opened_core(settings) as core:
             bot = make_bot(settings)
             try:
-                return await core.billing.refund(bot, charge_id)
+                return await refund(core.billing, bot, charge_id)
             finally:
                 await bot.session.close()
 

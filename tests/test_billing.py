@@ -58,6 +58,7 @@ from vitte.llm.base import LLMRequest, LLMUnavailable
 from vitte.llm.demo import DemoWriter
 from vitte.localapi import LocalBotSession, make_local_bot
 from vitte.models import Message, Payment, utcnow
+from vitte.telegram.payments import cancel_renewal, create_invoice_link, refund, resume_renewal, send_invoice
 
 USER_ID = 2001
 OTHER_ID = 2002
@@ -273,7 +274,7 @@ async def test_premium_limit_then_pack_replies(backend_settings: Settings, redis
 async def test_invoice_link_and_invoice_follow_the_stars_rules(core: Core) -> None:
     session = LocalBotSession()
     bot = make_local_bot(session)
-    link = await core.billing.create_invoice_link(bot, USER_ID, PREMIUM, "en")
+    link = await create_invoice_link(core.billing, bot, USER_ID, PREMIUM, "en")
     invoice = session.invoice_links[link]
     assert invoice["currency"] == STARS and invoice["total_amount"] == 250
     assert invoice["subscription_period"] == SUBSCRIPTION_PERIOD
@@ -282,12 +283,12 @@ async def test_invoice_link_and_invoice_follow_the_stars_rules(core: Core) -> No
     assert not call.params.get("provider_token")
     assert parse_payload(invoice["payload"]).user_id == USER_ID  # type: ignore[union-attr]
 
-    await core.billing.send_invoice(bot, USER_ID, USER_ID, PACK, "ru")
+    await send_invoice(core.billing, bot, USER_ID, USER_ID, PACK, "ru")
     sent = session.chat(USER_ID).last_bot_message()
     assert sent is not None and sent.invoice is not None
     assert sent.invoice["total_amount"] == 100 and "subscription_period" not in sent.invoice
     with pytest.raises(ValueError):
-        await core.billing.send_invoice(bot, USER_ID, USER_ID, PREMIUM)  # subscriptions need a link
+        await send_invoice(core.billing, bot, USER_ID, USER_ID, PREMIUM)  # subscriptions need a link
     await bot.session.close()
 
 
@@ -457,17 +458,17 @@ async def test_refund_ends_premium_and_a_second_refund_is_refused(core: Core) ->
         subscription_expiration_date=int(time.time()) + SUBSCRIPTION_PERIOD,
     )
     assert (await core.billing.entitlement(USER_ID)).is_premium
-    result = await core.billing.refund(bot, "pay-1")
+    result = await refund(core.billing, bot, "pay-1")
     assert result.premium_ended and result.payment.refunded_at is not None
     assert not (await core.billing.entitlement(USER_ID)).is_premium
     refunds = [c for c in session.calls if c.method == "refundStarPayment"]
     assert [(c.params["user_id"], c.params["telegram_payment_charge_id"]) for c in refunds] == [(USER_ID, "pay-1")]
 
     with pytest.raises(PaymentAlreadyRefunded):
-        await core.billing.refund(bot, "pay-1")
+        await refund(core.billing, bot, "pay-1")
     assert session.counts["refundStarPayment"] == 1  # refused before asking Telegram
     with pytest.raises(UnknownPayment):
-        await core.billing.refund(bot, "no-such-charge")
+        await refund(core.billing, bot, "no-such-charge")
     await bot.session.close()
 
 
@@ -481,13 +482,13 @@ async def test_pack_refund_and_a_refund_made_elsewhere(core: Core) -> None:
             USER_ID, telegram_payment_charge_id=charge, total_amount=100, invoice_payload=payload
         )
     assert (await core.billing.entitlement(USER_ID)).extra_replies == 4
-    result = await core.billing.refund(bot, "pk-1")
+    result = await refund(core.billing, bot, "pk-1")
     assert result.replies_removed == 2 and not result.premium_ended
     assert (await core.billing.entitlement(USER_ID)).extra_replies == 2
     # refunded in Telegram already (another tool): recorded here, reported as already refunded
     await bot.refund_star_payment(user_id=USER_ID, telegram_payment_charge_id="pk-2")
     with pytest.raises(PaymentAlreadyRefunded):
-        await core.billing.refund(bot, "pk-2")
+        await refund(core.billing, bot, "pk-2")
     assert (await core.billing.payment("pk-2")).refunded_at is not None
     assert (await core.billing.entitlement(USER_ID)).extra_replies == 0
     await bot.session.close()
@@ -497,7 +498,7 @@ async def test_cancel_renewal(core: Core) -> None:
     session = LocalBotSession()
     bot = make_local_bot(session)
     with pytest.raises(NoSubscription):
-        await core.billing.cancel_renewal(bot, USER_ID)
+        await cancel_renewal(core.billing, bot, USER_ID)
     payload = payload_for(core, PREMIUM)
     now = int(time.time())
     for charge, first, exp in (("c-1", True, now + 100), ("c-2", False, now + SUBSCRIPTION_PERIOD)):
@@ -506,12 +507,12 @@ async def test_cancel_renewal(core: Core) -> None:
             USER_ID, telegram_payment_charge_id=charge, total_amount=250, invoice_payload=payload,
             is_recurring=True, is_first_recurring=first, subscription_expiration_date=exp,
         )
-    ent = await core.billing.cancel_renewal(bot, USER_ID)
+    ent = await cancel_renewal(core.billing, bot, USER_ID)
     assert ent.is_premium and not ent.renews and ent.subscription_state == "canceled"
     call = next(c for c in session.calls if c.method == "editUserStarSubscription")
     assert call.params["telegram_payment_charge_id"] == "c-1"  # the subscription's first payment
     assert call.params["is_canceled"] is True
-    assert (await core.billing.resume_renewal(bot, USER_ID)).renews
+    assert (await resume_renewal(core.billing, bot, USER_ID)).renews
     await bot.session.close()
 
 

@@ -13,7 +13,6 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import Update
 
 from vitte.bot import factory
-from vitte.bot.middlewares import UpdateMiddleware
 from vitte.config import Settings
 from vitte.localapi import make_local_bot
 
@@ -50,8 +49,7 @@ def _dispatcher(core: Any, *, shortcut: bool, monkeypatch: pytest.MonkeyPatch) -
             m.setattr(factory, "skip_non_commands", lambda _root: 0)
         dp = factory.build_dispatcher(core)
     for mw in list(dp.update.outer_middleware):  # the handlers alone, no store behind them
-        if isinstance(mw, UpdateMiddleware):
-            dp.update.outer_middleware.unregister(mw)
+        dp.update.outer_middleware.unregister(mw)
     for router in dp.chain_tail:
         for name, observer in router.observers.items():
             if router is dp and name == "update":

@@ -513,7 +513,7 @@ async def test_shutdown_mid_reply_stores_the_partial_as_interrupted(env: BotEnv)
 
 
 async def test_odds_and_ends(env: BotEnv) -> None:
-    from vitte.bot.notify import send_opening
+    from vitte.telegram.messages import send_opening
 
     # the Web App sends the opening the same way "Начать заново" does
     p = env.player()

@@ -25,6 +25,7 @@ from vitte.billing_texts import paysupport_text, pre_checkout_error_text, terms_
 from vitte.bot.factory import bot_commands
 from vitte.bot.paywall import fmt_date
 from vitte.localapi import LocalPlayer, PaymentDeclined
+from vitte.telegram import payments as telegram_payments
 
 __all__ = ["env"]
 
@@ -165,7 +166,7 @@ async def test_quota_offer_pre_checkout_payment_renewal_cancel_refund(shop: BotE
     assert "Возобновить продление" in p.buttons()
 
     # the operator refunds the renewal: the period it paid for ends now
-    result = await env.core.billing.refund(env.bot, "charge-renewal")
+    result = await telegram_payments.refund(env.core.billing, env.bot, "charge-renewal")
     assert result.premium_ended
     (refund,) = env.sent("refundStarPayment")
     assert refund.params == {"user_id": p.user_id, "telegram_payment_charge_id": "charge-renewal"}

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from tests.support.bot_api_server import FakeBotAPI
 from tests.support.bot_harness import PERSONA, STORY, WEBAPP_URL, cards, drop_redis_keys, wait_until
 from tests.support.llm_server import FakeLLMServer
+from vitte import serve
 from vitte.bot.callbacks import DialogCb
 from vitte.bot.runner import run_bot
 from vitte.bot.runtime import Runtime
@@ -207,7 +208,8 @@ async def test_webhook_checks_the_secret_and_handles_updates(sqlite_url: str) ->
     session = LocalBotSession()
     bot = make_local_bot(session, token=TOKEN)
     stop = asyncio.Event()
-    running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop))
+    # `vitte run-bot`'s composition: the bot with the Web App mounted (vitte.serve)
+    running = asyncio.create_task(serve.run_bot(settings, bot=bot, stop=stop))
     try:
         hook = await session.wait_for("setWebhook", timeout=10)
         assert hook.params["secret_token"] == "s3cret_token-1"

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.bot_harness import ADMIN_ID, BotEnv, env, press
-from vitte.bot import notify
 from vitte.bot.callbacks import AgeCb
 from vitte.bot.factory import bot_commands
 from vitte.bot.texts import t
@@ -26,6 +25,8 @@ from vitte.models import ASSISTANT, USER, Dialog, Message, Payment, User
 from vitte.players import LANGUAGES
 from vitte.prompt import substitute
 from vitte.safety import crisis_resources, load_preamble
+from vitte.telegram import messages as telegram_messages
+from vitte.telegram.messages import export_caption
 
 __all__ = ["env"]  # the fixture, imported
 
@@ -270,7 +271,7 @@ async def test_mydata_sends_the_players_data_and_nobody_elses(
     message = p.last_bot_message()
     filename, data, raw = document_of(message)
     assert filename == f"vitte-data-{A}.json"
-    assert message is not None and message.text == t(lang, "mydata_caption")
+    assert message is not None and message.text == export_caption(lang)
     assert data["format"] == "vitte.player-export"
     assert data["profile"]["id"] == A and data["profile"]["username"] == "anya"
     said = [m["text"] for d in data["dialogs"] for m in d["messages"] if m["role"] == USER]
@@ -281,8 +282,8 @@ async def test_mydata_sends_the_players_data_and_nobody_elses(
     assert other.chat.bot_messages()[-1].kind != "document"  # nothing went to anybody else
 
     # a loop of /mydata does not make the bot upload file after file
-    monkeypatch.setattr(notify, "EXPORTS_PER_MINUTE", 1)
-    monkeypatch.setattr(notify, "EXPORT_WINDOW", 3600.0)
+    monkeypatch.setattr(telegram_messages, "EXPORTS_PER_MINUTE", 1)
+    monkeypatch.setattr(telegram_messages, "EXPORT_WINDOW", 3600.0)
     await p.send("/mydata")
     document_of(p.last_bot_message())
     await p.send("/mydata")

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vitte.bot import streaming
-from vitte.bot.streaming import ReplyStream, TypingLoop, call_with_retry, split_text
+from vitte.bot.streaming import ReplyStream, TypingLoop
 from vitte.localapi import LocalBotSession, make_local_bot
+from vitte.telegram.calls import call_with_retry, split_text
 
 
 def test_short_text_is_one_piece() -> None:

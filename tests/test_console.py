@@ -696,7 +696,7 @@ async def _with_dialog(
     pilot: Pilot[Any], message: str | None = "Привет! Как прошёл твой день?"
 ) -> VitteConsole:
     """A dialog with Mila opened the way the Web App opens it (engine + the bot's opening)."""
-    from vitte.bot.notify import send_opening
+    from vitte.telegram.messages import send_opening
 
     app = await started(pilot)
     core = app.backend.core

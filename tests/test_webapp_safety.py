@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 
 from tests.support.initdata import auth_header, make_init_data
 from tests.support.webapp import WebAppHarness, running_webapp
-from vitte.bot import notify
-from vitte.bot.texts import t
 from vitte.config import Settings
 from vitte.models import Dialog, Message, Payment
+from vitte.telegram import messages as telegram_messages
+from vitte.telegram.messages import export_caption
 
 ANYA = 1001
 BORIS = 2002
@@ -74,7 +74,7 @@ async def test_export_sends_the_file_to_the_chat(
     body = await body_of(await c.post("/api/me/export", headers=tma()))
     assert body == {"sent": True, "filename": f"vitte-data-{ANYA}.json"}
     ((filename, raw, caption),) = h.botapi.sent_documents(ANYA)  # the bot sent it into Anya's chat
-    assert filename == f"vitte-data-{ANYA}.json" and caption == t("ru", "mydata_caption")
+    assert filename == f"vitte-data-{ANYA}.json" and caption == export_caption("ru")
     data = json.loads(raw)
     assert data["profile"]["id"] == ANYA
     said = [m["text"] for d in data["dialogs"] for m in d["messages"] if m["role"] == "user"]
@@ -85,7 +85,7 @@ async def test_export_sends_the_file_to_the_chat(
     body = await body_of(await c.post("/api/me/export", json={}, headers=tma(BORIS, language_code="en")))
     assert body["sent"] is True
     ((_, raw, caption),) = h.botapi.sent_documents(BORIS)
-    assert caption == t("en", "mydata_caption") and "stamps" in raw.decode() and "море" not in raw.decode()
+    assert caption == export_caption("en") and "stamps" in raw.decode() and "море" not in raw.decode()
 
     resp = await c.post("/api/me/export", data=b"please", headers=tma())
     assert resp.status == 400 and (await body_of(resp))["code"] == "bad_json"
@@ -102,8 +102,8 @@ async def test_export_sends_the_file_to_the_chat(
 
     # a loop of clicks does not make the bot upload file after file
     tried = len(h.botapi.sent_documents(ANYA))  # the calls Telegram refused included
-    monkeypatch.setattr(notify, "EXPORTS_PER_MINUTE", 1)
-    monkeypatch.setattr(notify, "EXPORT_WINDOW", 3600.0)
+    monkeypatch.setattr(telegram_messages, "EXPORTS_PER_MINUTE", 1)
+    monkeypatch.setattr(telegram_messages, "EXPORT_WINDOW", 3600.0)
     assert (await c.post("/api/me/export", headers=tma())).status == 200
     resp = await c.post("/api/me/export", headers=tma())
     assert resp.status == 429 and (await body_of(resp))["code"] == "rate_limited"

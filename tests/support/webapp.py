@@ -20,7 +20,8 @@ from vitte.catalog.seed import seed_cards
 from vitte.config import Settings
 from vitte.core import Core
 from vitte.models import Dialog
-from vitte.webapp.app import make_bot, make_webapp
+from vitte.telegram.bot import make_bot
+from vitte.webapp.app import make_webapp
 
 
 @dataclass

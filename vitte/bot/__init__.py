@@ -2,14 +2,15 @@
 
 Public entry points:
 
-- ``vitte.bot.factory.build_dispatcher(core, runtime=None) -> Dispatcher``: every handler and
-  the update middleware (de-duplication, per-player lock, error answers). The same
-  Dispatcher serves polling, the webhook, the local console, the tests and the benchmark.
-- ``vitte.bot.factory.make_bot(settings, session=None) -> Bot`` (VITTE_TELEGRAM_API_URL).
-- ``vitte.bot.runner.run_bot(settings) -> None``: `vitte run-bot` (polling, or the webhook
-  server when VITTE_WEBHOOK_URL is set; graceful SIGINT/SIGTERM).
-- ``vitte.bot.notify.send_opening(bot, chat_id, opening) -> int``: the story's opening, for
-  the Web App.
+- ``vitte.bot.factory.build_dispatcher(core, runtime=None) -> Dispatcher``: every handler
+  (``vitte.bot.handlers``: module-level functions, fresh routers) and the update middlewares
+  (``vitte.bot.middlewares``: in-flight tracking, logs and metrics, the per-player lock with
+  de-duplication, error answers). The same Dispatcher serves polling, the webhook, the local
+  console, the tests and the benchmark.
+- ``vitte.bot.runner.run_bot(settings, webapp=None) -> None``: polling, or the webhook server
+  when VITTE_WEBHOOK_URL is set; graceful SIGINT/SIGTERM. `vitte run-bot` runs it through
+  ``vitte.serve.run_bot``, which also mounts the Web App (VITTE_WEBAPP_MOUNT): the bot never
+  imports the Web App, nor the Web App the bot.
 - ``vitte.bot.runtime.Runtime``: per-process state (running replies for the stop button, the
   latest reply per chat, in-flight updates; ``drain(grace)`` for shutdown).
 - ``vitte.bot.texts.t(lang, key, **kw)``: every player-facing string, ru and en.

@@ -1,28 +1,28 @@
-"""Building the bot: `build_dispatcher(core)` (the one Dispatcher that polling, webhooks, the
-local console and the tests all feed) and `make_bot(settings)`."""
+"""Building the bot: `build_dispatcher(core)`, the one Dispatcher that polling, webhooks, the
+local console, the tests and the benchmark all feed. (The Bot: `vitte.telegram.bot.make_bot`.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiogram import Bot, Dispatcher, Router
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.session.base import BaseSession
-from aiogram.client.telegram import TelegramAPIServer
+from aiogram import Dispatcher, Router
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.filters import Command
 from aiogram.types import BotCommand, Message
 
 from vitte.bot.handlers import admin, chat, other, payments, safety, settings, start
-from vitte.bot.middlewares import UpdateMiddleware
+from vitte.bot.middlewares import (
+    ErrorAnswersMiddleware,
+    InFlightMiddleware,
+    ObservabilityMiddleware,
+    PlayerLockMiddleware,
+)
 from vitte.bot.runtime import Runtime
 from vitte.bot.texts import t
-from vitte.config import Settings
 from vitte.core import Core
-from vitte.perf import inline_magic_filters, install_pinning
+from vitte.perf import inline_magic_filters
 
-DEFAULT_API_URL = "https://api.telegram.org"
 COMMANDS = ("start", "chat", "premium", "settings", "mydata", "help", "paysupport", "terms")
 
 
@@ -32,16 +32,21 @@ def build_dispatcher(core: Core, runtime: Runtime | None = None) -> Dispatcher:
     dp = Dispatcher(disable_fsm=True, name="vitte")
     dp["core"] = core
     dp["runtime"] = runtime
-    dp.update.outer_middleware(UpdateMiddleware(core, runtime))
-    dp.include_routers(
-        other.make_groups_router(core),  # group chats first: the companion is private-only
-        start.make_router(core),
-        settings.make_router(core),
-        admin.make_router(core),  # before chat: /stats of a non-admin falls to "unknown command"
-        payments.make_router(core),  # /premium, /paysupport, /terms, pre-checkout, payments
-        safety.make_router(core),  # /mydata; admins' /block, /unblock (before chat, as /stats)
-        chat.make_router(core),
-        other.make_router(core),  # stickers, photos, edits … last
+    # the outermost first; each one's concern in vitte.bot.middlewares
+    dp.update.outer_middleware(InFlightMiddleware(runtime))
+    dp.update.outer_middleware(ObservabilityMiddleware())
+    dp.update.outer_middleware(PlayerLockMiddleware(core))  # the lock and the de-duplication
+    dp.update.outer_middleware(ErrorAnswersMiddleware(core, runtime))
+    admins = core.settings.admin_ids
+    dp.include_routers(  # fresh routers (vitte.bot.handlers); the first match wins
+        other.groups_router(),  # group chats first: the companion is private-only
+        start.router(),
+        settings.router(),
+        admin.router(admins),  # before chat: /stats of a non-admin falls to "unknown command"
+        payments.router(),  # /premium, /paysupport, /terms, pre-checkout, payments
+        safety.router(admins),  # /mydata; admins' /block, /unblock (before chat, as /stats)
+        chat.router(),
+        other.router(),  # stickers, photos, edits … last
     )
     inline_magic_filters(dp)  # aiogram runs them in threads otherwise (vitte.perf)
     skip_non_commands(dp)
@@ -123,22 +128,8 @@ def _skip_handler(handler: HandlerObject, prefixes: str) -> Any:
     return checked
 
 
-def make_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
-    """A Bot for the configured token; VITTE_TELEGRAM_API_URL selects the Bot API server.
-
-    Raises vitte.config.ConfigError when the token is missing or malformed.
-    """
-    token = settings.require_bot_token()
-    if session is None:
-        url = settings.telegram_api_url.rstrip("/")
-        session = AiohttpSession(api=TelegramAPIServer.from_base(url)) if url != DEFAULT_API_URL else AiohttpSession()
-    install_pinning(session)  # aiogram rebuilds a pydantic model per call otherwise (vitte.perf)
-    return Bot(token=token, session=session)
-
-
 def bot_commands(lang: str) -> list[BotCommand]:
     return [BotCommand(command=c, description=t(lang, f"cmd_{c}")) for c in COMMANDS]
-
 
 
 async def warm_up(core: Core) -> None:

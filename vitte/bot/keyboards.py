@@ -6,7 +6,6 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
 from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, RegenCb, RetryCb, SettingsCb
 from vitte.bot.texts import t
-from vitte.dialogs import Opening
 from vitte.prompt import STYLES
 
 REGEN_LABEL = "🔄"
@@ -78,16 +77,6 @@ def retry_kb(lang: str, dialog_id: int, message_id: int) -> InlineKeyboardMarkup
             )
         ]
     )
-
-
-def opening_kb(opening: Opening) -> InlineKeyboardMarkup | None:
-    """The keyboard a freshly opened dialog's first message carries.
-
-    None: the story's opening cannot be rewritten (there is nothing it answers), and the
-    player simply writes back. Both the bot ("Начать заново") and the Web App (via
-    `vitte.bot.notify.send_opening`) use this one function, so they always agree.
-    """
-    return None
 
 
 def settings_kb(lang: str, style: str) -> InlineKeyboardMarkup:

@@ -1,15 +1,22 @@
-"""The outer middleware every update passes through.
+"""The outer middlewares every update passes through: one concern each, registered by
+`vitte.bot.factory.build_dispatcher` in this order (the first is the outermost):
 
-1. In-flight tracking (a graceful shutdown waits for these updates).
-2. Per-player lock (`core.dialogs.player_lock`) held for the whole handling of messages,
-   edited messages and button presses: one reply at a time per player, in arrival order
-   (the lock is FIFO); a message sent while a reply streams waits, it is not dropped.
-   A `stopped_message_generation` update takes no lock: it must reach the running reply.
-3. De-duplication by update_id (`core.cache.first_seen`), inside the lock so a
-   duplicate never overtakes its original; with Redis it is done by the call that takes the
-   lock (one round trip for both).
-4. Errors: no traceback ever reaches the player. A store outage becomes a short
-   "one moment"; anything else a short "something went wrong"; both are logged.
+1. `InFlightMiddleware`: the update's task is tracked while it is handled (a graceful shutdown,
+   `Runtime.drain`, waits for these).
+2. `ObservabilityMiddleware`: logs carry the update and the player (`vitte.logs`); metrics
+   count and time the update by outcome (`vitte.metrics`; later layers set the outcome in
+   ``data[OUTCOME_KEY]``).
+3. `PlayerLockMiddleware`: the per-player lock (`core.dialogs.player_lock`) held for the whole
+   handling of messages, edited messages and button presses: one reply at a time per player,
+   in arrival order (the lock is FIFO); a message sent while a reply streams waits, it is not
+   dropped. A `stopped_message_generation` update takes no lock: it must reach the running
+   reply. De-duplication by update_id goes with it: inside the lock, so a duplicate never
+   overtakes its original, and with Redis done by the very call that takes the lock (one round
+   trip for both); without a lock, `core.cache.first_seen`. An update seen for the first time
+   marks its player online (`core.cache.touch_online`).
+4. `ErrorAnswersMiddleware`: no traceback ever reaches the player. An engine refusal (age gate,
+   block, rate, quota) is answered with its reason; a store outage becomes a short "one
+   moment"; anything else a short "something went wrong"; all are logged.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ log = logging.getLogger("vitte.bot")
 
 LOCKED_UPDATES = frozenset({"message", "edited_message", "callback_query"})
 DEDUP_TTL = 2 * 86400  # Telegram keeps undelivered updates for 24 hours
+OUTCOME_KEY = "vitte_outcome"  # data[...]: the update's outcome for vitte.metrics
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
@@ -55,42 +63,55 @@ def _dedup_key(event: Update, bot: Bot | None) -> str:
     return f"update:{bot.id if bot is not None else 0}:{event.update_id}"
 
 
-OUTCOME_KEY = "vitte_outcome"  # data[...]: the update's outcome for vitte.metrics
-
-
 def _outcome(data: dict[str, Any], outcome: str) -> None:
     cell = data.get(OUTCOME_KEY)
     if cell is not None:
         cell[0] = outcome
 
 
-class UpdateMiddleware(BaseMiddleware):
-    def __init__(self, core: Core, runtime: Runtime) -> None:
-        self.core = core
+class InFlightMiddleware(BaseMiddleware):
+    """1. The update's task is in `runtime.tasks` while it is handled (`Runtime.drain`)."""
+
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        assert isinstance(event, Update)
         task = asyncio.current_task()
-        tasks = self.runtime.tasks  # in flight, for a graceful shutdown (Runtime.drain)
-        if task is not None:
-            tasks.add(task)
-        user: User | None = data.get("event_from_user")
+        if task is None:
+            return await handler(event, data)
+        tasks = self.runtime.tasks
+        tasks.add(task)
         try:
-            # logs carry the update and the player; metrics count and time it (vitte.logs, vitte.metrics)
-            with (
-                log_context(update_id=event.update_id, player_id=user.id if user is not None else None),
-                handling_update(event.event_type) as outcome,
-            ):
-                data[OUTCOME_KEY] = outcome
-                return await self._locked(handler, event, data, user)
+            return await handler(event, data)
         finally:
-            if task is not None:
-                tasks.discard(task)
+            tasks.discard(task)
 
-    async def _locked(self, handler: Handler, event: Update, data: dict[str, Any], user: User | None) -> Any:
+
+class ObservabilityMiddleware(BaseMiddleware):
+    """2. Log context (update and player ids) and the update's metrics."""
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Update)
+        user: User | None = data.get("event_from_user")
+        with (
+            log_context(update_id=event.update_id, player_id=user.id if user is not None else None),
+            handling_update(event.event_type) as outcome,
+        ):
+            data[OUTCOME_KEY] = outcome
+            return await handler(event, data)
+
+
+class PlayerLockMiddleware(BaseMiddleware):
+    """3. The per-player lock with the update's de-duplication (one call), the online mark."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Update)
+        user: User | None = data.get("event_from_user")
         if user is None or event.event_type not in LOCKED_UPDATES:
-            return await self._handle(handler, event, data)
+            return await self._admit(handler, event, data, user)
         bot: Bot | None = data.get("bot")
         # the de-duplication goes with the lock when that costs nothing more (one round trip)
         # plain text (not a command) will likely ask for a reply: its first cache reads go too
@@ -102,9 +123,9 @@ class UpdateMiddleware(BaseMiddleware):
             hold = await lock.__aenter__()
         except Exception as exc:  # the cache degrades by contract; never fail the player
             log.warning("player lock for %s unavailable: %s", user.id, exc)
-            return await self._handle(handler, event, data)
+            return await self._admit(handler, event, data, user)
         try:
-            result = await self._handle(handler, event, data, first_seen=hold.first_seen)
+            result = await self._admit(handler, event, data, user, first_seen=hold.first_seen)
         except BaseException as exc:
             if not await lock.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
@@ -112,21 +133,19 @@ class UpdateMiddleware(BaseMiddleware):
         await lock.__aexit__(None, None, None)
         return result
 
-    async def _first_seen(self, event: Update, bot: Bot | None) -> bool:
-        try:
-            return await self.core.cache.first_seen(_dedup_key(event, bot), DEDUP_TTL)
-        except Exception as exc:  # let it through: handlers are idempotent enough
-            log.warning("de-duplication unavailable: %s", exc)
-            return True
-
-    async def _handle(
-        self, handler: Handler, event: Update, data: dict[str, Any], *, first_seen: bool | None = None
+    async def _admit(
+        self,
+        handler: Handler,
+        event: Update,
+        data: dict[str, Any],
+        user: User | None,
+        *,
+        first_seen: bool | None = None,
     ) -> Any:
-        """`first_seen`: the de-duplication's answer when the lock gave it (None: ask)."""
-        bot: Bot | None = data.get("bot")
-        user: User | None = data.get("event_from_user")
+        """Handle the update unless it is a duplicate. `first_seen`: the de-duplication's answer
+        when the lock gave it (None: ask)."""
         if first_seen is None:
-            first_seen = await self._first_seen(event, bot)
+            first_seen = await self._first_seen(event, data.get("bot"))
         if not first_seen:
             log.info("duplicate update %s ignored", event.update_id)
             _outcome(data, "duplicate")
@@ -136,6 +155,25 @@ class UpdateMiddleware(BaseMiddleware):
                 await self.core.cache.touch_online(user.id)
             except Exception as exc:
                 log.debug("online mark failed: %s", exc)
+        return await handler(event, data)
+
+    async def _first_seen(self, event: Update, bot: Bot | None) -> bool:
+        try:
+            return await self.core.cache.first_seen(_dedup_key(event, bot), DEDUP_TTL)
+        except Exception as exc:  # let it through: handlers are idempotent enough
+            log.warning("de-duplication unavailable: %s", exc)
+            return True
+
+
+class ErrorAnswersMiddleware(BaseMiddleware):
+    """4. A handler's failure becomes a short answer to the player, and a log line."""
+
+    def __init__(self, core: Core, runtime: Runtime) -> None:
+        self.core = core
+        self.runtime = runtime
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Update)
         try:
             return await handler(event, data)
         except REFUSALS as exc:  # the engine said no (age gate, block, rate, quota): say why
@@ -156,6 +194,7 @@ class UpdateMiddleware(BaseMiddleware):
                 await self._tell(event, data, "one_moment")
             else:
                 _outcome(data, "error")
+                user: User | None = data.get("event_from_user")
                 log.exception(
                     "update %s (user %s) failed", event.update_id, user.id if user is not None else "-"
                 )

@@ -2,8 +2,8 @@
 the in-character thanks after a payment. The rules are vitte.billing's; this only renders.
 
 Premium is a Stars subscription, and only an invoice *link* can sell one (Telegram's rule):
-its button is a URL button with `core.billing.create_invoice_link` (a fresh, signed payload
-for this player). The reply pack is a one-off purchase: its button is a callback (`PayCb`,
+its button is a URL button with `vitte.telegram.payments.create_invoice_link` (a fresh, signed
+payload for this player). The reply pack is a one-off purchase: its button is a callback (`PayCb`,
 action "pack") whose handler (vitte.bot.handlers.payments) sends an invoice with sendInvoice.
 """
 
@@ -22,6 +22,7 @@ from vitte.billing import PACK, PREMIUM, SUB_CANCELED, SUB_FAILED, Entitlement, 
 from vitte.billing_texts import payment_thanks_text
 from vitte.config import ConfigError
 from vitte.errors import NotFound, UnknownPlan
+from vitte.telegram.payments import create_invoice_link
 
 if TYPE_CHECKING:
     from vitte.core import Core
@@ -210,7 +211,7 @@ def replies(n: int, lang: str) -> str:
 async def premium_link(core: Core, bot: Bot, user_id: int, lang: str) -> str | None:
     """An invoice link for the subscription (None, logged, when it cannot be made now)."""
     try:
-        return await core.billing.create_invoice_link(bot, user_id, PREMIUM, lang)
+        return await create_invoice_link(core.billing, bot, user_id, PREMIUM, lang)
     except (TelegramAPIError, ConfigError, UnknownPlan) as exc:
         log.warning("no Premium invoice link for user %s: %s", user_id, exc)
         return None

@@ -22,6 +22,7 @@ import hmac
 import logging
 import re
 import signal
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -38,7 +39,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, MenuButton
 from aiohttp import web
 
 from vitte.bot.callbacks import RegenCb
-from vitte.bot.factory import bot_commands, build_dispatcher, make_bot, warm_up
+from vitte.bot.factory import bot_commands, build_dispatcher, warm_up
 from vitte.bot.keyboards import retry_kb
 from vitte.bot.runtime import Runtime
 from vitte.bot.streaming import call_with_retry
@@ -49,6 +50,7 @@ from vitte.dialogs import InterruptedReply, Recovery
 from vitte.logs import setup_logging
 from vitte.metrics import metrics_route
 from vitte.perf import freeze_heap
+from vitte.telegram.bot import make_bot
 
 log = logging.getLogger("vitte.bot")
 
@@ -60,6 +62,10 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 NOTICES_AT_ONCE = 10
 NOTICES_PER_SECOND = 20.0
 _SECRET_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+# builds an aiohttp application to serve beside the webhook (the Web App: vitte.serve passes
+# vitte.webapp.app.make_webapp; this module does not import the Web App)
+AppFactory = Callable[[Core, Bot], web.Application]
 
 
 def check_webhook_settings(settings: Settings) -> str | None:
@@ -81,12 +87,14 @@ async def run_bot(
     core: Core | None = None,
     stop: asyncio.Event | None = None,
     runtime: Runtime | None = None,
+    webapp: AppFactory | None = None,
 ) -> None:
     """Run the bot until SIGINT/SIGTERM (or until `stop` is set).
 
-    `bot`, `core`, `stop` and `runtime` are for embedding and tests; `vitte run-bot` passes
-    only the settings. Raises ConfigError for a missing, malformed or rejected token and for
-    a bad webhook configuration.
+    `bot`, `core`, `stop` and `runtime` are for embedding and tests. `webapp`: in webhook mode
+    with VITTE_WEBAPP_MOUNT, the application mounted there (`vitte.serve.run_bot`, which
+    `vitte run-bot` runs, passes the Web App). Raises ConfigError for a missing, malformed or
+    rejected token and for a bad webhook configuration.
     """
     settings.require_bot_token()
     secret = check_webhook_settings(settings)
@@ -104,7 +112,7 @@ async def run_bot(
         restore = _install_signal_handlers(stop)
         try:
             if settings.webhook_url and secret:
-                await _serve_webhook(bot, dp, runtime, settings, secret, stop, core)
+                await _serve_webhook(bot, dp, runtime, settings, secret, stop, core, webapp)
             else:
                 await _poll(bot, dp, runtime, settings, stop)
         finally:
@@ -334,6 +342,7 @@ async def _serve_webhook(
     secret: str,
     stop: asyncio.Event,
     core: Core,
+    webapp: AppFactory | None = None,
 ) -> None:
     assert settings.webhook_url
     path = urlparse(settings.webhook_url).path or "/"
@@ -362,11 +371,11 @@ async def _serve_webhook(
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_post(path, handle)
     metrics_route(app, token=settings.metrics_token.get_secret_value() if settings.metrics_token else None)
-    if mount:
-        from vitte.webapp.app import make_webapp
-
-        app.add_subapp(mount, make_webapp(core, bot))  # the Web App in the same process
+    if mount and webapp is not None:
+        app.add_subapp(mount, webapp(core, bot))  # the Web App in the same process
         log.info("Web App mounted at %s", mount)
+    elif mount:
+        log.warning("VITTE_WEBAPP_MOUNT is set but no Web App was given to mount (use vitte.serve.run_bot)")
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)

@@ -27,7 +27,6 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiohttp import web
 
-from vitte.bot.notify import ExportThrottled, export_filename, send_opening, send_player_data
 from vitte.catalog.lookup import PersonaInfo
 from vitte.config import ConfigError
 from vitte.core import Core
@@ -47,6 +46,8 @@ from vitte.errors import (
 )
 from vitte.players import LANGUAGES, BadSetting, PlayerView, language_from_telegram
 from vitte.prompt import STYLES, substitute
+from vitte.telegram.messages import ExportThrottled, export_filename, send_opening, send_player_data
+from vitte.telegram.payments import create_invoice_link
 from vitte.webapp.auth import InitDataError, WebAppUser, init_data_from_header, validate_init_data
 
 log = logging.getLogger("vitte.webapp")
@@ -752,7 +753,7 @@ async def post_invoice(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", f"the {plan_id} plan is not for sale")
     await _seen(ctx.core, user)
     try:
-        link = await ctx.core.billing.create_invoice_link(ctx.bot, user.id, plan.id, lang)
+        link = await create_invoice_link(ctx.core.billing, ctx.bot, user.id, plan.id, lang)
     except ConfigError as exc:
         log.warning("invoice for user %s: %s", user.id, exc)
         raise ApiError(501, "payments_not_ready") from None

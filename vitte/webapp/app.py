@@ -19,17 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 
 import vitte
 from vitte.config import ConfigError, Settings
 from vitte.core import Core
 from vitte.metrics import metrics_route
+from vitte.telegram.bot import make_bot
 from vitte.webapp.api import CTX, WebContext, error_middleware, routes
 
-__all__ = ["STATIC_DIR", "default_avatars_dir", "make_bot", "make_webapp", "serve_webapp"]
+__all__ = ["STATIC_DIR", "default_avatars_dir", "make_webapp", "serve_webapp"]
 
 log = logging.getLogger("vitte.webapp")
 
@@ -161,13 +160,6 @@ def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web
     app.router.add_get("/static/{filename}", _static_handler(_load_assets()), name="static")
     app.router.add_get("/avatars/{filename:.+}", _avatar, name="avatars")
     return app
-
-
-def make_bot(settings: Settings) -> Bot:
-    """An aiogram Bot for the configured token and Bot API server."""
-    token = settings.require_bot_token()
-    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
-    return Bot(token, session=session)
 
 
 async def serve_webapp(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

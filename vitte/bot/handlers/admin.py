@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import Message
@@ -15,26 +17,26 @@ from vitte.errors import StoreUnavailable
 from vitte.stats import counters
 
 
-def make_router(core: Core) -> Router:
-    router = Router(name="admin")
-    admins = frozenset(core.settings.admin_ids)
-    router.message.filter(F.chat.type == "private", F.from_user.id.in_(admins))
-
-    @router.message(Command("stats"))
-    async def stats_command(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        lang = await player_lang(core, runtime, message.from_user)
-        async with unavailable_as(StoreUnavailable):
-            s = await counters(core)
-        await message.answer(
-            t(
-                lang,
-                "stats",
-                players=s["players"],
-                dialogs=s["active_dialogs"],
-                messages=s["messages_today"],
-                online=s["online_now"],
-            )
+async def stats_command(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    lang = await player_lang(core, runtime, message.from_user)
+    async with unavailable_as(StoreUnavailable):
+        s = await counters(core)
+    await message.answer(
+        t(
+            lang,
+            "stats",
+            players=s["players"],
+            dialogs=s["active_dialogs"],
+            messages=s["messages_today"],
+            online=s["online_now"],
         )
+    )
 
-    return router
+
+def router(admin_ids: Iterable[int]) -> Router:
+    """A fresh Router with this module's handlers, for these admins (VITTE_ADMIN_IDS)."""
+    r = Router(name="admin")
+    r.message.filter(F.chat.type == "private", F.from_user.id.in_(frozenset(admin_ids)))
+    r.message.register(stats_command, Command("stats"))
+    return r

@@ -23,7 +23,6 @@ from vitte.bot.handlers.common import (
     write_reply,
 )
 from vitte.bot.keyboards import regen_kb
-from vitte.bot.notify import send_opening
 from vitte.bot.refusals import REFUSALS, after_reply, answer_refusal
 from vitte.bot.runtime import Runtime, drop_markup
 from vitte.bot.streaming import TypingLoop, edit_or_send
@@ -32,6 +31,7 @@ from vitte.core import Core
 from vitte.dialogs import DialogView, OnText, ReplyOutcome
 from vitte.errors import MessageTooLong, NoActiveDialog, NothingToRegenerate, ReplyFailed, StaleDialog
 from vitte.models import ASSISTANT, USER
+from vitte.telegram.messages import send_opening
 
 log = logging.getLogger("vitte.bot")
 
@@ -43,204 +43,224 @@ def _quote(text: str) -> str:
     return text if len(text) <= REMINDER_MAX else "…" + text[-REMINDER_MAX:].lstrip()
 
 
-def make_router(core: Core) -> Router:
-    router = Router(name="chat")
-    router.message.filter(F.chat.type == "private", F.from_user)
+# ---------------------------------------------------------------------- the entry flow
+async def chat_command(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    text, markup = await entry_answer(core, runtime, message.from_user)
+    await message.answer(text, reply_markup=markup)
 
-    # ------------------------------------------------------------------ the entry flow
-    @router.message(Command("chat"))
-    async def chat_command(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        text, markup = await entry_answer(core, runtime, message.from_user)
-        await message.answer(text, reply_markup=markup)
 
-    @router.callback_query(EntryCb.filter())
-    async def entry_button(query: CallbackQuery, runtime: Runtime, bot: Bot) -> None:
-        await query.answer()
-        await send_entry(core, runtime, bot, _chat_id(query), query.from_user)
+async def entry_button(query: CallbackQuery, core: Core, runtime: Runtime, bot: Bot) -> None:
+    await query.answer()
+    await send_entry(core, runtime, bot, _chat_id(query), query.from_user)
 
-    async def _stale(query: CallbackQuery, runtime: Runtime, lang: str | None = None) -> None:
-        lang = lang or await player_lang(core, runtime, query.from_user)
-        await query.answer(t(lang, "stale"))
 
-    async def _pressed_in(query: CallbackQuery, dialog_id: int, message_id: int, role: str) -> DialogView | None:
-        """The active dialog if the button still applies: its dialog is the player's active one
-        and its message (the engine's id) is still the dialog's latest, by `role`."""
-        view = await current_dialog(core, query.from_user.id)
-        if view is None or view.id != dialog_id:
-            return None
-        last = await core.dialogs.messages(dialog_id, limit=1)
-        if not last or last[-1].id != message_id or last[-1].role != role:
-            return None
-        return view
+async def _stale(core: Core, runtime: Runtime, query: CallbackQuery, lang: str | None = None) -> None:
+    lang = lang or await player_lang(core, runtime, query.from_user)
+    await query.answer(t(lang, "stale"))
 
-    @router.callback_query(DialogCb.filter(F.action == "cont"))
-    async def continue_button(query: CallbackQuery, callback_data: DialogCb, runtime: Runtime, bot: Bot) -> None:
+
+async def pressed_in(
+    core: Core, query: CallbackQuery, dialog_id: int, message_id: int, role: str
+) -> DialogView | None:
+    """The active dialog if the button still applies: its dialog is the player's active one
+    and its message (the engine's id) is still the dialog's latest, by `role`."""
+    view = await current_dialog(core, query.from_user.id)
+    if view is None or view.id != dialog_id:
+        return None
+    last = await core.dialogs.messages(dialog_id, limit=1)
+    if not last or last[-1].id != message_id or last[-1].role != role:
+        return None
+    return view
+
+
+async def continue_button(
+    query: CallbackQuery, callback_data: DialogCb, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    try:
+        view, last = await core.dialogs.continue_dialog(query.from_user.id, callback_data.dialog_id)
+    except (StaleDialog, NoActiveDialog):
+        await _stale(core, runtime, query)
+        return
+    await query.answer()
+    lang = view.language
+    text = (
+        t(lang, "continue_reminder", persona=view.persona_name, last=_quote(last))
+        if last.strip()
+        else t(lang, "continue_empty", persona=view.persona_name)
+    )
+    await edit_or_send(bot, _chat_id(query), _message_id(query), text)
+
+
+async def start_over_button(
+    query: CallbackQuery, callback_data: DialogCb, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    try:
+        opening = await core.dialogs.start_over(query.from_user.id, callback_data.dialog_id)
+    except (StaleDialog, NoActiveDialog):
+        await _stale(core, runtime, query)
+        return
+    await query.answer()
+    chat_id = _chat_id(query)
+    lang = opening.dialog.language
+    await runtime.forget_last_reply(bot, chat_id)
+    await edit_or_send(
+        bot, chat_id, _message_id(query), t(lang, "started_over", persona=opening.dialog.persona_name)
+    )
+    await send_opening(bot, chat_id, opening)
+
+
+# ---------------------------------------------------------------------- the age gate (vitte/safety)
+async def age_button(
+    query: CallbackQuery, callback_data: AgeCb, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    user = query.from_user
+    chat_id = _chat_id(query)
+    await query.answer()
+    if callback_data.yes:
+        player = await core.players.confirm_adult(user.id, language_code=user.language_code)
+        runtime.remember_lang(user.id, player.language)
+        await edit_or_send(bot, chat_id, _message_id(query), t(player.language, "age_thanks"))
+        await send_entry(core, runtime, bot, chat_id, user)
+    else:
+        await core.players.decline_adult(user.id)
+        lang = await player_lang(core, runtime, user)
+        await edit_or_send(bot, chat_id, _message_id(query), t(lang, "age_declined"))
+
+
+# ---------------------------------------------------------------------- 🔄 and [Повторить]
+async def regenerate_button(
+    query: CallbackQuery, callback_data: RegenCb, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    user = query.from_user
+    chat_id = _chat_id(query)
+    view = await pressed_in(core, query, callback_data.dialog_id, callback_data.message_id, ASSISTANT)
+    if view is None:
+        await _stale(core, runtime, query)
+        await _drop_pressed(bot, query)
+        return
+    await query.answer()
+    lang = view.language
+    typing = TypingLoop(bot, chat_id).start()
+    try:
         try:
-            view, last = await core.dialogs.continue_dialog(query.from_user.id, callback_data.dialog_id)
-        except (StaleDialog, NoActiveDialog):
-            await _stale(query, runtime)
-            return
-        await query.answer()
-        lang = view.language
-        text = (
-            t(lang, "continue_reminder", persona=view.persona_name, last=_quote(last))
-            if last.strip()
-            else t(lang, "continue_empty", persona=view.persona_name)
-        )
-        await edit_or_send(bot, _chat_id(query), _message_id(query), text)
+            outcome = await core.dialogs.regenerate(user.id, view.id)
+        finally:
+            await typing.stop()
+    except (StaleDialog, NoActiveDialog, NothingToRegenerate):
+        await bot.send_message(chat_id=chat_id, text=t(lang, "nothing_to_regen"))
+        return
+    except ReplyFailed as exc:
+        log.warning("regenerate failed for user %s (dialog %s): %s", user.id, view.id, exc)
+        await bot.send_message(chat_id=chat_id, text=t(lang, "regen_failed"))
+        return
+    except REFUSALS as exc:
+        await answer_refusal(core, bot, chat_id, lang, exc)
+        return
+    if not outcome.text:
+        return
+    message_id = await edit_or_send(
+        bot,
+        chat_id,
+        _message_id(query),
+        outcome.text,
+        regen_kb(outcome.dialog_id, outcome.message_id),
+    )
+    await runtime.set_last_reply(bot, chat_id, message_id)
+    await after_reply(core, bot, chat_id, lang, outcome)
 
-    @router.callback_query(DialogCb.filter(F.action == "over"))
-    async def start_over_button(
-        query: CallbackQuery, callback_data: DialogCb, runtime: Runtime, bot: Bot
-    ) -> None:
+
+async def retry_button(
+    query: CallbackQuery, callback_data: RetryCb, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    user = query.from_user
+    chat_id = _chat_id(query)
+    view = await pressed_in(core, query, callback_data.dialog_id, callback_data.message_id, USER)
+    if view is None:
+        await _stale(core, runtime, query)
+        await _drop_pressed(bot, query)
+        return
+    await query.answer()
+    pressed = _message_id(query)
+    if pressed is not None:  # the failure notice goes; the reply takes its place
         try:
-            opening = await core.dialogs.start_over(query.from_user.id, callback_data.dialog_id)
-        except (StaleDialog, NoActiveDialog):
-            await _stale(query, runtime)
-            return
-        await query.answer()
-        chat_id = _chat_id(query)
-        lang = opening.dialog.language
-        await runtime.forget_last_reply(bot, chat_id)
-        await edit_or_send(
-            bot, chat_id, _message_id(query), t(lang, "started_over", persona=opening.dialog.persona_name)
-        )
-        await send_opening(bot, chat_id, opening)
+            await bot.delete_message(chat_id=chat_id, message_id=pressed)
+        except TelegramAPIError:
+            await drop_markup(bot, chat_id, pressed)
+    dialog_id = view.id
 
-    # ------------------------------------------------------------------ the age gate (vitte/safety)
-    @router.callback_query(AgeCb.filter())
-    async def age_button(query: CallbackQuery, callback_data: AgeCb, runtime: Runtime, bot: Bot) -> None:
-        user = query.from_user
-        chat_id = _chat_id(query)
-        await query.answer()
-        if callback_data.yes:
-            player = await core.players.confirm_adult(user.id, language_code=user.language_code)
-            runtime.remember_lang(user.id, player.language)
-            await edit_or_send(bot, chat_id, _message_id(query), t(player.language, "age_thanks"))
-            await send_entry(core, runtime, bot, chat_id, user)
-        else:
-            await core.players.decline_adult(user.id)
-            lang = await player_lang(core, runtime, user)
-            await edit_or_send(bot, chat_id, _message_id(query), t(lang, "age_declined"))
+    async def write(on_text: OnText, stop: asyncio.Event) -> ReplyOutcome:
+        return await core.dialogs.regenerate(user.id, dialog_id, on_text=on_text, stop=stop)
 
-    # ------------------------------------------------------------------ 🔄 and [Повторить]
-    @router.callback_query(RegenCb.filter())
-    async def regenerate_button(
-        query: CallbackQuery, callback_data: RegenCb, runtime: Runtime, bot: Bot
-    ) -> None:
-        user = query.from_user
-        chat_id = _chat_id(query)
-        view = await _pressed_in(query, callback_data.dialog_id, callback_data.message_id, ASSISTANT)
-        if view is None:
-            await _stale(query, runtime)
-            await _drop_pressed(bot, query)
-            return
-        await query.answer()
-        lang = view.language
-        typing = TypingLoop(bot, chat_id).start()
-        try:
-            try:
-                outcome = await core.dialogs.regenerate(user.id, view.id)
-            finally:
-                await typing.stop()
-        except (StaleDialog, NoActiveDialog, NothingToRegenerate):
-            await bot.send_message(chat_id=chat_id, text=t(lang, "nothing_to_regen"))
-            return
-        except ReplyFailed as exc:
-            log.warning("regenerate failed for user %s (dialog %s): %s", user.id, view.id, exc)
-            await bot.send_message(chat_id=chat_id, text=t(lang, "regen_failed"))
-            return
-        except REFUSALS as exc:
-            await answer_refusal(core, bot, chat_id, lang, exc)
-            return
-        if not outcome.text:
-            return
-        message_id = await edit_or_send(
-            bot,
-            chat_id,
-            _message_id(query),
-            outcome.text,
-            regen_kb(outcome.dialog_id, outcome.message_id),
-        )
-        await runtime.set_last_reply(bot, chat_id, message_id)
-        await after_reply(core, bot, chat_id, lang, outcome)
+    await write_reply(
+        core,
+        runtime,
+        bot,
+        chat_id=chat_id,
+        user=user,
+        lang=view.language,
+        dialog_id=dialog_id,
+        write=write,
+        user_message_id=callback_data.message_id,
+    )
 
-    @router.callback_query(RetryCb.filter())
-    async def retry_button(query: CallbackQuery, callback_data: RetryCb, runtime: Runtime, bot: Bot) -> None:
-        user = query.from_user
-        chat_id = _chat_id(query)
-        view = await _pressed_in(query, callback_data.dialog_id, callback_data.message_id, USER)
-        if view is None:
-            await _stale(query, runtime)
-            await _drop_pressed(bot, query)
-            return
-        await query.answer()
-        pressed = _message_id(query)
-        if pressed is not None:  # the failure notice goes; the reply takes its place
-            try:
-                await bot.delete_message(chat_id=chat_id, message_id=pressed)
-            except TelegramAPIError:
-                await drop_markup(bot, chat_id, pressed)
-        dialog_id = view.id
 
-        async def write(on_text: OnText, stop: asyncio.Event) -> ReplyOutcome:
-            return await core.dialogs.regenerate(user.id, dialog_id, on_text=on_text, stop=stop)
+# ---------------------------------------------------------------------- the stop button
+async def stopped(event: MessageGenerationStopped, runtime: Runtime) -> None:
+    if not runtime.stop_stream(event.chat.id, event.draft_id):
+        log.debug("stop for an unknown draft %s in chat %s", event.draft_id, event.chat.id)
 
-        await write_reply(
-            core,
-            runtime,
-            bot,
-            chat_id=chat_id,
-            user=user,
-            lang=view.language,
-            dialog_id=dialog_id,
-            write=write,
-            user_message_id=callback_data.message_id,
+
+# ---------------------------------------------------------------------- text
+async def unknown_command(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    lang = await player_lang(core, runtime, message.from_user)
+    await message.answer(t(lang, "unknown_command"))
+
+
+async def text_message(message: Message, core: Core, runtime: Runtime, bot: Bot) -> None:
+    assert message.from_user is not None and message.text is not None
+    user = message.from_user
+    text = message.text.replace("\x00", "")  # PostgreSQL text cannot hold U+0000
+    if not text.strip():
+        return
+    view = await current_dialog(core, user.id, optimistic=True)  # `reply` confirms it
+    if view is None:
+        await send_entry(core, runtime, bot, message.chat.id, user)
+        return
+    lang = view.language
+    runtime.remember_lang(user.id, lang)
+    try:
+        core.dialogs.check_text(text)
+    except MessageTooLong as exc:
+        await message.answer(t(lang, "too_long", limit=exc.limit))
+        return
+
+    async def write(on_text: OnText, stop: asyncio.Event) -> ReplyOutcome:
+        return await core.dialogs.reply(
+            user.id, text, telegram_message_id=message.message_id, on_text=on_text, stop=stop
         )
 
-    # ------------------------------------------------------------------ the stop button
-    @router.stopped_message_generation()
-    async def stopped(event: MessageGenerationStopped, runtime: Runtime) -> None:
-        if not runtime.stop_stream(event.chat.id, event.draft_id):
-            log.debug("stop for an unknown draft %s in chat %s", event.draft_id, event.chat.id)
+    await write_reply(
+        core, runtime, bot, chat_id=message.chat.id, user=user, lang=lang, dialog_id=view.id, write=write
+    )
 
-    # ------------------------------------------------------------------ text
-    @router.message(F.text.startswith("/"))
-    async def unknown_command(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        lang = await player_lang(core, runtime, message.from_user)
-        await message.answer(t(lang, "unknown_command"))
 
-    @router.message(F.text)
-    async def text_message(message: Message, runtime: Runtime, bot: Bot) -> None:
-        assert message.from_user is not None and message.text is not None
-        user = message.from_user
-        text = message.text.replace("\x00", "")  # PostgreSQL text cannot hold U+0000
-        if not text.strip():
-            return
-        view = await current_dialog(core, user.id, optimistic=True)  # `reply` confirms it
-        if view is None:
-            await send_entry(core, runtime, bot, message.chat.id, user)
-            return
-        lang = view.language
-        runtime.remember_lang(user.id, lang)
-        try:
-            core.dialogs.check_text(text)
-        except MessageTooLong as exc:
-            await message.answer(t(lang, "too_long", limit=exc.limit))
-            return
-
-        async def write(on_text: OnText, stop: asyncio.Event) -> ReplyOutcome:
-            return await core.dialogs.reply(
-                user.id, text, telegram_message_id=message.message_id, on_text=on_text, stop=stop
-            )
-
-        await write_reply(
-            core, runtime, bot, chat_id=message.chat.id, user=user, lang=lang, dialog_id=view.id, write=write
-        )
-
-    return router
+def router() -> Router:
+    """A fresh Router with this module's handlers (vitte.bot.handlers explains why fresh)."""
+    r = Router(name="chat")
+    r.message.filter(F.chat.type == "private", F.from_user)
+    r.message.register(chat_command, Command("chat"))
+    r.callback_query.register(entry_button, EntryCb.filter())
+    r.callback_query.register(continue_button, DialogCb.filter(F.action == "cont"))
+    r.callback_query.register(start_over_button, DialogCb.filter(F.action == "over"))
+    r.callback_query.register(age_button, AgeCb.filter())
+    r.callback_query.register(regenerate_button, RegenCb.filter())
+    r.callback_query.register(retry_button, RetryCb.filter())
+    r.stopped_message_generation.register(stopped)
+    r.message.register(unknown_command, F.text.startswith("/"))
+    r.message.register(text_message, F.text)
+    return r
 
 
 def _chat_id(query: CallbackQuery) -> int:
@@ -251,7 +271,6 @@ def _chat_id(query: CallbackQuery) -> int:
 
 def _message_id(query: CallbackQuery) -> int | None:
     return query.message.message_id if query.message is not None else None
-
 
 
 async def _drop_pressed(bot: Bot, query: CallbackQuery) -> None:

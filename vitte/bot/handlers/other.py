@@ -36,46 +36,49 @@ NOT_TEXT = frozenset(
 )
 
 
-def make_groups_router(core: Core) -> Router:
+async def group_message(message: Message, runtime: Runtime) -> None:
+    if message.from_user is None or not (message.text or "").startswith("/"):
+        return  # chatter in a group is not for us
+    lang = runtime.lang_hint.get(message.from_user.id) or language_from_telegram(
+        message.from_user.language_code
+    )
+    await message.answer(t(lang, "private_only"))
+
+
+async def group_edit(message: Message) -> None:
+    return None
+
+
+async def edited(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    lang = await player_lang(core, runtime, message.from_user)
+    await message.answer(t(lang, "edited"))
+
+
+async def unknown_button(query: CallbackQuery, core: Core, runtime: Runtime) -> None:
+    """A button from an older version of the bot, or forged data: a notice, nothing else."""
+    lang = await player_lang(core, runtime, query.from_user)
+    await query.answer(t(lang, "stale"))
+
+
+async def not_text(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    lang = await player_lang(core, runtime, message.from_user)
+    await message.answer(t(lang, "non_text"))
+
+
+def groups_router() -> Router:
     """Registered first: the companion talks in private chats only."""
-    router = Router(name="groups")
-
-    @router.message(F.chat.type != "private")
-    async def group_message(message: Message, runtime: Runtime) -> None:
-        if message.from_user is None or not (message.text or "").startswith("/"):
-            return  # chatter in a group is not for us
-        lang = runtime.lang_hint.get(message.from_user.id) or language_from_telegram(
-            message.from_user.language_code
-        )
-        await message.answer(t(lang, "private_only"))
-
-    @router.edited_message(F.chat.type != "private")
-    async def group_edit(message: Message) -> None:
-        return None
-
-    return router
+    r = Router(name="groups")
+    r.message.register(group_message, F.chat.type != "private")
+    r.edited_message.register(group_edit, F.chat.type != "private")
+    return r
 
 
-def make_router(core: Core) -> Router:
+def router() -> Router:
     """Registered last: what the conversation handlers did not take."""
-    router = Router(name="other")
-
-    @router.edited_message(F.from_user)
-    async def edited(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        lang = await player_lang(core, runtime, message.from_user)
-        await message.answer(t(lang, "edited"))
-
-    @router.callback_query()
-    async def unknown_button(query: CallbackQuery, runtime: Runtime) -> None:
-        """A button from an older version of the bot, or forged data: a notice, nothing else."""
-        lang = await player_lang(core, runtime, query.from_user)
-        await query.answer(t(lang, "stale"))
-
-    @router.message(F.from_user, F.content_type.in_(NOT_TEXT))
-    async def not_text(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        lang = await player_lang(core, runtime, message.from_user)
-        await message.answer(t(lang, "non_text"))
-
-    return router
+    r = Router(name="other")
+    r.edited_message.register(edited, F.from_user)
+    r.callback_query.register(unknown_button)
+    r.message.register(not_text, F.from_user, F.content_type.in_(NOT_TEXT))
+    return r

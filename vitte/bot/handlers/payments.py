@@ -36,6 +36,7 @@ from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.errors import NoSubscription, PaymentApiFailed, UnknownPlan
 from vitte.players import language_from_telegram
+from vitte.telegram.payments import cancel_renewal, resume_renewal, send_invoice
 
 log = logging.getLogger("vitte.bot.payments")
 
@@ -48,164 +49,169 @@ def _hint_lang(runtime: Runtime, user_id: int, language_code: str | None) -> str
     return runtime.lang_hint.get(user_id) or language_from_telegram(language_code)
 
 
-def make_router(core: Core) -> Router:
-    router = Router(name="payments")
-    private = (F.chat.type == "private", F.from_user)
+# ---------------------------------------------------------------------- pre-checkout (10 s)
+async def pre_checkout(query: PreCheckoutQuery, core: Core, runtime: Runtime) -> None:
+    user = query.from_user
+    try:
+        ok, reason = await asyncio.wait_for(
+            core.billing.pre_checkout(user.id, query.invoice_payload, query.currency, query.total_amount),
+            PRE_CHECKOUT_BUDGET,
+        )
+    except Exception as exc:  # a slow or unavailable store: refuse (nothing is charged)
+        log.warning("pre-checkout %s of user %s not checked: %r", query.id, user.id, exc)
+        await query.answer(
+            ok=False,
+            error_message=pt(_hint_lang(runtime, user.id, user.language_code), "pay_unavailable"),
+        )
+        return
+    if ok:
+        await query.answer(ok=True)
+        return
+    log.info(
+        "pre-checkout %s of user %s refused: %s (payload %r, %s %s)",
+        query.id,
+        user.id,
+        reason,
+        query.invoice_payload,
+        query.total_amount,
+        query.currency,
+    )
+    lang = _hint_lang(runtime, user.id, user.language_code)
+    await query.answer(ok=False, error_message=pre_checkout_error_text(reason, lang))
 
-    # ------------------------------------------------------------------ pre-checkout (10 s)
-    @router.pre_checkout_query()
-    async def pre_checkout(query: PreCheckoutQuery, runtime: Runtime) -> None:
-        user = query.from_user
-        try:
-            ok, reason = await asyncio.wait_for(
-                core.billing.pre_checkout(user.id, query.invoice_payload, query.currency, query.total_amount),
-                PRE_CHECKOUT_BUDGET,
-            )
-        except Exception as exc:  # a slow or unavailable store: refuse (nothing is charged)
-            log.warning("pre-checkout %s of user %s not checked: %r", query.id, user.id, exc)
-            await query.answer(
-                ok=False,
-                error_message=pt(_hint_lang(runtime, user.id, user.language_code), "pay_unavailable"),
-            )
-            return
-        if ok:
-            await query.answer(ok=True)
-            return
-        log.info(
-            "pre-checkout %s of user %s refused: %s (payload %r, %s %s)",
-            query.id,
+
+# ---------------------------------------------------------------------- successful_payment
+async def successful_payment(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None and message.successful_payment is not None
+    user, sp = message.from_user, message.successful_payment
+    try:
+        payment, created = await core.billing.record_successful_payment(user.id, sp)
+    except Exception:  # Telegram has taken the Stars: leave everything the operator needs
+        log.exception(
+            "PAYMENT NOT RECORDED: charge %s, user %s, %s %s, payload %r, recurring %s, expires %s",
+            sp.telegram_payment_charge_id,
             user.id,
-            reason,
-            query.invoice_payload,
-            query.total_amount,
-            query.currency,
+            sp.total_amount,
+            sp.currency,
+            sp.invoice_payload,
+            sp.is_recurring,
+            sp.subscription_expiration_date,
         )
-        lang = _hint_lang(runtime, user.id, user.language_code)
-        await query.answer(ok=False, error_message=pre_checkout_error_text(reason, lang))
+        await message.answer(pt(_hint_lang(runtime, user.id, user.language_code), "pay_not_recorded"))
+        return
+    if not created:  # delivered again: recorded already, thanked already
+        log.info("payment %s delivered again; nothing changes", sp.telegram_payment_charge_id)
+        return
+    lang = await player_lang(core, runtime, user)
+    await message.answer(await thanks_text(core, payment, lang))
 
-    # ------------------------------------------------------------------ successful_payment
-    @router.message(F.successful_payment, F.from_user)
-    async def successful_payment(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None and message.successful_payment is not None
-        user, sp = message.from_user, message.successful_payment
+
+# ---------------------------------------------------------------------- the `subscription` update
+async def subscription_update(event: BotSubscriptionUpdated, core: Core, runtime: Runtime, bot: Bot) -> None:
+    user = event.user
+    before = await core.billing.entitlement(user.id)
+    after = await core.billing.record_subscription_update(user.id, event.invoice_payload, event.state)
+    if after is None or before.subscription_state == event.state:
+        return  # an unknown player, or a change the bot made itself ("Отменить продление")
+    key = {SUB_CANCELED: "sub_canceled", SUB_ACTIVE: "sub_active", SUB_FAILED: "sub_failed"}.get(event.state)
+    if key is None or (event.state != SUB_FAILED and not after.is_premium):
+        return
+    lang = await player_lang(core, runtime, user)
+    with contextlib.suppress(TelegramAPIError):  # blocked the bot: the state is recorded anyway
+        await bot.send_message(chat_id=user.id, text=pt(lang, key, date=fmt_date(after.premium_until, lang)))
+
+
+# ---------------------------------------------------------------------- /premium and its buttons
+async def premium_command(message: Message, core: Core, runtime: Runtime, bot: Bot) -> None:
+    assert message.from_user is not None
+    lang = await seen(core, runtime, message.from_user)
+    text, markup, _ent = await premium_view(core, bot, message.from_user.id, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def pay_button(
+    query: CallbackQuery, callback_data: PayCb, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    user = query.from_user
+    chat_id = query.message.chat.id if query.message is not None else user.id
+    message_id = query.message.message_id if query.message is not None else None
+    lang = await player_lang(core, runtime, user)
+    action = callback_data.action
+
+    if action == "pack":
+        await query.answer()
         try:
-            payment, created = await core.billing.record_successful_payment(user.id, sp)
-        except Exception:  # Telegram has taken the Stars: leave everything the operator needs
-            log.exception(
-                "PAYMENT NOT RECORDED: charge %s, user %s, %s %s, payload %r, recurring %s, expires %s",
-                sp.telegram_payment_charge_id,
-                user.id,
-                sp.total_amount,
-                sp.currency,
-                sp.invoice_payload,
-                sp.is_recurring,
-                sp.subscription_expiration_date,
+            await send_invoice(core.billing, bot, chat_id, user.id, PACK, lang)
+        except UnknownPlan:
+            await bot.send_message(chat_id=chat_id, text=pt(lang, "pack_off"))
+    elif action == "view":
+        await query.answer()
+        text, markup, _ent = await premium_view(core, bot, user.id, lang)
+        await bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)
+    elif action in ("back", "cancel"):
+        text, markup, ent = await premium_view(core, bot, user.id, lang)
+        if action == "cancel" and ent.renews:
+            text = pt(lang, "cancel_confirm", date=fmt_date(ent.premium_until, lang))
+            markup = cancel_confirm_kb(lang)
+        await query.answer()
+        await edit_or_send(bot, chat_id, message_id, text, markup)
+    elif action in ("cancel_yes", "resume"):
+        try:
+            if action == "cancel_yes":
+                ent = await cancel_renewal(core.billing, bot, user.id)
+                head = renewal_canceled_text(ent, lang)
+            else:
+                ent = await resume_renewal(core.billing, bot, user.id)
+                head = pt(lang, "renewal_resumed", date=fmt_date(ent.premium_until, lang))
+        except NoSubscription:
+            head = pt(lang, "no_subscription")
+        except PaymentApiFailed as exc:
+            log.warning("renewal change (%s) for user %s failed: %s", action, user.id, exc)
+            await query.answer(
+                pt(lang, "resume_failed" if action == "resume" else "renewal_change_failed"),
+                show_alert=True,
             )
-            await message.answer(pt(_hint_lang(runtime, user.id, user.language_code), "pay_not_recorded"))
             return
-        if not created:  # delivered again: recorded already, thanked already
-            log.info("payment %s delivered again; nothing changes", sp.telegram_payment_charge_id)
-            return
-        lang = await player_lang(core, runtime, user)
-        await message.answer(await thanks_text(core, payment, lang))
+        await query.answer()
+        text, markup, _ent = await premium_view(core, bot, user.id, lang)
+        await edit_or_send(bot, chat_id, message_id, f"{head}\n\n{text}", markup)
+    else:
+        await query.answer(t(lang, "stale"))
 
-    # ------------------------------------------------------------------ the `subscription` update
-    @router.subscription()
-    async def subscription_update(event: BotSubscriptionUpdated, runtime: Runtime, bot: Bot) -> None:
-        user = event.user
-        before = await core.billing.entitlement(user.id)
-        after = await core.billing.record_subscription_update(user.id, event.invoice_payload, event.state)
-        if after is None or before.subscription_state == event.state:
-            return  # an unknown player, or a change the bot made itself ("Отменить продление")
-        key = {SUB_CANCELED: "sub_canceled", SUB_ACTIVE: "sub_active", SUB_FAILED: "sub_failed"}.get(
-            event.state
-        )
-        if key is None or (event.state != SUB_FAILED and not after.is_premium):
-            return
-        lang = await player_lang(core, runtime, user)
-        with contextlib.suppress(TelegramAPIError):  # blocked the bot: the state is recorded anyway
-            await bot.send_message(
-                chat_id=user.id, text=pt(lang, key, date=fmt_date(after.premium_until, lang))
-            )
 
-    # ------------------------------------------------------------------ /premium and its buttons
-    @router.message(Command("premium"), *private)
-    async def premium_command(message: Message, runtime: Runtime, bot: Bot) -> None:
-        assert message.from_user is not None
-        lang = await seen(core, runtime, message.from_user)
-        text, markup, _ent = await premium_view(core, bot, message.from_user.id, lang)
-        await message.answer(text, reply_markup=markup)
+# ---------------------------------------------------------------------- /paysupport, /terms
+async def paysupport_command(
+    message: Message, command: CommandObject, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    assert message.from_user is not None
+    user = message.from_user
+    lang = await seen(core, runtime, user)
+    problem = (command.args or "").strip()
+    if not problem:
+        await message.answer(paysupport_text(core.settings, lang))
+        return
+    await _forward_to_support(core, bot, user.id, user.username or user.full_name, problem)
+    await message.answer(pt(lang, "support_sent"))
 
-    @router.callback_query(PayCb.filter())
-    async def pay_button(query: CallbackQuery, callback_data: PayCb, runtime: Runtime, bot: Bot) -> None:
-        user = query.from_user
-        chat_id = query.message.chat.id if query.message is not None else user.id
-        message_id = query.message.message_id if query.message is not None else None
-        lang = await player_lang(core, runtime, user)
-        action = callback_data.action
 
-        if action == "pack":
-            await query.answer()
-            try:
-                await core.billing.send_invoice(bot, chat_id, user.id, PACK, lang)
-            except UnknownPlan:
-                await bot.send_message(chat_id=chat_id, text=pt(lang, "pack_off"))
-        elif action == "view":
-            await query.answer()
-            text, markup, _ent = await premium_view(core, bot, user.id, lang)
-            await bot.send_message(chat_id=chat_id, text=text, reply_markup=markup)
-        elif action in ("back", "cancel"):
-            text, markup, ent = await premium_view(core, bot, user.id, lang)
-            if action == "cancel" and ent.renews:
-                text = pt(lang, "cancel_confirm", date=fmt_date(ent.premium_until, lang))
-                markup = cancel_confirm_kb(lang)
-            await query.answer()
-            await edit_or_send(bot, chat_id, message_id, text, markup)
-        elif action in ("cancel_yes", "resume"):
-            try:
-                if action == "cancel_yes":
-                    ent = await core.billing.cancel_renewal(bot, user.id)
-                    head = renewal_canceled_text(ent, lang)
-                else:
-                    ent = await core.billing.resume_renewal(bot, user.id)
-                    head = pt(lang, "renewal_resumed", date=fmt_date(ent.premium_until, lang))
-            except NoSubscription:
-                head = pt(lang, "no_subscription")
-            except PaymentApiFailed as exc:
-                log.warning("renewal change (%s) for user %s failed: %s", action, user.id, exc)
-                await query.answer(
-                    pt(lang, "resume_failed" if action == "resume" else "renewal_change_failed"),
-                    show_alert=True,
-                )
-                return
-            await query.answer()
-            text, markup, _ent = await premium_view(core, bot, user.id, lang)
-            await edit_or_send(bot, chat_id, message_id, f"{head}\n\n{text}", markup)
-        else:
-            await query.answer(t(lang, "stale"))
+async def terms_command(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    lang = await seen(core, runtime, message.from_user)
+    await message.answer(terms_text(core.settings, lang))
 
-    # ------------------------------------------------------------------ /paysupport, /terms
-    @router.message(Command("paysupport"), *private)
-    async def paysupport_command(
-        message: Message, command: CommandObject, runtime: Runtime, bot: Bot
-    ) -> None:
-        assert message.from_user is not None
-        user = message.from_user
-        lang = await seen(core, runtime, user)
-        problem = (command.args or "").strip()
-        if not problem:
-            await message.answer(paysupport_text(core.settings, lang))
-            return
-        await _forward_to_support(core, bot, user.id, user.username or user.full_name, problem)
-        await message.answer(pt(lang, "support_sent"))
 
-    @router.message(Command("terms"), *private)
-    async def terms_command(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        lang = await seen(core, runtime, message.from_user)
-        await message.answer(terms_text(core.settings, lang))
-
-    return router
+def router() -> Router:
+    """A fresh Router with this module's handlers (vitte.bot.handlers explains why fresh)."""
+    r = Router(name="payments")
+    private = (F.chat.type == "private", F.from_user)
+    r.pre_checkout_query.register(pre_checkout)
+    r.message.register(successful_payment, F.successful_payment, F.from_user)
+    r.subscription.register(subscription_update)
+    r.message.register(premium_command, Command("premium"), *private)
+    r.callback_query.register(pay_button, PayCb.filter())
+    r.message.register(paysupport_command, Command("paysupport"), *private)
+    r.message.register(terms_command, Command("terms"), *private)
+    return r
 
 
 async def _forward_to_support(core: Core, bot: Bot, user_id: int, who: str, problem: str) -> None:

@@ -26,65 +26,68 @@ def settings_view(player: PlayerView) -> tuple[str, InlineKeyboardMarkup]:
     return text, settings_kb(lang, player.style)
 
 
-def make_router(core: Core) -> Router:
-    router = Router(name="settings")
-    router.message.filter(F.chat.type == "private", F.from_user)
+async def help_command(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    lang = await player_lang(core, runtime, message.from_user)
+    await message.answer(t(lang, "help"))
 
-    @router.message(Command("help"))
-    async def help_command(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        lang = await player_lang(core, runtime, message.from_user)
-        await message.answer(t(lang, "help"))
 
-    @router.message(Command("settings"))
-    async def settings_command(message: Message, runtime: Runtime) -> None:
-        assert message.from_user is not None
-        await seen(core, runtime, message.from_user)
-        text, markup = settings_view(await core.players.get(message.from_user.id))
-        await message.answer(text, reply_markup=markup)
+async def settings_command(message: Message, core: Core, runtime: Runtime) -> None:
+    assert message.from_user is not None
+    await seen(core, runtime, message.from_user)
+    text, markup = settings_view(await core.players.get(message.from_user.id))
+    await message.answer(text, reply_markup=markup)
 
-    @router.callback_query(SettingsCb.filter())
-    async def settings_button(
-        query: CallbackQuery, callback_data: SettingsCb, runtime: Runtime, bot: Bot
-    ) -> None:
-        user = query.from_user
-        chat_id = query.message.chat.id if query.message else user.id
-        message_id = query.message.message_id if query.message else None
-        action, value = callback_data.action, callback_data.value
-        lang = await player_lang(core, runtime, user)
 
-        if action in ("lang", "style"):
-            if (action == "lang" and value not in LANGUAGES) or (action == "style" and value not in STYLES):
-                await query.answer(t(lang, "stale"))
-                return
-            try:
-                player = await core.players.update_settings(
-                    user.id,
-                    language=value if action == "lang" else None,
-                    style=value if action == "style" else None,
-                )
-            except (BadSetting, UnknownUser):
-                await query.answer(t(lang, "stale"))
-                return
-            runtime.remember_lang(user.id, player.language)
-            await query.answer(t(player.language, "saved"))
-            text, markup = settings_view(player)
-            await edit_or_send(bot, chat_id, message_id, text, markup)
-        elif action == "delete":
-            await query.answer()
-            await edit_or_send(bot, chat_id, message_id, t(lang, "delete_confirm"), delete_confirm_kb(lang))
-        elif action == "delete_yes":
-            with contextlib.suppress(UnknownUser):  # already gone: the answer is the same
-                await core.players.delete_data(user.id)
-            runtime.last_reply.pop(chat_id, None)
-            runtime.lang_hint.pop(user.id, None)
-            await query.answer()
-            await edit_or_send(bot, chat_id, message_id, t(lang, "deleted"))
-        elif action == "back":
-            await query.answer()
-            text, markup = settings_view(await core.players.get(user.id))
-            await edit_or_send(bot, chat_id, message_id, text, markup)
-        else:
+async def settings_button(
+    query: CallbackQuery, callback_data: SettingsCb, core: Core, runtime: Runtime, bot: Bot
+) -> None:
+    user = query.from_user
+    chat_id = query.message.chat.id if query.message else user.id
+    message_id = query.message.message_id if query.message else None
+    action, value = callback_data.action, callback_data.value
+    lang = await player_lang(core, runtime, user)
+
+    if action in ("lang", "style"):
+        if (action == "lang" and value not in LANGUAGES) or (action == "style" and value not in STYLES):
             await query.answer(t(lang, "stale"))
+            return
+        try:
+            player = await core.players.update_settings(
+                user.id,
+                language=value if action == "lang" else None,
+                style=value if action == "style" else None,
+            )
+        except (BadSetting, UnknownUser):
+            await query.answer(t(lang, "stale"))
+            return
+        runtime.remember_lang(user.id, player.language)
+        await query.answer(t(player.language, "saved"))
+        text, markup = settings_view(player)
+        await edit_or_send(bot, chat_id, message_id, text, markup)
+    elif action == "delete":
+        await query.answer()
+        await edit_or_send(bot, chat_id, message_id, t(lang, "delete_confirm"), delete_confirm_kb(lang))
+    elif action == "delete_yes":
+        with contextlib.suppress(UnknownUser):  # already gone: the answer is the same
+            await core.players.delete_data(user.id)
+        runtime.last_reply.pop(chat_id, None)
+        runtime.lang_hint.pop(user.id, None)
+        await query.answer()
+        await edit_or_send(bot, chat_id, message_id, t(lang, "deleted"))
+    elif action == "back":
+        await query.answer()
+        text, markup = settings_view(await core.players.get(user.id))
+        await edit_or_send(bot, chat_id, message_id, text, markup)
+    else:
+        await query.answer(t(lang, "stale"))
 
-    return router
+
+def router() -> Router:
+    """A fresh Router with this module's handlers (vitte.bot.handlers explains why fresh)."""
+    r = Router(name="settings")
+    r.message.filter(F.chat.type == "private", F.from_user)
+    r.message.register(help_command, Command("help"))
+    r.message.register(settings_command, Command("settings"))
+    r.callback_query.register(settings_button, SettingsCb.filter())
+    return r

@@ -17,47 +17,49 @@ from vitte.errors import UnknownPersona
 DEEP_LINK_PREFIX = "persona_"
 
 
-def make_router(core: Core) -> Router:
-    router = Router(name="start")
-    router.message.filter(F.chat.type == "private", F.from_user)
+async def start(message: Message, command: CommandObject, core: Core, runtime: Runtime, bot: Bot) -> None:
+    assert message.from_user is not None
+    user = message.from_user
+    lang = await seen(core, runtime, user, refuse_blocked=True)  # no greeting for a blocked player
+    args = (command.args or "").strip()
+    if args.startswith(DEEP_LINK_PREFIX):
+        await _persona_link(core, message, lang, args[len(DEEP_LINK_PREFIX) :])
+        return
+    greeting = t(lang, "greet_named", name=user.first_name) if user.first_name else t(lang, "greet_anon")
+    await message.answer(f"{greeting}\n\n{t(lang, 'greet_body')}", reply_markup=start_kb(lang))
 
-    @router.message(CommandStart())
-    async def start(message: Message, command: CommandObject, runtime: Runtime, bot: Bot) -> None:
-        assert message.from_user is not None
-        user = message.from_user
-        lang = await seen(core, runtime, user, refuse_blocked=True)  # no greeting for a blocked player
-        args = (command.args or "").strip()
-        if args.startswith(DEEP_LINK_PREFIX):
-            await _persona_link(message, lang, args[len(DEEP_LINK_PREFIX) :])
-            return
-        greeting = t(lang, "greet_named", name=user.first_name) if user.first_name else t(lang, "greet_anon")
-        await message.answer(f"{greeting}\n\n{t(lang, 'greet_body')}", reply_markup=start_kb(lang))
 
-    async def _persona_link(message: Message, lang: str, persona_id: str) -> None:
-        try:
-            persona = await core.catalog.persona(persona_id)
-        except UnknownPersona:
-            text = t(lang, "persona_unknown")
-            names = await persona_names(core, lang)
-            if names:
-                text += "\n\n" + t(lang, "personas_list", names=names)
-            await message.answer(text, reply_markup=start_kb(lang))
-            return
-        name = persona.name_in(lang)
-        url = core.settings.webapp_url
-        if not url:
-            text = t(lang, "webapp_missing")
-            names = await persona_names(core, lang)
-            if names:
-                text += "\n\n" + t(lang, "personas_list", names=names)
-            await message.answer(text)
-            return
-        tagline = persona.tagline_in(lang).strip()
-        text = (
-            t(lang, "persona_card", persona=name, tagline=tagline)
-            if tagline
-            else t(lang, "persona_card_short", persona=name)
-        )
-        await message.answer(text, reply_markup=persona_kb(lang, url, persona.id, name))
+async def _persona_link(core: Core, message: Message, lang: str, persona_id: str) -> None:
+    try:
+        persona = await core.catalog.persona(persona_id)
+    except UnknownPersona:
+        text = t(lang, "persona_unknown")
+        names = await persona_names(core, lang)
+        if names:
+            text += "\n\n" + t(lang, "personas_list", names=names)
+        await message.answer(text, reply_markup=start_kb(lang))
+        return
+    name = persona.name_in(lang)
+    url = core.settings.webapp_url
+    if not url:
+        text = t(lang, "webapp_missing")
+        names = await persona_names(core, lang)
+        if names:
+            text += "\n\n" + t(lang, "personas_list", names=names)
+        await message.answer(text)
+        return
+    tagline = persona.tagline_in(lang).strip()
+    text = (
+        t(lang, "persona_card", persona=name, tagline=tagline)
+        if tagline
+        else t(lang, "persona_card_short", persona=name)
+    )
+    await message.answer(text, reply_markup=persona_kb(lang, url, persona.id, name))
 
-    return router
+
+def router() -> Router:
+    """A fresh Router with this module's handlers (vitte.bot.handlers explains why fresh)."""
+    r = Router(name="start")
+    r.message.filter(F.chat.type == "private", F.from_user)
+    r.message.register(start, CommandStart())
+    return r
