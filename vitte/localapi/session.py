@@ -357,6 +357,16 @@ _FLOOD_METHODS = frozenset(
     }
 )
 
+
+# Where a method carries a text (or caption) and what Telegram allows there: (text key,
+# entities key, length limit, the error for a blank text (None: allowed), the error for a
+# long one). A plain tuple: unpacking it costs nothing on the send path.
+_Field = tuple[str, str, int, str | None, str]
+_MESSAGE_TEXT: _Field = ("text", "entities", MAX_TEXT, "message text is empty", "message is too long")
+_DRAFT_TEXT: _Field = ("text", "entities", MAX_TEXT, None, "message is too long")
+_EDITED_TEXT: _Field = ("text", "entities", MAX_TEXT, "message text is empty", "MESSAGE_TOO_LONG")
+_CAPTION: _Field = ("caption", "caption_entities", MAX_CAPTION, None, "message caption is too long")
+
 _DEFAULT_DESCRIPTIONS = {
     400: "Bad Request: injected failure",
     401: "Unauthorized",
@@ -1069,17 +1079,14 @@ class LocalBotSession(BaseSession):
             raise _Reply(403, BLOCKED)
         return self.chat(chat_id)
 
-    def _format(
-        self,
-        text: Any,
-        parse_mode: Any,
-        entities: Any,
-        *,
-        limit: int,
-        empty: str | None,
-        too_long: str,
-    ) -> tuple[str, list[dict[str, Any]] | None]:
+    @staticmethod
+    def _format(p: dict[str, Any], field: _Field) -> tuple[str, list[dict[str, Any]] | None]:
+        """The text (or caption) a call sets, as the player sees it, and its entities."""
+        text_key, entities_key, limit, empty, too_long = field
+        text = p.get(text_key)
         text = "" if text is None else str(text)
+        entities = p.get(entities_key)
+        parse_mode = p.get("parse_mode")
         if entities:
             plain, ents = text, list(entities)
         elif isinstance(parse_mode, str) and parse_mode.lower() == "html":
@@ -1226,14 +1233,7 @@ class LocalBotSession(BaseSession):
 
     async def _send_message(self, bot: Bot, p: dict[str, Any], files: Any, call: ApiCall) -> Any:
         chat = self._target_chat(p)
-        text, entities = self._format(
-            p.get("text"),
-            p.get("parse_mode"),
-            p.get("entities"),
-            limit=MAX_TEXT,
-            empty="message text is empty",
-            too_long="message is too long",
-        )
+        text, entities = self._format(p, _MESSAGE_TEXT)
         markup, markup_json, apply = self._markup(p.get("reply_markup"), chat, call)
         reply_to = self._reply_to(chat, p)
         apply()
@@ -1259,14 +1259,7 @@ class LocalBotSession(BaseSession):
         draft_id = _maybe_int(p.get("draft_id"))
         if not draft_id:
             raise _bad("draft_id must be non-zero")
-        text, entities = self._format(
-            p.get("text"),
-            p.get("parse_mode"),
-            p.get("entities"),
-            limit=MAX_TEXT,
-            empty=None,
-            too_long="message is too long",
-        )
+        text, entities = self._format(p, _DRAFT_TEXT)
         chat.set_draft(
             LocalDraft(
                 chat_id=chat.chat_id,
@@ -1286,14 +1279,7 @@ class LocalBotSession(BaseSession):
         chat, msg = self._editable(p)
         if msg.kind != "text":
             raise _bad("there is no text in the message to edit")
-        text, entities = self._format(
-            p.get("text"),
-            p.get("parse_mode"),
-            p.get("entities"),
-            limit=MAX_TEXT,
-            empty="message text is empty",
-            too_long="MESSAGE_TOO_LONG",
-        )
+        text, entities = self._format(p, _EDITED_TEXT)
         markup, markup_json, _ = self._markup(p.get("reply_markup"), chat, call)
         if text == msg.text and entities == msg.entities and markup_json == msg.markup_json:
             raise _Reply(400, NOT_MODIFIED)
@@ -1307,14 +1293,7 @@ class LocalBotSession(BaseSession):
         chat, msg = self._editable(p)
         if msg.kind in {"text", "invoice", "sticker"}:
             raise _bad("there is no caption in the message to edit")
-        text, entities = self._format(
-            p.get("caption"),
-            p.get("parse_mode"),
-            p.get("caption_entities"),
-            limit=MAX_CAPTION,
-            empty=None,
-            too_long="message caption is too long",
-        )
+        text, entities = self._format(p, _CAPTION)
         markup, markup_json, _ = self._markup(p.get("reply_markup"), chat, call)
         new_text = text or None
         if new_text == msg.text and entities == msg.entities and markup_json == msg.markup_json:
@@ -1637,14 +1616,7 @@ class LocalBotSession(BaseSession):
             caption: str | None = None
             entities = None
             if kind != "sticker":
-                caption, entities = self._format(
-                    p.get("caption"),
-                    p.get("parse_mode"),
-                    p.get("caption_entities"),
-                    limit=MAX_CAPTION,
-                    empty=None,
-                    too_long="message caption is too long",
-                )
+                caption, entities = self._format(p, _CAPTION)
             markup, markup_json, apply = self._markup(p.get("reply_markup"), chat, call)
             reply_to = self._reply_to(chat, p)
             file = await self._read_file(bot, kind, ref, files, p.get("mime_type"))
