@@ -19,6 +19,14 @@ from vitte.config import Settings
 DEFAULT_CAP: int = int(Settings.model_fields["recent_messages"].default)
 
 
+def recent_cap(cap: int | None) -> int:
+    """How many messages a dialog's recent list keeps (default: the settings'), at least 1."""
+    cap = int(cap if cap is not None else DEFAULT_CAP)
+    if cap < 1:
+        raise ValueError("cap must be at least 1")
+    return cap
+
+
 class _LockEntry:
     __slots__ = ("lock", "users")
 
@@ -132,9 +140,7 @@ class MemoryCache:
         max_seen: int = 100_000,
         max_hits: int = 100_000,
     ) -> None:
-        self.cap = int(cap if cap is not None else DEFAULT_CAP)
-        if self.cap < 1:
-            raise ValueError("cap must be at least 1")
+        self.cap = recent_cap(cap)
         self.max_dialogs = max_dialogs
         self._recent: OrderedDict[int, deque[CachedMessage]] = OrderedDict()
         self._online = _Expiring(max_online)

@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vitte.cache import scripts
 from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, Prefetch, Prefetched, window_index
-from vitte.cache.memory import DEFAULT_CAP, KeyedLock
+from vitte.cache.memory import KeyedLock, recent_cap
 from vitte.config import Settings
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,7 @@ class RedisCache:
         log_every: float = 5.0,
         lock_poll_max: float = 0.1,
     ) -> None:
-        self.cap = int(cap if cap is not None else DEFAULT_CAP)
-        if self.cap < 1:
-            raise ValueError("cap must be at least 1")
+        self.cap = recent_cap(cap)
         self.prefix = prefix
         self.recent_ttl_ms = _ms(recent_ttl)
         self.retry_interval = retry_interval
