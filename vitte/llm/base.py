@@ -6,6 +6,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+__all__ = [
+    "LLM",
+    "LLMBadResponse",
+    "LLMError",
+    "LLMRateLimited",
+    "LLMRequest",
+    "LLMStreamCut",
+    "LLMStreamStalled",
+    "LLMTimeout",
+    "LLMUnavailable",
+]
+
 
 @dataclass(slots=True)
 class LLMRequest:
