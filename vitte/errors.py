@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
+
+_K = TypeVar("_K")
 
 
 class VitteError(Exception):
@@ -17,22 +19,31 @@ class NotFound(VitteError):
     """Something named does not exist (exit code 1 for the operator, 404 on the Web App)."""
 
 
-class UnknownUser(NotFound):
-    def __init__(self, user: object) -> None:
-        super().__init__(f"unknown user: {user}")
-        self.user = user
+class _Unknown(NotFound, Generic[_K]):
+    """``unknown <what>: <key>``; the key asked for is kept in the attribute named `attr`."""
+
+    _what: ClassVar[str]
+    _attr: ClassVar[str]
+
+    def __init_subclass__(cls, *, what: str, attr: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._what, cls._attr = what, attr
+
+    def __init__(self, key: _K) -> None:
+        super().__init__(f"unknown {self._what}: {key}")
+        setattr(self, self._attr, key)
 
 
-class UnknownPersona(NotFound):
-    def __init__(self, persona_id: str) -> None:
-        super().__init__(f"unknown persona: {persona_id}")
-        self.persona_id = persona_id
+class UnknownUser(_Unknown[object], what="user", attr="user"):
+    user: object
 
 
-class UnknownStory(NotFound):
-    def __init__(self, story_id: str) -> None:
-        super().__init__(f"unknown story: {story_id}")
-        self.story_id = story_id
+class UnknownPersona(_Unknown[str], what="persona", attr="persona_id"):
+    persona_id: str
+
+
+class UnknownStory(_Unknown[str], what="story", attr="story_id"):
+    story_id: str
 
 
 class NoActiveDialog(VitteError):
@@ -83,16 +94,12 @@ class QuotaExceeded(VitteError):
         self.entitlement = entitlement
 
 
-class UnknownPlan(NotFound):
-    def __init__(self, plan_id: str) -> None:
-        super().__init__(f"unknown plan: {plan_id}")
-        self.plan_id = plan_id
+class UnknownPlan(_Unknown[str], what="plan", attr="plan_id"):
+    plan_id: str
 
 
-class UnknownPayment(NotFound):
-    def __init__(self, charge_id: str) -> None:
-        super().__init__(f"unknown payment: {charge_id}")
-        self.charge_id = charge_id
+class UnknownPayment(_Unknown[str], what="payment", attr="charge_id"):
+    charge_id: str
 
 
 class PaymentAlreadyRefunded(VitteError):

@@ -61,18 +61,18 @@ _FIRST_TOKEN = LLM_SECONDS.labels("first_token")
 _TOTAL = LLM_SECONDS.labels("total")
 
 
+# the `kind` label of an LLM failure, first match
+_LLM_ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (LLMStreamCut, "cut"),  # before LLMTimeout: a stalled stream is both
+    (LLMTimeout, "timeout"),
+    (LLMRateLimited, "rate_limited"),
+    (LLMUnavailable, "unavailable"),
+    (LLMBadResponse, "bad_response"),
+)
+
+
 def llm_error_kind(exc: BaseException) -> str:
-    if isinstance(exc, LLMStreamCut):  # before LLMTimeout: a stalled stream is both
-        return "cut"
-    if isinstance(exc, LLMTimeout):
-        return "timeout"
-    if isinstance(exc, LLMRateLimited):
-        return "rate_limited"
-    if isinstance(exc, LLMUnavailable):
-        return "unavailable"
-    if isinstance(exc, LLMBadResponse):
-        return "bad_response"
-    return "other"
+    return next((kind for cls, kind in _LLM_ERROR_KINDS if isinstance(exc, cls)), "other")
 
 
 async def observe_llm(stream: AsyncIterator[str]) -> AsyncGenerator[str, None]:

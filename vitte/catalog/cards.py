@@ -152,20 +152,19 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+# JSON's name for a Python value's type, first match (bool before int: a bool is an int)
+_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "null"),
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
 def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next((name for cls, name in _JSON_TYPES if isinstance(value, cls)), type(value).__name__)
 
 
 def slugify(text: str, max_len: int = MAX_ID) -> str:
