@@ -6,7 +6,7 @@
 2. `ObservabilityMiddleware`: logs carry the update and the player (`vitte.logs`); metrics
    count and time the update by outcome (`vitte.metrics`; later layers set the outcome in
    ``data[OUTCOME_KEY]``).
-3. `PlayerLockMiddleware`: the per-player lock (`core.dialogs.player_lock`) held for the whole
+3. `PlayerLockMiddleware`: the player's turn (`core.dialogs.turn`: their lock) held for the whole
    handling of messages, edited messages and button presses: one reply at a time per player,
    in arrival order (the lock is FIFO); a message sent while a reply streams waits, it is not
    dropped. A `stopped_message_generation` update takes no lock: it must reach the running
@@ -116,21 +116,22 @@ class PlayerLockMiddleware(BaseMiddleware):
         # the de-duplication goes with the lock when that costs nothing more (one round trip)
         # plain text (not a command) will likely ask for a reply: its first cache reads go too
         text = (event.message.text or "") if event.message is not None else ""
-        lock = self.core.dialogs.player_lock(
+        turns = self.core.dialogs.turn(
             user.id, seen=(_dedup_key(event, bot), DEDUP_TTL), replying=bool(text) and not text.startswith("/")
         )
         try:
-            hold = await lock.__aenter__()
+            turn = await turns.__aenter__()
         except Exception as exc:  # the cache degrades by contract; never fail the player
             log.warning("player lock for %s unavailable: %s", user.id, exc)
             return await self._admit(handler, event, data, user)
+        data["turn"] = turn  # the handler's engine calls take it
         try:
-            result = await self._admit(handler, event, data, user, first_seen=hold.first_seen)
+            result = await self._admit(handler, event, data, user, first_seen=turn.first_seen)
         except BaseException as exc:
-            if not await lock.__aexit__(type(exc), exc, exc.__traceback__):
+            if not await turns.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
             return None
-        await lock.__aexit__(None, None, None)
+        await turns.__aexit__(None, None, None)
         return result
 
     async def _admit(

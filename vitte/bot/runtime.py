@@ -38,7 +38,7 @@ class Runtime:
     def next_draft_id(self) -> int:
         return next(self._draft_ids) % ((1 << 31) - 1) or 1
 
-    def new_stream(self, bot: Bot, chat_id: int) -> ReplyStream:
+    def new_stream(self, bot: Bot, chat_id: int, *, replaces: int | None = None) -> ReplyStream:
         stream = ReplyStream(
             bot,
             chat_id,
@@ -47,6 +47,7 @@ class Runtime:
             draft_interval=self.draft_interval,
             edit_interval=self.edit_interval,
             on_drafts_unsupported=self._drafts_unsupported,
+            replaces=replaces,
         )
         self.streams[(chat_id, stream.draft_id)] = stream
         return stream

@@ -119,8 +119,11 @@ class ReplyStream:
         edit_interval: float = 1.0,
         first_show_delay: float = FIRST_SHOW_DELAY,
         on_drafts_unsupported: Callable[[], None] | None = None,
+        replaces: int | None = None,
     ) -> None:
         self.bot = bot
+        # the message the final text replaces (🔄 rewrites the reply in place); None: a new one
+        self.replaces = replaces
         self.first_show_delay = first_show_delay
         self.chat_id = chat_id
         self.draft_id = draft_id
@@ -297,8 +300,12 @@ class ReplyStream:
 
     # ------------------------------------------------------------------ the end
     async def finish(self, text: str, markup: InlineKeyboardMarkup | None = None) -> int:
-        """Deliver the final text; returns the Telegram id of the last message (it has `markup`)."""
+        """Deliver the final text; returns the Telegram id of the last message (it has `markup`).
+        With `replaces`, the final text replaces that message (a progress message goes)."""
         await self._close()
+        if self.replaces is not None:
+            await self.abort()
+            return await edit_or_send(self.bot, self.chat_id, self.replaces, text, markup)
         return await edit_or_send(
             self.bot, self.chat_id, self.message_id if self.mode == "edit" else None, text, markup
         )

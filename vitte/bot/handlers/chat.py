@@ -22,14 +22,12 @@ from vitte.bot.handlers.common import (
     send_entry,
     write_reply,
 )
-from vitte.bot.keyboards import regen_kb
-from vitte.bot.refusals import REFUSALS, after_reply, answer_refusal
 from vitte.bot.runtime import Runtime, drop_markup
-from vitte.bot.streaming import TypingLoop, edit_or_send
+from vitte.bot.streaming import edit_or_send
 from vitte.bot.texts import t
 from vitte.core import Core
-from vitte.dialogs import DialogView, OnText, ReplyOutcome
-from vitte.errors import MessageTooLong, NoActiveDialog, NothingToRegenerate, ReplyFailed, StaleDialog
+from vitte.dialogs import OnText, ReplyOutcome, Turn
+from vitte.errors import MessageTooLong, NoActiveDialog, StaleDialog
 from vitte.models import ASSISTANT, USER
 from vitte.telegram.messages import send_opening
 
@@ -60,25 +58,11 @@ async def _stale(core: Core, runtime: Runtime, query: CallbackQuery, lang: str |
     await query.answer(t(lang, "stale"))
 
 
-async def pressed_in(
-    core: Core, query: CallbackQuery, dialog_id: int, message_id: int, role: str
-) -> DialogView | None:
-    """The active dialog if the button still applies: its dialog is the player's active one
-    and its message (the engine's id) is still the dialog's latest, by `role`."""
-    view = await current_dialog(core, query.from_user.id)
-    if view is None or view.id != dialog_id:
-        return None
-    last = await core.dialogs.messages(dialog_id, limit=1)
-    if not last or last[-1].id != message_id or last[-1].role != role:
-        return None
-    return view
-
-
 async def continue_button(
-    query: CallbackQuery, callback_data: DialogCb, core: Core, runtime: Runtime, bot: Bot
+    query: CallbackQuery, callback_data: DialogCb, core: Core, runtime: Runtime, bot: Bot, turn: Turn | None = None
 ) -> None:
     try:
-        view, last = await core.dialogs.continue_dialog(query.from_user.id, callback_data.dialog_id)
+        view, last = await core.dialogs.continue_dialog(turn or query.from_user.id, callback_data.dialog_id)
     except (StaleDialog, NoActiveDialog):
         await _stale(core, runtime, query)
         return
@@ -93,10 +77,10 @@ async def continue_button(
 
 
 async def start_over_button(
-    query: CallbackQuery, callback_data: DialogCb, core: Core, runtime: Runtime, bot: Bot
+    query: CallbackQuery, callback_data: DialogCb, core: Core, runtime: Runtime, bot: Bot, turn: Turn | None = None
 ) -> None:
     try:
-        opening = await core.dialogs.start_over(query.from_user.id, callback_data.dialog_id)
+        opening = await core.dialogs.start_over(turn or query.from_user.id, callback_data.dialog_id)
     except (StaleDialog, NoActiveDialog):
         await _stale(core, runtime, query)
         return
@@ -130,67 +114,52 @@ async def age_button(
 
 # ---------------------------------------------------------------------- 🔄 and [Повторить]
 async def regenerate_button(
-    query: CallbackQuery, callback_data: RegenCb, core: Core, runtime: Runtime, bot: Bot
+    query: CallbackQuery, callback_data: RegenCb, core: Core, runtime: Runtime, bot: Bot, turn: Turn | None = None
 ) -> None:
-    user = query.from_user
-    chat_id = _chat_id(query)
-    view = await pressed_in(core, query, callback_data.dialog_id, callback_data.message_id, ASSISTANT)
-    if view is None:
-        await _stale(core, runtime, query)
-        await _drop_pressed(bot, query)
-        return
-    await query.answer()
-    lang = view.language
-    typing = TypingLoop(bot, chat_id).start()
-    try:
-        try:
-            outcome = await core.dialogs.regenerate(user.id, view.id)
-        finally:
-            await typing.stop()
-    except (StaleDialog, NoActiveDialog, NothingToRegenerate):
-        await bot.send_message(chat_id=chat_id, text=t(lang, "nothing_to_regen"))
-        return
-    except ReplyFailed as exc:
-        log.warning("regenerate failed for user %s (dialog %s): %s", user.id, view.id, exc)
-        await bot.send_message(chat_id=chat_id, text=t(lang, "regen_failed"))
-        return
-    except REFUSALS as exc:
-        await answer_refusal(core, bot, chat_id, lang, exc)
-        return
-    if not outcome.text:
-        return
-    message_id = await edit_or_send(
-        bot,
-        chat_id,
-        _message_id(query),
-        outcome.text,
-        regen_kb(outcome.dialog_id, outcome.message_id),
-    )
-    await runtime.set_last_reply(bot, chat_id, message_id)
-    await after_reply(core, bot, chat_id, lang, outcome)
+    """🔄: the reply written again, streamed, and put in place of the pressed one."""
+    await _rewrite(query, callback_data.dialog_id, callback_data.message_id, ASSISTANT, core, runtime, bot, turn)
 
 
 async def retry_button(
-    query: CallbackQuery, callback_data: RetryCb, core: Core, runtime: Runtime, bot: Bot
+    query: CallbackQuery, callback_data: RetryCb, core: Core, runtime: Runtime, bot: Bot, turn: Turn | None = None
 ) -> None:
+    """[Повторить]: the player's message whose reply failed (or a crash cut) answered."""
+    await _rewrite(query, callback_data.dialog_id, callback_data.message_id, USER, core, runtime, bot, turn)
+
+
+async def _rewrite(
+    query: CallbackQuery,
+    dialog_id: int,
+    message_id: int,
+    role: str,
+    core: Core,
+    runtime: Runtime,
+    bot: Bot,
+    turn: Turn | None,
+) -> None:
+    """🔄 (`role` ASSISTANT: the reply `message_id` rewritten in place) and [Повторить] (USER:
+    the message `message_id` answered, in place of the failure notice): one streaming path.
+    A button whose message is no longer the dialog's latest is stale (`DialogEngine.pressed`)."""
     user = query.from_user
+    who = turn or user.id
     chat_id = _chat_id(query)
-    view = await pressed_in(core, query, callback_data.dialog_id, callback_data.message_id, USER)
+    view = await core.dialogs.pressed(who, dialog_id, message_id, role)
     if view is None:
         await _stale(core, runtime, query)
         await _drop_pressed(bot, query)
         return
     await query.answer()
     pressed = _message_id(query)
-    if pressed is not None:  # the failure notice goes; the reply takes its place
+    if role == USER and pressed is not None:  # the failure notice goes; the reply takes its place
         try:
             await bot.delete_message(chat_id=chat_id, message_id=pressed)
         except TelegramAPIError:
             await drop_markup(bot, chat_id, pressed)
-    dialog_id = view.id
 
     async def write(on_text: OnText, stop: asyncio.Event) -> ReplyOutcome:
-        return await core.dialogs.regenerate(user.id, dialog_id, on_text=on_text, stop=stop)
+        return await core.dialogs.regenerate(
+            who, view.id, expected_message_id=message_id, on_text=on_text, stop=stop
+        )
 
     await write_reply(
         core,
@@ -199,9 +168,10 @@ async def retry_button(
         chat_id=chat_id,
         user=user,
         lang=view.language,
-        dialog_id=dialog_id,
+        dialog_id=view.id,
         write=write,
-        user_message_id=callback_data.message_id,
+        user_message_id=message_id if role == USER else None,
+        replaces=pressed if role == ASSISTANT else None,
     )
 
 
@@ -218,13 +188,16 @@ async def unknown_command(message: Message, core: Core, runtime: Runtime) -> Non
     await message.answer(t(lang, "unknown_command"))
 
 
-async def text_message(message: Message, core: Core, runtime: Runtime, bot: Bot) -> None:
+async def text_message(
+    message: Message, core: Core, runtime: Runtime, bot: Bot, turn: Turn | None = None
+) -> None:
     assert message.from_user is not None and message.text is not None
     user = message.from_user
     text = message.text.replace("\x00", "")  # PostgreSQL text cannot hold U+0000
     if not text.strip():
         return
-    view = await current_dialog(core, user.id, optimistic=True)  # `reply` confirms it
+    who = turn or user.id
+    view = await current_dialog(core, who, optimistic=True)  # `reply` confirms it
     if view is None:
         await send_entry(core, runtime, bot, message.chat.id, user)
         return
@@ -238,7 +211,7 @@ async def text_message(message: Message, core: Core, runtime: Runtime, bot: Bot)
 
     async def write(on_text: OnText, stop: asyncio.Event) -> ReplyOutcome:
         return await core.dialogs.reply(
-            user.id, text, telegram_message_id=message.message_id, on_text=on_text, stop=stop
+            who, text, telegram_message_id=message.message_id, on_text=on_text, stop=stop
         )
 
     await write_reply(

@@ -17,12 +17,21 @@ from vitte.bot.runtime import Runtime
 from vitte.bot.streaming import ReplyStream, call_with_retry
 from vitte.bot.texts import t
 from vitte.core import Core
-from vitte.dialogs import DialogView, OnText, ReplyOutcome
-from vitte.errors import NoActiveDialog, NotFound, PlayerBlocked, ReplyFailed, UnknownUser
+from vitte.dialogs import DialogView, OnText, ReplyOutcome, Turn
+from vitte.errors import (
+    NoActiveDialog,
+    NotFound,
+    NothingToRegenerate,
+    PlayerBlocked,
+    ReplyFailed,
+    StaleDialog,
+    UnknownUser,
+)
 
 log = logging.getLogger("vitte.bot")
 
 Writer = Callable[[OnText, asyncio.Event], Awaitable[ReplyOutcome]]
+
 
 
 async def seen(core: Core, runtime: Runtime, user: User, *, refuse_blocked: bool = False) -> str:
@@ -46,11 +55,11 @@ async def player_lang(core: Core, runtime: Runtime, user: User) -> str:
     return lang
 
 
-async def current_dialog(core: Core, user_id: int, *, optimistic: bool = False) -> DialogView | None:
+async def current_dialog(core: Core, who: Turn | int, *, optimistic: bool = False) -> DialogView | None:
     """The active dialog, or None; a dialog whose persona left the catalog counts as none.
     `optimistic`: the handler goes on to `reply`, which confirms the row (`DialogEngine.current`)."""
     try:
-        return await core.dialogs.current(user_id, optimistic=optimistic)
+        return await core.dialogs.current(who, optimistic=optimistic)
     except NotFound:
         return None
 
@@ -92,21 +101,37 @@ async def write_reply(
     dialog_id: int,
     write: Writer,
     user_message_id: int | None = None,
+    replaces: int | None = None,
 ) -> None:
-    """Run `write` (engine.reply or engine.regenerate) with progress in the chat, then deliver.
+    """Run `write` (engine.reply or engine.regenerate) with progress in the chat, then deliver:
+    the one streaming path of a new reply, [Повторить] and 🔄 (`replaces`: the reply message
+    the new one rewrites in place).
 
     The stop button sets the stream's stop event (the engine keeps what was written, and that
-    is what the player gets). A failed reply gets a short message with [Повторить]. A reply
-    cut by shutdown is stored by the engine as interrupted; the player gets what was written
-    with a note.
+    is what the player gets). A failed reply gets a short message with [Повторить] (a failed
+    🔄 a short "could not rewrite"; the reply stays). A reply cut by shutdown is stored by the
+    engine as interrupted; the player gets what was written with a note.
     """
-    stream = runtime.new_stream(bot, chat_id).start()
+    stream = runtime.new_stream(bot, chat_id, replaces=replaces).start()
     try:
         try:
             outcome = await write(stream.on_text, stream.stop)
+        except (NoActiveDialog, StaleDialog, NothingToRegenerate) as exc:
+            await stream.abort()
+            if replaces is not None:  # a 🔄 finds nothing to rewrite (the dialog moved on meanwhile)
+                await bot.send_message(chat_id=chat_id, text=t(lang, "nothing_to_regen"))
+                return
+            if not isinstance(exc, NoActiveDialog):
+                raise
+            await send_entry(core, runtime, bot, chat_id, user)
+            await crisis_care(core, bot, chat_id, lang, exc.crisis)
+            return
         except ReplyFailed as exc:
             await stream.abort()
             log.warning("reply failed for user %s (dialog %s): %s", user.id, dialog_id, exc)
+            if replaces is not None:  # the reply it was to rewrite stays
+                await bot.send_message(chat_id=chat_id, text=t(lang, "regen_failed"))
+                return
             failed_id = exc.user_message_id or user_message_id or 0
             await call_with_retry(
                 lambda: bot.send_message(
@@ -115,11 +140,6 @@ async def write_reply(
                     reply_markup=retry_kb(lang, dialog_id, failed_id),
                 )
             )
-            await crisis_care(core, bot, chat_id, lang, exc.crisis)
-            return
-        except NoActiveDialog as exc:
-            await stream.abort()
-            await send_entry(core, runtime, bot, chat_id, user)
             await crisis_care(core, bot, chat_id, lang, exc.crisis)
             return
         except REFUSALS as exc:
@@ -136,6 +156,9 @@ async def write_reply(
             markup = regen_kb(outcome.dialog_id, outcome.message_id)
             message_id = await stream.finish(outcome.text, markup)
             await runtime.set_last_reply(bot, chat_id, message_id)
+        elif replaces is not None:  # a rewrite stopped before its first word: the reply stays
+            await stream.abort()
+            return
         else:  # stopped before the first word
             await stream.finish(t(lang, "stopped_empty"))
         await after_reply(core, bot, chat_id, lang, outcome)
