@@ -536,3 +536,36 @@ async def test_odds_and_ends(env: BotEnv) -> None:
         await p.feed({"update_id": env.session.next_update_id(), "message": group_message})
     sent = env.sent("sendMessage", -100500)
     assert [c.params["text"] for c in sent] == ["Я общаюсь только в личных сообщениях — напишите мне напрямую."]
+
+
+async def test_regenerate_streams_like_a_reply_and_can_be_stopped(env: BotEnv) -> None:
+    """🔄 and [Повторить] share one streaming path: the rewrite shows drafts with the stop
+    button, and a stop before the first word leaves the reply as it was."""
+    env.llm.replies = ["Первый ответ.", "Медленный новый ответ, слово за словом, до самого конца."]
+    p = env.player()
+    await env.choose(p)
+    await p.send("раз")
+    reply = p.last_bot_message()
+    env.llm.ttft = 0.6  # the rewrite's first words come after the drafts begin
+    drafts_before = len(env.sent("sendMessageDraft", p.user_id))
+    await p.click("🔄")
+    drafts = env.sent("sendMessageDraft", p.user_id)[drafts_before:]
+    assert drafts and all(d.params.get("can_stop") for d in drafts)
+    edited = p.chat.message(reply.message_id)
+    assert edited.text == "Медленный новый ответ, слово за словом, до самого конца."
+    assert edited.button_texts() == ["🔄"]
+
+    env.llm.replies = ["Этого ответа не будет."]
+    env.llm.ttft = 1.0
+    count = len(p.bot_messages())
+    click = asyncio.create_task(p.click("🔄"))
+    for _ in range(200):  # the stop button reaches the running rewrite
+        if env.sent("sendMessageDraft", p.user_id)[len(drafts) + drafts_before :]:
+            break
+        await asyncio.sleep(0.01)
+    await p.stop_generation()
+    await click
+    assert p.chat.message(reply.message_id).text == edited.text  # the reply stays
+    assert len(p.bot_messages()) == count
+    rows = await env.rows(p.user_id)
+    assert [r.text for r in rows if r.role == ASSISTANT][-1] == edited.text

@@ -264,3 +264,58 @@ async def test_concurrent_start_overs_leave_exactly_one_active_dialog_on_postgre
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_turn_is_explicit_and_operations_take_it(core: Core) -> None:
+    """Operations in a turn take the turn; asking for a second turn of the same player in the
+    same task is a programming error said at once (not a deadlock)."""
+    persona_id, story_id = await first_persona_story(core)
+    async with core.dialogs.turn(USER_ID) as turn:
+        assert turn.user_id == USER_ID
+        opening = await core.dialogs.choose(turn, persona_id, story_id)
+        out = await core.dialogs.reply(turn, "Привет")
+        assert out.dialog_id == opening.dialog.id and out.text
+        with pytest.raises(RuntimeError, match="open in this task"):
+            await core.dialogs.reply(USER_ID, "ещё")
+    # another task waits for the turn to end, then has its own
+    async with core.dialogs.turn(USER_ID) as turn:
+        other = asyncio.create_task(core.dialogs.reply(USER_ID, "после"))
+        await asyncio.sleep(0.05)
+        assert not other.done()
+    assert (await other).text
+
+
+async def test_regenerate_refuses_a_button_made_for_an_older_message(core: Core) -> None:
+    persona_id, story_id = await first_persona_story(core)
+    await core.dialogs.choose(USER_ID, persona_id, story_id)
+    first = await core.dialogs.reply(USER_ID, "раз")
+    second = await core.dialogs.reply(USER_ID, "два")
+    view = await core.dialogs.current(USER_ID)
+    assert view is not None
+    assert await core.dialogs.pressed(USER_ID, view.id, first.message_id, ASSISTANT) is None
+    assert await core.dialogs.pressed(USER_ID, view.id, second.message_id, USER) is None
+    assert await core.dialogs.pressed(USER_ID, view.id, second.message_id, ASSISTANT) == view
+    with pytest.raises(StaleDialog):
+        await core.dialogs.regenerate(USER_ID, view.id, expected_message_id=first.message_id)
+    out = await core.dialogs.regenerate(USER_ID, view.id, expected_message_id=second.message_id)
+    assert out.replaced and out.message_id == second.message_id
+
+
+async def test_restart_with_the_same_story_starts_over_and_a_delivered_opening_is_not_reused_twice(
+    core: Core,
+) -> None:
+    """The Web App's rules, in the engine: `restart` with the active persona and story starts
+    over; a double click's reused opening says whether the first click delivered it (stored,
+    so any process knows)."""
+    persona_id, story_id = await first_persona_story(core)
+    first = await core.dialogs.choose(USER_ID, persona_id, story_id)
+    again = await core.dialogs.choose(USER_ID, persona_id, story_id)
+    assert again.reused and not again.delivered and again.dialog.id == first.dialog.id
+    await core.dialogs.opening_sent(first, 4242)
+    again = await core.dialogs.choose(USER_ID, persona_id, story_id)
+    assert again.reused and again.delivered
+    restarted = await core.dialogs.choose(USER_ID, persona_id, story_id, restart=True)
+    assert restarted.restarted and not restarted.reused and restarted.dialog.id != first.dialog.id
+    other_persona, other_story = await first_persona_story(core, 1)
+    chosen = await core.dialogs.choose(USER_ID, other_persona, other_story, restart=True)
+    assert not chosen.restarted and chosen.dialog.persona_id == other_persona
