@@ -1,7 +1,6 @@
 """`vitte bench`: the hot path measured through the real Dispatcher (see vitte/bench.py).
 
-Register with ``app.command("bench")(bench)`` in cli/main.py (this module imports cli.main
-only inside the command, so registering it from cli.main's import time is safe).
+Registered in cli/main.py as ``app.command("bench")(bench)``.
 """
 
 from __future__ import annotations
@@ -9,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+
+from cli.common import fail, print_json, run_async, settings_or_exit
 
 
 def bench(
@@ -34,8 +35,6 @@ def bench(
     loopback OpenAI-compatible server started as a child process. Exit code 0 whatever the
     numbers; see "targets" in the output.
     """
-    # imported here, not at the top: cli.main imports this module to register the command
-    from cli.main import fail, print_json, run_async, settings_or_exit
     from vitte.bench import BenchConfig, run_bench
 
     settings = settings_or_exit()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import typer
 
+from cli.common import fail, settings_or_exit
+
 
 def console(
     user: int = typer.Option(
@@ -27,7 +29,6 @@ def console(
     database (SQLite by default; PostgreSQL + Redis when VITTE_DATABASE_URL / VITTE_REDIS_URL
     are set), with an in-process Bot API. No Telegram token or network is needed.
     """
-    from cli.main import fail, settings_or_exit
 
     if lang is not None and lang not in ("ru", "en"):
         fail("--lang must be ru or en", 2)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from cli.common import fail, iso, opened_core, print_json, run_async, settings_or_exit, settings_with_token
+
 if TYPE_CHECKING:
     from vitte.models import Payment
 
@@ -19,8 +21,6 @@ payments_app = typer.Typer(help="Telegram Stars payments: list, refund.", no_arg
 
 
 def payment_json(p: Payment) -> dict[str, Any]:
-    from cli.main import iso
-
     return {
         "id": p.id,
         "charge_id": p.telegram_payment_charge_id,
@@ -44,8 +44,6 @@ def payments_list(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List payments, newest first."""
-    from cli.main import opened_core, print_json, run_async, settings_or_exit
-
     settings = settings_or_exit()
 
     async def go() -> list[dict[str, Any]]:
@@ -87,14 +85,7 @@ def payments_refund(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Refund a payment in Stars (refundStarPayment) and end what it paid for."""
-    from cli.main import fail, opened_core, print_json, run_async, settings_or_exit
-    from vitte.config import ConfigError
-
-    settings = settings_or_exit()
-    try:
-        settings.require_bot_token()
-    except ConfigError as exc:
-        fail(str(exc), 2)
+    settings = settings_with_token()
 
     async def look() -> Payment:
         from vitte.errors import PaymentAlreadyRefunded

@@ -18,13 +18,7 @@ from typing import Any
 
 import typer
 
-
-def _cli() -> Any:
-    """cli.main, imported when a command runs (cli/main.py imports this module at its end)."""
-    import cli.main
-
-    return cli.main
-
+from cli.common import fail, opened_core, run_async, settings_or_exit
 
 USER_ARG = typer.Argument(..., help="Telegram user id or @username.")
 
@@ -34,26 +28,26 @@ def block(
     reason: str | None = typer.Option(None, "--reason", help="Why (kept for operators, max 500 characters)."),
 ) -> None:
     """Block a player: the bot refuses their messages (no LLM call, nothing stored)."""
-    settings = _cli().settings_or_exit()
+    settings = settings_or_exit()
 
     async def go() -> Any:
-        async with _cli().opened_core(settings) as core:
+        async with opened_core(settings) as core:
             return await core.players.block(await core.players.resolve(user), reason)
 
-    player = _cli().run_async(go)
+    player = run_async(go)
     note = f" ({player.blocked_reason})" if player.blocked_reason else ""
     typer.echo(f"blocked user {player.id}{note}")
 
 
 def unblock(user: str = USER_ARG) -> None:
     """Lift a player's block."""
-    settings = _cli().settings_or_exit()
+    settings = settings_or_exit()
 
     async def go() -> Any:
-        async with _cli().opened_core(settings) as core:
+        async with opened_core(settings) as core:
             return await core.players.unblock(await core.players.resolve(user))
 
-    player = _cli().run_async(go)
+    player = run_async(go)
     typer.echo(f"unblocked user {player.id}")
 
 
@@ -64,13 +58,13 @@ def export(
     ),
 ) -> None:
     """Export everything stored about a player as JSON (profile, settings, dialogs, payments)."""
-    settings = _cli().settings_or_exit()
+    settings = settings_or_exit()
 
     async def go() -> dict[str, Any]:
-        async with _cli().opened_core(settings) as core:
+        async with opened_core(settings) as core:
             return await core.players.export(await core.players.resolve(user))
 
-    data = _cli().run_async(go)
+    data = run_async(go)
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -78,7 +72,7 @@ def export(
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        _cli().fail(f"{output}: {exc.strerror or exc}", 1)
+        fail(f"{output}: {exc.strerror or exc}", 1)
     typer.echo(f"exported user {data['profile']['id']} to {output}", err=True)
 
 
@@ -88,15 +82,15 @@ def delete(
 ) -> None:
     """Delete a player's data: profile, dialogs, messages, usage, cache (payments kept, anonymised)."""
     if not yes:
-        _cli().fail("refusing to delete a player's data without --yes (it cannot be restored)", 1)
-    settings = _cli().settings_or_exit()
+        fail("refusing to delete a player's data without --yes (it cannot be restored)", 1)
+    settings = settings_or_exit()
 
     async def go() -> tuple[int, Any]:
-        async with _cli().opened_core(settings) as core:
+        async with opened_core(settings) as core:
             user_id = await core.players.resolve(user)
             return user_id, await core.players.delete_data(user_id)
 
-    user_id, report = _cli().run_async(go)
+    user_id, report = run_async(go)
     typer.echo(
         f"deleted user {user_id}: {report.dialogs} dialogs, {report.messages} messages; "
         f"{report.payments_anonymised} payments kept, anonymised"

@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from cli.common import iso, opened_core, print_json, run_async, settings_or_exit
+
 user_app = typer.Typer(help="Players: show, block, unblock, export, delete.", no_args_is_help=True)
 
 
@@ -19,8 +21,6 @@ def user_show(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show a player: plan, premium until, subscription, today's quota, dialog status."""
-    from cli.main import iso, opened_core, print_json, run_async, settings_or_exit
-
     settings = settings_or_exit()
 
     async def go() -> dict[str, Any]:

@@ -21,10 +21,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from tui.app import VitteConsole
+from tui.app import VitteConsole, console_commands
 from tui.backend import WebAppClient, sign_init_data, webapp_route
 from tui.chat import MAX_MOUNTED, PAGE, ChatHeader, InlineButton, MessageRow
-from tui.commands import console_commands
 from tui.screens import AlertScreen, ConfirmScreen, DocumentScreen, HelpScreen
 from tui.webapp import Card, WebAppScreen
 from vitte.bot.runtime import Runtime

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -29,7 +30,7 @@ from textual.widgets import Footer, Input
 
 from tui.backend import DEFAULT_USER_ID, ConsoleBackend, webapp_route
 from tui.chat import ChatHeader, ChatView, Clock, Composer, InlineButton, local_hhmm
-from tui.commands import ConsoleCommands
+from tui.commands import Command, ConsoleCommands
 from tui.operator import LogPane, OperatorPanel, local_hhmmss
 from tui.screens import AlertScreen, DocumentScreen, HelpScreen
 from tui.strings import tr
@@ -249,6 +250,10 @@ class VitteConsole(App[None]):
             await self.refresh_operator()
         self.set_interval(0.5, self._tick)
         self.ready.set()
+
+    def palette_commands(self) -> list[Command]:
+        """The command palette's entries (tui.commands.ConsoleCommands); none before a player."""
+        return console_commands(self) if self.backend.player is not None else []
 
     def _suggest_commands(self) -> None:
         """Typing "/" offers the bot's commands (→ accepts), as Telegram's command menu does."""
@@ -754,12 +759,69 @@ class VitteConsole(App[None]):
             self.log_pane.write(line)
 
 
-def main() -> None:  # pragma: no cover - `python -m tui.app`
-    import typer
+def console_commands(app: VitteConsole) -> list[Command]:
+    BOT_COMMANDS: tuple[str, ...]
+    try:
+        from vitte.bot.factory import COMMANDS as BOT_COMMANDS
+    except ImportError:  # pragma: no cover - the bot always ships its commands
+        BOT_COMMANDS = ("start", "chat", "settings", "help")
+    commands: list[Command] = [
+        (f"Send /{c}", f"Type /{c} in the chat, as the player", partial(app.send_text, f"/{c}"))
+        for c in BOT_COMMANDS
+    ]
+    commands += [
+        (
+            "Open the Web App",
+            "Personas and stories, as the Web App button opens it (F4)",
+            app.action_open_webapp,
+        ),
+        (
+            "Web App: settings",
+            "Language, reply style, deleting the player's data",
+            partial(app.open_webapp, "#/settings"),
+        ),
+        ("Web App: premium", "Plans and the paywall", partial(app.open_webapp, "#/premium")),
+        ("Stop the reply", "Press the draft's stop button (Esc)", app.action_stop),
+        ("Pay the newest invoice", "Telegram Stars: pre-checkout, then payment", app.action_pay_invoice),
+        ("Toggle the operator panel", "Player, dialog, memory, reset (F2)", app.action_toggle_operator),
+        ("Toggle the Bot API log", "Raw calls the bot made (F3)", app.action_toggle_log),
+        ("Switch the simulated player", "Type an id in the operator panel", app.action_switch_player),
+        ("New simulated player", "A fresh random Telegram id", app.action_new_player),
+        (
+            "Reset the dialog",
+            "End the player's dialog and clear memory (as `vitte dialog reset`)",
+            app.action_reset_dialog,
+        ),
+        ("Refresh the operator panel", "Read the dialog from the store again", app.action_refresh_operator),
+        ("Copy the Web App browser URL", "The real page, signed for this player", app.action_copy_webapp_url),
+        ("Send a sticker", "The bot's answer to non-text messages", partial(app.send_media, "sticker")),
+        ("Send a photo", "The bot's answer to non-text messages", partial(app.send_media, "photo")),
+        ("Send a voice message", "The bot's answer to non-text messages", partial(app.send_media, "voice")),
+        ("Send a document", "The bot's answer to non-text messages", partial(app.send_media, "document")),
+        ("Edit my last message", "An edited_message update with the text in the input", app.action_edit_last),
+        ("Load older messages", "Mount the previous page of the chat (Home)", app.action_load_older),
+        ("Jump to the latest message", "Back to the live end of the chat (End)", app.action_latest),
+        ("Toggle light/dark theme", "Ctrl+T", app.action_toggle_theme),
+        ("Help", "Keys and what the console does (F1)", app.action_help),
+        ("Quit", "Leave the console (Ctrl+Q)", app.action_quit),
+    ]
+    for i, button in enumerate(app.chat_view.active_buttons(), 1):
+        commands.append(
+            (
+                f"Press: {button.spec.label}",
+                f"Inline button {i} of the newest message (Alt+{i})",
+                partial(app.press, button),
+            )
+        )
+    return commands
 
-    from cli.console import console
 
-    typer.run(console)
+def main() -> None:  # pragma: no cover - `python -m tui.app` (with options: `vitte console`)
+    from vitte.config import load_settings
+
+    app = VitteConsole(load_settings())
+    app.run()
+    raise SystemExit(app.return_code or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
