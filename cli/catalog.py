@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from cli.common import fail, opened_core, print_json, run_async, settings_or_exit
+from cli.common import JSON_OPTION, fail, opened_core, print_json, run_async, settings_or_exit
 
 personas_app = typer.Typer(help="The persona catalog.", no_args_is_help=True)
 
@@ -19,7 +19,7 @@ def seed(
     path: Path | None = typer.Argument(
         None, help="A card file (JSON V1/V2/V3 or PNG) or a folder of them. Default: the shipped personas."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Load personas and stories into the database (idempotent)."""
     settings = settings_or_exit()
@@ -56,7 +56,7 @@ def seed(
 
 
 @personas_app.command("list")
-def personas_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def personas_list(as_json: bool = JSON_OPTION) -> None:
     """List the personas with their stories."""
     settings = settings_or_exit()
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# the arguments many commands take, written once
+USER_ARG = typer.Argument(..., help="Telegram user id or @username.")
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)

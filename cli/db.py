@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import print_json, run_async, settings_or_exit
+from cli.common import JSON_OPTION, print_json, run_async, settings_or_exit
 
 db_app = typer.Typer(help="Database schema: upgrade, current revision.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 
 
 @db_app.command("current")
-def db_current(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def db_current(as_json: bool = JSON_OPTION) -> None:
     """Show the database's migration revision and the newest one."""
     settings = settings_or_exit()
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from cli.common import fail, iso, opened_core, print_json, run_async, settings_or_exit
+from cli.common import JSON_OPTION, USER_ARG, fail, iso, opened_core, print_json, run_async, settings_or_exit
 
 dialog_app = typer.Typer(help="Players' dialogs: list, show, reset.", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ dialog_app = typer.Typer(help="Players' dialogs: list, show, reset.", no_args_is
 def dialog_list(
     include_ended: bool = typer.Option(False, "--all", help="Include ended dialogs."),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="At most this many rows."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List dialogs, newest first (active ones unless --all)."""
     settings = settings_or_exit()
@@ -56,9 +56,9 @@ def dialog_list(
 
 @dialog_app.command("show")
 def dialog_show(
-    user: str = typer.Argument(..., help="Telegram user id or @username."),
+    user: str = USER_ARG,
     limit: int = typer.Option(20, "--limit", min=1, max=10_000, help="Last messages to show."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a player's dialog: persona, story, status, memory and the last messages."""
     settings = settings_or_exit()
@@ -108,7 +108,7 @@ def dialog_show(
 
 @dialog_app.command("reset")
 def dialog_reset(
-    user: str = typer.Argument(..., help="Telegram user id or @username."),
+    user: str = USER_ARG,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """End a player's active dialog and clear their persona and memory."""

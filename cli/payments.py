@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cli.common import fail, iso, opened_core, print_json, run_async, settings_or_exit, settings_with_token
+from cli.common import (
+    JSON_OPTION,
+    fail,
+    iso,
+    opened_core,
+    print_json,
+    run_async,
+    settings_or_exit,
+    settings_with_token,
+)
 
 if TYPE_CHECKING:
     from vitte.models import Payment
@@ -41,7 +50,7 @@ def payment_json(p: Payment) -> dict[str, Any]:
 def payments_list(
     user: str | None = typer.Option(None, "--user", help="Only this player (Telegram id or @username)."),
     limit: int = typer.Option(100, "--limit", min=1, max=100_000, help="At most this many rows."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List payments, newest first."""
     settings = settings_or_exit()
@@ -82,7 +91,7 @@ def payments_list(
 def payments_refund(
     charge_id: str = typer.Argument(..., help="telegram_payment_charge_id (see `vitte payments list`)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Refund a payment in Stars (refundStarPayment) and end what it paid for."""
     settings = settings_with_token()

@@ -18,9 +18,7 @@ from typing import Any
 
 import typer
 
-from cli.common import fail, opened_core, run_async, settings_or_exit
-
-USER_ARG = typer.Argument(..., help="Telegram user id or @username.")
+from cli.common import USER_ARG, fail, opened_core, run_async, settings_or_exit
 
 
 def block(

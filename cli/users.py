@@ -10,15 +10,15 @@ from typing import Any
 
 import typer
 
-from cli.common import iso, opened_core, print_json, run_async, settings_or_exit
+from cli.common import JSON_OPTION, USER_ARG, iso, opened_core, print_json, run_async, settings_or_exit
 
 user_app = typer.Typer(help="Players: show, block, unblock, export, delete.", no_args_is_help=True)
 
 
 @user_app.command("show")
 def user_show(
-    user: str = typer.Argument(..., help="Telegram user id or @username."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    user: str = USER_ARG,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a player: plan, premium until, subscription, today's quota, dialog status."""
     settings = settings_or_exit()

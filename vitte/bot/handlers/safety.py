@@ -40,11 +40,8 @@ async def mydata_command(message: Message, core: Core, runtime: Runtime, bot: Bo
 
 
 async def block_command(message: Message, command: CommandObject, core: Core, runtime: Runtime) -> None:
-    assert message.from_user is not None
-    lang = await player_lang(core, runtime, message.from_user)
-    target = await _target(core, message, command.args, lang)
-    if isinstance(target, str):
-        await message.answer(target)
+    lang, target = await _admin_target(core, runtime, message, command)
+    if target is None:
         return
     user_id, reason = target
     try:
@@ -57,11 +54,8 @@ async def block_command(message: Message, command: CommandObject, core: Core, ru
 
 
 async def unblock_command(message: Message, command: CommandObject, core: Core, runtime: Runtime) -> None:
-    assert message.from_user is not None
-    lang = await player_lang(core, runtime, message.from_user)
-    target = await _target(core, message, command.args, lang)
-    if isinstance(target, str):
-        await message.answer(target)
+    lang, target = await _admin_target(core, runtime, message, command)
+    if target is None:
         return
     try:
         player = await core.players.unblock(target[0])
@@ -82,6 +76,20 @@ def router(admin_ids: Iterable[int]) -> Router:
     admin.message.register(unblock_command, Command("unblock"))
     r.include_router(admin)
     return r
+
+
+async def _admin_target(
+    core: Core, runtime: Runtime, message: Message, command: CommandObject
+) -> tuple[str, tuple[int, str] | None]:
+    """The admin's language and (player id, reason); None when there is nobody to act on (the
+    admin has been told why)."""
+    assert message.from_user is not None
+    lang = await player_lang(core, runtime, message.from_user)
+    target = await _target(core, message, command.args, lang)
+    if isinstance(target, str):
+        await message.answer(target)
+        return lang, None
+    return lang, target
 
 
 async def _target(core: Core, message: Message, args: str | None, lang: str) -> tuple[int, str] | str:
