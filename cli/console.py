@@ -29,9 +29,10 @@ def console(
     database (SQLite by default; PostgreSQL + Redis when VITTE_DATABASE_URL / VITTE_REDIS_URL
     are set), with an in-process Bot API. No Telegram token or network is needed.
     """
+    from vitte.i18n import LANGUAGES
 
-    if lang is not None and lang not in ("ru", "en"):
-        fail("--lang must be ru or en", 2)
+    if lang is not None and lang not in LANGUAGES:
+        fail(f"--lang must be {' or '.join(LANGUAGES)}", 2)
     if theme not in ("dark", "light"):
         fail("--theme must be dark or light", 2)
     settings = settings_or_exit()

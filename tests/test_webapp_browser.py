@@ -420,3 +420,26 @@ async def test_dark_theme_screenshots_and_theme_change(app: WebAppHarness, phone
     assert bg == "rgb(242, 242, 247)"
     assert DARK_THEME["secondary_bg_color"] == "#1c1c1d"
     assert phone.console_errors == []
+
+
+async def test_the_page_texts_and_plurals_are_the_servers(app: WebAppHarness, phone_factory: Any) -> None:
+    from vitte.i18n import COMMON, LANGUAGES
+    from vitte.webapp.texts import language_texts
+
+    phone = await phone_factory()
+    page = phone.page
+    await phone.open("#/")
+    badge = page.locator(".pcard[data-persona=mila] .badge-count")
+    await badge.wait_for()
+    stories = len((await app.core.catalog.persona("mila")).stories)
+    assert await badge.inner_text() == COMMON.nt("ru", "stories", stories)
+    # the browser's plural categories (Intl.PluralRules) pick the catalogue's form for every number
+    for lang in LANGUAGES:
+        categories = await page.evaluate(
+            f"Array.from({{length: 200}}, (_, n) => new Intl.PluralRules('{lang}').select(n))"
+        )
+        forms = language_texts(lang)["plurals"]["stories"]
+        assert [forms[c].format(n=n) for n, c in enumerate(categories)] == [
+            COMMON.nt(lang, "stories", n) for n in range(200)
+        ]
+    assert phone.console_errors == []

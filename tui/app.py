@@ -35,6 +35,7 @@ from tui.operator import LogPane, OperatorPanel, local_hhmmss
 from tui.screens import AlertScreen, DocumentScreen, HelpScreen
 from tui.strings import tr
 from tui.webapp import WebAppScreen
+from vitte.i18n import DEFAULT_LANGUAGE
 
 if TYPE_CHECKING:
     from vitte.config import Settings
@@ -148,7 +149,7 @@ class VitteConsole(App[None]):
         self.theme = THEMES["light" if theme == "light" else "dark"].name
         self._show_log = show_log
         self._show_operator = show_operator
-        self.lang = language or "ru"
+        self.lang = language or DEFAULT_LANGUAGE
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()  # our own work: awaited, not cut, at exit
         self._peer_task: asyncio.Task[Any] | None = None

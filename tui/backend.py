@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from tui.strings import tr
 from vitte.config import Settings
+from vitte.i18n import DEFAULT_LANGUAGE
 
 if TYPE_CHECKING:
     from aiogram import Bot, Dispatcher
@@ -52,7 +54,7 @@ class Profile:
 
     user_id: int
     first_name: str
-    language: str = "ru"
+    language: str = DEFAULT_LANGUAGE
     username: str | None = None
 
     def telegram_json(self) -> dict[str, Any]:
@@ -68,7 +70,7 @@ class Profile:
 
 
 def default_name(language: str) -> str:
-    return "Guest" if language == "en" else "Гость"
+    return tr(language, "guest_name")
 
 
 # --------------------------------------------------------------------------- initData
@@ -342,7 +344,7 @@ class ConsoleBackend:
         with contextlib.suppress(UnknownUser):
             stored = await self.core.players.get(user_id)
         lang = (
-            language or (known.language if known else None) or (stored.language if stored else None) or "ru"
+            language or (known.language if known else None) or (stored.language if stored else None) or DEFAULT_LANGUAGE
         )
         name = (
             first_name

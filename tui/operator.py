@@ -16,6 +16,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, RichLog, Select, Static
 
+from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES, normalize_language
+
 if TYPE_CHECKING:
     from vitte.dialogs import DialogView, MessageView
     from vitte.localapi import ApiCall
@@ -143,7 +145,11 @@ class OperatorPanel(VerticalScroll):
             yield Input(placeholder="first name", id="op-name", compact=True)
         with Horizontal(classes="op-form"):
             yield Select(
-                [("ru", "ru"), ("en", "en")], value="ru", allow_blank=False, id="op-lang", compact=True
+                [(code, code) for code in LANGUAGES],
+                value=DEFAULT_LANGUAGE,
+                allow_blank=False,
+                id="op-lang",
+                compact=True,
             )
             yield Button("Switch", id="op-switch", compact=True, variant="primary")
             yield Button("New", id="op-new", compact=True)
@@ -201,7 +207,7 @@ class OperatorPanel(VerticalScroll):
     def show_form(self, user_id: int, name: str, language: str) -> None:
         self.query_one("#op-id", Input).value = str(user_id)
         self.query_one("#op-name", Input).value = name
-        self.query_one("#op-lang", Select).value = language if language in ("ru", "en") else "ru"
+        self.query_one("#op-lang", Select).value = normalize_language(language)
 
     def show_store(self, store: str, llm: str, webapp: bool) -> None:
         text = Text()

@@ -27,12 +27,12 @@ from textual.widgets import Button, Footer, Static
 from tui.backend import WebAppError
 from tui.screens import ConfirmScreen
 from tui.strings import stories_label, tr
+from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES, format_day
 
 if TYPE_CHECKING:
     from tui.backend import WebAppClient
 
 STYLES = ("short", "normal", "long")
-LANGS = ("ru", "en")
 
 
 class Card(Static, can_focus=True):
@@ -72,29 +72,14 @@ def _color(colors: Any, index: int = 0) -> str:
 
 
 def _date(iso: str | None, lang: str) -> str:
+    """A day as the page writes it ("1 января 2026"), from the catalogue's pattern."""
     if not iso:
         return ""
     try:
         value = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return iso[:10]
-    months_ru = (
-        "января",
-        "февраля",
-        "марта",
-        "апреля",
-        "мая",
-        "июня",
-        "июля",
-        "августа",
-        "сентября",
-        "октября",
-        "ноября",
-        "декабря",
-    )
-    if lang == "en":
-        return value.strftime("%-d %B %Y")
-    return f"{value.day} {months_ru[value.month - 1]} {value.year}"
+    return format_day(value, lang)
 
 
 class WebAppScreen(Screen[None]):
@@ -110,7 +95,7 @@ class WebAppScreen(Screen[None]):
         self,
         client: WebAppClient | None,
         *,
-        lang: str = "ru",
+        lang: str = DEFAULT_LANGUAGE,
         route: str = "#/",
         pay_link: Callable[[str], Awaitable[bool]] | None = None,
         unavailable: str | None = None,
@@ -340,7 +325,7 @@ class WebAppScreen(Screen[None]):
                         variant="primary" if me.get("language") == code else "default",
                         id=f"wa-lang-{code}",
                     )
-                    for code in LANGS
+                    for code in LANGUAGES
                 ),
                 classes="wa-segmented",
             )

@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Integer, bindparam, case, literal, select, update
 from sqlmodel import col
 
+from vitte.billing_texts import BILLING, replies_left_text
 from vitte.cache.base import Cache
 from vitte.config import ConfigError, Settings
 from vitte.db import Database, insert_ignore, unavailable_as
@@ -95,6 +96,7 @@ from vitte.errors import (
     UnknownPlan,
     UnknownUser,
 )
+from vitte.i18n import COMMON
 from vitte.models import Payment, Usage, User, UTCDateTime, table_of, utcnow
 from vitte.prepared import Prepared, RawConnection
 
@@ -152,32 +154,14 @@ QUOTA_EXTRA = "extra"
 
 
 # --------------------------------------------------------------------------- plans
-def ru_plural(n: int, one: str, few: str, many: str) -> str:
-    n = abs(n)
-    if n % 10 == 1 and n % 100 != 11:
-        return one
-    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return few
-    return many
-
-
-def _replies_ru(n: int) -> str:
-    return f"{n} {ru_plural(n, 'ответ', 'ответа', 'ответов')}"
-
-
-def _replies_en(n: int) -> str:
-    return f"{n} {'reply' if n == 1 else 'replies'}"
-
-
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """A plan; its title and perks are the catalogue's ``plan_<id>`` and ``plan_<id>_perks``
+    (one perk a line, {replies}: the replies it gives a day, or adds)."""
+
     id: str
-    title_ru: str
-    title_en: str
     price_stars: int  # XTR; 0 for the free plan
     period_seconds: int | None  # SUBSCRIPTION_PERIOD for the subscription, None otherwise
-    perks_ru: tuple[str, ...]
-    perks_en: tuple[str, ...]
     daily_replies: int = 0  # the daily limit the plan gives (0 for the pack)
     extra_replies: int = 0  # replies a pack adds
 
@@ -193,11 +177,12 @@ class Plan:
     def kind(self) -> str:
         return "subscription" if self.is_subscription else ("pack" if self.extra_replies else "free")
 
-    def title(self, language: str) -> str:
-        return self.title_en if language == "en" else self.title_ru
+    def title(self, language: str | None) -> str:
+        return BILLING.t(language, f"plan_{self.id}")
 
-    def perks(self, language: str) -> tuple[str, ...]:
-        return self.perks_en if language == "en" else self.perks_ru
+    def perks(self, language: str | None) -> tuple[str, ...]:
+        replies = COMMON.nt(language, "replies", self.extra_replies or self.daily_replies)
+        return tuple(BILLING.t(language, f"plan_{self.id}_perks", replies=replies).split("\n"))
 
     def to_json(self, language: str) -> dict[str, Any]:
         return {
@@ -216,47 +201,21 @@ def plans(settings: Settings) -> list[Plan]:
     """The plans, from configuration: free, premium (a 30-day Stars subscription), the reply pack."""
     free, premium = settings.free_daily_replies, settings.premium_daily_replies
     out = [
-        Plan(
-            id=FREE,
-            title_ru="Бесплатный",
-            title_en="Free",
-            price_stars=0,
-            period_seconds=None,
-            perks_ru=(f"{_replies_ru(free)} в день", "Все персонажи и истории"),
-            perks_en=(f"{_replies_en(free)} a day", "Every persona and story"),
-            daily_replies=free,
-        ),
+        Plan(id=FREE, price_stars=0, period_seconds=None, daily_replies=free),
         Plan(
             id=PREMIUM,
-            title_ru="Премиум",
-            title_en="Premium",
             price_stars=settings.premium_stars_month,
             period_seconds=SUBSCRIPTION_PERIOD,
-            perks_ru=(
-                f"До {_replies_ru(premium)} в день",
-                "Все персонажи и истории",
-                "Продление раз в 30 дней, отмена в любой момент",
-            ),
-            perks_en=(
-                f"Up to {_replies_en(premium)} a day",
-                "Every persona and story",
-                "Renews every 30 days, cancel any time",
-            ),
             daily_replies=premium,
         ),
     ]
     if settings.pack_replies > 0:
-        n = settings.pack_replies
         out.append(
             Plan(
                 id=PACK,
-                title_ru="Пакет ответов",
-                title_en="Reply pack",
                 price_stars=settings.pack_stars,
                 period_seconds=None,
-                perks_ru=(f"+{_replies_ru(n)}", "Тратятся, когда дневной лимит исчерпан", "Не сгорают"),
-                perks_en=(f"+{_replies_en(n)}", "Used once the daily limit is reached", "Never expire"),
-                extra_replies=n,
+                extra_replies=settings.pack_replies,
             )
         )
     return out
@@ -391,8 +350,6 @@ def low_quota_notice(quota: QuotaDecision | Entitlement | None, language: str) -
     """ "Осталось 3 ответа на сегодня." when few replies are left today, else None."""
     if quota is None or not quota.low:
         return None
-    from vitte.billing_texts import replies_left_text
-
     return replies_left_text(quota.left_today, language)
 
 
@@ -631,7 +588,7 @@ class Billing:
             raise UnknownPlan(plan_id)
         title = plan.title(language)
         if plan.is_subscription:
-            title += " · 30 дней" if language != "en" else " · 30 days"
+            title = BILLING.t(language, "invoice_title_period", title=title)
         description = "; ".join(plan.perks(language))
         return InvoiceSpec(
             title=title[:32],

@@ -13,18 +13,16 @@ from sqlmodel import col
 from vitte.cache.base import Cache
 from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import StoreUnavailable, UnknownUser, VitteError
+from vitte.i18n import LANGUAGES, normalize_language
 from vitte.models import Dialog, Message, Payment, SafetyEvent, Usage, User, utcnow
 from vitte.prompt import STYLES
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-LANGUAGES = ("ru", "en")
-
-
-def language_from_telegram(code: str | None) -> str:
-    """Russian by default; English when Telegram says the player's client is in English."""
-    return "en" if code and code.lower().startswith("en") else "ru"
+# A player's language is one of LANGUAGES (the catalogues', vitte/locales: the default first):
+# Telegram's language_code on first sight ("en-US" -> "en", unknown -> the default), then theirs.
+language_from_telegram = normalize_language
 
 
 def insert_player_if_missing(s: Any, user_id: int, language_code: str | None, **fields: Any) -> Any:
@@ -71,7 +69,7 @@ def player_view(u: User) -> PlayerView:
         id=u.id,
         username=u.username,
         first_name=u.first_name,
-        language=u.language if u.language in LANGUAGES else "ru",
+        language=normalize_language(u.language),
         style=style if style in STYLES else "normal",
         active_persona_id=u.active_persona_id,
         premium_until=u.premium_until,

@@ -6,6 +6,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
 from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, RegenCb, RetryCb, SettingsCb
 from vitte.bot.texts import t
+from vitte.i18n import LANGUAGES
 from vitte.prompt import STYLES
 
 REGEN_LABEL = "🔄"
@@ -88,7 +89,7 @@ def settings_kb(lang: str, style: str) -> InlineKeyboardMarkup:
             text=mark(lang == code, t(code, f"lang_{code}")),
             callback_data=SettingsCb(action="lang", value=code).pack(),
         )
-        for code in ("ru", "en")
+        for code in LANGUAGES
     ]
     styles = [
         InlineKeyboardButton(

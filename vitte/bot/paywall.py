@@ -18,10 +18,11 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from vitte.billing import PACK, PREMIUM, SUB_CANCELED, SUB_FAILED, Entitlement, ru_plural
+from vitte.billing import PACK, PREMIUM, SUB_CANCELED, SUB_FAILED, Entitlement
 from vitte.billing_texts import payment_thanks_text
 from vitte.config import ConfigError
 from vitte.errors import NotFound, UnknownPlan
+from vitte.i18n import COMMON, Texts, format_date
 from vitte.telegram.payments import create_invoice_link
 
 if TYPE_CHECKING:
@@ -38,173 +39,21 @@ class PayCb(CallbackData, prefix="pay"):
     action: str
 
 
-TEXTS: dict[str, dict[str, str]] = {
-    "ru": {
-        "btn_premium": "💎 Премиум — {price} ⭐ / 30 дней",
-        "btn_pack": "➕ {replies} — {price} ⭐",
-        "btn_cancel_renewal": "Отменить продление",
-        "btn_resume_renewal": "Возобновить продление",
-        "btn_cancel_yes": "Да, отменить",
-        "btn_back": "Назад",
-        "title": "💎 Премиум",
-        "plan_free": "Ваш тариф: Бесплатный",
-        "plan_renews": "Ваш тариф: Премиум — продлится {date}",
-        "plan_canceled": "Ваш тариф: Премиум — до {date}, продление отключено",
-        "plan_until": "Ваш тариф: Премиум — до {date}",
-        "renewal_failed": "Последнее продление не прошло: оплата не списалась, Премиум выключен.",
-        "today": "Сегодня осталось {left} из {limit} (новые — в 00:00 UTC)",
-        "pack_left": "Из пакета: ещё {replies}",
-        "offer": "{title} — {price} ⭐",
-        "offer_period": "{title} — {price} ⭐ за 30 дней",
-        "footer": "Оплата — звёздами Telegram. Условия: /terms · помощь с оплатой: /paysupport",
-        "cancel_confirm": (
-            "Отменить продление Премиума?\n\n"
-            "Премиум останется до {date}, потом подписка не продлится и звёзды больше не спишутся."
-        ),
-        "no_subscription": "Продлевать нечего: подписки сейчас нет.",
-        "renewal_change_failed": (
-            "Не получилось изменить продление. Попробуйте ещё раз чуть позже — или в Telegram: "
-            "Настройки → Мои звёзды → Подписки."
-        ),
-        "resume_failed": (
-            "Отсюда продление не включить. Включите его в Telegram: Настройки → Мои звёзды → Подписки."
-        ),
-        "renewal_resumed": "Продление снова включено: Премиум продлится {date}.",
-        "pack_off": "Пакеты ответов сейчас не продаются.",
-        "premium_on": "Премиум включён до {date}.",
-        "premium_renewed": "⭐ Премиум продлён до {date}. Спасибо, что вы с нами!",
-        "pack_added": "Добавлено: {replies}.",
-        "pay_unavailable": "Сервис на мгновение недоступен. Попробуйте оплатить ещё раз через минуту.",
-        "pay_not_recorded": (
-            "Оплата прошла, но мы не смогли сразу её записать. Ничего не потеряется: напишите "
-            "/paysupport — мы всё проверим и включим покупку."
-        ),
-        "sub_canceled": "Продление Премиума отключено. Премиум действует до {date}.",
-        "sub_active": "Продление Премиума снова включено: следующее — {date}.",
-        "sub_failed": (
-            "Не получилось продлить Премиум: оплата не прошла, поэтому Премиум выключен. "
-            "Оформить его снова можно в /premium."
-        ),
-        "support_sent": "Спасибо, передали ваше сообщение в поддержку. Ответим здесь, в этом чате.",
-        "support_forward": "🧾 /paysupport от {who} (id {user_id}):\n\n{text}\n\nПоследние платежи:\n{payments}",
-        "support_no_payments": "нет",
-    },
-    "en": {
-        "btn_premium": "💎 Premium — {price} ⭐ / 30 days",
-        "btn_pack": "➕ {replies} — {price} ⭐",
-        "btn_cancel_renewal": "Cancel renewal",
-        "btn_resume_renewal": "Resume renewal",
-        "btn_cancel_yes": "Yes, cancel it",
-        "btn_back": "Back",
-        "title": "💎 Premium",
-        "plan_free": "Your plan: Free",
-        "plan_renews": "Your plan: Premium — renews on {date}",
-        "plan_canceled": "Your plan: Premium — until {date}, renewal is off",
-        "plan_until": "Your plan: Premium — until {date}",
-        "renewal_failed": "The last renewal did not go through: the payment failed and Premium is off.",
-        "today": "Left today: {left} of {limit} (new ones at 00:00 UTC)",
-        "pack_left": "From packs: {replies} more",
-        "offer": "{title} — {price} ⭐",
-        "offer_period": "{title} — {price} ⭐ for 30 days",
-        "footer": "Paid in Telegram Stars. Terms: /terms · help with payments: /paysupport",
-        "cancel_confirm": (
-            "Cancel the Premium renewal?\n\n"
-            "Premium stays on until {date}; after that the subscription does not renew and no more "
-            "Stars are charged."
-        ),
-        "no_subscription": "There is nothing to renew: you have no subscription right now.",
-        "renewal_change_failed": (
-            "Could not change the renewal. Please try again a bit later, or in Telegram: "
-            "Settings → My Stars → Subscriptions."
-        ),
-        "resume_failed": (
-            "The renewal can't be turned back on from here. Turn it on in Telegram: "
-            "Settings → My Stars → Subscriptions."
-        ),
-        "renewal_resumed": "Renewal is on again: Premium renews on {date}.",
-        "pack_off": "Reply packs are not on sale right now.",
-        "premium_on": "Premium is on until {date}.",
-        "premium_renewed": "⭐ Premium renewed until {date}. Thank you for staying with us!",
-        "pack_added": "Added: {replies}.",
-        "pay_unavailable": "The service is briefly unavailable. Please try paying again in a minute.",
-        "pay_not_recorded": (
-            "The payment went through, but we could not record it right away. Nothing is lost: "
-            "write /paysupport and we will check it and turn the purchase on."
-        ),
-        "sub_canceled": "Premium renewal is off. Premium stays on until {date}.",
-        "sub_active": "Premium renewal is on again: the next one is on {date}.",
-        "sub_failed": (
-            "Premium could not be renewed: the payment failed, so Premium is off. "
-            "You can get it again in /premium."
-        ),
-        "support_sent": "Thank you, your message went to support. We will answer here, in this chat.",
-        "support_forward": "🧾 /paysupport from {who} (id {user_id}):\n\n{text}\n\nRecent payments:\n{payments}",
-        "support_no_payments": "none",
-    },
-}
-
-# A short thank-you in the voice of the shipped personas ({name}: the persona's name in the
-# player's language). Any other persona gets GENERIC_THANKS; no active persona, a plain thanks.
-PERSONA_THANKS: dict[str, dict[str, str]] = {
-    "kira": {
-        "ru": "*{name} щурится поверх очков и коротко кивает.* Принято на борт. Теперь наша вахта "
-        "длиннее — никуда не спешим ⚓",
-        "en": "*{name} squints over her sunglasses and gives a short nod.* Welcome aboard. Our watch "
-        "just got longer — no need to rush ⚓",
-    },
-    "lev": {
-        "ru": "*{name} поправляет очки и едва заметно улыбается.* Спасибо. По моим расчётам, теперь "
-        "нам хватит времени на все созвездия ✨",
-        "en": "*{name} adjusts his glasses with the faintest smile.* Thank you. By my calculations we "
-        "now have time for every constellation ✨",
-    },
-    "mila": {
-        "ru": "*{name} ставит перед тобой чашку и рисует на пенке сердечко.* Это за счёт заведения. "
-        "Спасибо, что остаёшься ☕",
-        "en": "*{name} sets a cup in front of you and draws a heart in the foam.* This one's on the "
-        "house. Thank you for staying ☕",
-    },
-    "vera": {
-        "ru": "*{name} закладывает книгу на самом интересном месте.* Щедро. Значит, у нас впереди "
-        "роман, а не рассказ 📚",
-        "en": "*{name} marks her page at the best part.* Generous. So we have a whole novel ahead of "
-        "us, not a short story 📚",
-    },
-    "mark": {
-        "ru": "*{name} берёт на гитаре пару тёплых аккордов.* Спасибо! Похоже, у нашей песни будет ещё "
-        "много куплетов 🎸",
-        "en": "*{name} plays a couple of warm chords.* Thank you! Looks like our song gets a lot more "
-        "verses 🎸",
-    },
-}
-GENERIC_THANKS = {
-    "ru": "*{name} улыбается.* Спасибо… Теперь мы сможем говорить дольше 💕",
-    "en": "*{name} smiles.* Thank you… Now we can talk for longer 💕",
-}
-
-
-def _lang(lang: str | None) -> str:
-    return "en" if lang == "en" else "ru"
+# the `paywall` part of the catalogues (vitte/locales, see vitte.i18n): msgid = the key
+PAYWALL = Texts("paywall")
 
 
 def pt(lang: str | None, key: str, /, **kw: Any) -> str:
-    text = TEXTS[_lang(lang)][key]
-    return text.format(**kw) if kw else text
+    return PAYWALL.t(lang, key, **kw)
 
 
-def fmt_date(value: datetime | None, lang: str) -> str:
-    """The same format as vitte.billing_texts (the thanks and renewal texts)."""
-    if value is None:
-        return "—"
-    return (
-        value.strftime("%Y-%m-%d %H:%M UTC") if _lang(lang) == "en" else value.strftime("%d.%m.%Y %H:%M UTC")
-    )
+def fmt_date(value: datetime | None, lang: str | None) -> str:
+    """The catalogue's date format (vitte.i18n.format_date), as every payment text writes it."""
+    return format_date(value, lang)
 
 
-def replies(n: int, lang: str) -> str:
-    if _lang(lang) == "en":
-        return f"{n} {'reply' if n == 1 else 'replies'}"
-    return f"{n} {ru_plural(n, 'ответ', 'ответа', 'ответов')}"
+def replies(n: int, lang: str | None) -> str:
+    return COMMON.nt(lang, "replies", n)
 
 
 # --------------------------------------------------------------------------- buttons
@@ -327,10 +176,12 @@ def cancel_confirm_kb(lang: str) -> InlineKeyboardMarkup:
 
 # --------------------------------------------------------------------------- after a payment
 def persona_thanks(persona_id: str | None, persona_name: str | None, lang: str) -> str | None:
+    """A short thank-you in the voice of the persona: ``thanks_<persona id>`` for the shipped
+    personas, ``thanks_generic`` for any other ({name}: the persona's name); None without one."""
     if not persona_id or not persona_name:
         return None
-    lines = PERSONA_THANKS.get(persona_id, GENERIC_THANKS)
-    return lines[_lang(lang)].format(name=persona_name)
+    line = PAYWALL.get(lang, f"thanks_{persona_id}")
+    return (line if line is not None else PAYWALL.t(lang, "thanks_generic")).format(name=persona_name)
 
 
 def _facts(payment: Payment, lang: str) -> str:

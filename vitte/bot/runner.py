@@ -47,6 +47,7 @@ from vitte.bot.texts import t
 from vitte.config import ConfigError, Settings
 from vitte.core import Core
 from vitte.dialogs import InterruptedReply, Recovery
+from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from vitte.logs import setup_logging
 from vitte.metrics import metrics_route
 from vitte.perf import freeze_heap
@@ -148,8 +149,9 @@ async def _startup(bot: Bot, core: Core, settings: Settings, runtime: Runtime | 
         runtime.track(later)
         later.add_done_callback(runtime.tasks.discard)
     try:
-        await bot.set_my_commands(bot_commands("ru"))  # the default scope; Russian for everyone else
-        for lang in ("ru", "en"):
+        # the default scope: the default language for everyone else
+        await bot.set_my_commands(bot_commands(DEFAULT_LANGUAGE))
+        for lang in LANGUAGES:
             await bot.set_my_commands(bot_commands(lang), language_code=lang)
     except TelegramAPIError as exc:
         log.warning("could not set the bot commands: %s", exc)
@@ -159,7 +161,7 @@ async def _startup(bot: Bot, core: Core, settings: Settings, runtime: Runtime | 
         try:
             await bot.set_chat_menu_button(
                 menu_button=MenuButtonWebApp(
-                    text=t("ru", "menu_button"), web_app=WebAppInfo(url=settings.webapp_url)
+                    text=t(DEFAULT_LANGUAGE, "menu_button"), web_app=WebAppInfo(url=settings.webapp_url)
                 )
             )
         except TelegramAPIError as exc:

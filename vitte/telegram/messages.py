@@ -13,6 +13,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 from vitte.cache.base import user_key, window_remaining
 from vitte.core import Core
 from vitte.dialogs import Opening
+from vitte.i18n import Texts
 from vitte.telegram.calls import call_with_retry, split_text
 
 
@@ -49,21 +50,12 @@ async def send_opening(bot: Bot, chat_id: int, opening: Opening) -> int:
 EXPORTS_PER_MINUTE = 3  # each export is a file the bot uploads: a double click is fine, a loop is not
 EXPORT_WINDOW = 60.0
 
-# the file's caption, the same whichever face asked for it
-EXPORT_CAPTION = {
-    "ru": (
-        "Ваши данные в Vitte: профиль, настройки, диалоги со всеми сообщениями, платежи. "
-        "Удалить их можно в /settings."
-    ),
-    "en": (
-        "Your data in Vitte: profile, settings, dialogs with every message, payments. "
-        "You can delete it in /settings."
-    ),
-}
+# the file's caption, the same whichever face asked for it (the catalogues' `telegram` part)
+_TEXTS = Texts("telegram")
 
 
 def export_caption(lang: str | None) -> str:
-    return EXPORT_CAPTION["en" if lang == "en" else "ru"]
+    return _TEXTS.t(lang, "export_caption")
 
 
 class ExportThrottled(Exception):

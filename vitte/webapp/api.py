@@ -44,6 +44,7 @@ from vitte.errors import (
     UnknownStory,
     UnknownUser,
 )
+from vitte.i18n import Texts, normalize_language
 from vitte.players import LANGUAGES, BadSetting, PlayerView, language_from_telegram
 from vitte.prompt import STYLES, substitute
 from vitte.telegram.messages import ExportThrottled, export_filename, send_opening, send_player_data
@@ -59,80 +60,18 @@ LANG_KEY: web.RequestKey[str] = web.RequestKey("vitte_lang", str)
 
 MAX_ID_LEN = 130
 
-# code -> (ru, en): what the player reads; `code` is for programs
-MESSAGES: dict[str, tuple[str, str]] = {
-    "auth_missing": (
-        "Откройте приложение из чата с ботом в Telegram.",
-        "Open the app from the bot's chat in Telegram.",
-    ),
-    "auth_invalid": (
-        "Telegram не подтвердил вход. Откройте приложение заново из чата с ботом.",
-        "Telegram could not confirm who you are. Reopen the app from the bot's chat.",
-    ),
-    "auth_expired": (
-        "Сессия устарела. Закройте приложение и откройте его снова из чата с ботом.",
-        "Your session has expired. Close the app and open it again from the bot's chat.",
-    ),
-    "unknown_persona": ("Такого персонажа нет.", "There is no such persona."),
-    "unknown_story": ("Такой истории у персонажа нет.", "This persona has no such story."),
-    "not_found": ("Не найдено.", "Not found."),
-    "bad_json": (
-        "Не удалось прочитать запрос: нужен JSON-объект.",
-        "Could not read the request: a JSON object is expected.",
-    ),
-    "bad_request": ("Неверный запрос.", "Bad request."),
-    "bad_setting": ("Такой настройки нет.", "No such setting."),
-    "confirm_required": ("Подтвердите удаление данных.", "Please confirm deleting your data."),
-    "no_data": ("У нас нет ваших данных.", "We have no data about you."),
-    "export_failed": (
-        "Не удалось отправить файл в чат. Попробуйте ещё раз чуть позже.",
-        "Could not send the file to the chat. Please try again shortly.",
-    ),
-    "stale_dialog": (
-        "Этот диалог уже сменился. Обновите страницу.",
-        "This dialog has already changed. Refresh the page.",
-    ),
-    "no_active_dialog": ("У вас нет активного диалога.", "You have no active dialog."),
-    "blocked": ("Доступ ограничен.", "Access is restricted."),
-    "age_unconfirmed": (
-        "Подтвердите, что вам уже исполнилось 18 лет.",
-        "Please confirm that you are 18 or older.",
-    ),
-    "unknown_plan": ("Такого тарифа нет.", "There is no such plan."),
-    "invoice_failed": (
-        "Не удалось создать счёт. Попробуйте ещё раз чуть позже.",
-        "Could not create the invoice. Please try again shortly.",
-    ),
-    "rate_limited": ("Слишком часто. Попробуйте чуть позже.", "Too many requests. Please try again shortly."),
-    "bot_blocked": (
-        "Бот не может вам написать: откройте чат с ботом и нажмите «Старт», затем попробуйте снова.",
-        "The bot can't message you: open the bot's chat, press Start, then try again.",
-    ),
-    "send_failed": (
-        "Диалог начат, но сообщение не дошло до Telegram. Попробуйте ещё раз.",
-        "The dialog has started, but the message did not reach Telegram. Try again.",
-    ),
-    "payments_not_ready": (
-        "Оплата пока не подключена — она появится совсем скоро.",
-        "Payments are not set up yet.",
-    ),
-    "method_not_allowed": ("Такой запрос не поддерживается.", "Method not allowed."),
-    "too_large": ("Запрос слишком большой.", "Request too large."),
-    "store_unavailable": (
-        "Сервер на минутку занят. Попробуйте ещё раз чуть позже.",
-        "The server is busy for a moment. Please try again shortly.",
-    ),
-    "internal": ("Что-то пошло не так. Попробуйте ещё раз.", "Something went wrong. Please try again."),
-}
+# code -> what the player reads (the `api` part of the catalogues, vitte/locales: msgid = the
+# code); `code` is for programs
+MESSAGES = Texts("api")
 _AUTH_MESSAGE = {
     "auth_missing": "auth_missing",
     "auth_expired": "auth_expired",
 }
 
 
-def message(code: str, lang: str) -> str:
-    ru, en = MESSAGES.get(code, MESSAGES["internal"])
-    return en if lang == "en" else ru
+def message(code: str, lang: str | None) -> str:
+    text = MESSAGES.get(lang, code)
+    return text if text is not None else MESSAGES.t(lang, "internal")
 
 
 class ApiError(Exception):
@@ -166,8 +105,7 @@ def _error_body(code: str, lang: str, detail: str | None = None, **extra: Any) -
 
 
 def _query_lang(request: web.Request) -> str:
-    lang = request.query.get("lang", "")
-    return lang if lang in LANGUAGES else "ru"
+    return normalize_language(request.query.get("lang"))
 
 
 @web.middleware
@@ -546,7 +484,7 @@ async def get_persona(request: web.Request) -> web.Response:
     user_name = (state.player.first_name if state and state.player else None) or (
         user.first_name if user else None
     )
-    user_name = user_name or ("ты" if lang == "ru" else "you")
+    user_name = user_name or MESSAGES.t(lang, "user_placeholder")
     body.update(
         {
             "description": p.description_in(lang),

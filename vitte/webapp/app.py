@@ -24,9 +24,11 @@ from aiohttp import web
 import vitte
 from vitte.config import ConfigError, Settings
 from vitte.core import Core
+from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from vitte.metrics import metrics_route
 from vitte.telegram.bot import make_bot
-from vitte.webapp.api import CTX, WebContext, error_middleware, routes
+from vitte.webapp.api import CTX, WebContext, error_middleware, json_response, routes
+from vitte.webapp.texts import language_texts, page_texts_json
 
 __all__ = ["STATIC_DIR", "default_avatars_dir", "make_webapp", "serve_webapp"]
 
@@ -75,13 +77,26 @@ async def _headers_middleware(
 
 
 def _index_handler(html: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def index(_request: web.Request) -> web.Response:
-        resp = web.Response(text=html, content_type="text/html", charset="utf-8")
-        resp.headers["Cache-Control"] = "no-cache"
-        resp.headers["Content-Security-Policy"] = PAGE_CSP
-        return resp
+    body = html.encode("utf-8")
+    gzipped = gzip.compress(body, 9, mtime=0)  # the page carries its texts (vitte.webapp.texts)
+
+    async def index(request: web.Request) -> web.Response:
+        headers = {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP, "Vary": "Accept-Encoding"}
+        payload = body
+        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            payload = gzipped
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=payload, content_type="text/html", charset="utf-8", headers=headers)
 
     return index
+
+
+async def _texts(request: web.Request) -> web.Response:
+    """GET api/texts/<lang>.json: the page's texts in one language (vitte.webapp.texts)."""
+    lang = request.match_info["lang"]
+    if lang not in LANGUAGES:
+        raise web.HTTPNotFound()
+    return json_response(language_texts(lang))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +167,18 @@ def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web
         middlewares=[_headers_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )
     app[CTX] = WebContext(core=core, bot=bot, avatars_dir=avatars_dir or default_avatars_dir())
-    html = (STATIC_DIR / "index.html").read_text("utf-8").replace("__VERSION__", _asset_version())
+    html = (
+        (STATIC_DIR / "index.html")
+        .read_text("utf-8")
+        .replace("__VERSION__", _asset_version())
+        .replace("__LANG__", DEFAULT_LANGUAGE)
+        .replace("__TEXTS__", page_texts_json())
+    )
     index = _index_handler(html)
     app.router.add_get("/", index, name="index")
     app.router.add_get("/index.html", index)
     app.add_routes(routes)
+    app.router.add_get("/api/texts/{lang}.json", _texts, name="texts")
     app.router.add_get("/static/{filename}", _static_handler(_load_assets()), name="static")
     app.router.add_get("/avatars/{filename:.+}", _avatar, name="avatars")
     return app

@@ -12,158 +12,40 @@
   var REQUEST_TIMEOUT_MS = 15000;
 
   // ------------------------------------------------------------------ strings
-  var STRINGS = {
-    ru: {
-      listTitle: "С кем поговорим?",
-      listLead: "Выберите персонажа и историю — разговор продолжится в чате с ботом.",
-      current: "Сейчас общаетесь",
-      nowTalking: "Ваш диалог",
-      backToChat: "В чат",
-      about: "О персонаже",
-      storiesTitle: "Истории",
-      start: "Начать разговор",
-      refresh: "Обновить и продолжить",
-      currentStory: "Текущая история",
-      confirmRestart: "Начать эту историю заново? Память текущего диалога будет очищена.",
-      confirmSwitch: "Текущий диалог с персонажем «{name}» завершится, а новая история начнётся с чистого листа. Продолжить?",
-      sent: "Готово! Сообщение уже в чате с ботом",
-      openInTelegram: "Откройте приложение из чата с ботом в Telegram, чтобы начать разговор.",
-      settings: "Настройки",
-      language: "Язык",
-      style: "Стиль ответов",
-      style_short: "Коротко",
-      style_short_hint: "Одна-две фразы, как в живой переписке",
-      style_normal: "Обычно",
-      style_normal_hint: "Несколько предложений с действиями и эмоциями",
-      style_long: "Подробно",
-      style_long_hint: "Развёрнутые, атмосферные ответы",
-      data: "Ваши данные",
-      exportData: "Скачать мои данные",
-      exportHint: "Файл со всеми вашими данными придёт в чат с ботом.",
-      exportSent: "Файл с данными отправлен в чат с ботом",
-      deleteData: "Удалить мои данные",
-      deleteHint: "Диалоги и память персонажей будут удалены безвозвратно.",
-      confirmDelete: "Удалить все ваши диалоги и память персонажей? Это нельзя отменить.",
-      deleted: "Ваши данные удалены",
-      saved: "Сохранено",
-      settingsNeedTelegram: "Настройки доступны, когда приложение открыто из Telegram.",
-      premium: "Премиум",
-      premiumTitle: "Vitte Премиум",
-      premiumLead: "Больше разговоров каждый день — персонажи всегда рядом.",
-      yourPlan: "Ваш план",
-      activeUntil: "Действует до {date}",
-      freeForever: "Премиум открывает больше — смотрите ниже",
-      free: "Бесплатно",
-      price: "{price} ⭐ · {days} дней",
-      pricePack: "{price} ⭐",
-      buy: "Оформить за {price} ⭐",
-      buyPack: "Купить за {price} ⭐",
-      renewsOn: "Продление {date}",
-      leftToday: "Ответов на сегодня осталось: {n}",
-      ageTitle: "Только для взрослых",
-      ageText: "Истории в Vitte романтические и рассчитаны на взрослых. Подтвердите, что вам уже исполнилось 18 лет.",
-      ageYes: "Мне есть 18",
-      ageNo: "Мне нет 18",
-      ageDeclined: "Жаль, но Vitte только для взрослых. Возвращайтесь, когда вам исполнится 18.",
-      ok: "Понятно",
-      youHave: "Ваш текущий план",
-      comingSoon: "Оплата появится совсем скоро",
-      paid: "Спасибо! Премиум активирован",
-      offline: "Нет связи с сервером. Проверьте интернет.",
-      offlineTitle: "Нет связи",
-      offlineLead: "Сервер сейчас недоступен. Проверьте интернет и попробуйте ещё раз.",
-      retry: "Повторить",
-      notFoundTitle: "Страница не найдена",
-      personaMissing: "Такого персонажа нет",
-      backToList: "К персонажам",
-      empty: "Персонажи скоро появятся",
-      emptyLead: "Загляните чуть позже.",
-      errorTitle: "Что-то пошло не так",
-      back: "Назад",
-      stories1: "история", stories2: "истории", stories5: "историй",
-      lang_ru: "Русский",
-      lang_en: "English"
-    },
-    en: {
-      listTitle: "Who shall we talk to?",
-      listLead: "Pick a persona and a story — the conversation continues in the bot's chat.",
-      current: "Talking now",
-      nowTalking: "Your dialog",
-      backToChat: "To chat",
-      about: "About",
-      storiesTitle: "Stories",
-      start: "Start the conversation",
-      refresh: "Refresh and continue",
-      currentStory: "Current story",
-      confirmRestart: "Start this story over? The memory of the current dialog will be cleared.",
-      confirmSwitch: "Your dialog with {name} will end and the new story starts from a clean slate. Continue?",
-      sent: "Done! The message is waiting in the bot's chat",
-      openInTelegram: "Open the app from the bot's chat in Telegram to start a conversation.",
-      settings: "Settings",
-      language: "Language",
-      style: "Reply style",
-      style_short: "Short",
-      style_short_hint: "A line or two, like a real chat",
-      style_normal: "Normal",
-      style_normal_hint: "A few sentences with actions and feelings",
-      style_long: "Long",
-      style_long_hint: "Rich, atmospheric replies",
-      data: "Your data",
-      exportData: "Download my data",
-      exportHint: "A file with all your data arrives in the bot's chat.",
-      exportSent: "Your data file has been sent to the bot's chat",
-      deleteData: "Delete my data",
-      deleteHint: "Dialogs and the personas' memory are erased for good.",
-      confirmDelete: "Delete all your dialogs and the personas' memory? This cannot be undone.",
-      deleted: "Your data has been deleted",
-      saved: "Saved",
-      settingsNeedTelegram: "Settings are available when the app is opened from Telegram.",
-      premium: "Premium",
-      premiumTitle: "Vitte Premium",
-      premiumLead: "More conversations every day — your personas are always there.",
-      yourPlan: "Your plan",
-      activeUntil: "Active until {date}",
-      freeForever: "Premium unlocks more — see below",
-      free: "Free",
-      price: "{price} ⭐ · {days} days",
-      pricePack: "{price} ⭐",
-      buy: "Get it for {price} ⭐",
-      buyPack: "Buy for {price} ⭐",
-      renewsOn: "Renews on {date}",
-      leftToday: "Replies left today: {n}",
-      ageTitle: "Adults only",
-      ageText: "Stories in Vitte are romantic and meant for adults. Please confirm that you are 18 or older.",
-      ageYes: "I'm 18 or older",
-      ageNo: "I'm under 18",
-      ageDeclined: "Sorry, Vitte is for adults only. Come back when you turn 18.",
-      ok: "Got it",
-      youHave: "Your current plan",
-      comingSoon: "Payments are coming very soon",
-      paid: "Thank you! Premium is active",
-      offline: "Can't reach the server. Check your connection.",
-      offlineTitle: "No connection",
-      offlineLead: "The server can't be reached right now. Check your connection and try again.",
-      retry: "Retry",
-      notFoundTitle: "Page not found",
-      personaMissing: "There is no such persona",
-      backToList: "To personas",
-      empty: "Personas are coming soon",
-      emptyLead: "Please look in a little later.",
-      errorTitle: "Something went wrong",
-      back: "Back",
-      stories1: "story", stories2: "stories", stories5: "stories",
-      lang_ru: "Русский",
-      lang_en: "English"
-    }
-  };
+  // The texts are the server's catalogues (vitte/locales), embedded in the page as JSON by
+  // vitte/webapp/texts.py: {default, languages, catalogues: {<lang>: {texts, plurals}}}.
+  var TEXTS = readTexts();
+  var DEFAULT_LANG = TEXTS["default"];
+  var LANGS = TEXTS.languages;
+
+  function readTexts() {
+    var data = null;
+    try { data = JSON.parse(document.getElementById("vitte-texts").textContent); } catch (e) { data = null; }
+    if (data && data.languages && data.languages.length && data.catalogues) return data;
+    var lang = document.documentElement.lang;
+    var empty = { "default": lang, languages: [lang], catalogues: {} };
+    empty.catalogues[lang] = { texts: {}, plurals: {} };
+    return empty;
+  }
+
+  function catalogue(lang) {
+    return TEXTS.catalogues[lang] || TEXTS.catalogues[DEFAULT_LANG];
+  }
+
+  // the server's rule too (vitte.i18n.normalize_language): a language code's primary subtag if
+  // there is a catalogue for it (en-US: en), else the default language
+  function normalizeLang(code) {
+    var primary = String(code || "").toLowerCase().replace(/_/g, "-").split("-")[0];
+    return LANGS.indexOf(primary) >= 0 ? primary : DEFAULT_LANG;
+  }
+
   var STYLES = ["short", "normal", "long"];
-  var LANGS = ["ru", "en"];
 
   var state = {
     tg: null,
     initData: "",
     tgUser: null,
-    lang: "ru",
+    lang: DEFAULT_LANG,
     me: null,
     authError: null, // the server rejected our initData: browse anonymously, show why
     personas: null,
@@ -175,22 +57,31 @@
     retry: null
   };
 
-  function t(key, vars) {
-    var table = STRINGS[state.lang] || STRINGS.ru;
-    var s = table[key] != null ? table[key] : STRINGS.ru[key] != null ? STRINGS.ru[key] : key;
-    if (vars) {
-      s = s.replace(/\{(\w+)\}/g, function (m, k) { return vars[k] != null ? String(vars[k]) : m; });
-    }
-    return s;
+  function fill(s, vars) {
+    if (!vars) return s;
+    return s.replace(/\{(\w+)\}/g, function (m, k) { return vars[k] != null ? String(vars[k]) : m; });
   }
 
-  function storiesLabel(n) {
-    if (state.lang !== "ru") return n + " " + (n === 1 ? t("stories1") : t("stories2"));
-    var m10 = n % 10, m100 = n % 100;
-    var word = m10 === 1 && m100 !== 11 ? t("stories1")
-      : m10 >= 2 && m10 <= 4 && (m100 < 12 || m100 > 14) ? t("stories2") : t("stories5");
-    return n + " " + word;
+  function t(key, vars) {
+    var table = catalogue(state.lang).texts;
+    var fallback = catalogue(DEFAULT_LANG).texts;
+    return fill(table[key] != null ? table[key] : fallback[key] != null ? fallback[key] : key, vars);
   }
+
+  // a plural entry: the catalogue's form for the number's CLDR category (Intl.PluralRules)
+  var pluralRules = {};
+  function plural(key, n) {
+    var forms = catalogue(state.lang).plurals[key] || {};
+    var category = "other";
+    try {
+      var rules = pluralRules[state.lang] || (pluralRules[state.lang] = new Intl.PluralRules(state.lang));
+      category = rules.select(n);
+    } catch (e) { /* no Intl.PluralRules: "other" */ }
+    var s = forms[category] != null ? forms[category] : forms.other != null ? forms.other : key;
+    return fill(s, { n: n });
+  }
+
+  function storiesLabel(n) { return plural("stories", n); }
 
   // ------------------------------------------------------------------ DOM helpers
   function h(tag, props) {
@@ -1014,7 +905,7 @@
   // ------------------------------------------------------------------ Premium
   function formatDate(iso) {
     try {
-      return new Intl.DateTimeFormat(state.lang === "en" ? "en-GB" : "ru-RU", { day: "numeric", month: "long", year: "numeric" })
+      return new Intl.DateTimeFormat(t("date_locale"), { day: "numeric", month: "long", year: "numeric" })
         .format(new Date(iso));
     } catch (e) { return iso.slice(0, 10); }
   }
@@ -1119,9 +1010,7 @@
     state.initData = (tg && typeof tg.initData === "string" && tg.initData) || "";
     var unsafe = (tg && tg.initDataUnsafe) || {};
     state.tgUser = unsafe.user || userFromInitData(state.initData);
-    var code = (state.tgUser && state.tgUser.language_code) || (navigator.language || "");
-    state.lang = /^en/i.test(code) && !/^ru/i.test(code) ? "en" : "ru";
-    if (!state.tgUser && !/^en/i.test(navigator.language || "")) state.lang = "ru";
+    state.lang = normalizeLang((state.tgUser && state.tgUser.language_code) || navigator.language);
     document.documentElement.lang = state.lang;
 
     applyTheme();
