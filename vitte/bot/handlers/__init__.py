@@ -3,9 +3,11 @@
 A handler takes the update's object (``Message``, ``CallbackQuery`` …) and names what it needs;
 aiogram passes each parameter by name from the handling's data: ``core: Core`` and
 ``runtime: Runtime`` (the dispatcher's workflow data, ``dp["core"]`` / ``dp["runtime"]``, set by
-`vitte.bot.factory.build_dispatcher`), ``bot: Bot``, and what a filter adds (``command``,
-``callback_data``). Nothing is captured, so a handler can be imported and called alone
-(tests/test_bot_handlers.py calls `chat.chat_command` with a real Core and the local Bot API).
+`vitte.bot.factory.build_dispatcher`), ``bot: Bot``, ``turn: Turn`` (the player's turn, opened by
+`vitte.bot.middlewares.PlayerLockMiddleware` for messages and button presses), and what a filter
+adds (``command``, ``callback_data``). Nothing is captured, so a handler can be imported and
+called alone (tests/test_bot_handlers.py calls `chat.chat_command` with a real Core and the
+local Bot API).
 
 Routers: each module has ``router()`` (``router(admin_ids)`` where a filter needs the admins,
 ``groups_router()`` as well in `other`) that registers the module's handlers, with their
