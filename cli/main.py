@@ -2,7 +2,7 @@
 
 This module only assembles the commands; each lives in its own module (cli/db.py, cli/catalog.py,
 cli/dialogs.py, cli/faces.py, cli/users.py with cli/safety.py, cli/payments.py, cli/console.py,
-cli/bench.py), and what they share in cli/common.py.
+cli/bench.py, cli/doctor.py), and what they share in cli/common.py.
 Heavy modules are imported inside commands so `vitte --help` stays instant.
 Exit codes: 0 ok, 1 not found / refused, 2 bad usage or configuration.
 """
@@ -17,6 +17,7 @@ from cli.catalog import personas_app, seed
 from cli.console import console
 from cli.db import db_app
 from cli.dialogs import demo, dialog_app
+from cli.doctor import doctor
 from cli.faces import run_bot, serve_webapp
 from cli.payments import payments_app
 from cli.users import user_app
@@ -68,6 +69,7 @@ app.command(
     help="A local Telegram in the terminal: the real bot, its Web App and an operator panel, "
     "on the configured store (SQLite by default; no token, no servers). " + DEMO_NOTE,
 )(console)
+app.command("doctor")(doctor)
 app.command("bench", help="Measure the reply hot path through the real dispatcher (prints figures).")(bench)
 
 

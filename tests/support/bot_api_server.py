@@ -70,6 +70,9 @@ class FakeBotAPI:
     bot_id: int = 0
     username: str = "vitte_fake_bot"
     calls: list[Call] = field(default_factory=list)
+    # getWebhookInfo answers these fields over the defaults (url "", the queue's pending count),
+    # e.g. {"url": …, "pending_update_count": 42, "last_error_date": …, "last_error_message": …}
+    webhook_info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.bot_id = self.bot_id or int(self.token.partition(":")[0])
@@ -316,7 +319,8 @@ class FakeBotAPI:
         return True
 
     async def _m_getWebhookInfo(self, p: dict[str, Any]) -> Any:
-        return {"url": "", "has_custom_certificate": False, "pending_update_count": len(self._updates)}
+        info = {"url": "", "has_custom_certificate": False, "pending_update_count": len(self._updates)}
+        return {**info, **self.webhook_info}
 
 
 class _Error(Exception):

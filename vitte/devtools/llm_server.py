@@ -90,7 +90,7 @@ class FakeLLMServer:
     fail_500: int = 0
     fail_429: int = 0
     retry_after: str = "0"
-    api_key: str | None = None  # when set, other keys get 401 (the body echoes the key sent)
+    api_key: str | None = None  # when set, other keys get 401 (chat: the body echoes the key sent; models too)
     model: str = "fake-model"
     modes: deque[str] = field(default_factory=deque)
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -344,7 +344,10 @@ class FakeLLMServer:
         return resp
 
     async def _models(self, request: web.Request) -> web.Response:
-        await self._record(request)
+        rec = await self._record(request)
+        if self.api_key is not None and request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+            rec.mode = "401"
+            return self._error(401, "Incorrect API key provided")
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _control(self, request: web.Request) -> web.Response:
