@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them: `bash scripts/test.sh [pytest args]`.
-# Creates .venv, installs the project with its test extras and Debian's chromium (for the
-# Web App browser tests), starts PostgreSQL and Redis if they are installed but stopped,
-# then runs ruff and pytest. Under CI=true a missing service is a failure, not a skip.
+# Creates .venv, installs the project with its test extras, Debian's chromium (for the
+# Web App browser tests) and nginx (for the deploy recipe test), starts PostgreSQL and Redis
+# if they are installed but stopped, then runs ruff and pytest. Under CI=true a missing
+# service is a failure, not a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "installing Debian chromium for the Web App browser tests…"
   as_root apt-get update -q >/dev/null && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
     || echo "warning: could not install chromium; browser tests will fail under CI" >&2
+fi
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "installing Debian nginx for the deploy recipe test (tests/test_deploy.py)…"
+  { as_root apt-get update -q >/dev/null \
+      && { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null 2>&1 \
+           || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null; }; } \
+    || echo "warning: could not install nginx; the deploy tests will fail under CI" >&2
 fi
 
 # PostgreSQL at 127.0.0.1:5432, Redis at 127.0.0.1:6379: start them if installed but stopped.

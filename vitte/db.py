@@ -111,6 +111,12 @@ def _upgrade_sync(connection: Connection, revision: str = "head") -> None:
     command.upgrade(alembic_config(connection), revision)
 
 
+def _downgrade_sync(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(connection), revision)
+
+
 def _current_sync(connection: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
@@ -161,6 +167,36 @@ class Database:
     async def upgrade(self, revision: str = "head") -> None:
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade_sync, revision)
+
+    async def downgrade(self, revision: str) -> None:
+        """Undo migrations down to `revision` (an id of the history, or "base").
+
+        SQLite: batch mode drops a column by copying the table and dropping the old one, and
+        with foreign keys enforced that DROP deletes (ON DELETE CASCADE) every row pointing at
+        it: a player's dialogs and messages. So foreign keys are off while it runs (Alembic's
+        recipe for batch mode), and checked before the change is committed.
+        """
+        async with self.engine.connect() as conn:
+            if not self.settings.is_sqlite:
+                async with conn.begin():  # PostgreSQL: the whole downgrade or nothing
+                    await conn.run_sync(_downgrade_sync, revision)
+                return
+            try:
+                # outside a transaction (inside one the pragma is silently ignored): checked
+                await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                enforced = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+                await conn.commit()
+                if enforced != 0:
+                    raise RuntimeError("SQLite: cannot turn foreign keys off for the downgrade")
+                async with conn.begin():
+                    await conn.run_sync(_downgrade_sync, revision)
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"SQLite: the downgrade would break foreign keys: {broken[:5]}")
+            finally:
+                await conn.rollback()
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
 
     async def current_revision(self) -> str | None:
         async with self.engine.connect() as conn:
