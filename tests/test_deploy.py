@@ -36,22 +36,23 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlparse
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 
 from tests.conftest import IN_CI
 from tests.support.bot_api_server import FakeBotAPI
 from tests.support.bot_harness import PERSONA, STORY, cards, drop_redis_keys, wait_until
 from tests.support.initdata import auth_header, make_init_data
 from tests.support.llm_server import FakeLLMServer
+from tests.support.players import messages_of
 from vitte.bot.runner import check_webhook_settings
 from vitte.catalog.seed import seed_cards
 from vitte.config import Settings, load_settings
 from vitte.core import Core
-from vitte.models import ASSISTANT, MSG_OK, USER, Dialog, Message, User
+from vitte.models import ASSISTANT, MSG_OK, USER, Message, User
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -65,16 +66,21 @@ PLAYER = 5101
 SHUTDOWN_GRACE_DEFAULT = 20.0
 
 
+def _missing(what: str) -> NoReturn:
+    """A tool this test needs is not there: a skip, or a failure under CI=true (as conftest
+    treats a missing PostgreSQL or Redis)."""
+    if IN_CI:
+        pytest.fail(f"{what} (CI=true: a missing tool is a failure)", pytrace=False)
+    pytest.skip(what)
+
+
 def _tool(name: str) -> str:
-    """The path of a Debian tool; missing: a skip, or a failure under CI=true."""
+    """The path of a Debian tool."""
     found = shutil.which(name) or next(
         (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
     )
     if found is None:
-        msg = f"{name} is not installed (scripts/test.sh installs it from Debian)"
-        if IN_CI:
-            pytest.fail(msg + " (CI=true: a missing tool is a failure)", pytrace=False)
-        pytest.skip(msg)
+        _missing(f"{name} is not installed (Debian's; scripts/test.sh installs nginx)")
     return found
 
 
@@ -267,6 +273,19 @@ def test_bot_template_takes_its_port_from_the_instance() -> None:
     assert env["VITTE_WEBHOOK_PORT"] == "8083" and env["VITTE_WEBHOOK_HOST"] == "127.0.0.1"
     # EnvironmentFile= overrides Environment=: the shared file must not set them
     assert not {"VITTE_WEBHOOK_PORT", "VITTE_WEBHOOK_HOST"} & set(env_file())
+
+
+def test_journald_drop_in_names_journald_settings() -> None:
+    """journald ignores a misspelt key with a warning nobody reads: every key must be one that
+    Debian's /etc/systemd/journald.conf lists (it shows each setting, commented out)."""
+    shipped = Path("/etc/systemd/journald.conf")
+    if not shipped.exists():
+        _missing(f"{shipped} is missing (Debian's systemd package)")
+    known = set(re.findall(r"^#?([A-Za-z]+)=", shipped.read_text("utf-8"), flags=re.M))
+    assert {"SystemMaxUse", "MaxRetentionSec", "Storage"} <= known
+    entries = unit_entries(DEPLOY / "journald" / "vitte.conf")
+    assert entries and {s for s, _k, _v in entries} == {"Journal"}
+    assert {k for _s, k, _v in entries} <= known, entries
 
 
 # ---------------------------------------------------------------------- the env file and nginx
@@ -512,11 +531,7 @@ async def _chat_rows(settings: Settings, user_id: int) -> tuple[User | None, lis
     try:
         async with core.db.session() as s:
             user = await s.get(User, user_id)
-            query = (
-                select(Message).join(Dialog, Dialog.id == Message.dialog_id).where(Dialog.user_id == user_id)
-                .order_by(Message.id)
-            )
-            return user, list((await s.execute(query)).scalars())
+        return user, await messages_of(core, user_id)
     finally:
         await core.close()
 
