@@ -523,13 +523,13 @@ def _llm_http_problem(settings: Settings, status: int, message: str) -> tuple[st
     return f"HTTP {status}: {message}", "the provider is failing: check its status page or the server's logs"
 
 
-async def check_llm_models(settings: Settings, http: _Http) -> Check:
-    if settings.uses_demo_writer:
-        return _skipped("llm_models", "VITTE_LLM_BASE_URL unset: replies come from the offline demo writer")
-    url = _llm_url(settings, "models")
-    data: dict[str, Any] = {"url": mask_url(url), "model": settings.llm_model}
+async def _llm_call(
+    name: str, settings: Settings, http: _Http, method: str, url: str, data: dict[str, Any], **kwargs: Any
+) -> tuple[int, Any] | Check:
+    """One request to the LLM API: its status (also in `data`) and body, or the failed check
+    when it cannot be reached."""
     try:
-        async with http.request("llm", "GET", url, headers=_llm_headers(settings)) as resp:
+        async with http.request("llm", method, url, headers=_llm_headers(settings), **kwargs) as resp:
             status, body = resp.status, await _json_or_text(resp)
     except TimeoutError:
         raise
@@ -537,8 +537,20 @@ async def check_llm_models(settings: Settings, http: _Http) -> Check:
         problem = _connection_problem(exc)
         if problem is None:
             raise
-        return Check("llm_models", "fail", f"{mask_url(url)} {problem}", FIX_LLM_REACH, data)
+        return Check(name, "fail", f"{mask_url(url)} {problem}", FIX_LLM_REACH, data)
     data["http_status"] = status
+    return status, body
+
+
+async def check_llm_models(settings: Settings, http: _Http) -> Check:
+    if settings.uses_demo_writer:
+        return _skipped("llm_models", "VITTE_LLM_BASE_URL unset: replies come from the offline demo writer")
+    url = _llm_url(settings, "models")
+    data: dict[str, Any] = {"url": mask_url(url), "model": settings.llm_model}
+    answered = await _llm_call("llm_models", settings, http, "GET", url, data)
+    if isinstance(answered, Check):
+        return answered
+    status, body = answered
     if status == 404:
         return Check(
             "llm_models",
@@ -582,17 +594,10 @@ async def check_llm_completion(settings: Settings, http: _Http, deep: bool) -> C
     }
     data: dict[str, Any] = {"url": mask_url(url), "model": settings.llm_model}
     started = time.monotonic()
-    try:
-        async with http.request("llm", "POST", url, json=body, headers=_llm_headers(settings)) as resp:
-            status, answer = resp.status, await _json_or_text(resp)
-    except TimeoutError:
-        raise
-    except Exception as exc:
-        problem = _connection_problem(exc)
-        if problem is None:
-            raise
-        return Check("llm_completion", "fail", f"{mask_url(url)} {problem}", FIX_LLM_REACH, data)
-    data["http_status"] = status
+    answered = await _llm_call("llm_completion", settings, http, "POST", url, data, json=body)
+    if isinstance(answered, Check):
+        return answered
+    status, answer = answered
     if status >= 400:
         detail, fix = _llm_http_problem(settings, status, _error_message(answer, "no message"))
         return Check("llm_completion", "fail", detail, fix, data)
