@@ -202,13 +202,20 @@ class ErrorAnswersMiddleware(BaseMiddleware):
                 await self._tell(event, data, "oops")
         return None
 
-    async def _refuse(self, event: Update, data: dict[str, Any], exc: BaseException) -> None:
+    def _addressee(self, data: dict[str, Any]) -> tuple[Bot, User, Chat | None, str] | None:
+        """Who to tell, and in which language: the bot, the player, the chat (None when unknown)."""
         bot: Bot | None = data.get("bot")
         user: User | None = data.get("event_from_user")
-        chat: Chat | None = data.get("event_chat")
         if bot is None or user is None:
-            return
+            return None
         lang = self.runtime.lang_hint.get(user.id) or language_from_telegram(user.language_code)
+        return bot, user, data.get("event_chat"), lang
+
+    async def _refuse(self, event: Update, data: dict[str, Any], exc: BaseException) -> None:
+        to = self._addressee(data)
+        if to is None:
+            return
+        bot, user, chat, lang = to
         if event.callback_query is not None:
             with contextlib.suppress(Exception):
                 await event.callback_query.answer()
@@ -219,12 +226,10 @@ class ErrorAnswersMiddleware(BaseMiddleware):
 
     async def _tell(self, event: Update, data: dict[str, Any], key: str) -> None:
         """A short plain line to the player; failures to tell are only logged."""
-        bot: Bot | None = data.get("bot")
-        user: User | None = data.get("event_from_user")
-        chat: Chat | None = data.get("event_chat")
-        if bot is None or user is None:
+        to = self._addressee(data)
+        if to is None:
             return
-        lang = self.runtime.lang_hint.get(user.id) or language_from_telegram(user.language_code)
+        bot, user, chat, lang = to
         text = t(lang, key)
         if event.callback_query is not None:
             try:

@@ -82,14 +82,20 @@ async def _premium_button(core: Core, bot: Bot, user_id: int, lang: str) -> Inli
     return InlineKeyboardButton(text=text, url=link)
 
 
-async def offer_kb(core: Core, bot: Bot, ent: Entitlement, lang: str) -> InlineKeyboardMarkup | None:
-    """The buy buttons under the quota refusal: the subscription (if not premium), the pack."""
+async def _offer_rows(core: Core, bot: Bot, ent: Entitlement, lang: str) -> list[list[InlineKeyboardButton]]:
+    """The buy buttons: the subscription (if not premium), the pack (if on sale)."""
     rows: list[list[InlineKeyboardButton]] = []
     if not ent.is_premium:
         rows.append([await _premium_button(core, bot, ent.user_id, lang)])
     pack = _pack_button(core, lang)
     if pack is not None:
         rows.append([pack])
+    return rows
+
+
+async def offer_kb(core: Core, bot: Bot, ent: Entitlement, lang: str) -> InlineKeyboardMarkup | None:
+    """The buy buttons under the quota refusal."""
+    rows = await _offer_rows(core, bot, ent, lang)
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 
@@ -128,12 +134,7 @@ def premium_text(core: Core, ent: Entitlement, lang: str) -> str:
 
 
 async def premium_kb(core: Core, bot: Bot, ent: Entitlement, lang: str) -> InlineKeyboardMarkup | None:
-    rows: list[list[InlineKeyboardButton]] = []
-    if not ent.is_premium:
-        rows.append([await _premium_button(core, bot, ent.user_id, lang)])
-    pack = _pack_button(core, lang)
-    if pack is not None:
-        rows.append([pack])
+    rows = await _offer_rows(core, bot, ent, lang)
     if ent.renews:
         rows.append(
             [

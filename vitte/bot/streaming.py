@@ -221,17 +221,17 @@ class ReplyStream:
         finally:
             self._busy = False
 
+    async def _draft(self, text: str) -> None:
+        """The draft shown now, with the stop button (what was written is kept on stop)."""
+        await self.bot.send_message_draft(
+            chat_id=self.chat_id, draft_id=self.draft_id, text=text, can_stop=True, keep_on_stop=True
+        )
+
     async def _show_draft(self, text: str) -> None:
         parts = split_text(text)
         shown = parts[-1] if parts else PLACEHOLDER_EMPTY
         try:
-            await self.bot.send_message_draft(
-                chat_id=self.chat_id,
-                draft_id=self.draft_id,
-                text=shown,
-                can_stop=True,
-                keep_on_stop=True,
-            )
+            await self._draft(shown)
             self._shown = text
         except TelegramRetryAfter as exc:
             self._next_at = asyncio.get_running_loop().time() + exc.retry_after
@@ -241,13 +241,7 @@ class ReplyStream:
             if shown == PLACEHOLDER_EMPTY and isinstance(exc, TelegramBadRequest):
                 # an empty draft is Telegram's "Thinking…"; where it is refused, show "…"
                 with contextlib.suppress(TelegramAPIError):
-                    await self.bot.send_message_draft(
-                        chat_id=self.chat_id,
-                        draft_id=self.draft_id,
-                        text=PLACEHOLDER_TEXT,
-                        can_stop=True,
-                        keep_on_stop=True,
-                    )
+                    await self._draft(PLACEHOLDER_TEXT)
                     return
             log.info("drafts unavailable in chat %s (%s); editing one message instead", self.chat_id, exc)
             if isinstance(exc, TelegramNotFound) and self.on_drafts_unsupported is not None:
