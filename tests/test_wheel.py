@@ -124,11 +124,13 @@ def test_the_wheel_carries_personas_avatars_migrations_and_the_console_styleshee
     fixtures = default_fixtures_dir().parent
     assert fixtures == ROOT / "vitte" / "fixtures"
     assert MIGRATIONS_DIR == ROOT / "vitte" / "migrations"
-    for folder in (fixtures, MIGRATIONS_DIR, ROOT / "tui", ROOT / "vitte" / "webapp" / "static"):
+    locales = ROOT / "vitte" / "locales"  # the text catalogues, compiled and not
+    for folder in (fixtures, MIGRATIONS_DIR, ROOT / "tui", ROOT / "vitte" / "webapp" / "static", locales):
         wanted = {f"{folder.relative_to(ROOT).as_posix()}/{name}" for name in _files(folder)}
         assert wanted and wanted - names == set(), folder
     assert {"vitte/fixtures/personas/mila.json", "vitte/fixtures/avatars/mila.svg", "tui/vitte.tcss",
-            "vitte/migrations/env.py", "vitte/migrations/script.py.mako"} <= names
+            "vitte/migrations/env.py", "vitte/migrations/script.py.mako",
+            "vitte/locales/ru/LC_MESSAGES/vitte.mo", "vitte/locales/en/LC_MESSAGES/vitte.mo"} <= names
     assert any(n.startswith("vitte/migrations/versions/0001_") for n in names)
     # nothing lands at the top of site-packages but the product's own packages
     top = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}

@@ -32,8 +32,8 @@ catalogue's keys, every table answers ``lang_<code>`` for each language: that la
 its own catalogue (its ``language_name``), so a new catalogue adds its button everywhere.
 
 Why the compiled ``.mo`` files are shipped (not compiled when loaded): reading a ``.mo`` is a
-hash-table read, parsing the ``.po`` with Babel costs every process (bot, Web App, each CLI
-command) milliseconds per language at start; the ``.mo`` is the format gettext tools and aiogram's
+hash-table read (under a millisecond), parsing the ``.po`` with Babel costs every process (bot,
+Web App, each CLI command) some 10 ms per language at start; the ``.mo`` is what gettext tools and aiogram's
 I18n read as is. tests/test_i18n.py fails when a ``.mo`` says something its ``.po`` does not.
 
 Why not ``aiogram.utils.i18n`` at run time: its ``gettext`` reads the language from a context
