@@ -9,6 +9,7 @@ import logging
 from vitte.cache.base import Cache
 from vitte.dialogs.store import RECOVER_CHUNK, DialogStore
 from vitte.dialogs.views import InterruptedReply, Recovery
+from vitte.i18n import normalize_language
 from vitte.models import ASSISTANT, USER
 
 log = logging.getLogger("vitte.dialogs")
@@ -49,7 +50,7 @@ async def recover_interrupted(store: DialogStore, cache: Cache) -> Recovery:
                 InterruptedReply(
                     user_id=user_id,
                     dialog_id=dialog_id,
-                    language="en" if language == "en" else "ru",  # as players.player_view
+                    language=normalize_language(language),  # as players.player_view
                     message_id=last_id,
                     partial=partial,
                 )

@@ -36,6 +36,7 @@ from vitte.errors import (
     StoreUnavailable,
     VitteError,
 )
+from vitte.i18n import COMMON
 from vitte.llm.base import LLM, LLMBadResponse, LLMError, LLMRequest
 from vitte.metrics import observe_llm
 from vitte.models import ASSISTANT, MSG_INTERRUPTED, MSG_OK, MSG_STOPPED, USER, Dialog, User, utcnow
@@ -375,7 +376,7 @@ class Replies:
         prompt = PromptInput(
             card=persona.card,
             char_name=persona.name_in(player.language),
-            user_name=player.first_name or ("собеседник" if player.language == "ru" else "you"),
+            user_name=player.first_name or COMMON.t(player.language, "player_unnamed"),
             language=player.language,
             style=player.style,
             premise=premise,

@@ -71,7 +71,7 @@ class InterruptedReply:
 
     user_id: int  # also the private chat's id
     dialog_id: int
-    language: str  # ru | en
+    language: str  # a catalogue language (vitte.i18n)
     # the dialog's last message: the player's unanswered one ([Повторить] answers it, RetryCb),
     # or, `partial`, the interrupted reply with the words stored before the crash (🔄 replaces it)
     message_id: int

@@ -13,10 +13,7 @@ import hashlib
 import json
 import logging
 import re
-import weakref
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -30,7 +27,7 @@ from aiohttp import web
 from vitte.catalog.lookup import PersonaInfo
 from vitte.config import ConfigError
 from vitte.core import Core
-from vitte.dialogs import DialogView, Opening
+from vitte.dialogs import DialogView, Opening, Turn
 from vitte.errors import (
     AgeNotConfirmed,
     NoActiveDialog,
@@ -209,29 +206,7 @@ class WebContext:
     core: Core
     bot: Bot
     avatars_dir: Path
-    _locks: weakref.WeakValueDictionary[int, asyncio.Lock] = field(
-        default_factory=weakref.WeakValueDictionary
-    )
-    _sent: OrderedDict[int, None] = field(default_factory=OrderedDict)
     _colors: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-    @asynccontextmanager
-    async def user_lock(self, user_id: int) -> AsyncIterator[None]:
-        """One Web App write per player at a time in this process (a double click waits)."""
-        lock = self._locks.get(user_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[user_id] = lock
-        async with lock:
-            yield
-
-    def opening_sent(self, dialog_id: int) -> bool:
-        return dialog_id in self._sent
-
-    def mark_sent(self, dialog_id: int) -> None:
-        self._sent[dialog_id] = None
-        while len(self._sent) > 10_000:
-            self._sent.popitem(last=False)
 
     def avatar_colors(self, persona: PersonaInfo) -> tuple[str, str]:
         key = persona.avatar or persona.id
@@ -530,7 +505,7 @@ async def post_adult(request: web.Request) -> web.Response:
     adult = data.get("adult")
     if not isinstance(adult, bool):
         raise ApiError(400, "bad_request", "adult must be true or false")
-    async with ctx.user_lock(user.id):
+    async with ctx.core.dialogs.turn(user.id):
         if adult:
             await ctx.core.players.confirm_adult(user.id, language_code=user.language_code)
             await _seen(ctx.core, user)
@@ -541,18 +516,18 @@ async def post_adult(request: web.Request) -> web.Response:
     return json_response(await me_payload(ctx.core, user, state))
 
 
-async def _send(ctx: WebContext, user_id: int, opening: Opening) -> None:
-    if opening.reused and ctx.opening_sent(opening.dialog.id):
+async def _send(ctx: WebContext, turn: Turn, opening: Opening) -> None:
+    if opening.delivered:
         return  # a double click: the first click's opening is already in the chat
     try:
-        await send_opening(ctx.bot, user_id, opening)
+        message_id = await send_opening(ctx.bot, turn.user_id, opening)
     except TelegramForbiddenError as exc:
-        log.info("opening for user %s not sent: %s", user_id, exc)
+        log.info("opening for user %s not sent: %s", turn.user_id, exc)
         raise ApiError(409, "bot_blocked", dialog_id=opening.dialog.id) from None
     except (TelegramAPIError, OSError, TimeoutError) as exc:
-        log.warning("opening for user %s not sent: %s", user_id, exc)
+        log.warning("opening for user %s not sent: %s", turn.user_id, exc)
         raise ApiError(502, "send_failed", dialog_id=opening.dialog.id) from None
-    ctx.mark_sent(opening.dialog.id)
+    await ctx.core.dialogs.opening_sent(opening, message_id)
 
 
 @routes.post("/api/dialogs")
@@ -568,26 +543,20 @@ async def open_dialog(request: web.Request) -> web.Response:
     dialog_id = _int_field(data, "dialog_id")
     persona = await core.catalog.persona(persona_id)
     persona.story(story_id)  # 404 before anything changes
-    async with ctx.user_lock(user.id):
+    async with core.dialogs.turn(user.id) as turn:
         player = await _seen(core, user)
         request[LANG_KEY] = player.language
-        restarted = False
-        current = await core.dialogs.current(user.id) if restart else None
-        if current is not None and current.persona_id == persona_id and current.story_id == story_id:
-            opening = await core.dialogs.start_over(user.id, dialog_id)
-            restarted = True
-        else:
-            opening = await core.dialogs.choose(
-                user.id, persona_id, story_id, language_code=user.language_code
-            )
-        await _send(ctx, user.id, opening)
+        opening = await core.dialogs.choose(
+            turn, persona_id, story_id, language_code=user.language_code, restart=restart, dialog_id=dialog_id
+        )
+        await _send(ctx, turn, opening)
     return json_response(
         {
             "dialog_id": opening.dialog.id,
             "persona_id": opening.dialog.persona_id,
             "story_id": opening.dialog.story_id,
             "reused": opening.reused,
-            "restarted": restarted,
+            "restarted": opening.restarted,
             "sent": True,
         }
     )
@@ -606,7 +575,7 @@ async def post_settings(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_setting", f"language must be one of {', '.join(LANGUAGES)}")
     if style is not None and style not in STYLES:
         raise ApiError(400, "bad_setting", f"style must be one of {', '.join(STYLES)}")
-    async with ctx.user_lock(user.id):
+    async with ctx.core.dialogs.turn(user.id):
         await _seen(ctx.core, user)
         await ctx.core.players.update_settings(user.id, language=language, style=style)
         state = await player_state(ctx.core, user)
@@ -621,7 +590,7 @@ async def delete_me(request: web.Request) -> web.Response:
     data = await read_object(request)
     if data.get("confirm") is not True:
         raise ApiError(400, "confirm_required", "send {\"confirm\": true}")
-    async with ctx.user_lock(user.id):
+    async with ctx.core.dialogs.turn(user.id):
         try:
             report = await ctx.core.players.delete_data(user.id)
             dialogs, payments = report.dialogs, report.payments_anonymised
@@ -643,7 +612,7 @@ async def export_me(request: web.Request) -> web.Response:
     request[LANG_KEY] = state.language
     if state.player is None:
         raise ApiError(404, "no_data")
-    async with ctx.user_lock(user.id):
+    async with ctx.core.dialogs.turn(user.id):
         try:
             await send_player_data(ctx.core, ctx.bot, user.id, user.id, state.language)
         except UnknownUser:  # deleted in the meantime
