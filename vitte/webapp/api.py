@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -344,6 +345,24 @@ class PlayerState:
     dialog: DialogView | None
 
 
+async def _visitor_state(
+    request: web.Request, ctx: WebContext, user: WebAppUser | None
+) -> tuple[PlayerState | None, str]:
+    """The player's state (None for a visitor without initData) and the language the answer
+    is in: the player's, else the request's."""
+    state = await player_state(ctx.core, user) if user else None
+    lang = state.language if state else request[LANG_KEY]
+    request[LANG_KEY] = lang
+    return state, lang
+
+
+async def _answering(request: web.Request, ctx: WebContext, user: WebAppUser) -> PlayerState:
+    """The player's state; the answer is in their language."""
+    state = await player_state(ctx.core, user)
+    request[LANG_KEY] = state.language
+    return state
+
+
 async def player_state(core: Core, user: WebAppUser) -> PlayerState:
     """Read-only: never creates the player (a deleted player stays deleted until they act)."""
     try:
@@ -428,9 +447,7 @@ routes = web.RouteTableDef()
 async def list_personas(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     user = optional_user(request)
-    state = await player_state(ctx.core, user) if user else None
-    lang = state.language if state else request[LANG_KEY]
-    request[LANG_KEY] = lang
+    state, lang = await _visitor_state(request, ctx, user)
     current_id = _current_persona_id(state)
     personas = await ctx.core.catalog.personas()
     return json_response(
@@ -446,9 +463,7 @@ async def list_personas(request: web.Request) -> web.Response:
 async def get_persona(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     user = optional_user(request)
-    state = await player_state(ctx.core, user) if user else None
-    lang = state.language if state else request[LANG_KEY]
-    request[LANG_KEY] = lang
+    state, lang = await _visitor_state(request, ctx, user)
     persona_id = request.match_info["persona_id"]
     if len(persona_id) > MAX_ID_LEN:
         raise UnknownPersona(persona_id[:MAX_ID_LEN])
@@ -485,8 +500,7 @@ async def get_persona(request: web.Request) -> web.Response:
 async def get_me(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     user = require_user(request)
-    state = await player_state(ctx.core, user)
-    request[LANG_KEY] = state.language
+    state = await _answering(request, ctx, user)
     return json_response(await me_payload(ctx.core, user, state))
 
 
@@ -511,23 +525,30 @@ async def post_adult(request: web.Request) -> web.Response:
             await _seen(ctx.core, user)
         else:
             await ctx.core.players.decline_adult(user.id)
-        state = await player_state(ctx.core, user)
-    request[LANG_KEY] = state.language
+        state = await _answering(request, ctx, user)
     return json_response(await me_payload(ctx.core, user, state))
 
 
 async def _send(ctx: WebContext, turn: Turn, opening: Opening) -> None:
     if opening.delivered:
         return  # a double click: the first click's opening is already in the chat
-    try:
+    with _sending("opening", turn.user_id, "send_failed", dialog_id=opening.dialog.id):
         message_id = await send_opening(ctx.bot, turn.user_id, opening)
-    except TelegramForbiddenError as exc:
-        log.info("opening for user %s not sent: %s", turn.user_id, exc)
-        raise ApiError(409, "bot_blocked", dialog_id=opening.dialog.id) from None
-    except (TelegramAPIError, OSError, TimeoutError) as exc:
-        log.warning("opening for user %s not sent: %s", turn.user_id, exc)
-        raise ApiError(502, "send_failed", dialog_id=opening.dialog.id) from None
     await ctx.core.dialogs.opening_sent(opening, message_id)
+
+
+@contextmanager
+def _sending(what: str, user_id: int, failed: str, **extra: Any) -> Iterator[None]:
+    """A message the bot sends into the player's chat for the Web App: a player who blocked
+    the bot gets 409 bot_blocked, any other Telegram or network failure 502 `failed`."""
+    try:
+        yield
+    except TelegramForbiddenError as exc:
+        log.info("%s for user %s not sent: %s", what, user_id, exc)
+        raise ApiError(409, "bot_blocked", **extra) from None
+    except (TelegramAPIError, OSError, TimeoutError) as exc:
+        log.warning("%s for user %s not sent: %s", what, user_id, exc)
+        raise ApiError(502, failed, **extra) from None
 
 
 @routes.post("/api/dialogs")
@@ -578,8 +599,7 @@ async def post_settings(request: web.Request) -> web.Response:
     async with ctx.core.dialogs.turn(user.id):
         await _seen(ctx.core, user)
         await ctx.core.players.update_settings(user.id, language=language, style=style)
-        state = await player_state(ctx.core, user)
-    request[LANG_KEY] = state.language
+        state = await _answering(request, ctx, user)
     return json_response(await me_payload(ctx.core, user, state))
 
 
@@ -608,23 +628,17 @@ async def export_me(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     user = require_user(request)
     await read_object(request)  # no fields; a body, if any, must still be a JSON object
-    state = await player_state(ctx.core, user)
-    request[LANG_KEY] = state.language
+    state = await _answering(request, ctx, user)
     if state.player is None:
         raise ApiError(404, "no_data")
     async with ctx.core.dialogs.turn(user.id):
         try:
-            await send_player_data(ctx.core, ctx.bot, user.id, user.id, state.language)
+            with _sending("data export", user.id, "export_failed"):
+                await send_player_data(ctx.core, ctx.bot, user.id, user.id, state.language)
         except UnknownUser:  # deleted in the meantime
             raise ApiError(404, "no_data") from None
         except ExportThrottled as exc:
             raise RateLimited(exc.retry_after_seconds) from None
-        except TelegramForbiddenError as exc:
-            log.info("data export for user %s not sent: %s", user.id, exc)
-            raise ApiError(409, "bot_blocked") from None
-        except (TelegramAPIError, OSError, TimeoutError) as exc:
-            log.warning("data export for user %s not sent: %s", user.id, exc)
-            raise ApiError(502, "export_failed") from None
     return json_response({"sent": True, "filename": export_filename(user.id)})
 
 
@@ -632,9 +646,7 @@ async def export_me(request: web.Request) -> web.Response:
 async def get_plans(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     user = optional_user(request)
-    state = await player_state(ctx.core, user) if user else None
-    lang = state.language if state else request[LANG_KEY]
-    request[LANG_KEY] = lang
+    _state, lang = await _visitor_state(request, ctx, user)
     current = (await ctx.core.billing.entitlement(user.id)).plan_id if user else None
     return json_response(
         {
@@ -652,9 +664,7 @@ async def post_invoice(request: web.Request) -> web.Response:
     user = require_user(request)
     data = await read_object(request)
     plan_id = _text_field(data, "plan_id", required=True) or ""
-    state = await player_state(ctx.core, user)
-    lang = state.language
-    request[LANG_KEY] = lang
+    lang = (await _answering(request, ctx, user)).language
     plan = ctx.core.billing.plan(plan_id)  # 404 for an unknown plan
     if not plan.purchasable:
         raise ApiError(400, "bad_request", f"the {plan_id} plan is not for sale")
