@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitte.config import ConfigError
-
-# the players' languages (the same as vitte.players.LANGUAGES; a test keeps them equal)
-LANGUAGES = ("ru", "en")
+from vitte.i18n import LANGUAGES  # every catalogue language has its safety files (or fails to start)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
