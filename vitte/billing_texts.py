@@ -11,12 +11,13 @@ suffixes (``precheckout_<reason>``, ``thanks_<plan>``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vitte.i18n import COMMON, Texts, format_date
 
 if TYPE_CHECKING:
-    from vitte.billing import Entitlement
+    from datetime import datetime
+
     from vitte.config import Settings
     from vitte.models import Payment
 
@@ -32,6 +33,19 @@ __all__ = [
 ]
 
 BILLING = Texts("billing")
+
+
+class Entitlement(Protocol):
+    """What these texts read of a player's plan (`vitte.billing.Entitlement`)."""
+
+    @property
+    def daily_limit(self) -> int: ...
+
+    @property
+    def is_premium(self) -> bool: ...
+
+    @property
+    def premium_until(self) -> datetime | None: ...
 
 
 def _replies(n: int, lang: str | None) -> str:
