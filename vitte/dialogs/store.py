@@ -72,18 +72,23 @@ def cached(m: Message) -> CachedMessage:
     return CachedMessage(int(m.id or 0), m.role, m.text, m.status)
 
 
-def with_player() -> Any:
-    """A dialog joined with its player: SELECT Dialog, User."""
-    return select(Dialog, User).join(User, col(User.id) == col(Dialog.user_id))
+def with_player(*extra: ColumnElement[Any]) -> Select[Any]:
+    """A dialog joined with its player, the one way it is written: the dialog's columns, the
+    player's, then `extra` (`split` makes the two rows of a result row)."""
+    return select(*DIALOGS.c, *USERS.c, *extra).select_from(
+        DIALOGS.join(USERS, USERS.c.id == DIALOGS.c.user_id)
+    )
+
+
+def split(row: Sequence[Any]) -> tuple[Dialog, User]:
+    """A `with_player` row as the dialog and the player (models built from the stored values)."""
+    n, m = len(_DIALOG_KEYS), len(_DIALOG_KEYS) + len(_USER_KEYS)
+    return model_from_row(Dialog, _DIALOG_KEYS, row[:n]), model_from_row(User, _USER_KEYS, row[n:m])
 
 
 # ---------------------------------------------------------------------- the hot path
 def _active_row_select(*versions: ColumnElement[Any]) -> Select[Any]:
-    return (
-        select(*DIALOGS.c, *USERS.c, *versions)
-        .join(USERS, USERS.c.id == DIALOGS.c.user_id)
-        .where(DIALOGS.c.user_id == bindparam("user_id"), DIALOGS.c.status == ACTIVE)
-    )
+    return with_player(*versions).where(DIALOGS.c.user_id == bindparam("user_id"), DIALOGS.c.status == ACTIVE)
 
 
 def _xmin(table: Any) -> ColumnElement[str]:
@@ -236,12 +241,8 @@ class DialogStore:
             row = await conn.first(ACTIVE_ROW_VERSIONED if versioned else ACTIVE_ROW, {"user_id": user_id})
         if row is None:
             return None
-        n, m = len(_DIALOG_KEYS), len(_DIALOG_KEYS) + len(_USER_KEYS)
-        return ActiveRow(
-            model_from_row(Dialog, _DIALOG_KEYS, row[:n]),
-            model_from_row(User, _USER_KEYS, row[n:m]),
-            (str(row[m]), str(row[m + 1])) if versioned else None,
-        )
+        m = len(_DIALOG_KEYS) + len(_USER_KEYS)
+        return ActiveRow(*split(row), (str(row[m]), str(row[m + 1])) if versioned else None)
 
     @staticmethod
     async def count_and_store_turn(conn: RawConnection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -314,8 +315,8 @@ class DialogStore:
 
     async def dialog_with_player(self, dialog_id: int) -> tuple[Dialog, User] | None:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            row = (await s.execute(with_player().where(col(Dialog.id) == dialog_id))).first()
-        return (row[0], row[1]) if row is not None else None
+            row = (await s.execute(with_player().where(DIALOGS.c.id == dialog_id))).first()
+        return split(row) if row is not None else None
 
     async def latest_with_player(self, user_id: int) -> tuple[Dialog, User] | None:
         """The active dialog, else the most recent ended one."""
@@ -323,12 +324,12 @@ class DialogStore:
             row = (
                 await s.execute(
                     with_player()
-                    .where(col(Dialog.user_id) == user_id)
-                    .order_by((col(Dialog.status) == ACTIVE).desc(), col(Dialog.id).desc())
+                    .where(DIALOGS.c.user_id == user_id)
+                    .order_by((DIALOGS.c.status == ACTIVE).desc(), DIALOGS.c.id.desc())
                     .limit(1)
                 )
             ).first()
-        return (row[0], row[1]) if row is not None else None
+        return split(row) if row is not None else None
 
     async def player(self, user_id: int) -> User | None:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
@@ -528,10 +529,12 @@ class DialogStore:
     async def unfolded(self, dialog_id: int) -> tuple[Dialog, User, list[Message]] | None:
         """An active dialog, its player and its messages not folded into its memory yet."""
         async with self.db.session() as s:
-            row = (await s.execute(with_player().where(col(Dialog.id) == dialog_id))).first()
-            if row is None or row[0].status != ACTIVE:
+            row = (await s.execute(with_player().where(DIALOGS.c.id == dialog_id))).first()
+            if row is None:
                 return None
-            dialog, user = row
+            dialog, user = split(row)
+            if dialog.status != ACTIVE:
+                return None
             rows = list(
                 (
                     await s.execute(
