@@ -222,7 +222,7 @@ M = TypeVar("M", bound=SQLModel)
 def model_from_row(model: type[M], keys: Sequence[str], values: Sequence[Any]) -> M:
     """A table model instance from a row the database returned, as a Session loads one: no
     validation and no change tracking of the values set (they are the stored state). About
-    ten times cheaper than the constructor, for the hot path (vitte/dialogs.py)."""
+    ten times cheaper than the constructor, for the hot path (vitte/dialogs/store.py)."""
     obj = manager_of(model).new_instance()  # SQLModel.__new__ sets up pydantic's attributes
     loaded = dict(zip(keys, values, strict=True))
     obj.__dict__.update(loaded)
