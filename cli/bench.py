@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from cli.common import fail, print_json, run_async, settings_or_exit
+from cli.common import fail, print_json, run_async, settings_or_exit, shown
 
 
 def bench(
@@ -74,6 +74,7 @@ def bench(
 def render(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     phases = [("overhead (1 at a time)", result.overhead), ("throughput", result.throughput)]
@@ -126,4 +127,4 @@ def render(result: Any) -> None:
         f"{result.cpus} CPUs, load {load}"
     )
     for sample in result.error_samples:
-        console.print(f"  [yellow]error:[/yellow] {sample}")
+        console.print(Text.assemble("  ", Text("error:", style="yellow"), " ", shown(sample)))

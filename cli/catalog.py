@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from cli.common import JSON_OPTION, fail, opened_core, print_json, run_async, settings_or_exit
+from cli.common import JSON_OPTION, fail, opened_core, plain, print_json, run_async, settings_or_exit, shown
 
 personas_app = typer.Typer(help="The persona catalog.", no_args_is_help=True)
 
@@ -50,7 +50,7 @@ def seed(
         print_json({"added": report.added, "updated": report.updated, "unchanged": report.unchanged})
     else:
         typer.echo(
-            f"seeded from {source}: {len(report.added)} added, {len(report.updated)} updated, "
+            f"seeded from {plain(source)}: {len(report.added)} added, {len(report.updated)} updated, "
             f"{len(report.unchanged)} unchanged"
         )
 
@@ -89,7 +89,7 @@ def personas_list(as_json: bool = JSON_OPTION) -> None:
     table.add_column("stories", justify="right")
     table.add_column("tags", style="dim")
     for p in personas:
-        table.add_row(p.id, p.name, p.tagline, str(len(p.stories)), ", ".join(p.tags))
+        table.add_row(shown(p.id), shown(p.name), shown(p.tagline), str(len(p.stories)), shown(", ".join(p.tags)))
     console = Console()
     if not personas:
         console.print("No personas yet: run `vitte seed`.")

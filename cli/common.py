@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from vitte.config import Settings
     from vitte.core import Core
 
@@ -27,8 +29,27 @@ JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    from vitte.text import inert
+
+    typer.echo(f"error: {inert(message, one_line=True)}", err=True)
     raise typer.Exit(code)
+
+
+def shown(value: Any, *, one_line: bool = True, style: str = "") -> Text:
+    """Stored data (a name, memory, a message, card text) as Rich renders it inertly: a `Text`,
+    never parsed as markup, without escape sequences or control characters (vitte.text.inert).
+    Every table cell and printed line of data goes through this (or `plain` for typer.echo);
+    `--json` prints the raw values."""
+    from rich.text import Text
+
+    return Text(plain(value, one_line=one_line), style=style)
+
+
+def plain(value: Any, *, one_line: bool = True) -> str:
+    """Stored data on a plain (typer.echo) line: no escape sequences or controls ("" for None)."""
+    from vitte.text import inert
+
+    return "" if value is None else inert(value, one_line=one_line)
 
 
 def settings_or_exit(**overrides: Any) -> Settings:

@@ -11,7 +11,18 @@ from typing import Any
 
 import typer
 
-from cli.common import JSON_OPTION, USER_ARG, fail, iso, opened_core, print_json, run_async, settings_or_exit
+from cli.common import (
+    JSON_OPTION,
+    USER_ARG,
+    fail,
+    iso,
+    opened_core,
+    plain,
+    print_json,
+    run_async,
+    settings_or_exit,
+    shown,
+)
 
 dialog_app = typer.Typer(help="Players' dialogs: list, show, reset.", no_args_is_help=True)
 
@@ -45,9 +56,9 @@ def dialog_list(
         table.add_row(
             str(r["dialog_id"]),
             str(r["user_id"]),
-            r["persona"],
-            r["story"] or "",
-            r["status"],
+            shown(r["persona"]),
+            shown(r["story"]),
+            shown(r["status"]),
             str(r["messages"]),
             (r["created_at"] or "")[:19],
         )
@@ -95,15 +106,16 @@ def dialog_show(
         console.print(f"user {data['user_id']} has no dialog")
         return
     head = Text()
-    head.append(f"{data['persona']}", style="bold magenta")
-    head.append(f" · {data['story']} · dialog {data['dialog_id']} · {data['status']}")
+    head.append(shown(data["persona"], style="bold magenta"))
+    head.append(shown(f" · {data['story']} · dialog {data['dialog_id']} · {data['status']}"))
     console.print(head)
-    console.print(Panel(data["memory"] or "(empty)", title="memory", expand=False))
+    memory = shown(data["memory"], one_line=False) if data["memory"] else Text("(empty)", style="dim")
+    console.print(Panel(memory, title="memory", expand=False))
     for m in data["messages"]:
         who = "player" if m["role"] == "user" else data["persona"] if m["role"] == "assistant" else m["role"]
         style = "cyan" if m["role"] == "user" else "magenta"
         mark = f" [{m['status']}]" if m.get("status") else ""
-        console.print(Text(f"{(m['created_at'] or '')[:19]} {who}{mark}: ", style=style) + Text(m["text"]))
+        console.print(shown(f"{(m['created_at'] or '')[:19]} {who}{mark}: ", style=style) + shown(m["text"], one_line=False))
 
 
 @dialog_app.command("reset")
@@ -133,7 +145,7 @@ def dialog_reset(
     if ended is None:
         typer.echo(f"user {user_id} had no active dialog; active persona cleared")
     else:
-        typer.echo(f"reset: dialog {ended.id} with {ended.persona_name} ended, memory cleared")
+        typer.echo(f"reset: dialog {ended.id} with {plain(ended.persona_name)} ended, memory cleared")
 
 
 def demo(
@@ -145,6 +157,7 @@ def demo(
 ) -> None:
     settings = settings_or_exit()
     from rich.console import Console
+    from rich.text import Text
 
     console = Console()
     lines = message or ["Привет! Как проходит твой день?", "Расскажи о себе что-нибудь, чего никто не знает."]
@@ -154,20 +167,21 @@ def demo(
             personas = await core.catalog.personas()
             console.print("[bold]Personas[/bold]")
             for p in personas:
-                console.print(f"  [cyan]{p.id}[/cyan]  {p.name} — {p.tagline}")
+                console.print(Text.assemble("  ", shown(p.id, style="cyan"), "  ", shown(f"{p.name} — {p.tagline}")))
             chosen = await core.catalog.persona(persona) if persona else personas[0]
             story = chosen.stories[0]
             await core.players.seen(user_id, first_name="Гость")
             await core.players.confirm_adult(user_id)  # the operator plays the demo player
             await core.players.confirm_adult(user_id)  # the operator's simulated player passes the 18+ gate
             opening = await core.dialogs.choose(user_id, chosen.id, story.id)
-            console.print(f"\n[bold magenta]{chosen.name}[/bold magenta] · {story.title}")
+            name = shown(f"{chosen.name}:", style="magenta")
+            console.print(Text.assemble("\n", shown(chosen.name, style="bold magenta"), " · ", shown(story.title)))
             if core.llm.is_demo:
-                console.print(f"[dim]({core.llm.label})[/dim]")
-            console.print(f"[magenta]{chosen.name}:[/magenta] {opening.text}")
+                console.print(shown(f"({core.llm.label})", style="dim"))
+            console.print(Text.assemble(name, " ", shown(opening.text, one_line=False)))
             for line in lines:
-                console.print(f"[cyan]you:[/cyan] {line}")
+                console.print(Text.assemble(Text("you:", style="cyan"), " ", shown(line, one_line=False)))
                 out = await core.dialogs.reply(user_id, line)
-                console.print(f"[magenta]{chosen.name}:[/magenta] {out.text}")
+                console.print(Text.assemble(name, " ", shown(out.text, one_line=False)))
 
     run_async(go)

@@ -17,10 +17,12 @@ from cli.common import (
     fail,
     iso,
     opened_core,
+    plain,
     print_json,
     run_async,
     settings_or_exit,
     settings_with_token,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -75,9 +77,9 @@ def payments_list(
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["charge_id"],
+            shown(r["charge_id"]),
             str(r["user_id"] if r["user_id"] is not None else "(deleted)"),
-            r["plan"] or "?",
+            shown(r["plan"] or "?"),
             f"{r['amount']} {r['currency']}",
             ("first" if r["is_first_recurring"] else "yes") if r["is_recurring"] else "",
             (r["expires_at"] or "")[:16],
@@ -109,7 +111,7 @@ def payments_refund(
     if not yes:
         if not sys.stdin.isatty():
             fail("refusing to refund without confirmation: pass --yes", 1)
-        what = f"{payment.amount} {payment.currency} to user {payment.user_id} ({payment.plan or '?'})"
+        what = plain(f"{payment.amount} {payment.currency} to user {payment.user_id} ({payment.plan or '?'})")
         if not typer.confirm(f"Refund {what}? What it paid for ends now", default=False):
             fail("not refunded", 1)
 
@@ -141,4 +143,4 @@ def payments_refund(
     if result.replies_removed:
         ended.append(f"{result.replies_removed} pack replies removed")
     tail = f"; {', '.join(ended)}" if ended else ""
-    typer.echo(f"refunded {p.amount} {p.currency} to user {p.user_id} (charge {p.telegram_payment_charge_id}){tail}")
+    typer.echo(plain(f"refunded {p.amount} {p.currency} to user {p.user_id} (charge {p.telegram_payment_charge_id}){tail}"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from cli.common import USER_ARG, fail, opened_core, run_async, settings_or_exit
+from cli.common import USER_ARG, fail, opened_core, plain, run_async, settings_or_exit
 
 
 def block(
@@ -33,7 +33,7 @@ def block(
             return await core.players.block(await core.players.resolve(user), reason)
 
     player = run_async(go)
-    note = f" ({player.blocked_reason})" if player.blocked_reason else ""
+    note = f" ({plain(player.blocked_reason)})" if player.blocked_reason else ""
     typer.echo(f"blocked user {player.id}{note}")
 
 
@@ -71,7 +71,7 @@ def export(
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         fail(f"{output}: {exc.strerror or exc}", 1)
-    typer.echo(f"exported user {data['profile']['id']} to {output}", err=True)
+    typer.echo(f"exported user {data['profile']['id']} to {plain(output)}", err=True)
 
 
 def delete(

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from cli.common import JSON_OPTION, USER_ARG, iso, opened_core, print_json, run_async, settings_or_exit
+from cli.common import JSON_OPTION, USER_ARG, iso, opened_core, plain, print_json, run_async, settings_or_exit
 
 user_app = typer.Typer(help="Players: show, block, unblock, export, delete.", no_args_is_help=True)
 
@@ -64,7 +64,7 @@ def user_show(
     if as_json:
         print_json(data)
         return
-    name = data["first_name"] or (f"@{data['username']}" if data["username"] else "")
+    name = plain(data["first_name"] or (f"@{data['username']}" if data["username"] else ""))
     lines = [f"user {data['user_id']}" + (f" ({name})" if name else "") + f" · {data['language']}"]
     if data["blocked"]:
         lines.append("blocked")
@@ -84,5 +84,5 @@ def user_show(
         lines.append("dialog: none")
     else:
         story = f" · {d['story']}" if d["story"] else ""
-        lines.append(f"dialog {d['id']}: {d['persona']}{story} · {d['status']}")
+        lines.append(plain(f"dialog {d['id']}: {d['persona']}{story} · {d['status']}"))
     typer.echo("\n".join(lines))

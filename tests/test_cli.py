@@ -154,3 +154,78 @@ def test_faces_need_a_token(command: str) -> None:
     assert res.exit_code == 2 and "VITTE_BOT_TOKEN" in res.stderr and one_line(res.stderr)
     res = invoke(command, env={"VITTE_BOT_TOKEN": "not-a-token"})
     assert res.exit_code == 2 and "malformed" in res.stderr
+
+
+# hostile text as a card author or a player can write it: Rich markup, a window-title sequence
+# (OSC 0), colours (CSI), an OSC-8 hyperlink, a bell, a backspace and a bidi override
+HOSTILE = "[/oops] [bold red]x[/] \x1b]0;pwned\x07\x1b[31mred\x1b[0m \x1b]8;;https://evil.example/\x1b\\link\x1b]8;;\x1b\\\x08\u202e"
+CONTROL_CHARS = {chr(c) for c in range(32) if chr(c) not in "\n"} | {chr(c) for c in range(0x7F, 0xA0)} | {"\u202e"}
+
+
+def _inert(output: str) -> bool:
+    return not (set(output) & CONTROL_CHARS)
+
+
+def test_hostile_card_memory_and_messages_are_inert_in_every_listing(tmp_path: Path) -> None:
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {
+            "name": "Eve " + HOSTILE,
+            "description": "A card. " + HOSTILE,
+            "first_mes": "hi " + HOSTILE,
+            "tags": ["t " + HOSTILE],
+            "extensions": {"vitte": {"id": "eve", "tagline": "line " + HOSTILE}},
+        },
+    }
+    (tmp_path / "eve.json").write_text(json.dumps(card))
+    seeded = invoke("seed", str(tmp_path / "eve.json"))
+    assert seeded.exit_code == 0, seeded.output
+    memory = "she said [/b] and [link=https://evil.example]x[/link] " + HOSTILE
+
+    async def play() -> None:
+        core = await Core.open(load_settings())
+        try:
+            await adult(core, 4242, first_name="Mallory " + HOSTILE, username="mallory")
+            p = await core.catalog.persona("eve")
+            opening = await core.dialogs.choose(4242, p.id, p.stories[0].id)
+            await core.dialogs.reply(4242, "player says " + HOSTILE)
+            view = await core.dialogs.latest(4242)
+            assert view is not None
+            assert await core.dialogs.store.save_summary(view.id, 0, memory, 0)
+            await core.billing.record_payment(
+                4242, telegram_payment_charge_id="ch-" + HOSTILE, total_amount=50, invoice_payload="x " + HOSTILE
+            )
+            assert opening
+        finally:
+            await core.close()
+
+    asyncio.run(play())
+    env = {"COLUMNS": "400"}
+    for args in (
+        ["personas", "list"],
+        ["dialog", "list"],
+        ["dialog", "list", "--all"],
+        ["dialog", "show", "4242"],
+        ["user", "show", "4242"],
+        ["payments", "list"],
+        ["payments", "list", "--user", "4242"],
+    ):
+        res = invoke(*args, env=env)
+        assert res.exit_code == 0 and res.exception is None, (args, res.output)
+        assert "Traceback" not in res.output, args
+        assert _inert(res.output), (args, res.output)
+    shown = {tuple(a): invoke(*a, env=env).stdout for a in (["personas", "list"], ["dialog", "show", "4242"])}
+    for out in shown.values():
+        assert "Eve [/oops] [bold red]x[/] red link" in out  # the text stays visible, literally
+    show = shown[("dialog", "show", "4242")]
+    assert "she said [/b] and [link=https://evil.example]x[/link]" in show and "player says [/oops]" in show
+    assert "Mallory [/oops]" in invoke("user", "show", "4242", env=env).stdout
+    # --json stays exact: the stored values, byte for byte
+    listed = json.loads(invoke("personas", "list", "--json").stdout)
+    assert [p["name"] for p in listed] == ["Eve " + HOSTILE] and listed[0]["tagline"] == "line " + HOSTILE
+    data = json.loads(invoke("dialog", "show", "4242", "--json").stdout)
+    assert data["memory"] == memory and data["persona"] == "Eve " + HOSTILE
+    assert data["messages"][1]["text"] == "player says " + HOSTILE
+    assert json.loads(invoke("user", "show", "4242", "--json").stdout)["first_name"] == "Mallory " + HOSTILE
+    assert json.loads(invoke("payments", "list", "--json").stdout)[0]["charge_id"] == "ch-" + HOSTILE

@@ -855,3 +855,38 @@ async def test_a_timer_tick_while_the_app_closes_is_harmless() -> None:
         await app.chat_view.remove()
         app._tick()  # no chat view: nothing to sync, no error
         await pilot.pause()
+
+
+# a player's (and a card's, the memory's) hostile text: markup, a window title, colours, OSC-8
+HOSTILE = "[/b] [bold red]x[/] \x1b]0;pwned\x07\x1b[31mred\x1b[0m \x1b]8;;https://evil.example/\x1b\\link\x1b]8;;\x1b\\\x08"
+CONTROLS = {chr(c) for c in range(32) if chr(c) not in "\n"} | {chr(c) for c in range(0x7F, 0xA0)}
+
+
+async def test_hostile_text_is_inert_in_the_chat_and_the_operator_panel() -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await choose_in_webapp(pilot)
+        await send(pilot, "hi " + HOSTILE)
+        await wait_idle(pilot)
+        core = app.backend.core
+        view = await core.dialogs.latest(USER_ID)
+        assert view is not None
+        assert await core.dialogs.store.save_summary(view.id, 0, "memory " + HOSTILE, 0)
+        await pilot.press("f2")
+        panel = app.operator
+        memory = panel.query_one("#op-memory", Static)
+        await until(pilot, lambda: "memory" in str(memory.render()), what="memory in the panel")
+        shown = {
+            "bubbles": "\n".join(bubble_texts(app)),
+            "memory": str(memory.render()),
+            "messages": str(panel.query_one("#op-messages", Static).render()),
+            "log": "\n".join(str(line.text) for line in app.log_pane.lines),
+        }
+        for where, text in shown.items():
+            assert not set(text) & CONTROLS, (where, text)
+        assert "hi [/b] [bold red]x[/] red link" in shown["bubbles"]
+        assert "memory [/b] [bold red]x[/] red link" in shown["memory"]
+        assert "hi [/b] [bold red]x[/] red link" in shown["messages"]
+        # what reaches the terminal: no escape sequence from the data in the rendered screen
+        screen = app.export_screenshot()
+        assert "pwned" not in screen and "evil.example" not in screen

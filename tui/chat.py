@@ -24,7 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static
 
-from tui.strings import tr
+from tui.strings import inert_text, tr
 
 if TYPE_CHECKING:
     from aiogram.types import InlineKeyboardButton
@@ -236,7 +236,7 @@ def message_body(msg: LocalMessage, lang: str, clock: Clock) -> Text:
     if not msg.from_bot:
         meta += " ✓✓"
     body.append(f"  {meta}", style="dim")
-    return body
+    return inert_text(body)
 
 
 def signature(msg: LocalMessage) -> tuple[Any, ...]:
@@ -407,7 +407,7 @@ class ChatView(VerticalScroll):
             return
         rows: list[Any] = [Static(Text(title, style="dim italic"), classes="note -history")]
         for from_persona, text, ts in items:
-            body = Text(text)
+            body = inert_text(text)
             body.append(f"  {self.clock(ts)}", style="dim")
             side = "-bot" if from_persona else "-me"
             rows.append(Vertical(Static(body, classes="bubble"), classes=f"msg {side} -stored"))
@@ -554,7 +554,7 @@ class ChatView(VerticalScroll):
                 hint = "⏹ " + tr(self.lang, "stopped")
             elif draft.can_stop:
                 hint = "⏹ " + tr(self.lang, "stop_hint")
-            self._draft.show(("draft", draft.draft_id, draft.text, draft.stopped), body, hint)
+            self._draft.show(("draft", draft.draft_id, draft.text, draft.stopped), inert_text(body), hint)
             typing = not draft.stopped
         elif typing_action and self.follow:
             self._draft.show(("typing",), Text("• • •", style="bold"), "")
@@ -660,13 +660,14 @@ class ChatHeader(Horizontal):
         )
 
     def set_peer(self, name: str, status: str, *, typing: bool) -> None:
-        self.avatar.update((name[:1] or "V").upper())
+        name = inert_text(name).plain
+        self.avatar.update(Text((name[:1] or "V").upper()))
         self.name_label.update(Text(name, style="bold"))
-        self.status_label.update(Text(status))
+        self.status_label.update(inert_text(status))
         self.status_label.set_class(typing, "-typing")
 
     def set_info(self, info: Text | str) -> None:
-        self.info.update(info)
+        self.info.update(inert_text(info))
 
 
 class Composer(Input):

@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, RichLog, Select, Static
 
+from tui.strings import inert_text
 from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES, normalize_language
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def describe_call(call: ApiCall, clock: Clock = local_hhmmss) -> Text:
             line.append(f"  ✓ msg {result['message_id']}", style="green")
         else:
             line.append("  ✓", style="green")
-    return line
+    return inert_text(line)
 
 
 class LogPane(RichLog):
@@ -112,7 +113,7 @@ class LogPane(RichLog):
         self.write(describe_call(call, self.clock))
 
     def add_note(self, text: str) -> None:
-        self.write(Text(text, style="italic"))
+        self.write(inert_text(text, style="italic"))
 
 
 class OperatorPanel(VerticalScroll):
@@ -246,7 +247,7 @@ class OperatorPanel(VerticalScroll):
                 p.append(f" · BLOCKED ({player.blocked_reason or '-'})", style="bold red")
             if online is not None:
                 p.append(" · online" if online else "", style="green")
-        self.query_one("#op-player", Static).update(p)
+        self.query_one("#op-player", Static).update(inert_text(p))
 
         d = Text()
         if dialog is None:
@@ -258,9 +259,9 @@ class OperatorPanel(VerticalScroll):
             d.append(f"\ndialog {dialog.id} · ")
             d.append(dialog.status, style="green" if dialog.status == "active" else "yellow")
             d.append(f" · since {self.clock(ts(dialog.created_at))}")
-        self.query_one("#op-dialog", Static).update(d)
+        self.query_one("#op-dialog", Static).update(inert_text(d))
         memory = dialog.summary if dialog is not None else ""
-        self.query_one("#op-memory", Static).update(Text(memory or "(empty)", style="" if memory else "dim"))
+        self.query_one("#op-memory", Static).update(inert_text(memory or "(empty)", style="" if memory else "dim"))
 
         m = Text()
         if not messages:
@@ -274,4 +275,4 @@ class OperatorPanel(VerticalScroll):
             if msg.status != "ok":
                 m.append(f" [{msg.status}]", style="yellow")
             m.append(": " + _short(msg.text, 160))
-        self.query_one("#op-messages", Static).update(m)
+        self.query_one("#op-messages", Static).update(inert_text(m))

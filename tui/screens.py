@@ -13,6 +13,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Markdown, Static
 
+from tui.strings import inert_text
+
 HELP = """\
 # Vitte console
 
@@ -85,7 +87,7 @@ class ConfirmScreen(ModalScreen[bool | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box", classes="dialog"):
-            yield Static(self.question, id="confirm-text")
+            yield Static(inert_text(self.question), id="confirm-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.no, id="confirm-no", compact=True)
                 yield Button(self.yes, id="confirm-yes", variant="primary", compact=True)
@@ -112,7 +114,7 @@ class AlertScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="alert-box", classes="dialog"):
-            yield Static(self.text, id="alert-text")
+            yield Static(inert_text(self.text), id="alert-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("OK", id="alert-ok", variant="primary", compact=True)
 

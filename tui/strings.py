@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+
 from vitte.i18n import COMMON, Texts
+from vitte.text import dropped, inert
 
 CONSOLE = Texts("console")
 PAGE = Texts("page")
@@ -74,3 +77,28 @@ def tr(lang: str | None, key: str, **kw: Any) -> str:
 def stories_label(lang: str | None, n: int) -> str:
     """ "3 истории", "1 story": the catalogues' plural."""
     return COMMON.nt(lang, "stories", n)
+
+
+def inert_text(text: Text | str, style: str = "") -> Text:
+    """Stored or received text (a message, a name, memory, card text) as the console shows it:
+    a rich `Text` (never parsed as markup) without escape sequences or control characters
+    (vitte.text.inert, the CLI's too), its styles kept on what remains."""
+    if isinstance(text, str):
+        return Text(inert(text), style=style)
+    plain = text.plain
+    gaps = dropped(plain)
+    if not gaps:
+        return text
+    moved: list[int] = []  # moved[i]: where old offset i lands once the dropped ranges are gone
+    pos = kept = 0
+    for start, end in [*gaps, (len(plain), len(plain))]:
+        moved.extend(range(kept, kept + start - pos))  # kept characters move left
+        kept += start - pos
+        moved.extend([kept] * (end - start))  # a dropped one lands where the next kept one does
+        pos = end
+    moved.append(kept)
+    out = text.blank_copy(inert(plain))
+    for span in text.spans:
+        if moved[span.end] > moved[span.start]:
+            out.stylize(span.style, moved[span.start], moved[span.end])
+    return out

@@ -26,7 +26,7 @@ from textual.widgets import Button, Footer, Static
 
 from tui.backend import WebAppError
 from tui.screens import ConfirmScreen
-from tui.strings import stories_label, tr
+from tui.strings import inert_text, stories_label, tr
 from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES, format_day
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Card(Static, can_focus=True):
     def __init__(
         self, content: Text, action: tuple[Any, ...], *, classes: str = "", id: str | None = None
     ) -> None:
-        super().__init__(content, classes=f"wa-card {classes}".strip(), id=id)
+        super().__init__(inert_text(content), classes=f"wa-card {classes}".strip(), id=id)
         self.payload = action
 
     def on_click(self, event: Click) -> None:
@@ -156,7 +156,7 @@ class WebAppScreen(Screen[None]):
         body = self.query_one("#wa-body", VerticalScroll)
         if self.client is None:
             await self._show(
-                [Static(tr(self.lang, "wa_unavailable", error=self.unavailable or "-"), classes="wa-notice")]
+                [Static(inert_text(tr(self.lang, "wa_unavailable", error=self.unavailable or "-")), classes="wa-notice")]
             )
             return
         route = self.route
@@ -178,14 +178,14 @@ class WebAppScreen(Screen[None]):
                 widgets = [Static("404", classes="wa-notice")]
                 title = "Vitte"
         except WebAppError as exc:
-            widgets = [Static(Text(f"⚠️ {exc.message}"), classes="wa-notice -error")]
+            widgets = [Static(inert_text(f"⚠️ {exc.message}"), classes="wa-notice -error")]
             title = "Vitte"
         except OSError as exc:
-            widgets = [Static(Text(f"⚠️ {exc}"), classes="wa-notice -error")]
+            widgets = [Static(inert_text(f"⚠️ {exc}"), classes="wa-notice -error")]
             title = "Vitte"
         if route != self.route:
             return
-        self.query_one("#wa-title", Static).update(Text(title, style="bold"))
+        self.query_one("#wa-title", Static).update(inert_text(title, style="bold"))
         self.query_one("#wa-back", Static).display = bool(self.history)
         await self._show(widgets)
         body.scroll_home(animate=False)
@@ -281,9 +281,9 @@ class WebAppScreen(Screen[None]):
         tags = p.get("tags") or []
         if tags:
             hero.append("\n" + "  ".join(f"#{tag}" for tag in tags[:6]), style="dim")
-        out: list[Widget] = [Static(hero, classes="wa-hero")]
+        out: list[Widget] = [Static(inert_text(hero), classes="wa-hero")]
         out.append(Static(Text(tr(lang, "wa_about"), style="bold"), classes="wa-section"))
-        out.append(Static(Text(str(p.get("description", ""))), classes="wa-prose"))
+        out.append(Static(inert_text(str(p.get("description", ""))), classes="wa-prose"))
         out.append(Static(Text(tr(lang, "wa_stories"), style="bold"), classes="wa-section"))
         for i, s in enumerate(p.get("stories") or [], 1):
             current = bool(s.get("current"))
@@ -296,7 +296,7 @@ class WebAppScreen(Screen[None]):
             label = ("↻ " + tr(lang, "wa_refresh")) if current else tr(lang, "wa_start")
             out.append(
                 Vertical(
-                    Static(head, classes="wa-story-text"),
+                    Static(inert_text(head), classes="wa-story-text"),
                     ActionButton(
                         label,
                         ("start", p, s),
