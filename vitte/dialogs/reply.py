@@ -42,8 +42,9 @@ from vitte.metrics import observe_llm
 from vitte.models import ASSISTANT, MSG_INTERRUPTED, MSG_OK, MSG_STOPPED, USER, Dialog, User, utcnow
 from vitte.players import player_view
 from vitte.prepared import RawConnection
-from vitte.prompt import STYLE_MAX_TOKENS, PromptInput, build_messages
+from vitte.prompt import STYLE_MAX_TOKENS, PromptInput, build_messages, safe_name
 from vitte.safety.crisis import CrisisCare
+from vitte.safety.preamble import load_preamble
 
 if TYPE_CHECKING:
     from vitte.billing import Billing, QuotaDecision
@@ -362,9 +363,16 @@ class Replies:
         return recent
 
     # ------------------------------------------------------------------ writing
-    def _prompt_preamble(self, language: str, care: bool) -> str:
+    def _prompt_preamble(self, language: str, care: bool) -> tuple[str, str]:
+        """The operator's preamble (+ the crisis care note) and its reminder after the history
+        (an engine given a bare callable gets the reminder shipped for the configured files)."""
         text = self.preamble(language)
-        return f"{text}\n\n{self.crisis.care_note(language)}" if care else text
+        if care:
+            text = f"{text}\n\n{self.crisis.care_note(language)}"
+        reminder = getattr(self.preamble, "reminder", None)
+        if not callable(reminder):
+            reminder = load_preamble(self.settings).reminder
+        return text, reminder(language)
 
     async def _request(self, w: _Written) -> LLMRequest:
         player = player_view(w.user)
@@ -373,17 +381,20 @@ class Replies:
         if w.dialog.story_id:
             with contextlib.suppress(Exception):
                 premise = (await self.catalog.story(w.dialog.story_id)).premise
+        preamble, reminder = self._prompt_preamble(player.language, w.care or w.crisis)
         prompt = PromptInput(
             card=persona.card,
             char_name=persona.name_in(player.language),
-            user_name=player.first_name or COMMON.t(player.language, "player_unnamed"),
+            # the player's Telegram name: one line, bounded, no braces/tags (vitte.prompt)
+            user_name=safe_name(player.first_name or "") or COMMON.t(player.language, "player_unnamed"),
             language=player.language,
             style=player.style,
             premise=premise,
             memory=w.dialog.summary,
             history=w.history,
             budget=self.settings.llm_context_tokens,
-            preamble=self._prompt_preamble(player.language, w.care or w.crisis),
+            preamble=preamble,
+            reminder=reminder,
         )
         return LLMRequest(
             messages=build_messages(prompt),
