@@ -97,7 +97,7 @@ from vitte.errors import (
     UnknownUser,
 )
 from vitte.i18n import COMMON
-from vitte.models import Payment, Usage, User, UTCDateTime, table_of, utcnow
+from vitte.models import Hold, Payment, Usage, User, UTCDateTime, table_of, utcnow
 from vitte.prepared import Prepared, RawConnection
 
 if TYPE_CHECKING:
@@ -148,6 +148,7 @@ WRONG_USER = "wrong_user"
 WRONG_CURRENCY = "wrong_currency"
 WRONG_PRICE = "wrong_price"
 ALREADY_SUBSCRIBED = "already_subscribed"
+BLOCKED = "blocked"  # the operator blocked the player: they are sold nothing
 
 QUOTA_DAILY = "daily"
 QUOTA_EXTRA = "extra"
@@ -622,22 +623,38 @@ class Billing:
     async def pre_checkout(
         self, query_user_id: int, payload: str, currency: str, total_amount: int
     ) -> tuple[bool, str]:
-        """validate_pre_checkout, and no second subscription while one renews (Telegram allows several)."""
+        """validate_pre_checkout, no payment from a blocked player, and no second subscription
+        while one renews (Telegram allows several). One indexed read (two after a deletion)."""
         ok, reason = self.validate_pre_checkout(query_user_id, payload, currency, total_amount)
         if not ok:
             return ok, reason
         parsed = parse_payload(payload)
-        if parsed is not None and parsed.plan_id == PREMIUM:
-            async with unavailable_as(StoreUnavailable), self.db.session() as s:
-                row = (
-                    await s.execute(
-                        select(col(User.premium_until), col(User.subscription_state)).where(
-                            col(User.id) == query_user_id
-                        )
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(col(User.premium_until), col(User.subscription_state), col(User.blocked_at)).where(
+                        col(User.id) == query_user_id
                     )
-                ).first()
-            if row is not None and _is_premium(row[0], self.clock()) and row[1] == SUB_ACTIVE:
-                return False, ALREADY_SUBSCRIBED
+                )
+            ).first()
+            # no row: the player deleted their data; a block held after it still counts
+            held = (
+                None
+                if row is not None
+                else (
+                    await s.execute(select(col(Hold.blocked_at)).where(col(Hold.user_id) == query_user_id))
+                ).scalar_one_or_none()
+            )
+        if (row is not None and row[2] is not None) or held is not None:
+            return False, BLOCKED
+        if (
+            parsed is not None
+            and parsed.plan_id == PREMIUM
+            and row is not None
+            and _is_premium(row[0], self.clock())
+            and row[1] == SUB_ACTIVE
+        ):
+            return False, ALREADY_SUBSCRIBED
         return True, ""
 
     # ------------------------------------------------------------------ recording

@@ -197,6 +197,26 @@ class Usage(SQLModel, table=True):
     replies: int = Field(default=0)
 
 
+class Hold(SQLModel, table=True):
+    """What is kept after a player deleted their data, so that deleting cannot lift a block or
+    reset today's quota: the Telegram id, the block (its time and the operator's note, never
+    shown to the player) and today's reply count. No names, no settings, no content.
+
+    Written by `Players.delete_data` only when there is something to hold (a block, replies
+    counted today); read back when the player's row is created again (the block at once, in the
+    row's INSERT; today's count with it) and then dropped. A hold without a block is useless
+    after its day and is removed by the next deletion."""
+
+    __tablename__: ClassVar[str] = "holds"
+
+    user_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    blocked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    blocked_reason: str | None = Field(default=None, max_length=500)
+    usage_day: date | None = Field(default=None, sa_column=sa.Column(sa.Date, nullable=True))
+    usage_replies: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    deleted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
 class SafetyEvent(SQLModel, table=True):
     """A counted event for the operator (a crisis signal, a block); never the player's text."""
 

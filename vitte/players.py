@@ -14,7 +14,7 @@ from vitte.cache.base import Cache
 from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import StoreUnavailable, UnknownUser, VitteError
 from vitte.i18n import LANGUAGES, normalize_language
-from vitte.models import Dialog, Message, Payment, SafetyEvent, Usage, User, utcnow
+from vitte.models import Dialog, Hold, Message, Payment, SafetyEvent, Usage, User, table_of, utcnow
 from vitte.prompt import STYLES
 
 if TYPE_CHECKING:
@@ -26,17 +26,41 @@ language_from_telegram = normalize_language
 
 
 def insert_player_if_missing(s: Any, user_id: int, language_code: str | None, **fields: Any) -> Any:
-    """INSERT the player's row unless it exists (first sight: language from Telegram)."""
+    """INSERT the player's row unless it exists (first sight: language from Telegram).
+
+    A block held after the player deleted their data (`Hold`) comes back in this very INSERT,
+    whichever path creates the row: deleting cannot lift a block. Today's reply count comes
+    back with `restore_hold` (the callers that create players on first sight run it)."""
     now = utcnow()
+    held = table_of(Hold).c
     values = {
         "id": user_id,
         "language": language_from_telegram(language_code),
         "settings": {},
         "created_at": now,
         "last_seen_at": now,
+        "blocked_at": select(held.blocked_at).where(held.user_id == user_id).scalar_subquery(),
+        "blocked_reason": select(held.blocked_reason).where(held.user_id == user_id).scalar_subquery(),
         **fields,
     }
     return insert_ignore(s, User, values, ["id"])
+
+
+async def restore_hold(s: Any, user_id: int, inserted: Any) -> None:
+    """After `insert_player_if_missing` (its result: `inserted`) created the row: today's reply
+    count held after a deletion comes back, and the hold is dropped (the row holds it now)."""
+    if not getattr(inserted, "rowcount", 0):
+        return  # the row was there: nothing to restore
+    hold = await s.get(Hold, user_id)
+    if hold is None:
+        return
+    if hold.usage_day is not None and hold.usage_day == utcnow().date() and hold.usage_replies > 0:
+        await s.execute(
+            insert_ignore(
+                s, Usage, {"user_id": user_id, "day": hold.usage_day, "replies": hold.usage_replies}, ["user_id", "day"]
+            )
+        )
+    await s.execute(delete(Hold).where(col(Hold.user_id) == user_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +139,7 @@ class Players:
     ) -> PlayerView:
         """Create the player on first sight; keep name and username current."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            await s.execute(
+            inserted = await s.execute(
                 insert_player_if_missing(
                     s,
                     user_id,
@@ -124,6 +148,7 @@ class Players:
                     username=(username or None) and username[:64],
                 )
             )
+            await restore_hold(s, user_id, inserted)
             user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
             changes: dict[str, Any] = {}
             if first_name and user.first_name != first_name[:128]:
@@ -196,9 +221,8 @@ class Players:
         """
         now = utcnow()
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            await s.execute(
-                insert_player_if_missing(s, user_id, language_code)
-            )
+            inserted = await s.execute(insert_player_if_missing(s, user_id, language_code))
+            await restore_hold(s, user_id, inserted)
             await s.execute(
                 update(User)
                 .where(col(User.id) == user_id, col(User.adult_confirmed_at).is_(None))
@@ -304,8 +328,7 @@ class Players:
                 "premium_until": _iso(user.premium_until),
                 "subscription_state": user.subscription_state,
                 "adult_confirmed_at": _iso(user.adult_confirmed_at),
-                "blocked_at": _iso(user.blocked_at),
-                "blocked_reason": user.blocked_reason,
+                "blocked_at": _iso(user.blocked_at),  # the reason is the operator's note: never here
                 "created_at": _iso(user.created_at),
                 "last_seen_at": _iso(user.last_seen_at),
             },
@@ -343,11 +366,39 @@ class Players:
     async def delete_data(self, user_id: int) -> DeleteReport:
         """Erase the player: profile, dialogs, messages, usage rows and cache entries (recent
         lists, online mark, rate counters). Payments are kept for accounting, anonymised:
-        user_id NULL and the free-form invoice payload cleared."""
+        user_id NULL and the free-form invoice payload cleared.
+
+        What enforcing a block and today's quota needs is kept as a `Hold` (the id, the block,
+        its time and note, today's reply count; nothing else), only when there is one: it comes
+        back when the player's row is created again. Holds of other players that hold nothing
+        any more (no block, an earlier day's count) are removed here."""
+        today = utcnow().date()
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             user = await s.get(User, user_id)
             if user is None:
                 raise UnknownUser(user_id)
+            used_today = (
+                await s.execute(
+                    select(col(Usage.replies)).where(col(Usage.user_id) == user_id, col(Usage.day) == today)
+                )
+            ).scalar_one_or_none() or 0
+            await s.execute(
+                delete(Hold).where(
+                    col(Hold.blocked_at).is_(None),
+                    (col(Hold.usage_day).is_(None)) | (col(Hold.usage_day) < today),
+                )
+            )
+            if user.blocked_at is not None or used_today > 0:
+                await s.execute(delete(Hold).where(col(Hold.user_id) == user_id))
+                s.add(
+                    Hold(
+                        user_id=user_id,
+                        blocked_at=user.blocked_at,
+                        blocked_reason=user.blocked_reason if user.blocked_at is not None else None,
+                        usage_day=today if used_today > 0 else None,
+                        usage_replies=int(used_today),
+                    )
+                )
             dialog_ids = list(
                 (await s.execute(select(col(Dialog.id)).where(col(Dialog.user_id) == user_id))).scalars()
             )

@@ -43,6 +43,7 @@ from vitte.errors import (
     UnknownUser,
 )
 from vitte.i18n import Texts, normalize_language
+from vitte.pace import DIALOG_OPENINGS, INVOICES, keep_pace
 from vitte.players import LANGUAGES, BadSetting, PlayerView, language_from_telegram
 from vitte.prompt import STYLES, substitute
 from vitte.telegram.messages import ExportThrottled, export_filename, send_opening, send_player_data
@@ -135,8 +136,9 @@ async def error_middleware(
     except PlayerBlocked:
         return json_response(_error_body("blocked", request[LANG_KEY]), 403)
     except RateLimited as exc:
-        resp = json_response(_error_body("rate_limited", request[LANG_KEY]), 429)
-        resp.headers["Retry-After"] = str(max(1, int(-(-exc.retry_after_seconds // 1))))
+        retry_after = max(1, int(-(-exc.retry_after_seconds // 1)))
+        resp = json_response(_error_body("rate_limited", request[LANG_KEY], retry_after=retry_after), 429)
+        resp.headers["Retry-After"] = str(retry_after)
         return resp
     except NotFound:
         return json_response(_error_body("not_found", request[LANG_KEY]), 404)
@@ -564,6 +566,7 @@ async def open_dialog(request: web.Request) -> web.Response:
     dialog_id = _int_field(data, "dialog_id")
     persona = await core.catalog.persona(persona_id)
     persona.story(story_id)  # 404 before anything changes
+    await keep_pace(core.cache, user.id, DIALOG_OPENINGS)  # each choice makes the bot send
     async with core.dialogs.turn(user.id) as turn:
         player = await _seen(core, user)
         request[LANG_KEY] = player.language
@@ -668,7 +671,10 @@ async def post_invoice(request: web.Request) -> web.Response:
     plan = ctx.core.billing.plan(plan_id)  # 404 for an unknown plan
     if not plan.purchasable:
         raise ApiError(400, "bad_request", f"the {plan_id} plan is not for sale")
-    await _seen(ctx.core, user)
+    player = await _seen(ctx.core, user)
+    if player.blocked_at is not None:  # 403 "blocked": a blocked player is sold nothing
+        raise PlayerBlocked(player.blocked_reason)
+    await keep_pace(ctx.core.cache, user.id, INVOICES)
     try:
         link = await create_invoice_link(ctx.core.billing, ctx.bot, user.id, plan.id, lang)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
@@ -34,14 +35,16 @@ from vitte.bot.runtime import Runtime
 from vitte.bot.streaming import edit_or_send
 from vitte.bot.texts import t
 from vitte.core import Core
-from vitte.errors import NoSubscription, PaymentApiFailed, UnknownPlan
+from vitte.errors import NoSubscription, PaymentApiFailed, RateLimited, UnknownPlan
+from vitte.pace import INVOICES, PAYSUPPORT, keep_pace
 from vitte.players import language_from_telegram
 from vitte.telegram.payments import cancel_renewal, resume_renewal, send_invoice
 
 log = logging.getLogger("vitte.bot.payments")
 
 PRE_CHECKOUT_BUDGET = 5.0  # seconds for the checks; Telegram waits 10 s for the answer
-SUPPORT_TEXT_MAX = 3000
+SUPPORT_TEXT_MAX = 1000  # characters of the player's problem forwarded (and logged)
+SUPPORT_WHO_MAX = 64  # the name the player chose, shown beside their id
 
 
 def _hint_lang(runtime: Runtime, user_id: int, language_code: str | None) -> str:
@@ -124,7 +127,7 @@ async def subscription_update(event: BotSubscriptionUpdated, core: Core, runtime
 # ---------------------------------------------------------------------- /premium and its buttons
 async def premium_command(message: Message, core: Core, runtime: Runtime, bot: Bot) -> None:
     assert message.from_user is not None
-    lang = await seen(core, runtime, message.from_user)
+    lang = await seen(core, runtime, message.from_user, refuse_blocked=True)  # nothing to buy
     text, markup, _ent = await premium_view(core, bot, message.from_user.id, lang)
     await message.answer(text, reply_markup=markup)
 
@@ -139,6 +142,11 @@ async def pay_button(
     action = callback_data.action
 
     if action == "pack":
+        try:
+            await keep_pace(core.cache, user.id, INVOICES)
+        except RateLimited as exc:
+            await query.answer(t(lang, "rate_limited", seconds=max(1, math.ceil(exc.retry_after_seconds))))
+            return
         await query.answer()
         try:
             await send_invoice(core.billing, bot, chat_id, user.id, PACK, lang)
@@ -190,7 +198,13 @@ async def paysupport_command(
     if not problem:
         await message.answer(paysupport_text(core.settings, lang))
         return
-    await _forward_to_support(core, bot, user.id, user.username or user.full_name, problem)
+    try:  # one forwarded message per player every few minutes: every admin chat gets each one
+        await keep_pace(core.cache, user.id, PAYSUPPORT)
+    except RateLimited as exc:
+        await message.answer(pt(lang, "support_too_often", minutes=max(1, math.ceil(exc.retry_after_seconds / 60))))
+        return
+    who = " ".join((user.username or user.full_name).split())[:SUPPORT_WHO_MAX]
+    await _forward_to_support(core, bot, user.id, who, problem)
     await message.answer(pt(lang, "support_sent"))
 
 
@@ -230,7 +244,7 @@ async def _forward_to_support(core: Core, bot: Bot, user_id: int, who: str, prob
             "support_forward",
             who=who,
             user_id=user_id,
-            text=problem[:SUPPORT_TEXT_MAX],
+            text=problem if len(problem) <= SUPPORT_TEXT_MAX else problem[: SUPPORT_TEXT_MAX - 1] + "…",
             payments="\n".join(lines) or pt(lang, "support_no_payments"),
         )
         try:
