@@ -102,3 +102,32 @@ def setup_logging(level: int | str = logging.INFO, fmt: str | None = None) -> No
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class _BadRequestLines(logging.Filter):
+    """aiohttp logs every request its HTTP parser refuses (bytes a header may not hold, a bad
+    request line: anyone on the internet can send them) as an ERROR with a traceback, then
+    answers 400 itself. Such a record becomes one INFO line; a failure inside a handler (a 500)
+    stays an ERROR with its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            reason = " ".join(str(exc.message or type(exc).__name__).split())[:200]
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "bad HTTP request from %s refused (%s %s)", (remote, exc.code, reason)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_BAD_REQUESTS = _BadRequestLines()
+
+
+def quiet_bad_requests() -> None:
+    """Install (once) the filter that logs HTTP requests aiohttp's parser refuses as one INFO line."""
+    logger = logging.getLogger("aiohttp.server")
+    if _BAD_REQUESTS not in logger.filters:
+        logger.addFilter(_BAD_REQUESTS)

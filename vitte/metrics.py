@@ -22,7 +22,6 @@ App); give a `token` to require ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -221,8 +220,9 @@ def metrics_route(app: web.Application, path: str = "/metrics", token: str | Non
 
     async def metrics(request: web.Request) -> web.Response:
         if token:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            from vitte.text import same_secret
+
+            if not same_secret(request.headers.get("Authorization"), f"Bearer {token}"):
                 return web.Response(status=401, text="unauthorized")
         body, content_type = render()
         return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -12,9 +12,10 @@ result to Rich as a `Text` (never parsed as markup) — see `cli.common.shown`.
 
 from __future__ import annotations
 
+import hmac
 import re
 
-__all__ = ["dropped", "inert"]
+__all__ = ["dropped", "inert", "same_secret"]
 
 _SEQUENCES = re.compile(
     r"""
@@ -45,3 +46,15 @@ def inert(value: object, *, one_line: bool = False) -> str:
 def dropped(text: str) -> list[tuple[int, int]]:
     """The (start, end) ranges of `text` that `inert` removes (for moving styles' offsets)."""
     return [m.span() for m in _SEQUENCES.finditer(text)]
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Whether a header's value is the expected secret, in constant time; never raises.
+
+    aiohttp hands a header's bytes that aren't UTF-8 over as lone surrogates (surrogateescape):
+    "surrogatepass" encodes them to bytes no valid UTF-8 secret contains, so they never match
+    and never raise (a plain `.encode()` did: a 500 and a traceback for any stranger).
+    """
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))

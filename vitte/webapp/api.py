@@ -300,9 +300,28 @@ async def read_object(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    except RecursionError:  # deeper than the parser goes: a 400, not a 500 with a traceback
+        raise ApiError(400, "bad_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
+    if _deeper_than(data, MAX_JSON_DEPTH):
+        raise ApiError(400, "bad_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     return data
+
+
+MAX_JSON_DEPTH = 16  # the API's bodies are flat objects; room to spare, none for abuse
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests more than `limit` arrays/objects deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _text_field(data: dict[str, Any], key: str, *, required: bool) -> str | None:

@@ -25,6 +25,7 @@ import vitte
 from vitte.config import ConfigError, Settings
 from vitte.core import Core
 from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES
+from vitte.logs import quiet_bad_requests
 from vitte.metrics import metrics_route
 from vitte.telegram.bot import make_bot
 from vitte.webapp.api import CTX, WebContext, error_middleware, json_response, routes
@@ -64,6 +65,18 @@ def _asset_version() -> str:
         with contextlib.suppress(OSError):
             digest.update((STATIC_DIR / name).read_bytes())
     return digest.hexdigest()[:10]
+
+
+@web.middleware
+async def _body_limit_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The Web App's own body limit (MAX_BODY_BYTES) wherever it runs: aiohttp takes the limit
+    from the application that accepted the connection, so mounted at VITTE_WEBAPP_MOUNT in the
+    webhook server the requests would carry the webhook's 4 MB."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        request = request.clone(client_max_size=MAX_BODY_BYTES)
+    return await handler(request)
 
 
 @web.middleware
@@ -164,7 +177,7 @@ def _file(root: Path, name: str, cache: str) -> web.FileResponse:
 def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web.Application:
     """The Web App as an aiohttp application (the caller owns and closes `core` and `bot`)."""
     app = web.Application(
-        middlewares=[_headers_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[_body_limit_middleware, _headers_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )
     app[CTX] = WebContext(core=core, bot=bot, avatars_dir=avatars_dir or default_avatars_dir())
     html = (
@@ -199,6 +212,7 @@ async def serve_webapp(settings: Settings, *, stop: asyncio.Event | None = None)
     try:
         app = make_webapp(core, bot)
         metrics_route(app, token=settings.metrics_token.get_secret_value() if settings.metrics_token else None)
+        quiet_bad_requests()
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.webapp_host, settings.webapp_port)
