@@ -118,3 +118,26 @@ async def test_paysupport_forwards_once_per_few_minutes(env: BotEnv) -> None:
     await other.send("/paysupport my Stars are gone")
     assert other.last_bot_text() == pt("en", "support_sent")
     assert len(env.sent("sendMessage", ADMIN_ID)) == 2
+
+
+async def test_pack_invoices_from_the_paywall_are_paced(env: BotEnv) -> None:
+    from pydantic import SecretStr
+
+    from tests.support.bot_harness import press
+
+    env.core.settings.payload_secret = SecretStr("test-payload-secret")
+    env.core.settings.free_daily_replies = 1
+    p = env.player()
+    await env.choose(p)
+    await p.send("раз")
+    await p.send("два")  # the paywall: Premium (a link) and the pack (a callback)
+    refusal = p.last_bot_message()
+    assert refusal is not None
+    (pack,) = [b for b in refusal.iter_buttons() if b.callback_data]
+    await away_from_the_window_edge(INVOICES)
+    for _ in range(10):
+        await press(p, refusal, pack.callback_data or "")
+    assert len(env.sent("sendInvoice", p.user_id)) == INVOICES.limit == 5
+    answers = [a.get("text") for a in env.session.callback_answers.values()]
+    slow = [a for a in answers if a and a.startswith("Не так быстро")]
+    assert len(slow) == 5  # a short friendly line on the button, nothing sent
