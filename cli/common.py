@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -90,6 +91,9 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     except VitteError as exc:
         fail(str(exc), 1)
     except Exception as exc:
+        telegram = sys.modules.get("aiogram.exceptions")  # loaded only by commands that talk to Telegram
+        if telegram is not None and isinstance(exc, telegram.TelegramAPIError):
+            fail(f"Telegram: {exc.message}", 1)  # one line; never a reply's body (vitte.telegram.bot)
         if is_unavailable(exc):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             fail(f"database unavailable: {first}", 1)

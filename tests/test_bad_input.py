@@ -12,14 +12,13 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.bot_harness import cards
-from tests.support.initdata import make_init_data
+from tests.support.initdata import auth_header, make_init_data
 from tests.support.webapp import running_webapp
 from vitte import serve
 from vitte.catalog.seed import seed_cards
@@ -156,11 +155,8 @@ async def test_deep_json_is_400_everywhere(
             assert json.loads(payload)["code"] == "bad_json"
     # the Web App on its own (vitte serve-webapp) too
     async with running_webapp(load_settings(database_url=sqlite_url)) as h:
-        from tests.support.initdata import auth_header
-        from tests.support.initdata import make_init_data as init_for_webapp
-
         for path in WEB_POSTS:
-            resp = await h.client.post(path, data=DEEP, headers=auth_header(init_for_webapp(1001)))
+            resp = await h.client.post(path, data=DEEP, headers=auth_header(make_init_data(1001)))
             assert resp.status == 400, (path, resp.status)
     _no_errors(caplog)
 
@@ -231,7 +227,3 @@ async def test_raw_bytes_never_get_a_5xx(server: _Quiet, caplog: pytest.LogCaptu
     assert status < 500, (target, status, payload[:300])
     assert b"Traceback" not in payload
     _no_errors(caplog)
-
-
-def _unused(*_: Any) -> None:  # keeps the imports' intent explicit for readers
-    return None

@@ -73,6 +73,8 @@ class FakeBotAPI:
     # getWebhookInfo answers these fields over the defaults (url "", the queue's pending count),
     # e.g. {"url": …, "pending_update_count": 42, "last_error_date": …, "last_error_message": …}
     webhook_info: dict[str, Any] = field(default_factory=dict)
+    # method -> (status, body) answered instead of JSON (a proxy's HTML error page, a cut body)
+    not_json: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.bot_id = self.bot_id or int(self.token.partition(":")[0])
@@ -198,6 +200,9 @@ class FakeBotAPI:
             raw = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         params = self._params(dict(raw))
         call = Call(method, params)
+        if (page := self.not_json.get(method)) is not None:
+            self._record(call)
+            return web.Response(status=page[0], text=page[1], content_type="text/html")
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             body = {"ok": False, "error_code": 404, "description": "Not Found: method not found"}

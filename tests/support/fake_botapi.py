@@ -30,6 +30,8 @@ class FakeBotApi:
     calls: list[BotApiCall] = field(default_factory=list)
     # chat_id -> (error_code, description) for the next sendMessage (or sendDocument) to that chat
     fail_next: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # method (lower case) -> (status, body) answered instead of JSON, as a proxy's error page is
+    not_json: dict[str, tuple[int, str]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _server: TestServer | None = None
     _event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,6 +89,8 @@ class FakeBotApi:
         call = BotApiCall(token, method, params)
         self.calls.append(call)
         self._event.set()
+        if (page := self.not_json.get(method.lower())) is not None:
+            return web.Response(status=page[0], text=page[1], content_type="text/html")
         if method.lower() == "sendmessage":
             chat_id = int(params["chat_id"])
             if (failed := self._failure(chat_id)) is not None:
