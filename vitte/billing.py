@@ -420,7 +420,9 @@ def quota_upsert(dialect: str, source: Any = None) -> Any:
     ).returning(col(Usage.replies))
 
 
-# the quota's statements on the reply's hot path (vitte/prepared.py)
+# the quota's statements on the reply's hot path (vitte/prepared.py). When a connection drops
+# under one, the read is sent again on a fresh connection; the two counters only when the error
+# proves they did not commit (`vitte.prepared.never_ran`): counted twice, a reply would be lost
 _COUNT = Prepared(quota_upsert, "quota: count today's reply")
 _SPEND_EXTRA = Prepared(
     update(User)
@@ -430,7 +432,9 @@ _SPEND_EXTRA = Prepared(
     "quota: spend a pack reply",
 )
 _USER_ROW = Prepared(
-    select(*table_of(User).c).where(table_of(User).c.id == bindparam("user_id")), "player row"
+    select(*table_of(User).c).where(table_of(User).c.id == bindparam("user_id")),
+    "player row",
+    idempotent=True,
 )
 
 

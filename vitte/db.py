@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -25,11 +26,23 @@ from vitte.prepared import RawConnection, open_pooled, open_raw
 # inside the package, so an installed wheel carries it (alembic.ini points here too)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-# A pooled PostgreSQL connection idle for longer than this is pinged before use (a restart or
-# a failover may have killed it). Busy connections are not: a ping on every checkout would be
-# one more round trip per statement batch on the hot path. A connection that died while in
-# use fails its statement, and SQLAlchemy then recycles the whole pool.
+# Every PostgreSQL checkout looks at the connection without a round trip (`server_closed`): one
+# the server closed (a restart, pg_terminate_backend, a failover) never reaches a statement. A
+# connection idle for longer than this is pinged as well (a round trip): a peer that vanished
+# without closing (a dead host, a NAT that forgot the connection) shows nothing locally. Busy
+# connections are not pinged: a ping on every checkout would be one more round trip per
+# statement on the hot path. A connection that dies under a statement fails it; the pool is then
+# invalidated, and the hot path sends the statement again where that is safe (vitte/prepared.py).
 PING_IDLE_AFTER = 5.0
+
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE (an IntEnum): no transaction, no statement running
+
+# poll(2) flags that say "something arrived, or the peer is gone" (POLLRDHUP: Linux)
+_READABLE_OR_GONE = (
+    (select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0))
+    if hasattr(select, "poll")
+    else 0
+)
 
 
 class DatabaseUnavailable(Exception):
@@ -71,12 +84,43 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
         connect_args={"connect_timeout": 5},
         **({"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}),
     )
-    _ping_when_idle(engine, PING_IDLE_AFTER)
+    _check_on_checkout(engine, PING_IDLE_AFTER)
     return engine
 
 
-def _ping_when_idle(engine: AsyncEngine, idle_after: float) -> None:
-    """A pre-ping only for connections that sat idle in the pool (see PING_IDLE_AFTER)."""
+def server_closed(driver: Any) -> bool:
+    """Whether an idle pooled psycopg connection is dead or closed by the server, told without a
+    round trip (≈ 1 µs).
+
+    psycopg marks a connection closed only when it notices, at its next I/O. A backend that the
+    server ends (`pg_terminate_backend`, a fast shutdown or restart, idle_session_timeout) sends
+    its FATAL message and closes the socket, so the idle connection's socket turns readable; a
+    connection that is alive receives nothing unasked while idle (this project never LISTENs),
+    so a readable idle socket means the server is gone."""
+    if driver.closed:
+        return True
+    try:
+        fd = driver.pgconn.socket
+    except Exception:  # psycopg: "the connection is lost"
+        return True
+    if not _READABLE_OR_GONE:
+        return False
+    poller = select.poll()
+    poller.register(fd, _READABLE_OR_GONE)
+    return bool(poller.poll(0))
+
+
+def _left_busy(driver: Any) -> bool:
+    """A pooled connection still in a transaction or mid-statement (a task cancelled while its
+    statement ran): not usable as it is (the pool's reset rolls back every other case)."""
+    return driver.info.transaction_status != _IDLE
+
+
+def _check_on_checkout(engine: AsyncEngine, idle_after: float) -> None:
+    """Every checkout: a connection the server closed invalidates the pool (each connection
+    opened before now is replaced at its checkout: a restart killed them all, none is tried
+    first); one left mid-statement is replaced alone; one idle longer than `idle_after` is
+    pinged (see PING_IDLE_AFTER)."""
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "checkin")
@@ -84,13 +128,17 @@ def _ping_when_idle(engine: AsyncEngine, idle_after: float) -> None:
         record.info["vitte_idle_since"] = time.monotonic()
 
     @event.listens_for(sync_engine, "checkout")
-    def _ping_stale(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    def _check(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        driver = dbapi_conn.driver_connection
+        if server_closed(driver):
+            raise sa_exc.InvalidatePoolError("the server closed the connection")
+        if _left_busy(driver):
+            raise sa_exc.DisconnectionError("the connection was left mid-statement")
         since = record.info.get("vitte_idle_since")
         if since is None or time.monotonic() - since < idle_after:
             return  # fresh, or busy a moment ago
         if not sync_engine.dialect._do_ping_w_event(dbapi_conn):
-            # dead: invalidate every pooled connection older than now; the pool reconnects
-            raise sa_exc.InvalidatePoolError()
+            raise sa_exc.InvalidatePoolError("the connection did not answer a ping")
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Any:

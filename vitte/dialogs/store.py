@@ -5,6 +5,21 @@ constants (`vitte.models`); the daily quota's part of the turn statement comes f
 The reply's hot path (`ACTIVE_ROW*`, `STORE_TURN`, `COUNT_AND_STORE_TURN`, `FINISH`) is
 sent straight to the driver (`vitte.prepared`): each statement one round trip, committed on
 its own. Everything else goes through SQLAlchemy sessions.
+
+When a connection drops under a hot-path statement (a restart, `pg_terminate_backend`), the
+statement is sent once more on a fresh connection where that cannot store anything twice:
+
+- `ACTIVE_ROW`, `ACTIVE_ROW_VERSIONED`: reads, always.
+- `FINISH`: always. It sets the reply's row to values (text, status) by id; run twice, the row
+  is the same. Nothing else writes that row meanwhile: the reply's turn holds the player's lock,
+  and crash recovery touches only rows left 'streaming' by a process that died.
+- `STORE_TURN`, `COUNT_AND_STORE_TURN`: only when the error proves the statement did not commit
+  (`vitte.prepared.never_ran`: PostgreSQL's admin_shutdown FATAL, what a terminated backend or a
+  restart sends, which comes either before the statement was read or while it ran and was
+  rolled back; never after its commit, which is answered first). They insert the player's
+  message (and count today's quota): sent again after a commit that the lost answer hid, they
+  would store the message twice and count it twice. Any other connection failure may have come
+  after the commit, so the caller gets StoreUnavailable and the message is stored at most once.
 """
 
 from __future__ import annotations
@@ -96,11 +111,13 @@ def _xmin(table: Any) -> ColumnElement[str]:
     return literal_column(f"{table.name}.xmin::text", String())
 
 
-ACTIVE_ROW = Prepared(_active_row_select(), "active dialog and player")
+ACTIVE_ROW = Prepared(_active_row_select(), "active dialog and player", idempotent=True)
 # PostgreSQL: the same and each row's version: a reply may start from a row read earlier if
 # the turn's statement finds the versions unchanged
 ACTIVE_ROW_VERSIONED = Prepared(
-    _active_row_select(_xmin(DIALOGS), _xmin(USERS)), "active dialog and player, with the rows' versions"
+    _active_row_select(_xmin(DIALOGS), _xmin(USERS)),
+    "active dialog and player, with the rows' versions",
+    idempotent=True,
 )
 
 
@@ -199,6 +216,7 @@ FINISH = Prepared(
     .where(MESSAGES.c.id == bindparam("message_id"))
     .values(text=bindparam("text", type_=Text()), status=bindparam("status", type_=String())),
     "the reply written",
+    idempotent=True,  # values set by id, under the player's lock (see the module docstring)
 )
 HOT_STATEMENTS = (ACTIVE_ROW, ACTIVE_ROW_VERSIONED, STORE_TURN, FINISH, COUNT_AND_STORE_TURN)
 
