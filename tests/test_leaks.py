@@ -94,3 +94,70 @@ def test_cli_refund_is_one_line_without_the_body() -> None:
     assert TOKEN not in res.output and "Bad Gateway" not in res.output and "<html>" not in res.output
     listed = CliRunner().invoke(app, ["payments", "list", "--json"])
     assert '"refunded_at": null' in listed.stdout  # nothing changed here
+
+
+# ---------------------------------------------------------------------- persona pictures
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
+
+
+async def test_persona_pictures_are_served_from_vitte_and_the_csp_allows_nothing_else(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from vitte.catalog.cards import parse_card
+    from vitte.catalog.seed import seed_cards
+    from vitte.webapp import avatars
+
+    hits: list[str] = []
+
+    async def picture(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        if request.path == "/eve.png":
+            return web.Response(body=PNG, content_type="image/png")
+        return web.Response(body=b"<svg onload=alert(1)></svg>", content_type="image/png")  # not a picture
+
+    author = web.Application()
+    author.router.add_get("/{name}", picture)
+    server = TestServer(author, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with running_webapp(load_settings(database_url=sqlite_url)) as h:
+            cards = [
+                parse_card(
+                    {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+                        "name": name, "first_mes": "hi",
+                        "extensions": {"vitte": {"id": name.lower(), "avatar": str(server.make_url(f"/{name.lower()}.png"))}},
+                    }},
+                    f"{name}.json",
+                )
+                for name in ("Eve", "Mallory")
+            ]
+            await seed_cards(h.core.db, cards)
+            h.core.catalog.invalidate()
+            index = await h.client.get("/")
+            csp = index.headers["Content-Security-Policy"]
+            assert "img-src 'self' data:;" in csp + ";" and "https:" not in csp.split("img-src")[1].split(";")[0]
+            assert "frame-ancestors https://web.telegram.org" in csp
+            listed = await (await h.client.get("/api/personas")).json()
+            urls = {p["id"]: p["avatar_url"] for p in listed["personas"]}
+            for pid in ("eve", "mallory"):
+                assert urls[pid].startswith("/avatars-remote/") and "127.0.0.1" not in urls[pid], urls[pid]
+            detail = await (await h.client.get("/api/personas/eve")).text()
+            assert str(server.port) not in detail
+            # by default only public addresses are fetched: a card can't make the server read its network
+            resp = await h.client.get(urls["eve"])
+            assert resp.status == 404 and hits == []
+            monkeypatch.setattr(avatars, "PUBLIC_ONLY", False)
+            monkeypatch.setattr(avatars, "RETRY_FAILED_AFTER", 0.0)  # try again at once
+            for _ in range(3):
+                resp = await h.client.get(urls["eve"])
+                assert resp.status == 200 and await resp.read() == PNG
+                assert resp.content_type == "image/png" and "default-src 'none'" in resp.headers["Content-Security-Policy"]
+            assert hits == ["/eve.png"]  # fetched once, then served from memory
+            assert (await h.client.get(urls["mallory"])).status == 404  # not a picture: never served
+            assert (await h.client.get("/avatars-remote/" + "0" * 32)).status == 404  # not a catalogue URL
+    finally:
+        await server.close()

@@ -254,8 +254,13 @@ def _avatar_name(avatar: str | None) -> str | None:
 def avatar_url(request: web.Request, avatar: str | None) -> str | None:
     if not avatar:
         return None
-    if avatar.startswith(("https://", "http://")):
-        return avatar
+    if avatar.startswith(("https://", "http://")):  # served from here, never the card's URL
+        from vitte.webapp.avatars import remote_key
+
+        try:
+            return str(request.app.router["remote_avatars"].url_for(key=remote_key(avatar)))
+        except (KeyError, ValueError):
+            return None
     name = _avatar_name(avatar)
     if name is None:
         return None

@@ -29,6 +29,7 @@ from vitte.logs import quiet_bad_requests
 from vitte.metrics import metrics_route
 from vitte.telegram.bot import make_bot
 from vitte.webapp.api import CTX, WebContext, error_middleware, json_response, routes
+from vitte.webapp.avatars import AVATARS_KEY, RemoteAvatars, is_remote, remote_key
 from vitte.webapp.texts import language_texts, page_texts_json
 
 __all__ = ["STATIC_DIR", "default_avatars_dir", "make_webapp", "serve_webapp"]
@@ -43,11 +44,13 @@ PAGE_CSP = "; ".join(
         "default-src 'self'",
         "script-src 'self' https://telegram.org",
         "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' https: data:",
+        "img-src 'self' data:",  # persona pictures named by URL are served from here (vitte.webapp.avatars)
         "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'self'",
         "form-action 'none'",
+        # framed only by Telegram's web clients (the apps open the page in a webview, unframed)
+        "frame-ancestors https://web.telegram.org https://webk.telegram.org https://webz.telegram.org",
     ]
 )
 # an SVG avatar opened on its own must not run anything
@@ -151,6 +154,26 @@ def _static_handler(assets: dict[str, _Asset]) -> Callable[[web.Request], Awaita
     return static
 
 
+async def _remote_avatar(request: web.Request) -> web.StreamResponse:
+    """GET avatars-remote/<key>: the picture a card names by URL, fetched once and served from
+    here (vitte.webapp.avatars); only URLs of the catalogue's personas."""
+    key = request.match_info["key"]
+    ctx = request.config_dict[CTX]
+    urls = [p.avatar for p in await ctx.core.catalog.personas() if is_remote(p.avatar)]
+    url = next((u for u in urls if u and remote_key(u) == key), None)
+    if url is None:
+        raise web.HTTPNotFound()
+    image = await request.config_dict[AVATARS_KEY].get(url)
+    if image is None:
+        raise web.HTTPNotFound()
+    data, content_type = image
+    return web.Response(
+        body=data,
+        content_type=content_type,
+        headers={"Cache-Control": "public, max-age=86400", "Content-Security-Policy": AVATAR_CSP},
+    )
+
+
 async def _avatar(request: web.Request) -> web.StreamResponse:
     ctx = request.config_dict[CTX]
     resp = _file(ctx.avatars_dir, request.match_info["filename"], "public, max-age=86400")
@@ -180,6 +203,7 @@ def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web
         middlewares=[_body_limit_middleware, _headers_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
     )
     app[CTX] = WebContext(core=core, bot=bot, avatars_dir=avatars_dir or default_avatars_dir())
+    app[AVATARS_KEY] = RemoteAvatars()
     html = (
         (STATIC_DIR / "index.html")
         .read_text("utf-8")
@@ -194,6 +218,7 @@ def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web
     app.router.add_get("/api/texts/{lang}.json", _texts, name="texts")
     app.router.add_get("/static/{filename}", _static_handler(_load_assets()), name="static")
     app.router.add_get("/avatars/{filename:.+}", _avatar, name="avatars")
+    app.router.add_get("/avatars-remote/{key}", _remote_avatar, name="remote_avatars")
     return app
 
 
