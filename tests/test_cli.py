@@ -229,3 +229,14 @@ def test_hostile_card_memory_and_messages_are_inert_in_every_listing(tmp_path: P
     assert data["messages"][1]["text"] == "player says " + HOSTILE
     assert json.loads(invoke("user", "show", "4242", "--json").stdout)["first_name"] == "Mallory " + HOSTILE
     assert json.loads(invoke("payments", "list", "--json").stdout)[0]["charge_id"] == "ch-" + HOSTILE
+
+
+def test_log_lines_are_inert_too() -> None:
+    import logging
+
+    from vitte.logs import TextFormatter
+
+    record = logging.LogRecord("vitte.billing", logging.WARNING, __file__, 1, "payment %s from user %s", ("ch-" + HOSTILE, 1), None)
+    record.update_id = record.player_id = "-"  # what vitte.logs' record factory adds
+    line = TextFormatter().format(record)
+    assert _inert(line) and "payment ch-[/oops] [bold red]x[/] red link from user 1" in line

@@ -88,6 +88,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT lines made inert for the terminal they are read in (vitte.text.inert): a
+    player's or a card's text in a message cannot colour it, retitle it or plant a link."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        from vitte.text import inert
+
+        return inert(super().format(record))
+
+
 def setup_logging(level: int | str = logging.INFO, fmt: str | None = None) -> None:
     """Configure the root logger when nothing else has: text (default) or JSON lines.
 
@@ -99,7 +112,7 @@ def setup_logging(level: int | str = logging.INFO, fmt: str | None = None) -> No
         return
     fmt = (fmt or os.environ.get("VITTE_LOG_FORMAT") or "text").strip().lower()
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)
 
