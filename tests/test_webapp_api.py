@@ -759,3 +759,30 @@ def test_settings_token_is_the_signing_key() -> None:
     settings = load_settings(bot_token=TEST_BOT_TOKEN)
     assert isinstance(settings.bot_token, SecretStr)
     assert settings.require_bot_token() == TEST_BOT_TOKEN
+
+
+async def test_destructive_actions_need_a_fresh_initdata(webapp: WebAppHarness) -> None:
+    """Deleting data and withdrawing the age confirmation want initData younger than
+    VITTE_WEBAPP_FRESH_AUTH (600 s): a leaked initData is not a day-long bearer token for them."""
+    await adult(webapp)
+    c = webapp.client
+    await c.post("/api/dialogs", json={"persona_id": "mila", "story_id": MILA_STORY}, headers=tma())
+    old = tma(auth_date=int(time.time()) - 700)  # valid for reading (24 h), too old for these
+    me = await body_of(await c.get("/api/me", headers=old))
+    assert me["registered"] is True
+
+    resp = await c.post("/api/me/delete", json={"confirm": True}, headers=old)
+    body = await body_of(resp)
+    assert resp.status == 401 and body["code"] == "auth_stale"
+    assert "бот" in body["error"]  # the player is told to open the app again from the bot's chat
+    assert len(await webapp.dialogs_of(ANYA)) == 1  # nothing deleted
+    await webapp.core.players.get(ANYA)
+
+    resp = await c.post("/api/me/adult", json={"adult": False}, headers=old)
+    assert resp.status == 401 and (await body_of(resp))["code"] == "auth_stale"
+    assert (await body_of(await c.get("/api/me", headers=tma())))["adult_confirmed"] is True  # kept
+    # confirming is not destructive: an older initData may do it
+    assert (await c.post("/api/me/adult", json={"adult": True}, headers=old)).status == 200
+
+    body = await body_of(await c.post("/api/me/delete", json={"confirm": True}, headers=tma()))
+    assert body["deleted"] is True and body["dialogs"] == 1

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     webapp_host: str = "127.0.0.1"
     webapp_port: int = Field(default=8080, ge=1, le=65535)
     webapp_auth_max_age: int = Field(default=86400, ge=1)
+    # deleting data and withdrawing the age confirmation want initData no older than this
+    webapp_fresh_auth: int = Field(default=600, ge=1)
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_host: str = "127.0.0.1"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ MESSAGES = Texts("api")
 _AUTH_MESSAGE = {
     "auth_missing": "auth_missing",
     "auth_expired": "auth_expired",
+    "auth_stale": "auth_stale",
 }
 
 
@@ -291,6 +293,18 @@ def require_user(request: web.Request) -> WebAppUser:
     return validate_init_data(
         init_data, ctx.bot.token, max_age=ctx.core.settings.webapp_auth_max_age
     )
+
+
+def require_fresh_user(request: web.Request) -> WebAppUser:
+    """`require_user` for a destructive action (deleting data, withdrawing the age
+    confirmation): the initData must be younger than VITTE_WEBAPP_FRESH_AUTH, so a leaked
+    initData is not a day-long bearer token for them. Older: 401 `auth_stale` (the page asks
+    the player to open the app again from the bot's chat, which signs a fresh one)."""
+    user = require_user(request)
+    settings = ctx_of(request).core.settings
+    if time.time() - user.auth_date > min(settings.webapp_fresh_auth, settings.webapp_auth_max_age):
+        raise InitDataError("auth_stale", "this action needs a fresh initData: reopen the app from the bot")
+    return user
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
@@ -545,6 +559,8 @@ async def post_adult(request: web.Request) -> web.Response:
     adult = data.get("adult")
     if not isinstance(adult, bool):
         raise ApiError(400, "bad_request", "adult must be true or false")
+    if not adult:
+        require_fresh_user(request)  # withdrawing the confirmation is destructive
     async with ctx.core.dialogs.turn(user.id):
         if adult:
             await ctx.core.players.confirm_adult(user.id, language_code=user.language_code)
@@ -633,7 +649,7 @@ async def post_settings(request: web.Request) -> web.Response:
 @routes.post("/api/me/delete")
 async def delete_me(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    user = require_user(request)
+    user = require_fresh_user(request)
     data = await read_object(request)
     if data.get("confirm") is not True:
         raise ApiError(400, "confirm_required", "send {\"confirm\": true}")
