@@ -777,6 +777,8 @@ def test_snapshot_web_app_premium(snap_compare: Any) -> None:
         app = await started(pilot)
         app.open_webapp("#/premium")
         await until(pilot, lambda: isinstance(app.screen, WebAppScreen) and app.screen.shown, what="plans")
+        await wait_idle(pilot)  # under load the page's layout may still be settling
+        await pilot.pause()
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
