@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from vitte.cache.base import Cache, CachedMessage
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
 from vitte.dialogs.store import DialogStore
-from vitte.dialogs.turn import Turn, Turns, admit, admitted, player_of, turn_of
+from vitte.dialogs.turn import Turn, Turns, admit, player_of, turn_of
 from vitte.dialogs.views import DialogView, MessageView, Opening, view_of
 from vitte.errors import NoActiveDialog, StaleDialog
 from vitte.models import ASSISTANT, MSG_OK, User, utcnow
@@ -40,8 +40,6 @@ class Lifecycle:
         (see `Turns.active_row`)."""
         user_id, turn = player_of(who), turn_of(who)
         row = await self.turns.active_row(user_id, turn, optimistic=optimistic)
-        if optimistic and row is not None and not admitted(row[1]):
-            row = await self.turns.active_row(user_id, turn)  # refused by an unconfirmed row: read it
         if row is None:
             return None
         dialog, user = row

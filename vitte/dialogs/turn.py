@@ -216,17 +216,22 @@ class Turns:
 
         `optimistic` (PostgreSQL, in a turn): the row an earlier turn of this process read
         may do, unconfirmed: only a reply asks for it, and its turn statement stores nothing
-        unless the rows are still those versions. Any other read in the turn reads the
+        unless the rows are still those versions. A refusal is never decided on such a row: one
+        whose player is not admitted is read again. Any other read in the turn reads the
         database until the row is confirmed."""
         if turn is not None and turn.row_known:
             row = turn.row
             if row is None:
                 return None
-            if turn.confirmed or optimistic:
+            if turn.confirmed or (optimistic and admitted(row.user)):
                 return row.dialog, row.user
         if optimistic and turn is not None and self.store.versioned:
             known = self._known.get(user_id)
-            if known is not None and time.monotonic() - known.at < KNOWN_ROW_SECONDS:
+            if (
+                known is not None
+                and time.monotonic() - known.at < KNOWN_ROW_SECONDS
+                and admitted(known.row.user)
+            ):
                 turn.know(known.row, confirmed=False)
                 return known.row.dialog, known.row.user
         row = await self.store.active_row(user_id)
@@ -244,8 +249,6 @@ class Turns:
         """The active dialog of an admitted player (the stored row decides), else PlayerBlocked,
         AgeNotConfirmed or NoActiveDialog, in that order. `optimistic`: see `active_row`."""
         row = await self.active_row(user_id, turn, optimistic=optimistic)
-        if optimistic and row is not None and not admitted(row[1]):
-            row = await self.active_row(user_id, turn)  # refused by an unconfirmed row: read it
         if row is None:
             admit(await self.store.player(user_id))
             raise NoActiveDialog()
