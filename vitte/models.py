@@ -145,6 +145,14 @@ class Dialog(SQLModel, table=True):
     summary_upto: int = Field(
         default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
     )
+    # the id of the last message fact extraction has read (0 = none yet)
+    facts_upto: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    # bumped by every change of the dialog's facts: the hot path's in-process cache key
+    facts_version: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
@@ -162,6 +170,28 @@ class Message(SQLModel, table=True):
     telegram_message_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     status: str = Field(default=MSG_OK, max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Fact(SQLModel, table=True):
+    """A durable fact the persona knows in one dialog (extracted, or told by the player)."""
+
+    __tablename__: ClassVar[str] = "facts"
+    __table_args__ = (sa.Index("ix_facts_dialog_id_id", "dialog_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
+    dialog_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("dialogs.id", ondelete="CASCADE"), nullable=False)
+    )
+    user_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
+    kind: str = Field(default="player", max_length=16)  # player | relationship | story
+    text: str = Field(default="", sa_type=sa.Text)
+    importance: int = Field(default=3)  # 1..5
+    sources: list[int] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)  # message ids
+    origin: str = Field(default="extracted", max_length=16)  # extracted | player
+    # the fact that replaced this one (kept, no longer used)
+    superseded_by: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class Payment(SQLModel, table=True):
