@@ -127,6 +127,8 @@ def _value(column: sa.Column[Any], n: int) -> Any:
         return date(2026, 3, 1) + timedelta(days=n)
     if isinstance(t, sa.JSON):
         return {"batch": n, "ключ": ["значение", 1, True]}
+    if isinstance(t, sa.LargeBinary):  # BLOB, BYTEA
+        return bytes([n % 256]) + "ёж✨".encode() + bytes(range(4))
     if isinstance(t, sa.String):  # String, VARCHAR, Text
         text = f"{column.name}-{n}-ёж✨"
         return text[: t.length] if t.length else text

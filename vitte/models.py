@@ -101,9 +101,25 @@ class Persona(SQLModel, table=True):
     # the whole card as imported (unknown keys preserved)
     card: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
     content_hash: str = Field(default="", max_length=64)
+    # identity of an imported card: sha256 of its normalised name and creator (vitte.catalog.identity)
+    card_key: str | None = Field(default=None, max_length=64)
+    # content hash of the stored portrait (table portraits); None: the drawn initials
+    portrait: str | None = Field(default=None, max_length=64)
     sort_order: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Portrait(SQLModel, table=True):
+    """A persona's picture from its card, resized (one row per size), kept in the database."""
+
+    __tablename__: ClassVar[str] = "portraits"
+
+    persona_id: str = Field(foreign_key="personas.id", ondelete="CASCADE", primary_key=True, max_length=64)
+    size: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    digest: str = Field(max_length=64)
+    media_type: str = Field(max_length=32)
+    data: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
 
 
 class Story(SQLModel, table=True):
