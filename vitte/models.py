@@ -175,7 +175,18 @@ class Dialog(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__: ClassVar[str] = "messages"
-    __table_args__ = (sa.Index("ix_messages_dialog_id_id", "dialog_id", "id"),)
+    __table_args__ = (
+        sa.Index("ix_messages_dialog_id_id", "dialog_id", "id"),
+        # recall (issue 16), PostgreSQL only: full-text indexes per language configuration
+        *(
+            sa.Index(
+                f"ix_messages_search_{config}",
+                sa.text(f"to_tsvector('{config}'::regconfig, text)"),
+                postgresql_using="gin",
+            ).ddl_if(dialect="postgresql")
+            for config in ("russian", "english")
+        ),
+    )
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
     dialog_id: int = Field(
@@ -186,6 +197,36 @@ class Message(SQLModel, table=True):
     telegram_message_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     status: str = Field(default=MSG_OK, max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+# recall (issue 16): PostgreSQL's full-text indexes of messages (Message.__table_args__), one per
+# language configuration (`vitte.textsearch.regconfig`); the recall query names the same
+# expression. SQLite keeps an FTS5 table of stemmed text instead (`vitte.recall`).
+SEARCH_CONFIGS = ("russian", "english")
+
+
+def message_search_vector(config: str, text: Any = None) -> Any:
+    """`to_tsvector('<config>'::regconfig, messages.text)`: the indexed expression."""
+    column = table_of(Message).c.text if text is None else text
+    return sa.func.to_tsvector(sa.literal_column(f"'{config}'::regconfig"), column)
+
+
+class MessageVector(SQLModel, table=True):
+    """A message's embedding for meaning-based recall: float32 values, little-endian, as bytes."""
+
+    __tablename__: ClassVar[str] = "message_vectors"
+    __table_args__ = (sa.Index("ix_message_vectors_dialog_id", "dialog_id", "message_id"),)
+
+    message_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+        )
+    )
+    dialog_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("dialogs.id", ondelete="CASCADE"), nullable=False)
+    )
+    model: str = Field(default="", max_length=200)
+    vector: bytes = Field(default=b"", sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
 class Fact(SQLModel, table=True):
@@ -299,3 +340,4 @@ def model_from_row(model: type[M], keys: Sequence[str], values: Sequence[Any]) -
 def manager_of(model: type[SQLModel]) -> Any:
     """SQLAlchemy's class manager of a mapped model."""
     return sa.orm.instrumentation.manager_of_class(model)
+
