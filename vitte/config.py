@@ -69,6 +69,8 @@ class Settings(BaseSettings):
 
     max_message_chars: int = Field(default=2000, ge=1, le=100_000)
     recent_messages: int = Field(default=40, ge=2, le=1000)
+    # memory (issue 16): one background LLM call extracts facts every this many player messages (0 = off)
+    memory_facts_every: int = Field(default=8, ge=0, le=10_000)
     shutdown_grace: float = Field(default=20.0, ge=0)
     # a player's lock outlives a crashed holder by at most this (renewed every third of it while
     # held): the longest a crash blocks that player, and when crash recovery looks again

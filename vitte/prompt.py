@@ -12,9 +12,11 @@ The boundary between the operator's words and everyone else's (issue #15):
              the default main prompt, or <card_system_prompt>…</card_system_prompt>
              <card_description name="…">…</…>  <card_personality>  <card_scenario>  <story>
              the language and style rules
+             <memory_facts>…</memory_facts>        (the pinned facts; changes when the facts change)
              <memory>…</memory>                    (changes when memory folds: last)
              <card_example_dialogue>…</…>          (while the history is short)
     …        the recent history (user / assistant)
+    system   <memory_relevant>…</…> <memory_new>…</…> (facts for the new text; changes every reply)
     system   <card_post_history_instructions>…</…> (if the card has them)
     system   the operator's reminder (safety/preamble_reminder.<lang>.txt) — always last
 
@@ -187,6 +189,10 @@ class PromptInput:
     budget: int  # tokens for the whole prompt
     preamble: str = ""  # the operator's safety preamble: always first, never overridable
     reminder: str = ""  # the operator's brief restatement of it: always the last message
+    # the pinned facts' block (vitte.dialogs.facts.pinned_block): stable, after the story
+    facts: str = ""
+    # facts relevant to the new text, a fact just remembered (vitte.dialogs.facts.now_block): after the history
+    facts_now: str = ""
 
 
 def _history_for_prompt(history: Sequence[CachedMessage], budget: int) -> list[CachedMessage]:
@@ -209,9 +215,10 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
     """The Chat Completions messages for one reply (the layout is in the module docstring)."""
     lang = p.language if p.language in DEFAULT_MAIN_PROMPT else "ru"
     fixed = _fixed_parts(
-        p.card, p.char_name, p.user_name, lang, p.style, p.premise, p.memory, p.preamble, p.reminder
+        p.card, p.char_name, p.user_name, lang, p.style, p.premise, p.memory, p.preamble, p.reminder, p.facts
     )
-    history = _history_for_prompt(p.history, max(p.budget - fixed.tokens, 64))
+    now_tokens = estimate_tokens(p.facts_now) if p.facts_now else 0
+    history = _history_for_prompt(p.history, max(p.budget - fixed.tokens - now_tokens, 64))
     system = fixed.system
     # mes_example only while the history is short (it teaches the voice, then gets in the way)
     if (
@@ -227,6 +234,8 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
         if m.role == ASSISTANT and m.status == MSG_INTERRUPTED:
             text += " …"
         messages.append({"role": m.role, "content": text})
+    if p.facts_now:  # changes with every message: after the history, so the prefix stays
+        messages.append({"role": "system", "content": p.facts_now})
     if fixed.post:
         messages.append({"role": "system", "content": fixed.post})
     if fixed.reminder:
@@ -256,6 +265,7 @@ def _fixed_parts(
     memory: str,
     preamble: str,
     reminder: str,
+    facts: str = "",
 ) -> _Fixed:
     """Everything but the history: the same for every reply of a dialog until its memory changes
     (cached: the macros and the escaping cost more than the lookup)."""
@@ -282,6 +292,8 @@ def _fixed_parts(
         parts.append(fence("story", sub(premise)))
     parts.append(LANGUAGE_RULE[lang])
     parts.append(STYLE_RULES.get(style, STYLE_RULES["normal"])[lang])
+    if facts:  # the pinned facts (already fenced and escaped by vitte.dialogs.facts)
+        parts.append(facts)
     if memory.strip():  # the changing part last (providers' prefix caches keep the rest)
         parts.append(fence("memory", sub(memory)))
     system = "\n\n".join(parts)

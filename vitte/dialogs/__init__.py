@@ -14,6 +14,8 @@ The modules, each with one job:
 - `lifecycle` continue / choose / start over / reset, and the reads faces show;
 - `recovery`  replies a crash cut;
 - `memory`    folding old turns into the dialog's summary;
+- `facts`     the rules of a dialog's facts (parsing, merging, choosing for the prompt);
+- `facts_store` the facts' SQL; `factbook` the facts' cache, extraction and edits;
 - `engine`    DialogEngine, the parts assembled.
 """
 

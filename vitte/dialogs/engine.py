@@ -6,6 +6,7 @@ It wires the parts and exposes their operations; each rule lives in its part:
 - `lifecycle`: current, continue, choose, start over, reset, and the reads faces show;
 - `reply`: the reply pipeline (`reply`, `regenerate`);
 - `memory`: folding old turns into the dialog's summary;
+- `factbook`: what the persona knows about the player (facts: prompt, extraction, edits);
 - `recovery`: replies a crash cut;
 - `store`: every SQL statement of dialogs and messages.
 
@@ -21,6 +22,7 @@ from vitte.cache.base import Cache
 from vitte.catalog.lookup import Catalog
 from vitte.config import Settings
 from vitte.db import Database
+from vitte.dialogs.factbook import Factbook
 from vitte.dialogs.lifecycle import Lifecycle
 from vitte.dialogs.memory import Memory
 from vitte.dialogs.recovery import recover_interrupted
@@ -56,6 +58,7 @@ class DialogEngine:
         self.store = DialogStore(db)
         self.turns = Turns(settings, cache, self.store)
         self.memory = Memory(settings, self.store, llm, self.catalog)
+        self.facts = Factbook(settings, db, llm, self.catalog)
         self.lifecycle = Lifecycle(self.store, cache, self.catalog, self.turns)
         self.replies = Replies(
             settings,
@@ -69,6 +72,7 @@ class DialogEngine:
             # the operator's safety preamble, first in every reply's prompt (vitte/safety)
             preamble or load_preamble(settings),
             billing,
+            facts=self.facts,
         )
         # the operations, as the faces call them
         self.turn = self.turns.turn
@@ -86,7 +90,12 @@ class DialogEngine:
         self.reply = self.replies.reply
         self.regenerate = self.replies.regenerate
         self.fold_memory = self.memory.fold
-        self.drain = self.memory.drain
+        self.memory_page = self.facts.page
+
+    async def drain(self) -> None:
+        """Wait for background memory work (summary folds, fact extractions) to finish."""
+        await self.memory.drain()
+        await self.facts.drain()
 
     @property
     def crisis(self) -> CrisisCare:

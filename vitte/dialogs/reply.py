@@ -22,6 +22,7 @@ from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
 from vitte.catalog.lookup import Catalog
 from vitte.config import Settings
 from vitte.db import unavailable_as
+from vitte.dialogs.facts import remember_request
 from vitte.dialogs.memory import Memory
 from vitte.dialogs.store import DialogStore, by_role
 from vitte.dialogs.turn import Turn, Turns
@@ -48,6 +49,7 @@ from vitte.safety.preamble import load_preamble
 
 if TYPE_CHECKING:
     from vitte.billing import Billing, QuotaDecision
+    from vitte.dialogs.factbook import Factbook
 
 log = logging.getLogger("vitte.dialogs")
 
@@ -77,6 +79,7 @@ class _Written:
     user_message_id: int | None = None
     crisis: bool = False  # a crisis signal in the player's new message (flagged, counted)
     care: bool = False  # answer with care (regenerating the answer to a crisis message)
+    remembered: str = ""  # a fact the player has just asked to remember ("запомни, что …")
 
 
 class Replies:
@@ -94,6 +97,7 @@ class Replies:
         crisis: CrisisCare,
         preamble: Callable[[str], str],
         billing: Billing | None,
+        facts: Factbook | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -105,6 +109,7 @@ class Replies:
         self.crisis = crisis
         self.preamble = preamble
         self.billing = billing  # the daily quota (None: unlimited)
+        self.facts = facts  # what the persona knows about the player (None: no facts)
 
     def check_text(self, text: str) -> str:
         # U+0000 means nothing in a chat and PostgreSQL text cannot hold it (SQLite can)
@@ -142,6 +147,7 @@ class Replies:
                     turn, text, telegram_message_id, counter
                 )
                 try:
+                    remembered = await self._remember(dialog, text, user_msg_id)
                     user_msg = CachedMessage(user_msg_id, USER, text, MSG_OK)
                     history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
                     # the player's message reaches the cache with the reply (one round trip),
@@ -157,6 +163,7 @@ class Replies:
                                 placeholder_id,
                                 user_message_id=user_msg_id,
                                 crisis=crisis,
+                                remembered=remembered,
                             ),
                             on_text,
                             stop,
@@ -374,9 +381,24 @@ class Replies:
             reminder = load_preamble(self.settings).reminder
         return text, reminder(language)
 
+    async def _remember(self, dialog: Dialog, text: str, message_id: int) -> str:
+        """ "запомни, что …" / "remember that …": the fact stored at once (one statement, only
+        for such a message); the stored text, or ""."""
+        if self.facts is None:
+            return ""
+        fact = remember_request(text)
+        return await self.facts.remember(dialog, fact, message_id) if fact else ""
+
     async def _request(self, w: _Written) -> LLMRequest:
         player = player_view(w.user)
         persona = await self.catalog.persona(w.dialog.persona_id)
+        char_name = persona.name_in(player.language)
+        facts, facts_now = "", ""
+        if self.facts is not None:  # no SQL unless the dialog's facts changed (vitte.dialogs.factbook)
+            new_text = next((m.text for m in reversed(w.history) if m.role == USER), "")
+            facts, facts_now = await self.facts.prompt_parts(
+                w.dialog, player.language, char_name, new_text, w.remembered
+            )
         premise = ""
         if w.dialog.story_id:
             with contextlib.suppress(Exception):
@@ -384,7 +406,7 @@ class Replies:
         preamble, reminder = self._prompt_preamble(player.language, w.care or w.crisis)
         prompt = PromptInput(
             card=persona.card,
-            char_name=persona.name_in(player.language),
+            char_name=char_name,
             # the player's Telegram name: one line, bounded, no braces/tags (vitte.prompt)
             user_name=safe_name(player.first_name or "") or COMMON.t(player.language, "player_unnamed"),
             language=player.language,
@@ -395,6 +417,8 @@ class Replies:
             budget=self.settings.llm_context_tokens,
             preamble=preamble,
             reminder=reminder,
+            facts=facts,
+            facts_now=facts_now,
         )
         return LLMRequest(
             messages=build_messages(prompt),
@@ -477,6 +501,8 @@ class Replies:
         self.memory.maybe_fold(
             w.dialog, [*w.history, CachedMessage(w.placeholder_id, ASSISTANT, reply, status)]
         )
+        if self.facts is not None:
+            self.facts.maybe_extract(w.dialog, w.history)
         return ReplyOutcome(dialog_id, w.placeholder_id, reply, status, crisis=w.crisis)
 
     async def _finish(

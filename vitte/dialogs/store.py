@@ -66,6 +66,7 @@ from vitte.models import (
     MSG_STREAMING,
     USER,
     Dialog,
+    Fact,
     Message,
     SafetyEvent,
     User,
@@ -431,6 +432,8 @@ class DialogStore:
                     )
                 ).scalars()
             )
+            if ended:  # start over: the ended dialog's facts are forgotten with it
+                await s.execute(delete(Fact).where(col(Fact.dialog_id).in_(ended)))
             dialog = Dialog(
                 user_id=user_id, persona_id=persona_id, story_id=story_id, status=ACTIVE, created_at=now
             )
@@ -446,8 +449,15 @@ class DialogStore:
         return dialog, user, first, [int(i) for i in cast("list[int]", ended)]
 
     async def end_active(self, user_id: int) -> None:
-        """No active dialog (its memory cleared) and no active persona for the player."""
+        """No active dialog (its memory cleared: summary and facts) and no active persona for the player."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            await s.execute(
+                delete(Fact).where(
+                    col(Fact.dialog_id).in_(
+                        select(col(Dialog.id)).where(col(Dialog.user_id) == user_id, col(Dialog.status) == ACTIVE)
+                    )
+                )
+            )
             await s.execute(
                 update(Dialog)
                 .where(col(Dialog.user_id) == user_id, col(Dialog.status) == ACTIVE)

@@ -27,7 +27,7 @@ class LLMRequest:
     # hints for the offline demo writer (a real API ignores them)
     persona: dict[str, Any] = field(default_factory=dict)  # card fields: name, mes_example, …
     language: str = "ru"
-    purpose: str = "reply"  # "reply" | "summary"
+    purpose: str = "reply"  # "reply" | "summary" | "facts"
 
 
 class LLMError(Exception):

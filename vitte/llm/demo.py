@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -25,6 +26,8 @@ _LATIN = re.compile(r"[a-z]", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 _SPEAKER = re.compile(r"^\s*([^:\n]{1,32}):\s*(.*)$")
+_FACT_LINE = re.compile(r"^#(\d+) ([^:\n]{1,64}): (.*)$")  # a fact extraction's numbered line
+_NAME_IS = re.compile(r"(?:меня зовут|my name is)\s+([^\W\d_]{2,32})", re.IGNORECASE)
 
 # --- what the player's message looks like -------------------------------------------------
 
@@ -277,12 +280,33 @@ class DemoWriter:
         ]
         if request.purpose == "summary":
             return self._summary(user_lines, lang, name)
+        if request.purpose == "facts":
+            return self._facts(user_lines, lang, name)
         last = user_lines[-1] if user_lines else ""
         seed = hashlib.sha256(f"{last}\x00{len(user_lines)}\x00{name}\x00{lang}".encode()).digest()
         rng = random.Random(int.from_bytes(seed[:8], "big"))
         if not last:
             return self._opening(card, name, lang, rng)
         return self._reply(card, name, lang, last, rng)
+
+    @staticmethod
+    def _facts(user_lines: list[str], lang: str, name: str) -> str:
+        """Fact extraction (vitte.dialogs.facts): a JSON array with the player's name when a
+        line of theirs says it ("меня зовут …" / "my name is …"), else []."""
+        found: list[dict[str, Any]] = []
+        for message in user_lines:
+            for raw in message.splitlines():
+                line = _FACT_LINE.match(raw.strip())
+                if line is None or line.group(2).strip().lower() == name.lower():
+                    continue
+                said = _NAME_IS.search(line.group(3))
+                if said is None:
+                    continue
+                text = (
+                    f"Собеседника зовут {said.group(1)}" if lang == "ru" else f"The player's name is {said.group(1)}"
+                )
+                found.append({"kind": "player", "text": text, "importance": 5, "sources": [int(line.group(1))]})
+        return json.dumps(found[-1:], ensure_ascii=False)
 
     def _opening(self, card: dict[str, Any], name: str, lang: str, rng: random.Random) -> str:
         phrases = _PHRASES[lang]
