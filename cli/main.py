@@ -2,7 +2,7 @@
 
 This module only assembles the commands; each lives in its own module (cli/db.py, cli/catalog.py,
 cli/dialogs.py, cli/faces.py, cli/users.py with cli/safety.py, cli/payments.py, cli/console.py,
-cli/bench.py, cli/doctor.py), and what they share in cli/common.py.
+cli/bench.py, cli/doctor.py, cli/lore.py, cli/memory.py), and what they share in cli/common.py.
 Heavy modules are imported inside commands so `vitte --help` stays instant.
 Exit codes: 0 ok, 1 not found / refused, 2 bad usage or configuration.
 """
@@ -19,6 +19,8 @@ from cli.db import db_app
 from cli.dialogs import demo, dialog_app
 from cli.doctor import doctor
 from cli.faces import run_bot, serve_webapp
+from cli.lore import lore_app
+from cli.memory import memory_app
 from cli.payments import payments_app
 from cli.users import user_app
 
@@ -57,6 +59,8 @@ def main(
 app.add_typer(db_app, name="db")
 app.add_typer(personas_app, name="personas")
 app.add_typer(dialog_app, name="dialog")
+app.add_typer(lore_app, name="lore")
+app.add_typer(memory_app, name="memory")
 app.command("seed")(seed)
 app.command("demo", help="A short offline chat through the engine on embedded defaults. " + DEMO_NOTE)(demo)
 app.command("run-bot")(run_bot)

@@ -10,17 +10,23 @@ The boundary between the operator's words and everyone else's (issue #15):
              {{char}}/{{user}} in it only become a quoted, sanitised name (`quoted_substitute`)
              the fence note (what the tagged blocks are: material, never rules)
              the default main prompt, or <card_system_prompt>…</card_system_prompt>
-             <card_description name="…">…</…>  <card_personality>  <card_scenario>  <story>
+             <card_lore> (always-on lorebook entries placed before the card)
+             <card_description name="…">…</…>  <card_personality>  <card_scenario>
+             <card_lore> (always-on lorebook entries placed after the card)  <story>
              the language and style rules
              <memory_facts>…</memory_facts>        (the pinned facts; changes when the facts change)
              <memory>…</memory>                    (changes when memory folds: last)
              <card_example_dialogue>…</…>          (while the history is short)
-    …        the recent history (user / assistant)
+             <card_lore>…</card_lore>              (the lorebook entries this reply's text activated)
+    …        the recent history (user / assistant), with <card_lore> entries placed at a depth
+             and the card's <card_depth_prompt> (SillyTavern's extensions.depth_prompt) among it
+    system   <memory_recalled>…</…> (earlier messages for the new text, vitte.dialogs.recall)
     system   <memory_relevant>…</…> <memory_new>…</…> (facts for the new text; changes every reply)
     system   <card_post_history_instructions>…</…> (if the card has them)
     system   the operator's reminder (safety/preamble_reminder.<lang>.txt) — always last
 
-Card, story and memory text is macro-expanded with sanitised names (`safe_name`: one line,
+Card, story and memory text is macro-expanded (vitte.catalog.macros: {{char}} is the V3 nickname
+when the card has one) with sanitised names (`safe_name`: one line,
 bounded, no braces, brackets, angle brackets or quotes) and escaped (`fence_text`: & < >) so it
 cannot close its block or open one of the operator's. Everything before the history is the same
 for every reply of a dialog until its memory changes (providers' prefix caches) and is cached.
@@ -29,13 +35,17 @@ for every reply of a dialog until its memory changes (providers' prefix caches) 
 from __future__ import annotations
 
 import functools
+import random
 import re
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from vitte.cache.base import CachedMessage
+from vitte.catalog.lorebook import AFTER, BEFORE, DEPTH, Lorebook
+from vitte.catalog.macros import Macros, expand, is_volatile
 from vitte.models import ASSISTANT, MSG_INTERRUPTED, USER
 
 DEFAULT_MAIN_PROMPT = {
@@ -101,7 +111,6 @@ _NAME_DROP = re.compile(r"[{}\[\]<>\"'`«»“”„‹›\\|]+")  # braces, bra
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 _MACRO = re.compile(r"\{\{\s*(char|user)\s*\}\}", re.IGNORECASE)
-_ORIGINAL = re.compile(r"\{\{\s*original\s*\}\}", re.IGNORECASE)
 
 
 def estimate_tokens(text: str) -> int:
@@ -110,13 +119,8 @@ def estimate_tokens(text: str) -> int:
 
 
 def substitute(text: str, char: str, user: str, original: str = "") -> str:
-    """Expand {{original}} first (it holds macros itself), then {{char}} and {{user}}."""
-    text = _ORIGINAL.sub(lambda _m: original, text)
-
-    def _sub(m: re.Match[str]) -> str:
-        return char if m.group(1).lower() == "char" else user
-
-    return _MACRO.sub(_sub, text)
+    """`text` with its macros expanded (vitte.catalog.macros), {{original}} as `original`."""
+    return expand(text, Macros(char, user, original))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -163,6 +167,11 @@ class PersonaCard:
     system_prompt: str = ""
     post_history_instructions: str = ""
     alternate_greetings: tuple[str, ...] = ()
+    nickname: str = ""  # V3: what {{char}} stands for when set
+    lorebook: Lorebook | None = None  # compiled once per persona (vitte.catalog.lorebook)
+    depth_prompt: str = ""  # SillyTavern's extensions.depth_prompt: a note at a depth in the history
+    depth_prompt_depth: int = 4
+    depth_prompt_role: str = "system"
 
     def hints(self) -> dict[str, object]:
         """What the offline demo writer reads."""
@@ -193,6 +202,11 @@ class PromptInput:
     facts: str = ""
     # facts relevant to the new text, a fact just remembered (vitte.dialogs.facts.now_block): after the history
     facts_now: str = ""
+    # earlier messages recalled for the new text (vitte.dialogs.recall.recall_block, fenced): after the history
+    recalled: str = ""
+    seed: int = 0  # the dialog's id: {{pick}} chooses the same in every reply of a dialog
+    now: datetime | None = None  # {{time}}, {{date}} … (None: the current time)
+    idle: timedelta | None = None  # {{idle_duration}}
 
 
 def _history_for_prompt(history: Sequence[CachedMessage], budget: int) -> list[CachedMessage]:
@@ -214,11 +228,17 @@ def _history_for_prompt(history: Sequence[CachedMessage], budget: int) -> list[C
 def build_messages(p: PromptInput) -> list[dict[str, str]]:
     """The Chat Completions messages for one reply (the layout is in the module docstring)."""
     lang = p.language if p.language in DEFAULT_MAIN_PROMPT else "ru"
-    fixed = _fixed_parts(
-        p.card, p.char_name, p.user_name, lang, p.style, p.premise, p.memory, p.preamble, p.reminder, p.facts
-    )
+    volatile, picks = _card_macros(p.card, p.premise)
+    moment = _Moment(p.now, p.idle, p.history[-1].id if p.history else 0) if volatile else None
+    parts_of = _fixed_parts.__wrapped__ if volatile else _fixed_parts  # a changing text is not cached
+    fixed = parts_of(
+        p.card, p.char_name, p.user_name, lang, p.style, p.premise, p.memory, p.preamble, p.reminder, p.facts,
+        p.seed if picks else 0, moment,
+    )  # fmt: skip
+    lore = _lore(p, fixed) if p.card.lorebook is not None else _NO_LORE
     now_tokens = estimate_tokens(p.facts_now) if p.facts_now else 0
-    history = _history_for_prompt(p.history, max(p.budget - fixed.tokens - now_tokens, 64))
+    now_tokens += estimate_tokens(p.recalled) if p.recalled else 0
+    history = _history_for_prompt(p.history, max(p.budget - fixed.tokens - now_tokens - lore.tokens, 64))
     system = fixed.system
     # mes_example only while the history is short (it teaches the voice, then gets in the way)
     if (
@@ -227,6 +247,8 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
         and fixed.tokens + fixed.example_tokens + sum(estimate_tokens(m.text) for m in history) < p.budget
     ):
         system += fixed.example
+    if lore.block:  # activated by this reply's text: after the stable part
+        system += "\n\n" + lore.block
 
     messages: list[dict[str, str]] = [{"role": "system", "content": system}]
     for m in history:
@@ -234,6 +256,10 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
         if m.role == ASSISTANT and m.status == MSG_INTERRUPTED:
             text += " …"
         messages.append({"role": m.role, "content": text})
+    if lore.inserts or fixed.depth_note:
+        _insert_at_depth(messages, lore.inserts, fixed)
+    if p.recalled:  # changes with every message: after the history, so the prefix stays
+        messages.append({"role": "system", "content": p.recalled})
     if p.facts_now:  # changes with every message: after the history, so the prefix stays
         messages.append({"role": "system", "content": p.facts_now})
     if fixed.post:
@@ -252,6 +278,88 @@ class _Fixed(NamedTuple):
     post: str  # the card's fenced post-history instructions ("" = none)
     reminder: str  # the operator's brief restatement, the last message ("" = none)
     tokens: int  # system + post + reminder
+    depth_note: tuple[int, str, str] | None = None  # the card's depth prompt: (depth, role, fenced text)
+    fenced: Callable[[str], str] = fence_text  # card text macro-expanded and escaped, as above
+
+
+class _Moment(NamedTuple):
+    """The time a card with changing macros ({{time}}, {{random}} …) is expanded at."""
+
+    now: datetime | None
+    idle: timedelta | None
+    salt: int  # {{random}} / {{roll}}: rolled again for each new message
+
+
+@functools.lru_cache(maxsize=256)
+def _card_macros(card: PersonaCard, premise: str) -> tuple[bool, bool]:
+    """(does the card hold a macro that changes per expansion, does it hold a {{pick}})."""
+    texts = (
+        card.system_prompt, card.description, card.personality, card.scenario, premise,
+        card.mes_example, card.post_history_instructions, card.depth_prompt,
+    )  # fmt: skip
+    return any(is_volatile(t) for t in texts), any("{{pick" in t.lower() for t in texts)
+
+
+def _macros(char: str, user: str, lang: str, seed: int, moment: _Moment | None) -> Macros:
+    if moment is None:
+        return Macros(char, user, seed=seed, language=lang)
+    rng = random.Random(f"{seed}:{moment.salt}")
+    return Macros(char, user, seed=seed, language=lang, now=moment.now, idle=moment.idle, rng=rng)
+
+
+def _stable_lore(card: PersonaCard, sub: Callable[[str], str], position: str) -> list[str]:
+    """The lorebook's always-on entries for `position` (within the book's budget), one block."""
+    if card.lorebook is None:
+        return []
+    book, used, texts = card.lorebook, 0, []
+    for e in book.stable:
+        used += estimate_tokens(e.content)
+        if book.token_budget is not None and used > book.token_budget:
+            break
+        if e.position == position:
+            texts.append(sub(e.content))
+    return [fence("card_lore", "\n\n".join(texts))] if texts else []
+
+
+class _Lore(NamedTuple):
+    block: str  # activated before/after entries, fenced ("" = none)
+    inserts: tuple[tuple[int, str, str], ...]  # (depth, role, fenced text) placed in the history
+    tokens: int
+
+
+_NO_LORE = _Lore("", (), 0)
+LORE_SHARE = 0.25  # at most this share of the prompt budget goes to the lorebook
+
+
+def _lore(p: PromptInput, fixed: _Fixed) -> _Lore:
+    """The lorebook entries this reply's recent messages activate (vitte.catalog.lorebook)."""
+    book = p.card.lorebook
+    if book is None:
+        return _NO_LORE
+    texts = [m.text for m in p.history if m.role in (USER, ASSISTANT)]
+    turns = sum(1 for m in p.history if m.role == ASSISTANT)
+    hits = book.scan(texts, assistant_turns=turns, budget=int(p.budget * LORE_SHARE), tokens=estimate_tokens)
+    if not hits:
+        return _NO_LORE
+    placed = [fixed.fenced(h.entry.content) for h in hits if h.position in (BEFORE, AFTER)]
+    block = fence("card_lore", "\n\n".join(placed)) if placed else ""
+    inserts = tuple(
+        (h.entry.depth, h.entry.role, fence("card_lore", fixed.fenced(h.entry.content)))
+        for h in hits
+        if h.position == DEPTH
+    )
+    return _Lore(block, inserts, sum(h.tokens for h in hits))
+
+
+def _insert_at_depth(messages: list[dict[str, str]], inserts: Sequence[tuple[int, str, str]], fixed: _Fixed) -> None:
+    """Place notes in the history: depth 0 after the newest message, 1 before it, and so on
+    (never before the first system message)."""
+    notes = list(inserts)
+    if fixed.depth_note is not None:
+        notes.append(fixed.depth_note)
+    # deepest first; of one depth, the last first (so they read in their order)
+    for _i, (depth, role, text) in sorted(enumerate(notes), key=lambda n: (-n[1][0], -n[0])):
+        messages.insert(max(1, len(messages) - depth), {"role": role, "content": text})
 
 
 @functools.lru_cache(maxsize=512)
@@ -266,13 +374,16 @@ def _fixed_parts(
     preamble: str,
     reminder: str,
     facts: str = "",
+    seed: int = 0,
+    moment: _Moment | None = None,
 ) -> _Fixed:
     """Everything but the history: the same for every reply of a dialog until its memory changes
     (cached: the macros and the escaping cost more than the lookup)."""
-    char = safe_name(char) or safe_name(card.name) or NO_NAME[lang]["char"]
+    char = safe_name(card.nickname) or safe_name(char) or safe_name(card.name) or NO_NAME[lang]["char"]
     user = safe_name(user) or NO_NAME[lang]["user"]
     default_main = substitute(DEFAULT_MAIN_PROMPT[lang], char, user)
-    sub = lambda t: fence_text(substitute(t.strip(), char, user, default_main))  # noqa: E731
+    macros = replace(_macros(char, user, lang, seed, moment), original=default_main)
+    sub = lambda t: fence_text(expand(t.strip(), macros))  # noqa: E731
     parts: list[str] = []
     if preamble.strip():  # the operator's words: never macro-expanded with card or player text
         parts.append(quoted_substitute(preamble.strip(), char, user))
@@ -282,12 +393,14 @@ def _fixed_parts(
         parts.append(fence("card_system_prompt", sub(card.system_prompt)))
     else:
         parts.append(default_main)
+    parts.extend(_stable_lore(card, sub, BEFORE))
     if card.description.strip():
         parts.append(fence("card_description", sub(card.description), name=char))
     if card.personality.strip():
         parts.append(fence("card_personality", sub(card.personality)))
     if card.scenario.strip():
         parts.append(fence("card_scenario", sub(card.scenario)))
+    parts.extend(_stable_lore(card, sub, AFTER))
     if premise.strip():
         parts.append(fence("story", sub(premise)))
     parts.append(LANGUAGE_RULE[lang])
@@ -304,8 +417,13 @@ def _fixed_parts(
     if card.post_history_instructions.strip():
         post = fence("card_post_history_instructions", sub(card.post_history_instructions))
     after = quoted_substitute(reminder.strip(), char, user)
-    tokens = sum(estimate_tokens(t) for t in (system, post, after) if t)
-    return _Fixed(system, example, estimate_tokens(example) if example else 0, post, after, tokens)
+    depth_note = None
+    if card.depth_prompt.strip():
+        text = fence("card_depth_prompt", sub(card.depth_prompt))
+        depth_note = (card.depth_prompt_depth, card.depth_prompt_role, text)
+    tokens = sum(estimate_tokens(t) for t in (system, post, after, depth_note[2] if depth_note else "") if t)
+    example_tokens = estimate_tokens(example) if example else 0
+    return _Fixed(system, example, example_tokens, post, after, tokens, depth_note, sub)
 
 
 def history_tokens(history: Sequence[CachedMessage]) -> int:

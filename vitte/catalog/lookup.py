@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from vitte.catalog.play import card_play
 from vitte.db import Database
 from vitte.errors import UnknownPersona, UnknownStory
 from vitte.models import Persona, Story
@@ -78,6 +79,7 @@ class PersonaInfo:
 
 
 def _persona_info(p: Persona, stories: list[Story]) -> PersonaInfo:
+    play = card_play(p.card, p.content_hash)  # nickname, lorebook, depth prompt (vitte.catalog.play)
     card = PersonaCard(
         id=p.id,
         name=p.name,
@@ -89,6 +91,11 @@ def _persona_info(p: Persona, stories: list[Story]) -> PersonaInfo:
         system_prompt=p.system_prompt,
         post_history_instructions=p.post_history_instructions,
         alternate_greetings=tuple(p.alternate_greetings or ()),
+        nickname=play.nickname,
+        lorebook=play.lorebook,
+        depth_prompt=play.depth_prompt,
+        depth_prompt_depth=play.depth_prompt_depth,
+        depth_prompt_role=play.depth_prompt_role,
     )
     infos = tuple(
         StoryInfo(s.id, s.persona_id, s.title, s.premise, s.opening, s.order, dict(s.i18n or {}))

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vitte.cache.base import Cache, CachedMessage
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
+from vitte.catalog.shown import player_macros, shown
 from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns, admit, player_of, turn_of
 from vitte.dialogs.views import DialogView, MessageView, Opening, view_of
@@ -120,7 +121,7 @@ class Lifecycle:
                 first = await self.store.first_message(view.id)
                 return Opening(
                     view,
-                    story.opening_in(lang),
+                    first.text if first is not None else story.opening_in(lang),
                     int(first.id or 0) if first is not None else 0,
                     reused=True,
                     delivered=first is not None and first.telegram_message_id is not None,
@@ -169,7 +170,10 @@ class Lifecycle:
 
         def first_words(user: User) -> str:
             admit(user)  # the stored row decides; a refusal rolls the insert back
-            return story.opening_in(player_view(user).language) or persona.card.first_mes
+            lang = player_view(user).language
+            # stored as the player reads it (macros expanded): the LLM sees the same text
+            text = story.opening_in(lang) or persona.card.first_mes
+            return shown(text, player_macros(persona, lang, user.first_name))
 
         user_id = turn.user_id
         for attempt in range(OPEN_ATTEMPTS):

@@ -26,7 +26,9 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiohttp import web
 
+from vitte.catalog.blurbs import reads_as_prose
 from vitte.catalog.lookup import PersonaInfo
+from vitte.catalog.shown import player_macros, shown
 from vitte.config import ConfigError
 from vitte.core import Core
 from vitte.dialogs import DialogView, Opening, Turn
@@ -46,7 +48,7 @@ from vitte.errors import (
 from vitte.i18n import Texts, normalize_language
 from vitte.pace import DIALOG_OPENINGS, INVOICES, keep_pace
 from vitte.players import LANGUAGES, BadSetting, PlayerView, language_from_telegram
-from vitte.prompt import STYLES, substitute
+from vitte.prompt import STYLES
 from vitte.telegram.messages import ExportThrottled, export_filename, send_opening, send_player_data
 from vitte.telegram.payments import create_invoice_link
 from vitte.webapp.auth import InitDataError, WebAppUser, init_data_from_header, validate_init_data
@@ -433,14 +435,22 @@ def tags_in(p: PersonaInfo, lang: str) -> list[str]:
     return list(p.tags)
 
 
+def _player_name(state: PlayerState | None, user: WebAppUser | None, lang: str) -> str:
+    """The player's name for {{user}} in card texts: theirs, Telegram's from initData, or the
+    catalogue's word for a visitor without one."""
+    name = (state.player.first_name if state and state.player else None) or (user.first_name if user else None)
+    return name or MESSAGES.t(lang, "user_placeholder")
+
+
 def persona_summary(
-    request: web.Request, p: PersonaInfo, lang: str, current_id: str | None
+    request: web.Request, p: PersonaInfo, lang: str, current_id: str | None, player_name: str | None = None
 ) -> dict[str, Any]:
     colors = ctx_of(request).avatar_colors(p)
+    tagline = shown(p.tagline_in(lang), player_macros(p, lang, player_name))
     return {
         "id": p.id,
         "name": p.name_in(lang),
-        "tagline": p.tagline_in(lang),
+        "tagline": tagline or MESSAGES.t(lang, "tagline_neutral"),
         "tags": tags_in(p, lang),
         "avatar_url": avatar_url(request, p.avatar),
         "colors": list(colors),
@@ -494,7 +504,9 @@ async def list_personas(request: web.Request) -> web.Response:
         {
             "language": lang,
             "authenticated": user is not None,
-            "personas": [persona_summary(request, p, lang, current_id) for p in personas],
+            "personas": [
+                persona_summary(request, p, lang, current_id, _player_name(state, user, lang)) for p in personas
+            ],
         }
     )
 
@@ -509,20 +521,18 @@ async def get_persona(request: web.Request) -> web.Response:
         raise UnknownPersona(persona_id[:MAX_ID_LEN])
     p = await ctx.core.catalog.persona(persona_id)
     dialog = state.dialog if state and state.dialog and state.dialog.persona_id == p.id else None
-    body = persona_summary(request, p, lang, _current_persona_id(state))
-    char_name = p.name_in(lang)
-    user_name = (state.player.first_name if state and state.player else None) or (
-        user.first_name if user else None
-    )
-    user_name = user_name or MESSAGES.t(lang, "user_placeholder")
+    player_name = _player_name(state, user, lang)
+    body = persona_summary(request, p, lang, _current_persona_id(state), player_name)
+    macros = player_macros(p, lang, player_name)  # {{char}}, {{user}} … as this player reads them
+    description = shown(p.description_in(lang), macros)
     body.update(
         {
-            "description": p.description_in(lang),
+            "description": description if reads_as_prose(description) else "",  # never W++ or brackets
             "stories": [
                 {
                     "id": s.id,
-                    "title": s.title_in(lang),
-                    "premise": substitute(s.premise_in(lang), char_name, user_name),
+                    "title": shown(s.title_in(lang), macros),
+                    "premise": shown(s.premise_in(lang), macros),
                     "current": dialog is not None and dialog.story_id == s.id,
                 }
                 for s in p.stories

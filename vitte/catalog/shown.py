@@ -1,0 +1,25 @@
+"""A card's text as a player or an operator sees it: macros expanded (vitte.catalog.macros) with
+the persona's name (its V3 nickname when set) and the player's own name — the story opening sent
+and stored, the Web App's taglines, descriptions and premises, the console, exports."""
+
+from __future__ import annotations
+
+from vitte.catalog.lookup import PersonaInfo
+from vitte.catalog.macros import Macros, expand
+from vitte.i18n import COMMON
+from vitte.prompt import safe_name
+
+__all__ = ["player_macros", "shown"]
+
+
+def player_macros(persona: PersonaInfo, language: str, player_name: str | None, seed: int = 0) -> Macros:
+    """The macros of `persona`'s texts for a player called `player_name` (the catalogue's
+    unnamed-player word when they have none)."""
+    char = safe_name(persona.card.nickname) or safe_name(persona.name_in(language)) or persona.name
+    user = safe_name(player_name or "") or COMMON.t(language, "player_unnamed")
+    return Macros(char, user, seed=seed, language=language)
+
+
+def shown(text: str, macros: Macros) -> str:
+    """`text` with its macros expanded, trimmed."""
+    return expand(text, macros).strip() if text else ""
