@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     recent_messages: int = Field(default=40, ge=2, le=1000)
     # memory (issue 16): one background LLM call extracts facts every this many player messages (0 = off)
     memory_facts_every: int = Field(default=8, ge=0, le=10_000)
+    # recall (issue 16): earlier messages recalled into the prompt per reply (0 = off)
+    memory_recall: int = Field(default=4, ge=0, le=50)
+    # meaning-based recall: this model through the LLM API's /embeddings (unset = lexical only)
+    embeddings_model: str | None = None
     shutdown_grace: float = Field(default=20.0, ge=0)
     # a player's lock outlives a crashed holder by at most this (renewed every third of it while
     # held): the longest a crash blocks that player, and when crash recovery looks again

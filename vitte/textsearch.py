@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import Stemmer
 
-__all__ = ["STOPWORDS", "match_query", "regconfig", "stemmed", "terms", "words"]
+__all__ = ["STOPWORDS", "keywords", "match_query", "regconfig", "stemmed", "terms", "words"]
 
 # a word: letters and digits (Unicode), inner apostrophes and hyphens kept out
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -78,15 +78,16 @@ def stemmed(text: str, lang: str | None) -> str:
     return " ".join(_stem(words(text), lang))
 
 
+def keywords(text: str, lang: str | None) -> list[str]:
+    """Distinct content words of the text, unstemmed (stop words and 1-letter words left out), in
+    order: what PostgreSQL's `to_tsquery` stems itself."""
+    stop = STOPWORDS.get((lang or "")[:2].lower(), frozenset())
+    return list(dict.fromkeys(w for w in words(text) if len(w) > 1 and w not in stop))
+
+
 def terms(text: str, lang: str | None) -> list[str]:
     """Distinct stems of the text's content words (stop words and 1-letter words left out), in order."""
-    code = (lang or "")[:2].lower()
-    stop = STOPWORDS.get(code, frozenset())
-    kept = [w for w in words(text) if len(w) > 1 and w not in stop]
-    seen: dict[str, None] = {}
-    for stem in _stem(kept, code):
-        seen.setdefault(stem, None)
-    return list(seen)
+    return list(dict.fromkeys(_stem(keywords(text, lang), lang)))
 
 
 def match_query(text: str, lang: str | None, *, limit: int = 16) -> str:

@@ -24,6 +24,8 @@ from vitte.config import Settings
 from vitte.db import unavailable_as
 from vitte.dialogs.facts import remember_request
 from vitte.dialogs.memory import Memory
+from vitte.dialogs.recall import PromptParts, Recall
+from vitte.dialogs.recall_store import RecallStore
 from vitte.dialogs.store import DialogStore, by_role
 from vitte.dialogs.turn import Turn, Turns
 from vitte.dialogs.views import OnText, ReplyOutcome
@@ -110,6 +112,8 @@ class Replies:
         self.preamble = preamble
         self.billing = billing  # the daily quota (None: unlimited)
         self.facts = facts  # what the persona knows about the player (None: no facts)
+        # the history window and earlier messages recalled for the new text (vitte.dialogs.recall)
+        self.recall = Recall(settings, RecallStore(store.db))
 
     def check_text(self, text: str) -> str:
         # U+0000 means nothing in a chat and PostgreSQL text cannot hold it (SQLite can)
@@ -399,6 +403,7 @@ class Replies:
             facts, facts_now = await self.facts.prompt_parts(
                 w.dialog, player.language, char_name, new_text, w.remembered
             )
+        recall = await self._recall(w, player.language, char_name, player.first_name or "")
         premise = ""
         if w.dialog.story_id:
             with contextlib.suppress(Exception):
@@ -413,12 +418,13 @@ class Replies:
             style=player.style,
             premise=premise,
             memory=w.dialog.summary,
-            history=w.history,
+            history=recall.history,
             budget=self.settings.llm_context_tokens,
             preamble=preamble,
             reminder=reminder,
             facts=facts,
             facts_now=facts_now,
+            recalled=recall.block,
         )
         return LLMRequest(
             messages=build_messages(prompt),
@@ -429,6 +435,18 @@ class Replies:
             persona=persona.card.hints(),
             language=player.language,
         )
+
+    async def _recall(self, w: _Written, language: str, char: str, user: str) -> PromptParts:
+        """The history window and the recalled block: at most one SQL round trip, none for a
+        dialog that fits its window or with VITTE_MEMORY_RECALL=0. A failed search costs the
+        reply its recalled block only."""
+        try:
+            return await self.recall.prompt_parts(
+                int(w.dialog.id or 0), w.dialog.summary_upto, language, w.history, char, user
+            )
+        except Exception as exc:
+            log.warning("recall for dialog %s failed: %s", w.dialog.id, exc)
+            return PromptParts(list(w.history))
 
     async def _stream_into(
         self, written: list[str], request: LLMRequest, on_text: OnText | None, stop: asyncio.Event | None

@@ -1,0 +1,246 @@
+"""The SQL of recall: a dialog's earlier messages that match a text, on each store.
+
+PostgreSQL: full-text search with the dialog language's configuration (`russian`, `english`)
+over the GIN indexes `ix_messages_search_<config>` (migration 0007): the matches among the
+dialog's messages before a given id (the newest `SCAN` of them), ranked with `ts_rank_cd`.
+One statement, one round trip, sent straight to the driver (`vitte.prepared`).
+
+SQLite: an FTS5 table (`messages_fts`: the dialog as a token, the text Snowball-stemmed for
+the language by `vitte.textsearch`), ranked with bm25. It is derived data outside Alembic:
+created on first use, fed with the messages that left the recent window before each search
+(`catch_up`, at most `CATCH_UP` a time, resumable: the index's newest row per dialog says how
+far it got), emptied of a deleted message by a trigger, rebuilt by `vitte memory reindex`.
+
+Recency is blended into the score by the caller (`vitte.dialogs.recall`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, String, Text, bindparam, column, text
+from sqlalchemy.sql.expression import ColumnClause
+
+from vitte.db import Database, unavailable_as
+from vitte.errors import StoreUnavailable
+from vitte.models import MSG_STREAMING, SEARCH_CONFIGS, UTCDateTime
+from vitte.prepared import Prepared
+from vitte.textsearch import keywords, regconfig, stemmed
+
+SCAN = 200  # PostgreSQL: the newest matches of a dialog that are ranked (bounds a search's cost)
+CATCH_UP = 2000  # SQLite: messages stemmed into the index per search, at most
+FTS_TABLE = "messages_fts"
+QUERY_WORDS = 16  # words of the new text that are searched for, at most
+
+_SQLITE_SCHEMA = (
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(dialog, stems)",
+    # a deleted message (a deleted player, a deleted dialog) leaves nothing in the index
+    f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_forget AFTER DELETE ON messages "
+    f"BEGIN DELETE FROM {FTS_TABLE} WHERE rowid = old.id; END",
+)
+
+
+# the rank comes as the driver gives it (a float): no result processing
+_FOUND_COLUMNS: tuple[ColumnClause[Any], ...] = (
+    column("id", BigInteger()), column("role", String()), column("text", Text()),
+    column("created_at", UTCDateTime()), column("rank"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A message that matched, with the store's relevance (higher is better)."""
+
+    id: int
+    role: str
+    text: str
+    created_at: datetime
+    rank: float
+
+
+def _pg_search(config: str) -> Prepared:
+    vector = f"to_tsvector('{config}'::regconfig, m.text)"  # the index's expression, as written
+    sql = text(
+        f"""
+        WITH q AS (SELECT to_tsquery('{config}'::regconfig, :query) AS q),
+        hits AS (
+            SELECT m.id, m.role, m.text, m.created_at FROM messages m, q
+            WHERE m.dialog_id = :dialog_id AND m.id < :before AND m.status <> '{MSG_STREAMING}'
+              AND {vector} @@ q.q
+            ORDER BY m.id + 0 DESC
+            LIMIT {SCAN}
+        )
+        SELECT h.id, h.role, h.text, h.created_at,
+               ts_rank_cd(to_tsvector('{config}'::regconfig, h.text), q.q, 1) AS rank
+        FROM hits h, q
+        ORDER BY rank DESC, h.id DESC
+        LIMIT :limit
+        """
+    ).bindparams(
+        bindparam("query", type_=Text()),
+        bindparam("dialog_id", type_=BigInteger()),
+        bindparam("before", type_=BigInteger()),
+        bindparam("limit", type_=Integer()),
+    )
+    # `m.id + 0`: the matches come from the GIN index, never from a walk of the dialog's rows
+    # that would compute every row's tsvector
+    return Prepared(sql.columns(*_FOUND_COLUMNS), f"recall search ({config})", idempotent=True)
+
+
+PG_SEARCH = {config: _pg_search(config) for config in SEARCH_CONFIGS}
+
+_SQLITE_SEARCH = text(
+    f"""
+    SELECT m.id, m.role, m.text, m.created_at, -bm25({FTS_TABLE}, 0.0, 1.0) AS rank
+    FROM {FTS_TABLE} JOIN messages m ON m.id = {FTS_TABLE}.rowid
+    WHERE {FTS_TABLE} MATCH :match AND {FTS_TABLE}.rowid < :before AND m.status <> '{MSG_STREAMING}'
+    ORDER BY rank DESC, m.id DESC
+    LIMIT :limit
+    """
+).columns(*_FOUND_COLUMNS)
+
+
+def dialog_token(dialog_id: int) -> str:
+    """The dialog's token in the FTS5 table's `dialog` column."""
+    return f"d{int(dialog_id)}"
+
+
+def pg_query(words: list[str]) -> str:
+    """A to_tsquery text: any of the words (letters and digits only: no query syntax)."""
+    return " | ".join(words)
+
+
+class RecallStore:
+    """A dialog's earlier messages that match a text (see the module docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._sqlite_ready = False
+
+    @property
+    def sqlite(self) -> bool:
+        return self.db.engine.dialect.name == "sqlite"
+
+    async def search(self, dialog_id: int, language: str, text_: str, before: int, limit: int) -> list[Found]:
+        """The dialog's messages with id < `before` that best match `text_` (at most `limit`),
+        best first. PostgreSQL: one round trip. SQLite: the index caught up first."""
+        if limit <= 0 or before <= 0:
+            return []
+        words = keywords(text_, language)[:QUERY_WORDS]
+        if not words:
+            return []
+        if self.sqlite:
+            await self.catch_up(dialog_id, language, before)
+            return await self._sqlite_search(dialog_id, language, words, before, limit)
+        config = regconfig(language)
+        statement = PG_SEARCH.get(config, PG_SEARCH["russian"])
+        async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+            rows = await conn.rows(
+                statement,
+                {"query": pg_query(words), "dialog_id": dialog_id, "before": before, "limit": limit},
+            )
+        return [Found(int(r[0]), str(r[1]), str(r[2]), r[3], float(r[4] or 0.0)) for r in rows]
+
+    # ------------------------------------------------------------------ SQLite
+    async def ensure_sqlite(self) -> None:
+        """The FTS5 table and its trigger exist (once per process)."""
+        if self._sqlite_ready or not self.sqlite:
+            return
+        async with self.db.session() as s:
+            for statement in _SQLITE_SCHEMA:
+                await s.execute(text(statement))
+            await s.commit()
+        self._sqlite_ready = True
+
+    async def _sqlite_search(
+        self, dialog_id: int, language: str, words: list[str], before: int, limit: int
+    ) -> list[Found]:
+        stems = list(dict.fromkeys(stemmed(" ".join(words), language).split()))
+        if not stems:
+            return []
+        terms = " OR ".join(f'"{s}"' for s in stems)
+        match = f'dialog : "{dialog_token(dialog_id)}" AND stems : ({terms})'
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            rows = (await s.execute(_SQLITE_SEARCH, {"match": match, "before": before, "limit": limit})).all()
+        return [Found(int(r[0]), str(r[1]), str(r[2]), r[3], float(r[4] or 0.0)) for r in rows]
+
+    async def indexed_upto(self, dialog_id: int) -> int:
+        """SQLite: the newest message of the dialog in the index (0: none)."""
+        await self.ensure_sqlite()
+        async with self.db.session() as s:
+            found = (
+                await s.execute(
+                    text(
+                        f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :m ORDER BY rowid DESC LIMIT 1"
+                    ),
+                    {"m": f'dialog : "{dialog_token(dialog_id)}"'},
+                )
+            ).scalar_one_or_none()
+        return int(found or 0)
+
+    async def catch_up(self, dialog_id: int, language: str, before: int, *, chunk: int = CATCH_UP) -> int:
+        """SQLite: the dialog's messages with id < `before` not in the index yet stemmed into it
+        (at most `chunk`, oldest first); how many."""
+        if not self.sqlite:
+            return 0
+        upto = await self.indexed_upto(dialog_id)
+        if upto >= before - 1:
+            return 0
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            rows = (
+                await s.execute(
+                    text(
+                        "SELECT id, text FROM messages WHERE dialog_id = :d AND id > :upto AND id < :before "
+                        f"AND status <> '{MSG_STREAMING}' ORDER BY id LIMIT :n"
+                    ),
+                    {"d": dialog_id, "upto": upto, "before": before, "n": chunk},
+                )
+            ).all()
+            if not rows:
+                return 0
+            token = dialog_token(dialog_id)
+            await s.execute(
+                text(
+                    f"INSERT OR REPLACE INTO {FTS_TABLE}(rowid, dialog, stems) VALUES (:id, :dialog, :stems)"
+                ),
+                [{"id": int(i), "dialog": token, "stems": stemmed(t or "", language)} for i, t in rows],
+            )
+            await s.commit()
+        return len(rows)
+
+    async def reindex_dialog(
+        self, dialog_id: int, language: str, *, progress: Callable[[int], Any] | None = None
+    ) -> int:
+        """SQLite: the dialog's index built again from its messages (resumable: what is indexed
+        stays; a message indexed with an outdated text is replaced). PostgreSQL: nothing to do
+        per dialog (its indexes follow the rows). How many messages were indexed."""
+        if not self.sqlite:
+            return 0
+        await self.ensure_sqlite()
+        done = 0
+        while True:
+            n = await self.catch_up(dialog_id, language, 2**62, chunk=CATCH_UP)
+            done += n
+            if progress is not None and n:
+                progress(n)
+            if n == 0:
+                return done
+
+    async def drop_sqlite_index(self) -> None:
+        """SQLite: the whole FTS5 index emptied (before a full rebuild)."""
+        await self.ensure_sqlite()
+        async with self.db.session() as s:
+            await s.execute(text(f"DELETE FROM {FTS_TABLE}"))
+            await s.commit()
+
+    async def reindex_postgres(self) -> None:
+        """PostgreSQL: the GIN indexes rebuilt (REINDEX)."""
+        if self.sqlite:
+            return
+        async with self.db.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for config in SEARCH_CONFIGS:
+                await conn.execute(text(f"REINDEX INDEX ix_messages_search_{config}"))
