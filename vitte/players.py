@@ -14,7 +14,7 @@ from vitte.cache.base import Cache
 from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import StoreUnavailable, UnknownUser, VitteError
 from vitte.i18n import LANGUAGES, normalize_language
-from vitte.models import Dialog, Hold, Message, Payment, SafetyEvent, Usage, User, table_of, utcnow
+from vitte.models import Dialog, Fact, Hold, Message, Payment, SafetyEvent, Usage, User, table_of, utcnow
 from vitte.prompt import STYLES
 
 if TYPE_CHECKING:
@@ -277,7 +277,7 @@ class Players:
     # ------------------------------------------------------------------ the player's data
     async def export(self, user_id: int) -> dict[str, Any]:
         """Everything stored about the player, JSON-serializable, with stable keys:
-        format, version, exported_at, profile, settings, dialogs (each with its messages,
+        format, version, exported_at, profile, settings, dialogs (each with its messages and facts,
         oldest first), payments, usage. UnknownUser if unseen."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             user = await s.get(User, user_id)
@@ -296,6 +296,9 @@ class Players:
                     )
                 ).scalars()
             )
+            facts = list(
+                (await s.execute(select(Fact).where(col(Fact.user_id) == user_id).order_by(col(Fact.id)))).scalars()
+            )
             payments = list(
                 (
                     await s.execute(select(Payment).where(col(Payment.user_id) == user_id).order_by(col(Payment.id)))
@@ -313,6 +316,21 @@ class Players:
                     "text": m.text,
                     "status": m.status,
                     "created_at": _iso(m.created_at),
+                }
+            )
+        facts_of: dict[int, list[dict[str, Any]]] = {}
+        for f in facts:
+            facts_of.setdefault(f.dialog_id, []).append(
+                {
+                    "id": int(f.id or 0),
+                    "kind": f.kind,
+                    "text": f.text,
+                    "importance": f.importance,
+                    "origin": f.origin,
+                    "sources": list(f.sources or []),
+                    "superseded_by": f.superseded_by,
+                    "created_at": _iso(f.created_at),
+                    "updated_at": _iso(f.updated_at),
                 }
             )
         return {
@@ -340,6 +358,7 @@ class Players:
                     "story_id": d.story_id,
                     "status": d.status,
                     "memory": d.summary,
+                    "facts": facts_of.get(int(d.id or 0), []),
                     "created_at": _iso(d.created_at),
                     "ended_at": _iso(d.ended_at),
                     "messages": by_dialog.get(int(d.id or 0), []),
@@ -406,6 +425,7 @@ class Players:
             erased = await s.execute(
                 delete(Message).where(col(Message.dialog_id).in_(select(col(Dialog.id)).where(col(Dialog.user_id) == user_id)))
             )
+            await s.execute(delete(Fact).where(col(Fact.user_id) == user_id))
             await s.execute(delete(Dialog).where(col(Dialog.user_id) == user_id))
             await s.execute(delete(Usage).where(col(Usage.user_id) == user_id))
             paid = await s.execute(

@@ -24,6 +24,7 @@ from vitte.config import Settings
 from vitte.db import Database
 from vitte.dialogs.facts import (
     EXTRACT_TURNS_MAX,
+    PLAYER,
     FactsParseError,
     PromptFact,
     clean_text,
@@ -290,3 +291,14 @@ class Factbook:
     async def of_dialog(self, dialog_id: int) -> list[FactView]:
         """Every fact of a dialog, superseded ones too, oldest first."""
         return [fact_view(f) for f in await self.store.of_dialog(dialog_id)]
+
+
+def counts(facts: Sequence[FactView]) -> dict[str, int]:
+    """How many facts: in use, superseded, extracted, told by the player (stable keys)."""
+    live = [f for f in facts if f.superseded_by is None]
+    return {
+        "facts": len(live),
+        "superseded": len(facts) - len(live),
+        "extracted": sum(1 for f in live if f.origin != PLAYER),
+        "player": sum(1 for f in live if f.origin == PLAYER),
+    }
