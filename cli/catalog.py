@@ -17,23 +17,39 @@ personas_app = typer.Typer(help="The persona catalog.", no_args_is_help=True)
 
 def seed(
     path: Path | None = typer.Argument(
-        None, help="A card file (JSON V1/V2/V3 or PNG) or a folder of them. Default: the shipped personas."
+        None,
+        help="A card file (JSON V1/V2/V3, PNG or CHARX) or a folder of them. Default: the shipped personas.",
+    ),
+    strict: bool = typer.Option(False, "--strict", help="All or nothing: one bad card refuses the whole folder."),
+    replace: str | None = typer.Option(
+        None, "--replace", metavar="ID", help="Put this card in the place of persona ID (one card file)."
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Load personas and stories into the database (idempotent)."""
+    """Load personas and stories into the database (idempotent). Every file is reported.
+
+    Exit code 1 when a broken card was left out (the others are imported), 2 when nothing could be.
+    """
     settings = settings_or_exit()
-    from vitte.catalog.cards import CardError, default_fixtures_dir, read_cards
+    from vitte.catalog.cards import CardError, default_fixtures_dir, read_cards, read_folder
 
     source = path or default_fixtures_dir()
     if not source.exists():
         fail(f"{source}: no such file or folder", 2)
+    if replace is not None and source.is_dir():
+        fail(f"{source}: --replace takes one card file, not a folder", 2)
     try:
-        cards = read_cards(source)
+        if strict:
+            results = []
+            cards = read_cards(source)
+        else:
+            results = read_folder(source)
+            cards = [r.card for r in results if r.card is not None]
     except CardError as exc:
         fail(str(exc), 2)
     if not cards:
-        fail(f"{source}: no character cards found", 2)
+        reasons = [r.skipped for r in results if r.skipped]
+        fail(reasons[0] if len(results) == 1 and reasons else f"{source}: no character cards found", 2)
 
     async def go() -> Any:
         from vitte.catalog.seed import seed_cards
@@ -41,18 +57,48 @@ def seed(
 
         db = Database(settings)
         try:
-            return await seed_cards(db, cards)
+            return await seed_cards(db, cards, strict=strict or replace is not None, replace=replace)
+        except CardError as exc:
+            fail(str(exc), 1 if replace is not None else 2)
         finally:
             await db.dispose()
 
     report = run_async(go)
+    from vitte.catalog.seed import FileOutcome
+
+    skipped = [FileOutcome(r.file, "skipped", reason=r.skipped) for r in results if r.skipped is not None]
+    skipped += [
+        FileOutcome(r.file, "skipped", reason="a standalone lorebook: not a persona (nothing imported)")
+        for r in results
+        if r.lorebook is not None
+    ]
+    outcomes = sorted([*report.files, *skipped], key=lambda f: f.file)
+    # a broken card was left out (the others went in): exit code 1, after the report
+    refused = any(r.refused for r in results) or bool(report.skipped)
     if as_json:
-        print_json({"added": report.added, "updated": report.updated, "unchanged": report.unchanged})
-    else:
-        typer.echo(
-            f"seeded from {plain(source)}: {len(report.added)} added, {len(report.updated)} updated, "
-            f"{len(report.unchanged)} unchanged"
+        print_json(
+            {
+                "added": report.added,
+                "updated": report.updated,
+                "unchanged": report.unchanged,
+                "skipped": [{"file": f.file, "reason": f.reason} for f in outcomes if f.status == "skipped"],
+                "files": [{"file": f.file, "status": f.status, "id": f.id, "reason": f.reason} for f in outcomes],
+            }
         )
+        if refused:
+            raise typer.Exit(1)
+        return
+    for f in outcomes:
+        reason = (f.reason or "").removeprefix(f"{f.file}: ")
+        detail = plain(reason) if f.status == "skipped" else plain(f.id)
+        typer.echo(f"{f.status:<9} {plain(f.file)}: {detail}")
+    n_skipped = sum(1 for f in outcomes if f.status == "skipped")
+    typer.echo(
+        f"seeded from {plain(source)}: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged, {n_skipped} skipped"
+    )
+    if refused:
+        raise typer.Exit(1)
 
 
 @personas_app.command("list")

@@ -375,12 +375,12 @@ def vitte(**ext: Any) -> dict[str, Any]:
 BROKEN: list[tuple[str, object, str]] = [
     ("broken.json", v2(description="x"), "broken.json: data.name: missing"),
     ("blank.json", v2(name="   "), "blank.json: data.name: empty"),
-    ("num.json", {"name": 5}, "num.json: name: expected a string, got number"),
+    ("num.json", {"name": {"x": 5}}, "num.json: name: expected a string, got object"),
     ("list.json", [1, 2], "list.json: card: expected a JSON object, got array"),
     ("desc.json", v2(name="A", description=["x"]), "desc.json: data.description: expected a string, got array"),
     ("v3.json", v3(name="A", first_mes=False), "v3.json: data.first_mes: expected a string, got boolean"),
     ("tags.json", v2(name="A", tags="a,b"), "tags.json: data.tags: expected an array of strings, got string"),
-    ("tag.json", v2(name="A", tags=["a", 1]), "tag.json: data.tags[1]: expected a string, got number"),
+    ("tag.json", v2(name="A", tags=["a", None]), "tag.json: data.tags[1]: expected a string, got null"),
     ("alt.json", v2(name="A", alternate_greetings=[None]), "alt.json: data.alternate_greetings[0]: expected a string, got null"),
     ("spec.json", {"spec": "chara_card_v9", "data": {"name": "A"}}, "spec.json: spec: unsupported card spec 'chara_card_v9' (expected chara_card_v2 or chara_card_v3)"),
     ("data.json", {"spec": "chara_card_v2", "data": "A"}, "data.json: data: expected an object, got string"),
@@ -395,7 +395,7 @@ BROKEN: list[tuple[str, object, str]] = [
     ("title.json", vitte(stories=[{"id": "x", "opening": "Hi."}]), "title.json: data.extensions.vitte.stories[0].title: missing"),
     ("opening.json", vitte(stories=[STORY, {"id": "y", "title": "T", "opening": ""}]), "opening.json: data.extensions.vitte.stories[1].opening: empty"),
     ("sid.json", vitte(stories=[dict(STORY, id="a.b")]), "sid.json: data.extensions.vitte.stories[0].id: 'a.b' is not a slug (use a-z, 0-9 and '-')"),
-    ("longname.json", {"name": "Я" * 200}, "longname.json: name: too long (200 > 128 characters)"),
+    ("longname.json", {"name": "Я" * 300}, "longname.json: name: too long (300 > 256 characters)"),
     ("json.json", b'{"name": "A",\n  "x": }', "json.json: json: invalid JSON at line 2 column 8: Expecting value"),
     ("cp1251.json", '{"name": "Ёж"}'.encode("cp1251"), "cp1251.json: json: not UTF-8 text (byte 10)"),
     ("plain.png", make_png(), "plain.png: chara: no 'ccv3' or 'chara' text chunk (not a character card)"),
@@ -434,14 +434,14 @@ def test_bad_crc_is_reported(tmp_path: Path) -> None:
 
 def test_folder_with_a_broken_card_raises_naming_it(tmp_path: Path) -> None:
     write(tmp_path / "a_good.json", v2(name="Хорошая"))
-    write(tmp_path / "b_bad.json", v2(name="Плохая", tags=[1]))
+    write(tmp_path / "b_bad.json", v2(name="Плохая", tags=[None]))
     write(tmp_path / "c_good.json", v2(name="Тоже хорошая"))
     with pytest.raises(CardError, match=r"^b_bad\.json: data\.tags\[0\]: "):
         read_cards(tmp_path)
 
 
 def test_folder_with_duplicate_persona_ids_raises(tmp_path: Path) -> None:
-    write(tmp_path / "a.json", {"name": "Мила"})
+    write(tmp_path / "a.json", vitte(id="mila"))
     write(tmp_path / "b.json", vitte(id="mila"))
     with pytest.raises(CardError) as info:
         read_cards(tmp_path)
@@ -620,7 +620,7 @@ async def test_list_personas_orders_and_counts(db: Database, shipped: list[Parse
 
 
 async def test_seed_refuses_duplicate_ids(db: Database) -> None:
-    a = parse_card({"name": "Мила"}, "a.json")
+    a = parse_card(vitte(id="mila"), "a.json")
     b = parse_card(vitte(id="mila"), "b.json")
     with pytest.raises(CardError, match="duplicate persona id 'mila'"):
         await seed_cards(db, [a, b])

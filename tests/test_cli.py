@@ -68,11 +68,15 @@ def test_broken_card_is_one_line_and_nothing_written(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "a_good.json").write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Good", "first_mes": "hi"}}))
     (folder / "b_broken.json").write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {"description": "no name"}}))
-    res = invoke("seed", str(folder))
+    res = invoke("seed", str(folder), "--strict")  # all or nothing
     assert res.exit_code == 2
     assert one_line(res.stderr) and "b_broken.json" in res.stderr and "name" in res.stderr
     listed = json.loads(invoke("personas", "list", "--json").stdout)
     assert listed == []
+    res = invoke("seed", str(folder))  # by default the good card goes in, the broken one is reported
+    assert res.exit_code == 1
+    assert "skipped   b_broken.json: data.name: missing" in res.stdout
+    assert [p["id"] for p in json.loads(invoke("personas", "list", "--json").stdout)] == ["good"]
 
 
 def test_missing_seed_path_is_bad_usage(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ Formats (see DESIGN.md, "Character cards"):
   character_version, creator_notes and extensions (unknown keys preserved).
 - V3: ``{"spec": "chara_card_v3", ...}``; ``data`` also has assets, nickname,
   group_only_greetings. Those are kept in ``raw`` only.
-- PNG: base64 JSON in a text chunk named ``ccv3`` (preferred) or ``chara``.
+- PNG: base64 JSON in a text chunk named ``ccv3`` (preferred) or ``chara``; CHARX: a zip with
+  ``card.json``. Files are read, bounded, by vitte.catalog.formats; Chub's older V2 layout (the
+  fields beside ``spec``, no ``data``) is read too; numbers where strings belong become strings.
 
 Vitte's own additions live in ``data.extensions.vitte``: id, tagline, order, avatar, i18n and
 stories. Every problem is reported as one ``CardError`` line: ``<file>: <field>: <problem>``.
@@ -16,20 +18,20 @@ stories. Every problem is reported as one ``CardError`` line: ``<file>: <field>:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
-import struct
 import unicodedata
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vitte.catalog.errors import CardError
+from vitte.catalog.formats import CARD_SUFFIXES, is_lorebook, is_png_card, read_bounded, read_raw_card
+
 __all__ = [
     "CardError",
+    "FileResult",
     "ParsedCard",
     "ParsedStory",
     "check_unique_ids",
@@ -37,21 +39,24 @@ __all__ = [
     "parse_card",
     "read_card_file",
     "read_cards",
+    "read_folder",
+    "read_one",
     "slugify",
 ]
 
 SPEC_V2 = "chara_card_v2"
 SPEC_V3 = "chara_card_v3"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_CARD_KEYWORDS = ("ccv3", "chara")  # in order of preference
-CARD_SUFFIXES = (".json", ".png")
 
 MAX_ID = 64  # personas.id
 MAX_STORY_ID = 64  # the story's own part; stored as f"{card_id}.{story_id}" (<= 129 < 130)
-MAX_NAME = 128
+MAX_NAME = 256  # the personas.name column keeps 128 (a longer name is shortened for display)
 MAX_TAGLINE = 300
 MAX_AVATAR = 500
-MAX_CREATOR = 200
+MAX_CREATOR = 1000  # the personas.creator column keeps 200 (the whole one stays in the card)
+MAX_CREATOR_NOTES = 10_000
+MAX_TEXT = 200_000  # any other text field of a card (description, first_mes, …)
+MAX_LIST_ITEMS = 1000  # tags, alternate greetings
+MAX_ORDER = 1_000_000  # |order| of personas and stories
 MAX_STORY_TITLE = 200
 MAX_DERIVED_TAGLINE = 140
 
@@ -75,6 +80,8 @@ _TEXT_FIELDS = (
     "character_version",
 )
 
+_TEXT_LIMITS = {"creator": MAX_CREATOR, "creator_notes": MAX_CREATOR_NOTES}
+
 # The old TavernAI / Pygmalion flat layout, accepted as V1.
 _LEGACY_V1 = {
     "char_name": "name",
@@ -91,16 +98,6 @@ _TRANSLIT = {
     "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "", "э": "e", "ю": "yu",
     "я": "ya", "і": "i", "ї": "yi", "є": "ye", "ґ": "g", "ў": "u",
 }  # fmt: skip
-
-
-class CardError(Exception):
-    """A card cannot be used. ``str(e)`` is one line: ``<source>: <field>: <problem>``."""
-
-    def __init__(self, source: str, field: str, problem: str) -> None:
-        self.source = _one_line(source)
-        self.field = _one_line(field)
-        self.problem = _one_line(problem)
-        super().__init__(f"{self.source}: {self.field}: {self.problem}")
 
 
 @dataclass
@@ -136,20 +133,24 @@ class ParsedCard:
     raw: dict[str, Any]
     # where the card came from (for messages only; not part of the content hash)
     source: str = field(default="", compare=False)
+    # the card's picture as found in the file (PNG image, CHARX icon); its hash is in the content hash
+    image: bytes | None = field(default=None, compare=False, repr=False)
+    # the id was written in the card (extensions.vitte.id), not derived from the name
+    explicit_id: bool = field(default=False, compare=False)
 
     def content_hash(self) -> str:
         """sha256 hex of a canonical JSON of the card's content (stable across runs)."""
         content = asdict(self)
         content.pop("source", None)
+        content.pop("explicit_id", None)
+        image = content.pop("image", None)
+        if image is not None:
+            content["image_sha256"] = hashlib.sha256(image).hexdigest()
         blob = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 # JSON's name for a Python value's type, first match (bool before int: a bool is an int)
@@ -197,14 +198,17 @@ class _Reader:
             raise self.error(path, f"expected an object, got {_json_type(value)}")
         return value
 
-    def text(self, container: dict[str, Any], key: str, path: str, max_len: int = 0) -> str:
+    def text(self, container: dict[str, Any], key: str, path: str, max_len: int = MAX_TEXT) -> str:
         value = container.get(key)
         if value is None:
             return ""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = _number_text(value)  # a number where a string belongs: its digits
         if not isinstance(value, str):
             raise self.error(path, f"expected a string, got {_json_type(value)}")
-        if max_len and len(value.strip()) > max_len:
-            raise self.error(path, f"too long ({len(value.strip())} > {max_len} characters)")
+        limit = max_len or MAX_TEXT
+        if len(value.strip()) > limit:
+            raise self.error(path, f"too long ({len(value.strip())} > {limit} characters)")
         return value
 
     def required_text(self, container: dict[str, Any], key: str, path: str, max_len: int = 0) -> str:
@@ -221,10 +225,16 @@ class _Reader:
             return []
         if not isinstance(value, list):
             raise self.error(path, f"expected an array of strings, got {_json_type(value)}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise self.error(path, f"too many items ({len(value)} > {MAX_LIST_ITEMS})")
         items: list[str] = []
         for i, item in enumerate(value):
+            if isinstance(item, int | float) and not isinstance(item, bool):
+                item = _number_text(item)
             if not isinstance(item, str):
                 raise self.error(f"{path}[{i}]", f"expected a string, got {_json_type(item)}")
+            if len(item) > MAX_TEXT:
+                raise self.error(f"{path}[{i}]", f"too long ({len(item)} > {MAX_TEXT} characters)")
             items.append(item)
         return items
 
@@ -232,8 +242,14 @@ class _Reader:
         value = container.get(key)
         if value is None:
             return default
+        if isinstance(value, float) and value.is_integer():
+            if abs(value) > MAX_ORDER:
+                raise self.error(path, f"out of range ({value:g} is beyond ±{MAX_ORDER})")
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(path, f"expected an integer, got {_json_type(value)}")
+        if abs(value) > MAX_ORDER:
+            raise self.error(path, f"out of range ({value} is beyond ±{MAX_ORDER})")
         return value
 
     def slug(self, container: dict[str, Any], key: str, path: str, max_len: int) -> str | None:
@@ -265,6 +281,10 @@ class _Reader:
                 clean[k] = v
             result[lang] = clean
         return result
+
+
+def _number_text(value: int | float) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _derive_tagline(name: str, description: str) -> str:
@@ -310,11 +330,14 @@ def parse_card(data: object, source: str) -> ParsedCard:
         version = data.get("spec_version")
         if version is not None and not isinstance(version, str | int | float):
             raise r.error("spec_version", f"expected a string, got {_json_type(version)}")
-        if data.get("data") is None:
+        if data.get("data") is None and "name" in data:
+            fields, prefix = data, ""  # Chub's older V2 layout: the fields beside spec
+        elif data.get("data") is None:
             raise r.error("data", "missing")
-        if not isinstance(data["data"], dict):
+        elif not isinstance(data["data"], dict):
             raise r.error("data", f"expected an object, got {_json_type(data['data'])}")
-        fields, prefix = data["data"], "data."
+        else:
+            fields, prefix = data["data"], "data."
     else:
         raise r.error("spec", f"unsupported card spec {spec!r} (expected {SPEC_V2} or {SPEC_V3})")
 
@@ -322,9 +345,7 @@ def parse_card(data: object, source: str) -> ParsedCard:
         return prefix + name
 
     name = r.required_text(fields, "name", p("name"), MAX_NAME)
-    texts = {key: r.text(fields, key, p(key)) for key in _TEXT_FIELDS}
-    if len(texts["creator"]) > MAX_CREATOR:
-        raise r.error(p("creator"), f"too long ({len(texts['creator'])} > {MAX_CREATOR} characters)")
+    texts = {key: r.text(fields, key, p(key), _TEXT_LIMITS.get(key, MAX_TEXT)) for key in _TEXT_FIELDS}
     alternate_greetings = r.str_list(fields, "alternate_greetings", p("alternate_greetings"))
     tags: list[str] = []
     for tag in r.str_list(fields, "tags", p("tags")):
@@ -340,6 +361,7 @@ def parse_card(data: object, source: str) -> ParsedCard:
     vitte = r.obj(extensions, "vitte", vp)
 
     card_id = r.slug(vitte, "id", vp + ".id", MAX_ID)
+    explicit_id = card_id is not None
     if card_id is None:
         card_id = slugify(name) or "persona-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
@@ -378,6 +400,7 @@ def parse_card(data: object, source: str) -> ParsedCard:
         stories=stories,
         raw=data,
         source=source,
+        explicit_id=explicit_id,
     )
 
 
@@ -437,130 +460,23 @@ def _default_story(card_id: str, scenario: str, first_mes: str, i18n: dict[str, 
 # --------------------------------------------------------------------------- files
 
 
-def _decode_json(blob: bytes, source: str, where: str) -> object:
-    try:
-        text = blob.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CardError(source, where, f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CardError(
-            source, where, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-
-
-def png_text_chunks(blob: bytes, source: str) -> list[tuple[str, str, str]]:
-    """(chunk type, keyword, text) of every tEXt / zTXt / iTXt chunk of a PNG file."""
-    if not blob.startswith(PNG_SIGNATURE):
-        raise CardError(source, "png", "not a PNG file (bad signature)")
-    chunks: list[tuple[str, str, str]] = []
-    pos = len(PNG_SIGNATURE)
-    while pos < len(blob):
-        if pos + 8 > len(blob):
-            raise CardError(source, "png", f"truncated chunk header at byte {pos}")
-        length, ctype_raw = struct.unpack(">I4s", blob[pos : pos + 8])
-        ctype = ctype_raw.decode("latin-1")
-        end = pos + 8 + length + 4
-        if end > len(blob):
-            raise CardError(source, "png", f"truncated {ctype} chunk at byte {pos}")
-        body = blob[pos + 8 : pos + 8 + length]
-        if ctype in ("tEXt", "zTXt", "iTXt"):
-            (crc,) = struct.unpack(">I", blob[end - 4 : end])
-            if zlib.crc32(ctype_raw + body) & 0xFFFFFFFF != crc:
-                raise CardError(source, ctype, f"bad CRC in the chunk at byte {pos}")
-            chunks.append(_text_chunk(ctype, body, source))
-        pos = end
-        if ctype == "IEND":
-            break
-    return chunks
-
-
-def _inflate(data: bytes, source: str, where: str) -> bytes:
-    try:
-        return zlib.decompress(data)
-    except zlib.error as exc:
-        raise CardError(source, where, f"bad compressed data ({exc})") from None
-
-
-def _text_chunk(ctype: str, body: bytes, source: str) -> tuple[str, str, str]:
-    keyword_raw, sep, rest = body.partition(b"\x00")
-    if not sep:
-        raise CardError(source, ctype, "no keyword separator")
-    keyword = keyword_raw.decode("latin-1")
-    where = f"{ctype}[{keyword}]"
-    if ctype == "tEXt":
-        return ctype, keyword, rest.decode("latin-1")
-    if ctype == "zTXt":
-        if not rest or rest[0] != 0:
-            raise CardError(source, where, "unknown compression method")
-        return ctype, keyword, _inflate(rest[1:], source, where).decode("latin-1")
-    # iTXt: compression flag, method, language tag \0, translated keyword \0, UTF-8 text
-    if len(rest) < 2:
-        raise CardError(source, where, "truncated chunk")
-    flag, method = rest[0], rest[1]
-    parts = rest[2:].split(b"\x00", 2)
-    if len(parts) != 3:
-        raise CardError(source, where, "truncated chunk")
-    text = parts[2]
-    if flag:
-        if method != 0:
-            raise CardError(source, where, "unknown compression method")
-        text = _inflate(text, source, where)
-    try:
-        return ctype, keyword, text.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CardError(source, where, "text is not UTF-8") from None
-
-
-def _png_card_json(blob: bytes, source: str) -> object:
-    chunks = png_text_chunks(blob, source)
-    found = {kw.lower(): (ctype, kw, text) for ctype, kw, text in reversed(chunks)}
-    for wanted in PNG_CARD_KEYWORDS:
-        if wanted in found:
-            ctype, kw, text = found[wanted]
-            where = f"{ctype}[{kw}]"
-            payload = "".join(text.split())
-            payload += "=" * (-len(payload) % 4)
-            try:
-                decoded = base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                raise CardError(source, where, "not valid base64") from None
-            return _decode_json(decoded, source, where)
-    raise CardError(source, "chara", "no 'ccv3' or 'chara' text chunk (not a character card)")
-
-
-def _is_png_card(blob: bytes, source: str) -> bool:
-    """Does this PNG carry a card chunk at all? (Plain images in a card folder are skipped.)"""
-    try:
-        chunks = png_text_chunks(blob, source)
-    except CardError:
-        return True  # a damaged PNG: let read_card_file report it
-    return any(kw.lower() in PNG_CARD_KEYWORDS for _, kw, _ in chunks)
-
-
 def read_card_file(path: Path) -> ParsedCard:
-    """Read one .json or .png card. Errors name the file by its name."""
+    """Read one .json, .png or .charx card (bounded; see vitte.catalog.formats)."""
     path = Path(path)
-    source = path.name
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise CardError(source, "file", exc.strerror or str(exc)) from None
-    suffix = path.suffix.lower()
-    if suffix == ".png" or blob.startswith(PNG_SIGNATURE):
-        data = _png_card_json(blob, source)
-    elif suffix == ".json":
-        data = _decode_json(blob, source, "json")
-    else:
-        raise CardError(source, "file", "not a card file (expected .json or .png)")
-    return parse_card(data, source)
+    raw = read_raw_card(path)
+    if raw.kind == "json" and is_lorebook(raw.data):
+        raise CardError(path.name, "file", "a lorebook, not a character card")
+    card = parse_card(raw.data, path.name)
+    card.image = raw.image
+    return card
 
 
 def check_unique_ids(cards: list[ParsedCard]) -> None:
-    """Two cards with the same persona id would overwrite each other: refuse."""
+    """Two cards naming the same persona id in their `vitte` extension would overwrite each other."""
     seen: dict[str, ParsedCard] = {}
     for card in cards:
+        if not card.explicit_id:
+            continue  # a derived id is only a wish: seeding gives a different card another id
         if card.id in seen:
             other = seen[card.id].source or "another card"
             raise CardError(
@@ -569,27 +485,79 @@ def check_unique_ids(cards: list[ParsedCard]) -> None:
         seen[card.id] = card
 
 
-def read_cards(path: Path) -> list[ParsedCard]:
-    """One card file, or every *.json / *.png card in a folder (sorted by file name).
+@dataclass
+class FileResult:
+    """What one file of an import is: a card, a standalone lorebook, or skipped (and why)."""
 
-    Other files (and PNG images without a card chunk) in a folder are ignored. The first
-    broken card raises CardError; so does a persona id used by two cards.
+    file: str
+    card: ParsedCard | None = None
+    lorebook: dict[str, Any] | None = None
+    skipped: str | None = None  # one line: the reason
+    refused: bool = False  # skipped because it is a broken or hostile card (not merely another file)
+
+
+def _card_files(path: Path) -> list[Path]:
+    return sorted((p for p in path.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def read_one(path: Path) -> FileResult:
+    """One file of an import, never raising: a bad file is a skipped result with its reason."""
+    name = path.name
+    try:
+        if path.is_dir():
+            return FileResult(name, skipped="a folder (folders are not read recursively)")
+        suffix = path.suffix.lower()
+        if suffix not in CARD_SUFFIXES:
+            return FileResult(name, skipped="not a card file (expected .json, .png or .charx)")
+        if suffix == ".png" and not is_png_card(read_bounded(path), name):
+            return FileResult(name, skipped="a picture without a card ('chara' / 'ccv3' chunk)")
+        raw = read_raw_card(path)
+        if raw.kind == "json" and is_lorebook(raw.data):
+            assert isinstance(raw.data, dict)
+            return FileResult(name, lorebook=raw.data)
+        card = parse_card(raw.data, name)
+        card.image = raw.image
+        return FileResult(name, card=card)
+    except CardError as exc:
+        return FileResult(name, skipped=str(exc), refused=True)
+    except OSError as exc:
+        return FileResult(name, skipped=f"{name}: file: {exc.strerror or type(exc).__name__}", refused=True)
+
+
+def read_folder(path: Path) -> list[FileResult]:
+    """Every file at `path` (one file, or a folder's files sorted by name), each read on its own."""
+    path = Path(path)
+    if not path.exists():
+        raise CardError(str(path), "path", "no such file or folder")
+    if not path.is_dir():
+        return [read_one(path)]
+    return [read_one(item) for item in _card_files(path)]
+
+
+def read_cards(path: Path) -> list[ParsedCard]:
+    """One card file, or every card in a folder (sorted by file name), all or nothing.
+
+    Other files (and PNG images without a card chunk, and standalone lorebooks) in a folder are
+    ignored. The first broken card raises CardError; so does a `vitte` id used by two cards.
     """
     path = Path(path)
     if not path.exists():
         raise CardError(str(path), "path", "no such file or folder")
-    if path.is_file():
+    if not path.is_dir():
         return [read_card_file(path)]
     cards: list[ParsedCard] = []
-    for item in sorted(path.iterdir(), key=lambda p: p.name):
-        if item.name.startswith(".") or not item.is_file():
-            continue
+    for item in _card_files(path):
         suffix = item.suffix.lower()
-        if suffix not in CARD_SUFFIXES:
+        if not item.is_file() or suffix not in CARD_SUFFIXES:
             continue
-        if suffix == ".png" and not _is_png_card(item.read_bytes(), item.name):
+        if suffix == ".png" and not is_png_card(read_bounded(item), item.name):
             continue
-        cards.append(read_card_file(item))
+        raw = read_raw_card(item)
+        if raw.kind == "json" and is_lorebook(raw.data):
+            continue
+        card = parse_card(raw.data, item.name)
+        card.image = raw.image
+        cards.append(card)
     check_unique_ids(cards)
     return cards
 
