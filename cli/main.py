@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import safety
+from cli import memory_recall, safety
 from cli.bench import bench
 from cli.catalog import personas_app, seed
 from cli.console import console
@@ -60,6 +60,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(personas_app, name="personas")
 app.add_typer(dialog_app, name="dialog")
 app.add_typer(lore_app, name="lore")
+memory_recall.register(memory_app)  # search, reindex (recall)
 app.add_typer(memory_app, name="memory")
 app.command("seed")(seed)
 app.command("demo", help="A short offline chat through the engine on embedded defaults. " + DEMO_NOTE)(demo)

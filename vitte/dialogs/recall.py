@@ -14,6 +14,7 @@ query: recall costs a reply at most one round trip, and a short dialog none.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from vitte.cache.base import CachedMessage
+from vitte.catalog.lookup import Catalog
 from vitte.config import Settings
 from vitte.dialogs.recall_store import Found, RecallStore
+from vitte.dialogs.store import DialogStore
 from vitte.dialogs.window import Windows
 from vitte.models import ASSISTANT, USER
+from vitte.players import player_view
 from vitte.prompt import estimate_tokens, fence, fence_text, safe_name
+from vitte.textsearch import keywords
 
 if TYPE_CHECKING:
     from vitte.dialogs.embeddings import Embeddings
@@ -189,10 +194,12 @@ class Recall:
         history: Sequence[CachedMessage],
         char: str,
         user: str,
+        windows: Windows | None = None,
     ) -> PromptParts:
-        """The reply's history window and the recalled block for the player's newest message."""
+        """The reply's history window and the recalled block for the player's newest message
+        (`windows`: whose anchors, the process's by default)."""
         budget = self.settings.llm_context_tokens
-        shown = self.windows.window(dialog_id, history, int(budget * WINDOW_SHARE))
+        shown = (windows or self.windows).window(dialog_id, history, int(budget * WINDOW_SHARE))
         if self.limit <= 0 or not shown:
             return PromptParts(shown)
         older = summary_upto > 0 or len(shown) < len(history) or len(history) > self.settings.recent_messages
@@ -202,3 +209,39 @@ class Recall:
         recalled = await self.find(dialog_id, language, new_text, shown[0].id)
         block = recall_block(recalled, char, user, language, int(budget * SHARE))
         return PromptParts(shown, block, recalled, searched=True)
+
+    async def preview(
+        self, store: DialogStore, user_id: int, text: str, catalog: Catalog | None = None
+    ) -> Preview | None:
+        """What recall would put in the prompt if the player wrote `text` now (their active
+        dialog, else the latest; a fresh window over the recent messages), with the scores.
+        None: the player has no dialog."""
+        found = await store.latest_with_player(user_id)
+        if found is None:
+            return None
+        dialog, player_row = found
+        player = player_view(player_row)
+        dialog_id = int(dialog.id or 0)
+        recent = await store.recent(dialog_id, self.settings.recent_messages)
+        history = [m for m in recent if m.id > dialog.summary_upto]
+        history.append(CachedMessage(2**62, USER, text))  # the new message, after everything stored
+        persona = dialog.persona_id
+        if catalog is not None:
+            with contextlib.suppress(Exception):  # a persona gone from the catalogue: its id
+                persona = (await catalog.persona(dialog.persona_id)).name_in(player.language)
+        parts = await self.prompt_parts(
+            dialog_id, dialog.summary_upto, player.language, history, persona, player.first_name or "",
+            windows=Windows(),
+        )  # fmt: skip
+        return Preview(dialog_id, dialog.status, player.language, keywords(text, player.language), parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """`Recall.preview`: the dialog searched and what recall found for the text."""
+
+    dialog_id: int
+    status: str
+    language: str
+    words: list[str]  # the text's words that were searched for
+    parts: PromptParts

@@ -229,6 +229,20 @@ class RecallStore:
             if n == 0:
                 return done
 
+    async def dialogs(self) -> list[tuple[int, str, int]]:
+        """Every dialog with messages: (id, its player's language, its messages), oldest first."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            rows = (
+                await s.execute(
+                    text(
+                        "SELECT d.id, u.language, count(m.id) FROM dialogs d "
+                        "JOIN users u ON u.id = d.user_id JOIN messages m ON m.dialog_id = d.id "
+                        "GROUP BY d.id, u.language ORDER BY d.id"
+                    )
+                )
+            ).all()
+        return [(int(d), str(lang or ""), int(n)) for d, lang, n in rows]
+
     async def drop_sqlite_index(self) -> None:
         """SQLite: the whole FTS5 index emptied (before a full rebuild)."""
         await self.ensure_sqlite()
