@@ -42,3 +42,11 @@ class AgeCb(CallbackData, prefix="age"):
     """The age gate: "Мне есть 18" (yes=1) / "Мне нет 18" (yes=0)."""
 
     yes: bool
+
+
+class MemoryCb(CallbackData, prefix="mem"):
+    """/memory: action "page" (show `page`) or "forget" (forget `fact_id`, then show `page`)."""
+
+    action: str
+    page: int = 0
+    fact_id: int = 0

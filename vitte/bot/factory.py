@@ -11,7 +11,7 @@ from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.filters import Command
 from aiogram.types import BotCommand, Message
 
-from vitte.bot.handlers import admin, chat, other, payments, safety, settings, start
+from vitte.bot.handlers import admin, chat, memory, other, payments, safety, settings, start
 from vitte.bot.middlewares import (
     ErrorAnswersMiddleware,
     InFlightMiddleware,
@@ -23,7 +23,7 @@ from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.perf import inline_magic_filters
 
-COMMANDS = ("start", "chat", "premium", "settings", "mydata", "help", "paysupport", "terms")
+COMMANDS = ("start", "chat", "memory", "premium", "settings", "mydata", "help", "paysupport", "terms")
 
 
 def build_dispatcher(core: Core, runtime: Runtime | None = None) -> Dispatcher:
@@ -42,6 +42,7 @@ def build_dispatcher(core: Core, runtime: Runtime | None = None) -> Dispatcher:
         other.groups_router(),  # group chats first: the companion is private-only
         start.router(),
         settings.router(),
+        memory.router(),  # /memory and its buttons
         admin.router(admins),  # before chat: /stats of a non-admin falls to "unknown command"
         payments.router(),  # /premium, /paysupport, /terms, pre-checkout, payments
         safety.router(admins),  # /mydata; admins' /block, /unblock (before chat, as /stats)

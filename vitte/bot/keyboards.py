@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
-from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, RegenCb, RetryCb, SettingsCb
+from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, MemoryCb, RegenCb, RetryCb, SettingsCb
 from vitte.bot.texts import t
 from vitte.i18n import LANGUAGES
 from vitte.prompt import STYLES
@@ -120,3 +120,30 @@ def age_kb(lang: str) -> InlineKeyboardMarkup:
             InlineKeyboardButton(text=t(lang, "btn_age_no"), callback_data=AgeCb(yes=False).pack()),
         ]
     )
+
+
+def memory_kb(
+    lang: str, first: int, fact_ids: list[int], page: int, pages: int, webapp_url: str | None
+) -> InlineKeyboardMarkup | None:
+    """/memory's buttons: [N · Забыть] for each fact shown (numbered as listed, from `first`),
+    ◀ ▶ between pages, and the Web App's memory page when there is one."""
+    forget = t(lang, "memory_forget")
+    buttons = [
+        InlineKeyboardButton(
+            text=f"{first + i} · {forget}",
+            callback_data=MemoryCb(action="forget", page=page, fact_id=fact_id).pack(),
+        )
+        for i, fact_id in enumerate(fact_ids)
+    ]
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    nav = []
+    if page > 0:
+        nav.append(InlineKeyboardButton(text="◀", callback_data=MemoryCb(action="page", page=page - 1).pack()))
+    if page + 1 < pages:
+        nav.append(InlineKeyboardButton(text="▶", callback_data=MemoryCb(action="page", page=page + 1).pack()))
+    if nav:
+        rows.append(nav)
+    if webapp_url:
+        url = webapp_url_for(webapp_url, "#/memory")
+        rows.append([InlineKeyboardButton(text=t(lang, "memory_edit_in_app"), web_app=WebAppInfo(url=url))])
+    return _kb(*rows) if rows else None

@@ -39,7 +39,7 @@ from vitte.dialogs.facts import (
 )
 from vitte.dialogs.facts_store import FactsStore
 from vitte.dialogs.store import cached
-from vitte.errors import VitteError
+from vitte.errors import NotFound, VitteError
 from vitte.llm.base import LLM, LLMError, LLMRequest
 from vitte.models import USER, Dialog, Fact, User
 from vitte.players import player_view
@@ -52,7 +52,7 @@ RELEVANT_SHARE = 5  # % for the facts relevant to the new text
 PAGE_SIZE = 5  # facts per /memory page
 
 
-class FactNotFound(VitteError):
+class FactNotFound(NotFound):
     """No such fact among the player's (theirs, live, in their active dialog)."""
 
 
