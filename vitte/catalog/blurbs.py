@@ -13,6 +13,8 @@ __all__ = ["MAX_TAGLINE", "MAX_TITLE", "derive_tagline", "greeting_title", "read
 MAX_TAGLINE = 140
 MAX_TITLE = 48  # a story title made from a greeting's first words
 
+_ANGLE_MACRO = re.compile(r"<(user|bot|char)>", re.IGNORECASE)
+_BLOCK_TAG = re.compile(r"</?(?:p|br|div|li|ul|ol|h[1-6]|hr|tr|table|blockquote)\b[^>]{0,500}>", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]{0,500}>")
 _MD_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
@@ -34,7 +36,7 @@ def _clean_line(line: str) -> str:
 def tagline_from_notes(notes: str) -> str:
     """The first line of the creator's notes that reads as a sentence, at most `MAX_TAGLINE`
     characters; "" when there is none (the faces show a neutral line)."""
-    text = html.unescape(_TAG.sub("\n", notes[:20_000]))
+    text = html.unescape(_TAG.sub("", _BLOCK_TAG.sub("\n", notes[:20_000])))
     for raw in text.splitlines():
         line = _clean_line(raw)
         if not line:
@@ -67,7 +69,8 @@ def derive_tagline(name: str, creator_notes: str, description: str) -> str:
 def greeting_title(greeting: str) -> str:
     """A story's title from its greeting: the first words, without markdown, at most `MAX_TITLE`
     characters (cut at a word, never inside a macro)."""
-    text = _clean_line(" ".join(_TAG.sub(" ", greeting[:2000]).split())).strip(" \"'«»“”-—")
+    greeting = _ANGLE_MACRO.sub(lambda m: "{{user}}" if m.group(1).lower() == "user" else "{{char}}", greeting[:2000])
+    text = _clean_line(" ".join(_TAG.sub(" ", greeting).split())).strip(" \"'«»“”-—")
     first = re.match(r"(.+?[.!?…][\"'»”]?)(?:\s|$)", text)
     if first is not None and len(first.group(1)) <= MAX_TITLE:
         return first.group(1).strip("\"'»”").rstrip(".")

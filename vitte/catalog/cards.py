@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vitte.catalog.blurbs import derive_tagline, greeting_title
 from vitte.catalog.errors import CardError
 from vitte.catalog.formats import CARD_SUFFIXES, is_lorebook, is_png_card, read_bounded, read_raw_card
 
@@ -287,16 +288,10 @@ def _number_text(value: int | float) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _derive_tagline(name: str, description: str) -> str:
-    """A card without a tagline gets the first sentence of its description."""
-    text = " ".join(description.replace("{{char}}", name).split())
-    if not text:
-        return ""
-    m = re.match(r"(.+?[.!?…])(?:\s|$)", text)
-    first = m.group(1) if m else text
-    if len(first) > MAX_DERIVED_TAGLINE:
-        first = first[: MAX_DERIVED_TAGLINE - 1].rstrip() + "…"
-    return first
+def _derive_tagline(name: str, creator_notes: str, description: str) -> str:
+    """A card without a tagline: its creator's notes' first line, else its description's first
+    sentence when that reads as prose, else "" (never W++ or brackets; vitte.catalog.blurbs)."""
+    return derive_tagline(name, creator_notes, description)
 
 
 def _check_avatar(r: _Reader, value: str, path: str) -> str:
@@ -367,7 +362,7 @@ def parse_card(data: object, source: str) -> ParsedCard:
 
     tagline = r.text(vitte, "tagline", vp + ".tagline", MAX_TAGLINE).strip()
     if not tagline:
-        tagline = _derive_tagline(name, texts["description"])
+        tagline = _derive_tagline(name, texts["creator_notes"], texts["description"])
     order = r.integer(vitte, "order", vp + ".order", 0)
     avatar: str | None = None
     if vitte.get("avatar") is not None:
@@ -377,7 +372,7 @@ def parse_card(data: object, source: str) -> ParsedCard:
 
     stories = _parse_stories(r, vitte, vp, card_id)
     if not stories:
-        stories = [_default_story(card_id, texts["scenario"], texts["first_mes"], i18n)]
+        stories = _greeting_stories(r, vitte, vp, card_id, texts, alternate_greetings, i18n)
 
     return ParsedCard(
         id=card_id,
@@ -434,6 +429,48 @@ def _parse_stories(r: _Reader, vitte: dict[str, Any], vp: str, card_id: str) -> 
                 opening=opening,
                 order=r.integer(item, "order", sp + ".order", i),
                 i18n=r.i18n(item, "i18n", sp + ".i18n"),
+            )
+        )
+    return stories
+
+
+def _greeting_stories(
+    r: _Reader,
+    vitte: dict[str, Any],
+    vp: str,
+    card_id: str,
+    texts: dict[str, str],
+    alternates: list[str],
+    i18n: dict[str, Any],
+) -> list[ParsedStory]:
+    """A card without Vitte stories: each greeting (``first_mes``, then every
+    ``alternate_greetings`` entry; V3 ``group_only_greetings`` are for group chats and ignored)
+    is a story with the card's scenario, titled by its first words or by
+    ``extensions.vitte.greeting_titles`` (one per greeting, in that order). The first keeps the
+    id of the old single default story (``<id>-main``); the others are ``<id>-alt-<n>``."""
+    titles = r.str_list(vitte, "greeting_titles", vp + ".greeting_titles")
+    first_mes = texts["first_mes"]
+    if not first_mes.strip() and not any(a.strip() for a in alternates):
+        return [_default_story(card_id, texts["scenario"], first_mes, i18n)]
+    stories: list[ParsedStory] = []
+    for i, greeting in enumerate([first_mes, *alternates]):
+        if not greeting.strip():
+            continue
+        title = (titles[i].strip() if i < len(titles) else "") or greeting_title(greeting)
+        if i == 0:
+            story = _default_story(card_id, texts["scenario"], first_mes, i18n)
+            story.title = title[:MAX_STORY_TITLE]
+            en = story.i18n["en"]
+            en["title"] = greeting_title(en["opening"]) if en.get("opening") and not titles else story.title
+            stories.append(story)
+            continue
+        stories.append(
+            ParsedStory(
+                id=f"{card_id}-alt-{i}",
+                title=title[:MAX_STORY_TITLE],
+                premise=texts["scenario"].strip(),
+                opening=greeting.strip(),
+                order=i,
             )
         )
     return stories

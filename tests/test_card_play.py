@@ -1,0 +1,185 @@
+"""Cards that play as written (issue 17, items 1, 2, 3, 7), on SQLite and PostgreSQL + Redis:
+greetings become stories, the opening is stored and sent with its macros expanded (the LLM sees
+the same text), the lorebook reaches the LLM, the Web App shows the player's own name, taglines
+and descriptions never show prompt syntax. Cards are written here, in the tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from tests.support.initdata import auth_header, make_init_data
+from tests.support.llm_server import FakeLLMServer
+from tests.support.players import adult
+from tests.support.webapp import WebAppHarness, running_webapp
+from vitte.catalog.cards import default_fixtures_dir, parse_card, read_cards
+from vitte.catalog.seed import seed_cards
+from vitte.config import Settings
+from vitte.core import Core
+
+ANYA = 1001  # make_init_data's player is called "Аня"
+
+WPP = '[Rika\'s Personality= "cheerful", "clumsy"]\n[Rika\'s body= "short", "red hair"]'
+
+
+def card(**data: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "Rika",
+        "description": "{{char}} is a student who lives next door to {{user}}. She loves the rain.",
+        "scenario": "{{user}} forgot an umbrella; {{char}} did not.",
+        "first_mes": "Oh my gosh, {{user}}! {{// greeting one}}*punches {{user}} in the arm*",
+        "alternate_greetings": ["<USER>, is that you? It's {{char}}!", "  "],
+        "group_only_greetings": ["Hi everyone!"],
+        "creator_notes": "A cheerful neighbour for rainy days.\nMore notes here.",
+        "character_book": {
+            "name": "Town",
+            "entries": [
+                {"keys": ["umbrella"], "content": "Rika's umbrella is yellow, a gift from {{user}}.",
+                 "enabled": True, "insertion_order": 10},
+            ],
+        },
+    }  # fmt: skip
+    base.update(data)
+    return {"spec": "chara_card_v2", "spec_version": "2.0", "data": base}
+
+
+# ---------------------------------------------------------------------- parsing: greetings, taglines
+
+
+def test_greetings_become_stories() -> None:
+    parsed = parse_card(card(), "rika.json")
+    assert [s.id for s in parsed.stories] == ["rika-main", "rika-alt-1"]  # the blank one skipped
+    first, alt = parsed.stories
+    assert first.opening.startswith("Oh my gosh, {{user}}!") and alt.opening.startswith("<USER>, is that you?")
+    assert first.title == "Oh my gosh, {{user}}!" and alt.title == "{{user}}, is that you?"
+    assert first.premise == alt.premise == "{{user}} forgot an umbrella; {{char}} did not."
+    assert not any("Hi everyone" in s.opening for s in parsed.stories)  # group_only_greetings ignored
+
+
+def test_only_alternate_greetings_and_titles_from_the_vitte_extension() -> None:
+    parsed = parse_card(
+        card(first_mes="", alternate_greetings=["First one.", "Second one."],
+             extensions={"vitte": {"greeting_titles": ["", "Rainy day", "Sunny day"]}}),
+        "rika.json",
+    )  # fmt: skip
+    assert [(s.id, s.title, s.opening) for s in parsed.stories] == [
+        ("rika-alt-1", "Rainy day", "First one."),
+        ("rika-alt-2", "Sunny day", "Second one."),
+    ]
+
+
+def test_explicit_vitte_stories_still_win() -> None:
+    story = {"id": "walk", "title": "A walk", "opening": "Let's go."}
+    parsed = parse_card(card(extensions={"vitte": {"stories": [story]}}), "rika.json")
+    assert [s.id for s in parsed.stories] == ["rika.walk"]
+
+
+def test_shipped_personas_keep_their_stories_and_taglines() -> None:
+    for parsed in read_cards(default_fixtures_dir()):
+        vitte = parsed.raw.get("data", {}).get("extensions", {}).get("vitte", {})
+        assert [s.id.split(".", 1)[1] for s in parsed.stories] == [s.get("id") for s in vitte["stories"]] or all(
+            "-alt-" not in s.id for s in parsed.stories
+        )
+        assert parsed.tagline == vitte["tagline"].strip()
+
+
+@pytest.mark.parametrize(
+    ("data", "tagline"),
+    [
+        ({}, "A cheerful neighbour for rainy days."),
+        ({"creator_notes": "", "description": WPP}, ""),
+        ({"creator_notes": "[Rika = cheerful]", "description": WPP}, ""),
+        ({"creator_notes": "<p><b>Neighbour</b> for <i>rainy</i> days. https://x.example/a</p>"}, "Neighbour for rainy days."),
+        ({"creator_notes": "", "description": "{{char}} is a student. She loves the rain."}, "Rika is a student."),
+        ({"creator_notes": "", "description": "Name: Rika\nAge: 21\nLikes: rain"}, ""),
+        ({"creator_notes": "x " * 400}, None),
+    ],
+)
+def test_taglines_never_show_prompt_syntax(data: dict[str, Any], tagline: str | None) -> None:
+    parsed = parse_card(card(**data), "rika.json")
+    if tagline is not None:
+        assert parsed.tagline == tagline
+    assert len(parsed.tagline) <= 140 and not any(c in parsed.tagline for c in "[]{}=<>")
+
+
+# ---------------------------------------------------------------------- the engine and the LLM
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLMServer]:
+    async with FakeLLMServer(replies=None, default_reply="*smiles*") as srv:
+        yield srv
+
+
+@pytest.fixture
+async def core(backend_settings: Settings, llm: FakeLLMServer, redis_cleanup_if_any: None) -> AsyncIterator[Core]:
+    settings = backend_settings.model_copy(
+        update={"llm_base_url": llm.base_url, "llm_api_key": SecretStr("sk-test"), "llm_model": "m", "llm_retries": 1}
+    )
+    c = await Core.open(settings)
+    await seed_cards(c.db, [parse_card(card(), "rika.json")])
+    c.catalog.invalidate()
+    await adult(c, ANYA, first_name="Аня", language_code="en")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_opening_is_stored_expanded_and_the_llm_sees_it_with_the_lore(core: Core, llm: FakeLLMServer) -> None:
+    opening = await core.dialogs.choose(ANYA, "rika", "rika-main")
+    assert opening.text == "Oh my gosh, Аня! *punches Аня in the arm*"
+    stored = await core.dialogs.messages(opening.dialog.id)
+    assert [m.text for m in stored] == [opening.text]
+
+    await core.dialogs.reply(ANYA, "Where is my umbrella?")
+    sent = llm.completions[-1].json["messages"]
+    assert {"role": "assistant", "content": "Oh my gosh, Аня! *punches Аня in the arm*"} in sent
+    system = sent[0]["content"]
+    assert "<card_lore>\nRika's umbrella is yellow, a gift from Аня.\n</card_lore>" in system
+    assert "{{" not in system and "cheerful neighbour" not in system  # creator notes never sent
+
+    await core.dialogs.reply(ANYA, "Nice weather today.")  # the key is out of the scan depth now
+    assert not any("umbrella is yellow" in m["content"] for m in llm.completions[-1].json["messages"])
+
+
+async def test_an_alternate_greeting_opens_its_story(core: Core) -> None:
+    opening = await core.dialogs.choose(ANYA, "rika", "rika-alt-1")
+    assert opening.text == "Аня, is that you? It's Rika!"
+
+
+# ---------------------------------------------------------------------- the Web App
+
+
+@pytest.fixture
+async def webapp(backend_settings: Settings, redis_cleanup_if_any: None) -> AsyncIterator[WebAppHarness]:
+    async with running_webapp(backend_settings) as h:
+        await seed_cards(h.core.db, [parse_card(card(), "rika.json"), parse_card(card(name="Skynet", description=WPP, creator_notes="", extensions={"vitte": {"id": "wpp"}}), "wpp.json")])  # fmt: skip
+        h.core.catalog.invalidate()
+        yield h
+
+
+async def test_webapp_shows_the_players_name_and_no_prompt_syntax(webapp: WebAppHarness) -> None:
+    headers = auth_header(make_init_data(ANYA))
+    resp = await webapp.client.get("/api/personas/rika", headers=headers)
+    body = await resp.json()
+    assert body["description"] == "Rika is a student who lives next door to Аня. She loves the rain."
+    assert [s["title"] for s in body["stories"]] == ["Oh my gosh, Аня!", "Аня, is that you?"]
+    assert body["stories"][0]["premise"] == "Аня forgot an umbrella; Rika did not."
+    assert body["tagline"] == "A cheerful neighbour for rainy days."
+
+    wpp = await (await webapp.client.get("/api/personas/wpp", headers=headers)).json()
+    assert wpp["description"] == ""  # W++ is for the model: not shown
+    listing = await (await webapp.client.get("/api/personas", headers=headers)).json()
+    tagline = next(p["tagline"] for p in listing["personas"] if p["id"] == "wpp")
+    assert tagline and not any(c in tagline for c in "[]{}=")  # the catalogue's neutral line
+
+    resp = await webapp.client.post("/api/me/adult", json={"adult": True}, headers=headers)
+    assert resp.status == 200
+    resp = await webapp.client.post("/api/dialogs", json={"persona_id": "rika", "story_id": "rika-alt-1"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    sent = await webapp.botapi.wait_for_messages(ANYA)
+    assert sent[-1]["text"] == "Аня, is that you? It's Rika!"
