@@ -422,6 +422,7 @@ class Replies:
             budget=self.settings.llm_context_tokens,
             preamble=preamble,
             reminder=reminder,
+            seed=int(w.dialog.id or 0),  # {{pick}}: the same choice in every reply of the dialog
             facts=facts,
             facts_now=facts_now,
             recalled=recall.block,
