@@ -234,7 +234,7 @@ async def test_personas_list_anonymous(webapp: WebAppHarness) -> None:
     personas = body["personas"]
     assert [p["id"] for p in personas] == ["mila", "lev", "vera", "mark", "kira"]
     mila = personas[0]
-    assert set(mila) == {"id", "name", "tagline", "tags", "avatar_url", "colors", "story_count", "current"}
+    assert set(mila) == {"id", "name", "tagline", "tags", "avatar_url", "portrait_url", "colors", "story_count", "current"}
     assert mila["name"] == "Мила" and mila["story_count"] == 3 and mila["current"] is False
     assert mila["avatar_url"] == "/avatars/mila.svg"
     assert all(c.startswith("#") and len(c) == 7 for c in mila["colors"]) and len(mila["colors"]) == 2

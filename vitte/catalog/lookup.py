@@ -61,6 +61,7 @@ class PersonaInfo:
     card: PersonaCard
     i18n: dict[str, Any]
     stories: tuple[StoryInfo, ...]
+    portrait: str | None = None  # the stored portrait's digest (vitte.catalog.portraits); None: initials
 
     def name_in(self, lang: str) -> str:
         return localized(self.i18n, lang, "name", self.name)
@@ -112,6 +113,7 @@ def _persona_info(p: Persona, stories: list[Story]) -> PersonaInfo:
         card=card,
         i18n=dict(p.i18n or {}),
         stories=infos,
+        portrait=p.portrait,
     )
 
 

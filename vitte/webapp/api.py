@@ -52,6 +52,7 @@ from vitte.prompt import STYLES
 from vitte.telegram.messages import ExportThrottled, export_filename, send_opening, send_player_data
 from vitte.telegram.payments import create_invoice_link
 from vitte.webapp.auth import InitDataError, WebAppUser, init_data_from_header, validate_init_data
+from vitte.webapp.portraits import LIST_SIZE, PAGE_SIZE, portrait_url
 
 log = logging.getLogger("vitte.webapp")
 
@@ -61,6 +62,8 @@ CTX: web.AppKey[WebContext] = web.AppKey("vitte_webapp_ctx")
 LANG_KEY: web.RequestKey[str] = web.RequestKey("vitte_lang", str)
 
 MAX_ID_LEN = 130
+# a card's texts on the page: never unbounded, whatever the card holds (a longer one ends in "…")
+MAX_PAGE_TEXT = {"description": 4000, "premise": 2000, "title": 200}
 
 # code -> what the player reads (the `api` part of the catalogues, vitte/locales: msgid = the
 # code); `code` is for programs
@@ -442,6 +445,11 @@ def _player_name(state: PlayerState | None, user: WebAppUser | None, lang: str) 
     return name or MESSAGES.t(lang, "user_placeholder")
 
 
+def _cut(text: str, kind: str) -> str:
+    limit = MAX_PAGE_TEXT[kind]
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def persona_summary(
     request: web.Request, p: PersonaInfo, lang: str, current_id: str | None, player_name: str | None = None
 ) -> dict[str, Any]:
@@ -452,7 +460,9 @@ def persona_summary(
         "name": p.name_in(lang),
         "tagline": tagline or MESSAGES.t(lang, "tagline_neutral"),
         "tags": tags_in(p, lang),
-        "avatar_url": avatar_url(request, p.avatar),
+        # the card's own picture (stored, vitte.webapp.portraits) before a fixture's or a URL's
+        "avatar_url": portrait_url(request, p.id, p.portrait, LIST_SIZE) or avatar_url(request, p.avatar),
+        "portrait_url": portrait_url(request, p.id, p.portrait, PAGE_SIZE),
         "colors": list(colors),
         "story_count": len(p.stories),
         "current": current_id is not None and p.id == current_id,
@@ -527,12 +537,13 @@ async def get_persona(request: web.Request) -> web.Response:
     description = shown(p.description_in(lang), macros)
     body.update(
         {
-            "description": description if reads_as_prose(description) else "",  # never W++ or brackets
+            # never W++ or brackets; never unbounded
+            "description": _cut(description, "description") if reads_as_prose(description) else "",
             "stories": [
                 {
                     "id": s.id,
-                    "title": shown(s.title_in(lang), macros),
-                    "premise": shown(s.premise_in(lang), macros),
+                    "title": _cut(shown(s.title_in(lang), macros), "title"),
+                    "premise": _cut(shown(s.premise_in(lang), macros), "premise"),
                     "current": dialog is not None and dialog.story_id == s.id,
                 }
                 for s in p.stories

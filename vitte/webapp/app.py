@@ -30,6 +30,7 @@ from vitte.metrics import metrics_route
 from vitte.telegram.bot import make_bot
 from vitte.webapp.api import CTX, WebContext, error_middleware, json_response, routes
 from vitte.webapp.avatars import AVATARS_KEY, RemoteAvatars, is_remote, remote_key
+from vitte.webapp.portraits import add_portrait_routes
 from vitte.webapp.texts import language_texts, page_texts_json
 
 __all__ = ["STATIC_DIR", "default_avatars_dir", "make_webapp", "serve_webapp"]
@@ -219,6 +220,7 @@ def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web
     app.router.add_get("/static/{filename}", _static_handler(_load_assets()), name="static")
     app.router.add_get("/avatars/{filename:.+}", _avatar, name="avatars")
     app.router.add_get("/avatars-remote/{key}", _remote_avatar, name="remote_avatars")
+    add_portrait_routes(app, core.db)  # a card's own picture, stored in the database
     return app
 
 

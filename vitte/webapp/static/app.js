@@ -142,9 +142,10 @@
   function avatar(p, cls) {
     var wrap = h("div", { class: cls, style: { "background-image": gradient(p.colors) } },
       h("span", { class: "monogram", text: (p.name || "?").slice(0, 1) }));
-    if (p.avatar_url) {
+    var src = (cls === "hero-avatar" && p.portrait_url) || p.avatar_url;  // the large picture on details
+    if (src) {
       var img = h("img", {
-        src: p.avatar_url, alt: "", loading: "lazy", decoding: "async", width: "128", height: "128"
+        src: src, alt: "", loading: "lazy", decoding: "async", width: "128", height: "128"
       });
       img.addEventListener("error", function () { img.remove(); });
       img.addEventListener("load", function () { wrap.classList.add("has-img"); });
