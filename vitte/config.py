@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # meaning-based recall: this model through the LLM API's /embeddings (unset = lexical only)
     embeddings_model: str | None = None
     shutdown_grace: float = Field(default=20.0, ge=0)
+    # the bot's spool (vitte.spool): messages that arrive while the database is away, kept
+    # (in Redis, else this file) and answered in order when it returns; older ones are given up
+    spool_max_age: float = Field(default=600.0, ge=0, le=7 * 86400)  # 0 = no spool
+    spool_max_updates: int = Field(default=1000, ge=1, le=1_000_000)
+    spool_path: str = "vitte-spool.jsonl"
     # a player's lock outlives a crashed holder by at most this (renewed every third of it while
     # held): the longest a crash blocks that player, and when crash recovery looks again
     lock_lease: float = Field(default=30.0, ge=3, le=600)

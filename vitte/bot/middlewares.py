@@ -15,8 +15,11 @@
    trip for both); without a lock, `core.cache.first_seen`. An update seen for the first time
    marks its player online (`core.cache.touch_online`).
 4. `ErrorAnswersMiddleware`: no traceback ever reaches the player. An engine refusal (age gate,
-   block, rate, quota) is answered with its reason; a store outage becomes a short "one
-   moment"; anything else a short "something went wrong"; all are logged.
+   block, rate, quota) is answered with its reason; a store outage keeps the player's message
+   in the spool (`vitte.bot.spooling`, when the bot runs one: the player is told once that the
+   answer comes a bit later) or, when it cannot be kept, becomes a short "one moment"; anything
+   else a short "something went wrong"; all are logged. While a player has messages kept, their
+   next ones are kept behind them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from aiogram.types import Chat, TelegramObject, Update, User
 
 from vitte.bot.refusals import REFUSALS, answer_refusal
 from vitte.bot.runtime import Runtime
+from vitte.bot.spooling import REPLAY_KEY, Replay, keep, sender
 from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.db import is_unavailable
@@ -40,6 +44,7 @@ from vitte.errors import StoreUnavailable
 from vitte.logs import log_context
 from vitte.metrics import handling_update
 from vitte.players import language_from_telegram
+from vitte.spool import Kept
 
 log = logging.getLogger("vitte.bot")
 
@@ -113,12 +118,12 @@ class PlayerLockMiddleware(BaseMiddleware):
         if user is None or event.event_type not in LOCKED_UPDATES:
             return await self._admit(handler, event, data, user)
         bot: Bot | None = data.get("bot")
-        # the de-duplication goes with the lock when that costs nothing more (one round trip)
+        # the de-duplication goes with the lock when that costs nothing more (one round trip);
+        # a kept update fed again (the spool) was seen already
         # plain text (not a command) will likely ask for a reply: its first cache reads go too
         text = (event.message.text or "") if event.message is not None else ""
-        turns = self.core.dialogs.turn(
-            user.id, seen=(_dedup_key(event, bot), DEDUP_TTL), replying=bool(text) and not text.startswith("/")
-        )
+        seen = None if REPLAY_KEY in data else (_dedup_key(event, bot), DEDUP_TTL)
+        turns = self.core.dialogs.turn(user.id, seen=seen, replying=bool(text) and not text.startswith("/"))
         try:
             turn = await turns.__aenter__()
         except Exception as exc:  # the cache degrades by contract; never fail the player
@@ -146,7 +151,7 @@ class PlayerLockMiddleware(BaseMiddleware):
         """Handle the update unless it is a duplicate. `first_seen`: the de-duplication's answer
         when the lock gave it (None: ask)."""
         if first_seen is None:
-            first_seen = await self._first_seen(event, data.get("bot"))
+            first_seen = True if REPLAY_KEY in data else await self._first_seen(event, data.get("bot"))
         if not first_seen:
             log.info("duplicate update %s ignored", event.update_id)
             _outcome(data, "duplicate")
@@ -175,24 +180,31 @@ class ErrorAnswersMiddleware(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
+        replay: Replay | None = data.get(REPLAY_KEY)
+        if replay is not None:
+            replay.admitted = True
+        else:
+            self.runtime.admitted(asyncio.current_task())
+            spool = self.runtime.spool
+            if spool is not None and not spool.empty and (who := sender(event)) and spool.holds(who[0]):
+                _outcome(data, "spooled")  # behind the player's kept messages
+                if await keep(spool, event) is Kept.FULL:
+                    await self._tell(event, data, "one_moment")
+                return None
         try:
             return await handler(event, data)
         except REFUSALS as exc:  # the engine said no (age gate, block, rate, quota): say why
             _outcome(data, "refused")
             await self._refuse(event, data, exc)
         except StoreUnavailable as exc:
-            log.warning("store unavailable while handling update %s: %s", event.update_id, exc)
-            _outcome(data, "unavailable")
-            await self._tell(event, data, "one_moment")
+            await self._unavailable(event, data, exc)
         except TelegramAPIError as exc:
             log.warning("Telegram error while handling update %s: %s", event.update_id, exc)
             _outcome(data, "error")
             await self._tell(event, data, "oops")
         except Exception as exc:
             if _unavailable(exc):
-                log.warning("store unavailable while handling update %s: %s", event.update_id, exc)
-                _outcome(data, "unavailable")
-                await self._tell(event, data, "one_moment")
+                await self._unavailable(event, data, exc)
             else:
                 _outcome(data, "error")
                 user: User | None = data.get("event_from_user")
@@ -201,6 +213,22 @@ class ErrorAnswersMiddleware(BaseMiddleware):
                 )
                 await self._tell(event, data, "oops")
         return None
+
+    async def _unavailable(self, event: Update, data: dict[str, Any], exc: BaseException) -> None:
+        """The store is away: keep the message for later (the spool), or say "one moment".
+        A replayed update goes back to the spool (raised) unless part of it was stored."""
+        turn = data.get("turn")
+        untouched = turn is None or not turn.wrote
+        if REPLAY_KEY in data and untouched:
+            raise exc
+        log.warning("store unavailable while handling update %s: %s", event.update_id, exc)
+        spool = self.runtime.spool
+        kept = await keep(spool, event) if spool is not None and untouched and REPLAY_KEY not in data else None
+        _outcome(data, "spooled" if kept in (Kept.FIRST, Kept.MORE) else "unavailable")
+        if kept is Kept.FIRST:
+            await self._tell(event, data, "spooled")
+        elif kept is not Kept.MORE:
+            await self._tell(event, data, "one_moment")
 
     def _addressee(self, data: dict[str, Any]) -> tuple[Bot, User, Chat | None, str] | None:
         """Who to tell, and in which language: the bot, the player, the chat (None when unknown)."""

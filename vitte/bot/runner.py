@@ -42,6 +42,7 @@ from vitte.bot.callbacks import RegenCb
 from vitte.bot.factory import bot_commands, build_dispatcher, warm_up
 from vitte.bot.keyboards import retry_kb
 from vitte.bot.runtime import Runtime
+from vitte.bot.spooling import Drainer, keep
 from vitte.bot.streaming import call_with_retry
 from vitte.bot.texts import t
 from vitte.config import ConfigError, Settings
@@ -51,6 +52,7 @@ from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from vitte.logs import quiet_bad_requests, setup_logging
 from vitte.metrics import metrics_route
 from vitte.perf import freeze_heap
+from vitte.spool import Kept, Spool
 from vitte.telegram.bot import make_bot
 from vitte.text import inert, same_secret
 
@@ -112,6 +114,9 @@ async def run_bot(
         await _startup(bot, core, settings, runtime)
         freeze_heap()  # startup's objects out of every later full GC (vitte.perf)
         restore = _install_signal_handlers(stop)
+        if runtime.spool is None:
+            runtime.spool = Spool.from_settings(settings, core.cache)
+        draining = asyncio.create_task(Drainer(runtime.spool, dp, bot, core).run(stop)) if runtime.spool else None
         try:
             if settings.webhook_url and secret:
                 await _serve_webhook(bot, dp, runtime, settings, secret, stop, core, webapp)
@@ -119,6 +124,10 @@ async def run_bot(
                 await _poll(bot, dp, runtime, settings, stop)
         finally:
             restore()
+            if draining is not None:
+                draining.cancel()
+                with contextlib.suppress(BaseException):
+                    await draining
     finally:
         if own_bot and bot is not None:
             with contextlib.suppress(Exception):
@@ -300,11 +309,30 @@ async def _feed(dp: Dispatcher, bot: Bot, update: Update) -> None:
         log.exception("update %s failed", update.update_id)
 
 
-def _spawn(dp: Dispatcher, bot: Bot, runtime: Runtime, update: Update) -> asyncio.Task[None]:
+def _spawn(dp: Dispatcher, bot: Bot, runtime: Runtime, update: Update, *, polled: bool = False) -> asyncio.Task[None]:
+    """Handle the update in a task of its own. `polled`: until its handling begins it is in
+    `runtime.waiting`, so that a shutdown that cuts it keeps it (the spool)."""
     task = asyncio.create_task(_feed(dp, bot, update))
     runtime.track(task)
     task.add_done_callback(runtime.tasks.discard)
+    if polled and runtime.spool is not None:
+        waiting = runtime.waiting
+        waiting[task] = update
+        task.add_done_callback(lambda t: waiting.pop(t, None))
     return task
+
+
+async def _keep_cut(runtime: Runtime) -> None:
+    """The polled updates shutdown cut before their handling began: kept for the next start."""
+    cut, runtime.cut_waiting = runtime.cut_waiting, []
+    if runtime.spool is None:
+        return
+    kept = 0
+    for update in cut:
+        if await keep(runtime.spool, update) in (Kept.FIRST, Kept.MORE):
+            kept += 1
+    if kept:
+        log.info("%d message(s) cut by the shutdown kept for the next start", kept)
 
 
 async def _poll(bot: Bot, dp: Dispatcher, runtime: Runtime, settings: Settings, stop: asyncio.Event) -> None:
@@ -342,11 +370,12 @@ async def _poll(bot: Bot, dp: Dispatcher, runtime: Runtime, settings: Settings, 
             for update in updates:
                 if offset is not None and update.update_id < offset:
                     continue
-                _spawn(dp, bot, runtime, update)
+                _spawn(dp, bot, runtime, update, polled=True)
                 offset = update.update_id + 1
     finally:
         stopper.cancel()
         await runtime.drain(settings.shutdown_grace)
+        await _keep_cut(runtime)
         if offset is not None:  # confirm what was taken, so the next run does not get it again
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(bot(GetUpdates(offset=offset, timeout=0, limit=1)), 5.0)

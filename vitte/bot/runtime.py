@@ -1,5 +1,6 @@
 """Per-process bot state: running replies (for the stop button), the latest reply per chat
-(its 🔄 moves to the newest reply), in-flight updates (for a graceful shutdown)."""
+(its 🔄 moves to the newest reply), in-flight updates (for a graceful shutdown), and the spool
+(`vitte.spool`) when the bot runs one."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
+from aiogram.types import Update
 
 from vitte.bot.streaming import ReplyStream
+from vitte.spool import Spool
 
 log = logging.getLogger("vitte.bot")
 
@@ -30,6 +34,11 @@ class Runtime:
     last_reply: OrderedDict[int, int] = field(default_factory=OrderedDict)
     lang_hint: OrderedDict[int, str] = field(default_factory=OrderedDict)
     tasks: set[asyncio.Task[object]] = field(default_factory=set)
+    spool: Spool | None = None  # set by `vitte.bot.runner.run_bot`, which drains it
+    # polled updates not yet admitted (waiting for their player's turn): a shutdown cuts them
+    # before they begin, and they are kept in the spool (`cut_waiting` after `drain`)
+    waiting: dict[asyncio.Task[object], Update] = field(default_factory=dict)
+    cut_waiting: list[Update] = field(default_factory=list)
     _draft_ids: itertools.count[int] = field(
         default_factory=lambda: itertools.count(secrets.randbelow(1 << 30) + 1)
     )
@@ -97,6 +106,11 @@ class Runtime:
         if task is not None:
             self.tasks.discard(task)
 
+    def admitted(self, task: asyncio.Task[Any] | None) -> None:
+        """The update of `task` began its handling (it is no longer only waiting)."""
+        if self.waiting and task is not None:
+            self.waiting.pop(task, None)
+
     async def drain(self, grace: float) -> int:
         """Let in-flight updates finish for up to `grace` seconds, then cancel the rest.
 
@@ -109,6 +123,10 @@ class Runtime:
             return 0
         log.info("waiting up to %.0f s for %d update(s) in progress", grace, len(pending))
         _done, still = await asyncio.wait(pending, timeout=grace) if grace > 0 else (set(), pending)
+        # those cut before their handling began (once cancelled, they never begin): nothing of
+        # them happened
+        cut = [self.waiting.pop(t) for t in still if t in self.waiting]
+        self.cut_waiting.extend(sorted(cut, key=lambda u: u.update_id))
         for task in still:
             task.cancel()
         if still:

@@ -134,6 +134,20 @@ class Cache(Protocol):
         what a reply needs from the cache before it calls the LLM."""
         ...
 
+    # --- the spool (vitte.spool): updates kept while the database is away ---
+    async def spool_push(self, item: str, limit: int) -> int | None:
+        """Append `item` to the shared spool unless it holds `limit` items: the new length,
+        -1 when full, None when there is no shared spool (in-process cache, Redis unreachable)."""
+
+    async def spool_pop(self) -> str | None:
+        """Take the spool's oldest item (None: empty or unreachable)."""
+
+    async def spool_unpop(self, item: str) -> bool:
+        """Put an item taken with `spool_pop` back at the front (False: not done)."""
+
+    async def spool_items(self) -> list[str] | None:
+        """Every item, oldest first, without taking them (None: unreachable or none shared)."""
+
     # --- housekeeping ---
     async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:
         """Drop every key about this player (their data is being deleted): the dialogs'

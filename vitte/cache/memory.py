@@ -259,6 +259,19 @@ class MemoryCache:
         for key in [k for k in self._hits if k.startswith(prefix)]:
             del self._hits[key]
 
+    # the spool has no shared place here: vitte.spool keeps its file
+    async def spool_push(self, item: str, limit: int) -> int | None:
+        return None
+
+    async def spool_pop(self) -> str | None:
+        return None
+
+    async def spool_unpop(self, item: str) -> bool:
+        return False
+
+    async def spool_items(self) -> list[str] | None:
+        return None
+
     async def ping(self) -> bool:
         return True
 

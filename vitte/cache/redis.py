@@ -133,6 +133,7 @@ class RedisCache:
         self._first_seen = self._redis.register_script(scripts.FIRST_SEEN)
         self._hit = self._redis.register_script(scripts.HIT)
         self._hit_recent = self._redis.register_script(scripts.HIT_RECENT)
+        self._spool_push = self._redis.register_script(scripts.SPOOL_PUSH)
         self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
         self._tickets = KeyedLock()  # joining the Redis queue in this process's arrival order
         self._touched: dict[int, float] = {}  # user -> when this process last refreshed the mark
@@ -656,6 +657,26 @@ class RedisCache:
         # one script call, not MULTI/INCR/PEXPIRE/EXEC: the same round trip, less client CPU
         count = await self._run(lambda: self._hit(keys=[hkey], args=[ttl_ms]), 0)
         return int(count)  # unavailable: 0 = allow
+
+    # ------------------------------------------------------------------ the spool (vitte.spool)
+    @property
+    def _spool_key(self) -> str:
+        return f"{self.prefix}spool"
+
+    async def spool_push(self, item: str, limit: int) -> int | None:
+        got = await self._run(lambda: self._spool_push(keys=[self._spool_key], args=[item, int(limit)]), None)
+        return None if got is None else int(got)
+
+    async def spool_pop(self) -> str | None:
+        got: Any = await self._run(lambda: self._redis.lpop(self._spool_key), None)
+        return got.decode() if isinstance(got, bytes) else got
+
+    async def spool_unpop(self, item: str) -> bool:
+        return bool(await self._run(lambda: self._redis.lpush(self._spool_key, item), 0))
+
+    async def spool_items(self) -> list[str] | None:
+        got = await self._run(lambda: self._redis.lrange(self._spool_key, 0, -1), None)
+        return None if got is None else [i.decode() if isinstance(i, bytes) else i for i in got]
 
     # ------------------------------------------------------------------ housekeeping
     async def forget_user(self, user_id: int, dialog_ids: list[int]) -> None:

@@ -16,6 +16,7 @@ several. `vitte.cache.redis.RedisCache` registers them; nothing else runs them.
 | HIT         | `hit`                            | count a rate-limit hit in a fixed window |
 | HIT_RECENT  | `hit_and_recent`                 | HIT and RECENT at once (a reply's two reads) |
 | FIRST_SEEN  | `first_seen`                     | update de-duplication, SET NX with a token (a retry still says "first") |
+| SPOOL_PUSH  | `spool_push`                     | append to the bounded spool unless it is full |
 """
 
 from __future__ import annotations
@@ -256,4 +257,11 @@ if not v then
 end
 if v == ARGV[1] then return 1 end
 return 0
+"""
+
+# Append to the spool unless it holds `limit` items. KEYS[1] spool list; ARGV: item, limit.
+# Returns the new length, or -1 when full.
+SPOOL_PUSH = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+return redis.call('RPUSH', KEYS[1], ARGV[1])
 """

@@ -227,7 +227,7 @@ class Replies:
                 raise
             if stored is not None:
                 await counter.count(user)
-                turn.confirmed = True
+                turn.confirmed = turn.wrote = True
                 return dialog, user, recent, stored[0], stored[1]
             self.turns.forget(user_id, turn)  # the rows changed since they were read: again
         raise StoreUnavailable("the player's rows kept changing")

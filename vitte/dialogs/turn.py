@@ -49,7 +49,7 @@ class _Known:
 class Turn:
     """One player's operation under their lock (see the module docstring)."""
 
-    __slots__ = ("_row", "confirmed", "hold", "task", "user_id")
+    __slots__ = ("_row", "confirmed", "hold", "task", "user_id", "wrote")
 
     def __init__(self, user_id: int, hold: LockHold) -> None:
         self.user_id = user_id
@@ -59,6 +59,9 @@ class Turn:
         # the row; `confirmed` False: a row an earlier turn read, not confirmed by this one
         self._row: ActiveRow | object | None = _UNREAD
         self.confirmed = True
+        # the player's message is stored: a store failure after this must not replay the
+        # update (vitte.bot.spooling keeps only updates of which nothing was stored)
+        self.wrote = False
 
     def __repr__(self) -> str:
         return f"<Turn of player {self.user_id}>"

@@ -1,0 +1,439 @@
+"""Nothing lost while the database is away (issue 14, item 2): the spool.
+
+- `vitte.spool.Spool` on its two places: the local file (fsynced, survives a new process, bounded,
+  emptied once handled) and Redis (shared, put back at the front).
+- The fault test: a real PostgreSQL of the test's own stopped under a running bot (long polling,
+  and a webhook): the player's messages are kept, the player is told once, and once the database
+  is back every message is answered and stored in order; no traceback.
+- Messages that shutdown cut while they waited for their turn (polling) are handled on the next
+  start; a kept message older than VITTE_SPOOL_MAX_AGE is given up with a "write again"; a full
+  spool says "one moment".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from tests.support.bot_harness import PERSONA, STORY, cards, drop_redis_keys, wait_until
+from tests.support.llm_server import FakeLLMServer
+from tests.support.pg_cluster import Cluster, cluster, create_database  # noqa: F401  (the fixture)
+from vitte.bot.factory import build_dispatcher
+from vitte.bot.runner import run_bot
+from vitte.bot.runtime import Runtime
+from vitte.bot.texts import t
+from vitte.cache.memory import MemoryCache
+from vitte.cache.redis import RedisCache
+from vitte.catalog.seed import seed_cards
+from vitte.config import Settings, load_settings
+from vitte.core import Core
+from vitte.db import Database
+from vitte.localapi import LocalBotSession, LocalPlayer, make_local_bot
+from vitte.models import Dialog, Message
+from vitte.spool import Kept, Spool
+
+TOKEN = "42:LOCAL-TEST-TOKEN-0123456789abcdef"
+PLAYER = 7401
+
+
+def _update(n: int, text: str = "hi", user: int = PLAYER) -> dict[str, Any]:
+    chat = {"id": user, "type": "private"}
+    sender = {"id": user, "is_bot": False, "first_name": "P", "language_code": "en"}
+    return {"update_id": n, "message": {"message_id": n, "date": 0, "chat": chat, "from": sender, "text": text}}
+
+
+# ---------------------------------------------------------------------- the spool itself
+
+
+async def test_the_file_spool_keeps_in_order_survives_a_restart_and_empties(tmp_path: Path) -> None:
+    path = tmp_path / "spool.jsonl"
+    spool = Spool(MemoryCache(), path, max_age=600, max_items=3)
+    assert spool.empty and not path.exists()
+    assert await spool.keep(PLAYER, _update(1, "one")) is Kept.FIRST
+    assert await spool.keep(PLAYER, _update(2, "two")) is Kept.MORE
+    assert await spool.keep(PLAYER + 1, _update(3, "three", PLAYER + 1)) is Kept.FIRST
+    assert await spool.keep(PLAYER, _update(4, "four")) is Kept.FULL  # bounded
+    assert spool.holds(PLAYER) and spool.holds(PLAYER + 1) and not spool.holds(PLAYER + 2)
+    assert len(path.read_text().splitlines()) == 3
+
+    first = await spool.take()
+    assert first is not None and first.update["message"]["text"] == "one"
+    await spool.release(first, handled=False)  # the store failed again: it stays first
+    first = await spool.take()
+    assert first is not None and first.update["message"]["text"] == "one"
+    await spool.release(first, handled=True)
+
+    # a new process (a crash, a restart) finds what is left, in order
+    again = Spool(MemoryCache(), path, max_age=600, max_items=3)
+    assert await again.load() == 2
+    assert again.holds(PLAYER) and again.holds(PLAYER + 1)
+    texts = []
+    while (entry := await again.take()) is not None:
+        texts.append(entry.update["message"]["text"])
+        await again.release(entry, handled=True)
+    assert texts == ["two", "three"]
+    assert again.empty
+    assert not path.exists() and not path.with_name(path.name + ".done").exists()
+
+
+async def test_an_unreadable_line_is_dropped_and_the_rest_kept(tmp_path: Path) -> None:
+    path = tmp_path / "spool.jsonl"
+    good = json.dumps({"at": time.time(), "user": PLAYER, "update": _update(5, "kept")})
+    path.write_text("{not json\n" + good + "\n")
+    spool = Spool(MemoryCache(), path, max_age=600, max_items=10)
+    assert await spool.load() == 1
+    entry = await spool.take()
+    assert entry is not None and entry.update["message"]["text"] == "kept"
+    await spool.release(entry, handled=True)
+    assert not path.exists()
+
+
+async def test_expiry_is_by_arrival_time(tmp_path: Path) -> None:
+    spool = Spool(MemoryCache(), tmp_path / "s.jsonl", max_age=60, max_items=10)
+    await spool.keep(PLAYER, _update(1), at=time.time() - 61)
+    await spool.keep(PLAYER, _update(2))
+    old, new = await spool.take(), None
+    assert old is not None and spool.expired(old)
+    await spool.release(old, handled=True)
+    new = await spool.take()
+    assert new is not None and not spool.expired(new)
+    assert spool.told_expired(PLAYER) is False and spool.told_expired(PLAYER) is True
+
+
+async def test_the_redis_spool_is_shared_bounded_and_puts_back_at_the_front(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    path = tmp_path / "spool.jsonl"
+    cache = RedisCache(redis_url, prefix=redis_prefix)
+    other_cache = RedisCache(redis_url, prefix=redis_prefix)
+    try:
+        spool = Spool(cache, path, max_age=600, max_items=2)
+        assert await spool.keep(PLAYER, _update(1, "one")) is Kept.FIRST
+        assert await spool.keep(PLAYER, _update(2, "two")) is Kept.MORE
+        assert await spool.keep(PLAYER, _update(3, "three")) is Kept.FULL
+        assert not path.exists()  # Redis took them
+        # another bot process sees them and takes the oldest first
+        other = Spool(other_cache, tmp_path / "other.jsonl", max_age=600, max_items=2)
+        assert await other.load() == 2 and other.holds(PLAYER)
+        entry = await other.take()
+        assert entry is not None and entry.origin == "shared" and entry.update["message"]["text"] == "one"
+        await other.release(entry, handled=False)
+        assert await cache.spool_items() == [entry.raw, (await cache.spool_items() or [])[1]]
+        for want in ("one", "two"):
+            got = await spool.take()
+            assert got is not None and got.update["message"]["text"] == want
+            await spool.release(got, handled=True)
+        assert await spool.take() is None and await cache.spool_items() == []
+        spool.settle()
+        assert spool.empty
+    finally:
+        await cache.close()
+        await other_cache.close()
+        from tests.support.redis_keys import drop_redis_prefix
+
+        await drop_redis_prefix(redis_url, redis_prefix)
+
+
+async def test_redis_away_means_the_file(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", connect_timeout=0.2)
+    try:
+        spool = Spool(cache, tmp_path / "spool.jsonl", max_age=600, max_items=5)
+        assert await spool.keep(PLAYER, _update(1, "one")) is Kept.FIRST
+        assert (tmp_path / "spool.jsonl").exists()
+        entry = await spool.take()
+        assert entry is not None and entry.origin == "file"
+    finally:
+        await cache.close()
+
+
+# ---------------------------------------------------------------------- under a running bot
+
+
+async def _database(cluster: Cluster) -> str:  # noqa: F811
+    url = create_database(cluster)
+    db = Database(load_settings(database_url=url))
+    try:
+        await db.upgrade()
+    finally:
+        await db.dispose()
+    return url
+
+
+async def _ready(settings: Settings, players: list[int]) -> None:
+    """The cards seeded; each player adult, with a dialog (their stored language: ru)."""
+    core = await Core.open(settings)
+    try:
+        await seed_cards(core.db, cards())
+        core.catalog.invalidate()
+        for p in players:
+            await core.players.confirm_adult(p)
+            await core.dialogs.choose(p, PERSONA, STORY)
+    finally:
+        await core.close()
+
+
+async def _turns(settings: Settings, user_id: int) -> list[tuple[str, str]]:
+    core = await Core.open(settings)
+    try:
+        async with core.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(Message.role, Message.text)
+                    .join(Dialog, Dialog.id == Message.dialog_id)
+                    .where(Dialog.user_id == user_id)
+                    .order_by(Message.id)
+                )
+            ).all()
+        return [(str(r), str(x)) for r, x in rows][1:]  # without the story's opening
+    finally:
+        await core.close()
+
+
+def _texts_to(session: LocalBotSession, chat_id: int) -> list[str]:
+    return [str(c.params.get("text")) for c in session.calls_of("sendMessage") if c.params.get("chat_id") == chat_id]
+
+
+async def _answered(session: LocalBotSession, text: str, within: float) -> None:
+    """`text` was sent to the player (now or before: a kept message may be answered at once)."""
+    await wait_until(lambda: text in _texts_to(session, PLAYER), within=within, step=0.05)
+
+
+def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.exc_info and r.name.startswith("vitte")]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+@pytest.fixture(params=["redis", "file"])
+def place(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.slow
+async def test_a_database_restart_under_a_polling_bot_loses_nothing(
+    cluster: Cluster,  # noqa: F811
+    place: str,
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    url = await _database(cluster)
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=url,
+            llm_base_url=llm.base_url,
+            llm_retries=0,
+            bot_token=TOKEN,
+            spool_path=str(tmp_path / "spool.jsonl"),
+            **({"redis_url": redis_url, "redis_prefix": redis_prefix} if place == "redis" else {}),
+        )
+        await _ready(settings, [PLAYER])
+        session = LocalBotSession()
+        bot = make_local_bot(session, token=TOKEN)
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=Runtime(draft_interval=0.05)))
+        try:
+            await session.wait_for("getUpdates", timeout=10)
+            p = LocalPlayer(None, bot, session, user_id=PLAYER, language_code="en", deliver="queue")  # type: ignore[arg-type]
+            await p.send("Before")
+            await _answered(session, "You said: Before", within=10)
+
+            cluster.pg_ctl("-m", "fast", "stop")
+            for text in ("First", "Second", "Third"):
+                await p.send(text)
+            await wait_until(lambda: session.pending_updates == 0, within=10)
+            await wait_until(lambda: t("ru", "spooled") in _texts_to(session, PLAYER), within=15)
+            await asyncio.sleep(0.5)
+            told = _texts_to(session, PLAYER)
+            assert told.count(t("ru", "spooled")) == 1  # told once
+            assert t("ru", "one_moment") not in told
+            if place == "file":
+                assert (tmp_path / "spool.jsonl").exists()
+
+            cluster.start()
+            await _answered(session, "You said: Third", within=30)
+            replies = [x for x in _texts_to(session, PLAYER) if x.startswith("You said: ")]
+            assert replies == ["You said: Before", "You said: First", "You said: Second", "You said: Third"]
+            # a message written now, with nothing kept, is answered at once as usual
+            await p.send("After")
+            await _answered(session, "You said: After", within=10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 20)
+        assert await _turns(settings, PLAYER) == [
+            (role, text)
+            for said in ("Before", "First", "Second", "Third", "After")
+            for role, text in (("user", said), ("assistant", f"You said: {said}"))
+        ]
+        assert not (tmp_path / "spool.jsonl").exists()
+        _no_tracebacks(caplog)
+        await drop_redis_keys(settings)
+
+
+@pytest.mark.slow
+async def test_a_database_restart_under_a_webhook_bot_loses_nothing(
+    cluster: Cluster,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    url = await _database(cluster)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=url,
+            llm_base_url=llm.base_url,
+            llm_retries=0,
+            bot_token=TOKEN,
+            webhook_url="https://bot.vitte.test/hook",
+            webhook_secret="s3cret",
+            webhook_port=port,
+            spool_path=str(tmp_path / "spool.jsonl"),
+        )
+        await _ready(settings, [PLAYER])
+        session = LocalBotSession()
+        bot = make_local_bot(session, token=TOKEN)
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=Runtime(draft_interval=0.05)))
+        p = LocalPlayer(None, bot, session, user_id=PLAYER, language_code="ru", deliver="queue")  # type: ignore[arg-type]
+        hook = f"http://127.0.0.1:{port}/hook"
+        headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret"}
+
+        async def post(text: str) -> int:
+            update = await p.send(text)  # built by the local session; delivered by our POST
+            body = update.model_dump(mode="json", by_alias=True, exclude_none=True)
+            async with aiohttp.ClientSession() as http, http.post(hook, json=body, headers=headers) as r:
+                return r.status
+
+        try:
+            await session.wait_for("setWebhook", timeout=10)
+            cluster.pg_ctl("-m", "fast", "stop")
+            assert [await post(x) for x in ("Раз", "Два")] == [200, 200]  # kept: Telegram need not retry
+            told = _texts_to(session, PLAYER)
+            assert told == [t("ru", "spooled")]
+            cluster.start()
+            await _answered(session, "You said: Два", within=30)
+            assert [x for x in _texts_to(session, PLAYER) if x.startswith("You said")] == [
+                "You said: Раз",
+                "You said: Два",
+            ]
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 20)
+        assert [x for _r, x in await _turns(settings, PLAYER)] == ["Раз", "You said: Раз", "Два", "You said: Два"]
+        _no_tracebacks(caplog)
+
+
+async def _polling_bot(settings: Settings, session: LocalBotSession) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    bot = make_local_bot(session, token=TOKEN)
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=Runtime(draft_interval=0.05)))
+    await session.wait_for("getUpdates", timeout=10)
+    return stop, running
+
+
+async def test_messages_cut_by_a_shutdown_are_answered_on_the_next_start(
+    backend_settings: Settings, tmp_path: Path
+) -> None:
+    slow = " ".join(["word"] * 60)
+    async with FakeLLMServer(replies=[slow], tps=30) as llm:  # the first reply takes ~2 s
+        settings = backend_settings.model_copy(
+            update={
+                "bot_token": SecretStr(TOKEN),
+                "llm_base_url": llm.base_url,
+                "shutdown_grace": 0.3,
+                "spool_path": str(tmp_path / "spool.jsonl"),
+            }
+        )
+        await _ready(settings, [PLAYER])
+        session = LocalBotSession()
+        stop, running = await _polling_bot(settings, session)
+        p = LocalPlayer(None, make_local_bot(session, token=TOKEN), session, user_id=PLAYER, language_code="en", deliver="queue")  # type: ignore[arg-type]
+        await p.send("Tell me everything")
+        await session.wait_for("sendMessageDraft", timeout=10)
+        await p.send("And then?")  # waits behind the reply for the player's turn
+        await p.send("Hello?")
+        await wait_until(lambda: session.pending_updates == 0, within=10)
+        stop.set()
+        await asyncio.wait_for(running, 15)
+        assert not any(x.startswith("You said: And then?") for x in _texts_to(session, PLAYER))
+        assert session.pending_updates == 0  # confirmed: Telegram will not send them again
+
+        stop, running = await _polling_bot(settings, session)  # the next start
+        try:
+            await _answered(session, "You said: Hello?", within=15)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 15)
+        said = [x for _r, x in await _turns(settings, PLAYER)]
+        assert said[0] == "Tell me everything"
+        assert said[2:] == ["And then?", "You said: And then?", "Hello?", "You said: Hello?"]
+    await drop_redis_keys(settings)
+
+
+async def test_a_message_kept_too_long_is_given_up_with_a_write_again(sqlite_url: str, tmp_path: Path) -> None:
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=sqlite_url,
+            llm_base_url=llm.base_url,
+            bot_token=TOKEN,
+            spool_max_age=60,
+            spool_path=str(tmp_path / "spool.jsonl"),
+        )
+        await _ready(settings, [PLAYER])
+        kept = Spool.from_settings(settings, MemoryCache())
+        assert kept is not None
+        await kept.keep(PLAYER, _update(9001, "stale one"), at=time.time() - 120)
+        await kept.keep(PLAYER, _update(9002, "stale two"), at=time.time() - 100)
+        await kept.keep(PLAYER, _update(9003, "fresh"))
+        session = LocalBotSession()
+        stop, running = await _polling_bot(settings, session)
+        try:
+            await _answered(session, "You said: fresh", within=10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 10)
+        told = _texts_to(session, PLAYER)
+        assert told == [t("en", "spool_expired"), "You said: fresh"]  # told once, then the fresh one
+        assert [x for _r, x in await _turns(settings, PLAYER)] == ["fresh", "You said: fresh"]
+
+
+async def test_a_full_spool_asks_to_write_again(cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811
+    url = await _database(cluster)
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=url,
+            llm_base_url=llm.base_url,
+            spool_max_updates=1,
+            spool_path=str(tmp_path / "spool.jsonl"),
+        )
+        await _ready(settings, [PLAYER])
+        core = await Core.open(settings)
+        runtime = Runtime()
+        runtime.spool = Spool.from_settings(settings, core.cache)
+        session = LocalBotSession()
+        p = LocalPlayer(build_dispatcher(core, runtime), make_local_bot(session), session, user_id=PLAYER, language_code="en")
+        try:
+            cluster.pg_ctl("-m", "fast", "stop")
+            await p.send("kept")
+            await p.send("not kept")  # behind the first, but the spool is full
+        finally:
+            await core.close()
+        assert _texts_to(session, PLAYER) == [t("en", "spooled"), t("en", "one_moment")]
+        assert runtime.spool is not None and runtime.spool.holds(PLAYER)

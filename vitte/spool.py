@@ -1,0 +1,242 @@
+"""The spool: a player's message that arrives while the database is away is kept, bounded, and
+handled in order when the database returns (issue 14).
+
+Where: in Redis (one list shared by every bot process) when Redis is up; else in a local file
+(`VITTE_SPOOL_PATH`, JSON lines, fsynced on every write, so a crash keeps it) with a small
+companion file counting the lines already handled. Bounds: `VITTE_SPOOL_MAX_UPDATES` items in
+each place, and `VITTE_SPOOL_MAX_AGE` seconds: an older item is given up (its player is asked to
+write again) instead of being answered hours late.
+
+The spool keeps updates as Telegram sent them (JSON) and knows nothing of aiogram; the bot
+(`vitte.bot.spooling`) decides what to keep and feeds them back through its dispatcher.
+Per player, order holds: while a player has kept updates, their next ones are kept behind them
+(`holds`, an in-process set: the bot process that kept them knows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from vitte.cache.base import Cache
+from vitte.config import Settings
+
+log = logging.getLogger("vitte.spool")
+
+
+class Kept(Enum):
+    FIRST = "first"  # kept; the player had nothing kept before (tell them once)
+    MORE = "more"  # kept behind earlier ones (they were told already)
+    FULL = "full"  # not kept: the spool is full, or could not be written
+
+
+@dataclass
+class Entry:
+    """One kept update: when it arrived (epoch seconds), whose it is, the update's JSON."""
+
+    at: float
+    user_id: int
+    update: dict[str, Any]
+    origin: str = "file"  # "file" or "shared" (Redis)
+    raw: str = field(default="", repr=False)  # the shared item as stored (to put it back)
+
+    def dump(self) -> str:
+        return json.dumps({"at": self.at, "user": self.user_id, "update": self.update}, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, raw: str, origin: str) -> Entry | None:
+        try:
+            data = json.loads(raw)
+            return cls(float(data["at"]), int(data["user"]), dict(data["update"]), origin, raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("spool: an unreadable item was dropped: %s", exc)
+            return None
+
+
+class _File:
+    """The local spool: an append-only JSON-lines file and `<file>.done`, the count of lines
+    handled (both fsynced). Emptied (both removed) once everything in it was handled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done_path = path.with_name(path.name + ".done")
+        self.entries: deque[Entry] = deque()
+        self.handled = 0  # lines of the file already handled
+
+    def load(self) -> None:
+        self.entries.clear()
+        self.handled = 0
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            self.handled = int(self.done_path.read_text().strip() or 0)
+        for raw in lines[self.handled :]:
+            entry = Entry.load(raw, "file")
+            if entry is not None:
+                self.entries.append(entry)
+        # lines that could not be read count as handled: the count stays in step with the file
+        self.handled = len(lines) - len(self.entries)
+
+    def append(self, entry: Entry) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (entry.dump() + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.entries.append(entry)
+
+    def pop_handled(self) -> None:
+        self.entries.popleft()
+        self.handled += 1
+        if not self.entries:
+            for p in (self.path, self.done_path):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            self.handled = 0
+            return
+        tmp = self.done_path.with_name(self.done_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, str(self.handled).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.done_path)
+
+
+class Spool:
+    """Updates kept while the database is away. `keep` and `take`/`release` are the calls;
+    one drainer per process takes them in order (`vitte.bot.spooling`)."""
+
+    def __init__(self, cache: Cache, path: Path, *, max_age: float, max_items: int) -> None:
+        self.cache = cache
+        self.max_age = max_age
+        self.max_items = max_items
+        self._file = _File(path)
+        self._counts: dict[int, int] = {}  # player -> updates kept (known to this process)
+        self._told_expired: set[int] = set()
+        self._lock = asyncio.Lock()  # file writes, one at a time
+        self.wakeup = asyncio.Event()  # set when something is kept
+
+    @classmethod
+    def from_settings(cls, settings: Settings, cache: Cache) -> Spool | None:
+        """None when the spool is off (`VITTE_SPOOL_MAX_AGE=0`)."""
+        if settings.spool_max_age <= 0:
+            return None
+        return cls(
+            cache,
+            Path(settings.spool_path),
+            max_age=settings.spool_max_age,
+            max_items=settings.spool_max_updates,
+        )
+
+    # ------------------------------------------------------------------ state
+    @property
+    def empty(self) -> bool:
+        """Nothing kept that this process knows of."""
+        return not self._counts
+
+    def holds(self, user_id: int) -> bool:
+        """Whether this player has updates kept (their next ones queue behind)."""
+        return user_id in self._counts
+
+    async def load(self) -> int:
+        """At start: what an earlier run kept (the file, the shared list); how many."""
+        async with self._lock:
+            await asyncio.to_thread(self._file.load)
+        entries = list(self._file.entries)
+        for raw in await self.cache.spool_items() or ():
+            entry = Entry.load(raw, "shared")
+            if entry is not None:
+                entries.append(entry)
+        for entry in entries:
+            self._counts[entry.user_id] = self._counts.get(entry.user_id, 0) + 1
+        if entries:
+            log.info("spool: %d update(s) kept from before, answered once the database is up", len(entries))
+            self.wakeup.set()
+        return len(entries)
+
+    # ------------------------------------------------------------------ keeping
+    async def keep(self, user_id: int, update: dict[str, Any], *, at: float | None = None) -> Kept:
+        """Keep an update (the shared list when Redis takes it, else the file)."""
+        entry = Entry(time.time() if at is None else at, user_id, update)
+        raw = entry.dump()
+        pushed = await self.cache.spool_push(raw, self.max_items)
+        if pushed is not None and pushed < 0:
+            log.warning("spool full (%d updates): update of player %s not kept", self.max_items, user_id)
+            return Kept.FULL
+        if pushed is None:
+            async with self._lock:
+                if len(self._file.entries) >= self.max_items:
+                    log.warning("spool file full (%d updates): update of player %s not kept", self.max_items, user_id)
+                    return Kept.FULL
+                try:
+                    await asyncio.to_thread(self._file.append, entry)
+                except OSError as exc:
+                    log.error("spool file %s not writable: %s", self._file.path, exc)
+                    return Kept.FULL
+        before = self._counts.get(user_id, 0)
+        self._counts[user_id] = before + 1
+        self.wakeup.set()
+        return Kept.FIRST if before == 0 else Kept.MORE
+
+    # ------------------------------------------------------------------ draining
+    async def take(self) -> Entry | None:
+        """The oldest kept update, or None. Hand it back with `release`."""
+        shared_raw = await self.cache.spool_pop()
+        shared = Entry.load(shared_raw, "shared") if shared_raw is not None else None
+        local = self._file.entries[0] if self._file.entries else None
+        if shared is not None and local is not None and local.at < shared.at:
+            await self.cache.spool_unpop(shared.raw)
+            return local
+        return shared or local
+
+    async def release(self, entry: Entry, *, handled: bool) -> None:
+        """`handled`: done with it (answered, or given up); else it goes back to the front."""
+        if not handled:
+            if entry.origin == "shared" and not await self.cache.spool_unpop(entry.raw):
+                # Redis went away with the item in hand: the file keeps it
+                async with self._lock:
+                    await asyncio.to_thread(self._file.append, entry)
+                    self._file.entries.rotate(1)  # back to the front
+            return
+        if entry.origin == "file":
+            async with self._lock:
+                if self._file.entries and self._file.entries[0] is entry:
+                    await asyncio.to_thread(self._file.pop_handled)
+        left = self._counts.get(entry.user_id, 0) - 1
+        if left > 0:
+            self._counts[entry.user_id] = left
+        else:
+            self._counts.pop(entry.user_id, None)
+            self._told_expired.discard(entry.user_id)
+
+    def settle(self) -> None:
+        """Nothing was left to take: forget the counts (another process may have taken what
+        this one kept), so no player's messages queue behind updates that are gone."""
+        if not self._file.entries:
+            self._counts.clear()
+            self._told_expired.clear()
+
+    def told_expired(self, user_id: int) -> bool:
+        """Whether this player was already told that a kept message was given up (and, from
+        now on, that they were)."""
+        if user_id in self._told_expired:
+            return True
+        self._told_expired.add(user_id)
+        return False
+
+    def expired(self, entry: Entry, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) - entry.at > self.max_age
