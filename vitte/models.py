@@ -122,6 +122,19 @@ class Portrait(SQLModel, table=True):
     data: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
 
 
+class WorldBook(SQLModel, table=True):
+    """A standalone lorebook (`vitte seed` of a lorebook file); cards name the ones they use."""
+
+    __tablename__: ClassVar[str] = "lorebooks"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(default="", max_length=200)
+    book: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    content_hash: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
 class Story(SQLModel, table=True):
     __tablename__: ClassVar[str] = "stories"
 
@@ -183,6 +196,8 @@ class Message(SQLModel, table=True):
                 f"ix_messages_search_{config}",
                 sa.text(f"to_tsvector('{config}'::regconfig, text)"),
                 postgresql_using="gin",
+                # no pending list: searches never scan unmerged entries, inserts never flush them
+                postgresql_with={"fastupdate": "off"},
             ).ddl_if(dialect="postgresql")
             for config in ("russian", "english")
         ),
