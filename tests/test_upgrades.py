@@ -437,3 +437,36 @@ def test_downgrade_command_exists_in_help() -> None:
         [sys.executable, "-m", "cli", "db", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert done.returncode == 0 and "downgrade" in done.stdout
+
+
+def test_an_upgrade_blocked_by_a_busy_table_gives_up_and_changes_nothing(
+    pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a migration waits at most MIGRATION_LOCK_TIMEOUT for a table the running bot
+    holds (a long transaction here), then gives up with one line; the schema is as it was."""
+    import psycopg
+
+    from vitte import db as vitte_db
+
+    monkeypatch.setattr(vitte_db, "MIGRATION_LOCK_TIMEOUT", "300ms")
+    name = f"vitte_busy_{uuid.uuid4().hex[:8]}"
+    url = create_pg_database(pg_server, name)
+    try:
+        previous = "0002"  # 0003 alters `users`: it needs that table to itself
+        assert vitte(url, "db", "upgrade", previous).exit_code == 0
+        u = sa.engine.make_url(url)
+        dsn = f"host={u.host} port={u.port or 5432} user={u.username or 'postgres'} dbname={name}"
+        with psycopg.connect(dsn) as busy:  # a transaction reading every table, left open
+            for table in metadata.sorted_tables:
+                with_table = busy.execute("SELECT to_regclass(%s) IS NOT NULL", (table.name,)).fetchone()
+                if with_table and with_table[0]:
+                    busy.execute(f'SELECT 1 FROM "{table.name}" LIMIT 1')
+            blocked = vitte(url, "db", "upgrade")
+            busy.rollback()
+        assert blocked.exit_code == 1, blocked.output
+        assert "waited more than 300ms" in blocked.stderr and one_line(blocked.stderr)
+        assert json.loads(vitte(url, "db", "current", "--json").stdout)["current"] == previous
+        assert vitte(url, "db", "upgrade").exit_code == 0  # once the table is free
+        assert json.loads(vitte(url, "db", "current", "--json").stdout)["current"] == REVISIONS[-1]
+    finally:
+        drop_pg_database(pg_server, name)

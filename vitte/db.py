@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import select
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from vitte.config import Settings
+from vitte.errors import MigrationBusy
 from vitte.prepared import RawConnection, open_pooled, open_raw
 
 # inside the package, so an installed wheel carries it (alembic.ini points here too)
@@ -141,6 +143,20 @@ def _check_on_checkout(engine: AsyncEngine, idle_after: float) -> None:
             raise sa_exc.InvalidatePoolError("the connection did not answer a ping")
 
 
+MIGRATION_LOCK_TIMEOUT = "10s"  # PostgreSQL's lock_timeout for `vitte db upgrade` / `downgrade`
+
+
+@contextmanager
+def _busy_as_migration_busy() -> Iterator[None]:
+    """PostgreSQL's lock_not_available (55P03) during a migration: MigrationBusy."""
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":
+            raise MigrationBusy(MIGRATION_LOCK_TIMEOUT) from None
+        raise
+
+
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Any:
     from alembic.config import Config
 
@@ -213,8 +229,18 @@ class Database:
         return open_raw(self.autocommit_engine, self.raw_statements)
 
     async def upgrade(self, revision: str = "head") -> None:
+        """Apply migrations up to `revision`, in one transaction. PostgreSQL: while the bot
+        serves, a migration that would wait more than MIGRATION_LOCK_TIMEOUT for a table's lock
+        gives up (MigrationBusy, nothing changed) instead of holding every player's turn up
+        behind it."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade_sync, revision)
+            await self._lock_timeout(conn)
+            with _busy_as_migration_busy():
+                await conn.run_sync(_upgrade_sync, revision)
+
+    async def _lock_timeout(self, conn: AsyncConnection) -> None:
+        if not self.settings.is_sqlite:
+            await conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")
 
     async def downgrade(self, revision: str) -> None:
         """Undo migrations down to `revision` (an id of the history, or "base").
@@ -227,7 +253,9 @@ class Database:
         async with self.engine.connect() as conn:
             if not self.settings.is_sqlite:
                 async with conn.begin():  # PostgreSQL: the whole downgrade or nothing
-                    await conn.run_sync(_downgrade_sync, revision)
+                    await self._lock_timeout(conn)
+                    with _busy_as_migration_busy():
+                        await conn.run_sync(_downgrade_sync, revision)
                 return
             try:
                 # outside a transaction (inside one the pragma is silently ignored): checked

@@ -77,6 +77,16 @@ class MessageTooLong(VitteError):
         self.limit = limit
 
 
+class MigrationBusy(VitteError):
+    """A migration waited longer than its lock timeout for a table in use; nothing changed."""
+
+    def __init__(self, waited: str) -> None:
+        super().__init__(
+            f"the migration waited more than {waited} for a table the running bot is using; "
+            "nothing was changed: run it again (in a quieter moment)"
+        )
+
+
 class StoreUnavailable(VitteError):
     """The database cannot be reached right now ('one moment' for the player)."""
 
