@@ -47,7 +47,9 @@ def seed(
             cards = [r.card for r in results if r.card is not None]
     except CardError as exc:
         fail(str(exc), 2)
-    if not cards:
+    # standalone lorebooks go into their own table (vitte.catalog.worlds); cards name them
+    books = [(r.file, r.lorebook) for r in results if r.lorebook is not None]
+    if not cards and not books:
         reasons = [r.skipped for r in results if r.skipped]
         fail(reasons[0] if len(results) == 1 and reasons else f"{source}: no character cards found", 2)
 
@@ -57,21 +59,21 @@ def seed(
 
         db = Database(settings)
         try:
-            return await seed_cards(db, cards, strict=strict or replace is not None, replace=replace)
+            from vitte.catalog.seed import SeedReport
+            from vitte.catalog.worlds import seed_lorebooks
+
+            done = await seed_cards(db, cards, strict=strict or replace is not None, replace=replace) if cards else SeedReport()
+            return done, await seed_lorebooks(db, books)
         except CardError as exc:
             fail(str(exc), 1 if replace is not None else 2)
         finally:
             await db.dispose()
 
-    report = run_async(go)
+    report, book_outcomes = run_async(go)
     from vitte.catalog.seed import FileOutcome
 
     skipped = [FileOutcome(r.file, "skipped", reason=r.skipped) for r in results if r.skipped is not None]
-    skipped += [
-        FileOutcome(r.file, "skipped", reason="a standalone lorebook: not a persona (nothing imported)")
-        for r in results
-        if r.lorebook is not None
-    ]
+    skipped += [FileOutcome(b.file, b.status, id=f"lorebook:{b.id}" if b.id else None, reason=b.reason) for b in book_outcomes]
     outcomes = sorted([*report.files, *skipped], key=lambda f: f.file)
     # a broken card was left out (the others went in): exit code 1, after the report
     refused = any(r.refused for r in results) or bool(report.skipped)

@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from vitte.catalog.play import card_play
+from vitte.catalog.play import Worlds, card_play
+from vitte.catalog.worlds import world_books
 from vitte.db import Database
 from vitte.errors import UnknownPersona, UnknownStory
 from vitte.models import Persona, Story
@@ -79,8 +80,8 @@ class PersonaInfo:
         raise UnknownStory(story_id)
 
 
-def _persona_info(p: Persona, stories: list[Story]) -> PersonaInfo:
-    play = card_play(p.card, p.content_hash)  # nickname, lorebook, depth prompt (vitte.catalog.play)
+def _persona_info(p: Persona, stories: list[Story], worlds: Worlds | None = None) -> PersonaInfo:
+    play = card_play(p.card, p.content_hash, worlds)  # nickname, lorebooks, depth prompt (vitte.catalog.play)
     card = PersonaCard(
         id=p.id,
         name=p.name,
@@ -138,10 +139,11 @@ class Catalog:
             async with self.db.session() as s:
                 personas = list((await s.execute(select(Persona))).scalars())
                 stories = list((await s.execute(select(Story))).scalars())
+                worlds = await world_books(s)  # standalone lorebooks the cards name
             by_persona: dict[str, list[Story]] = {}
             for st in stories:
                 by_persona.setdefault(st.persona_id, []).append(st)
-            infos = {p.id: _persona_info(p, by_persona.get(p.id, [])) for p in personas}
+            infos = {p.id: _persona_info(p, by_persona.get(p.id, []), worlds) for p in personas}
             self._personas = infos
             self._stories = {s.id: s for info in infos.values() for s in info.stories}
             self._loaded_at = time.monotonic()

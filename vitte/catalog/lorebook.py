@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import regex
@@ -50,6 +50,7 @@ __all__ = [
     "LoreHit",
     "Lorebook",
     "book_of_card",
+    "merge_books",
     "parse_book",
 ]
 
@@ -493,6 +494,23 @@ def parse_book(data: object) -> Lorebook | None:
         token_budget=budget,
         recursive=data.get("recursive_scanning") is True,
     )
+
+
+def merge_books(books: Sequence[Lorebook]) -> Lorebook | None:
+    """One book of several (the card's own first, then the standalone ones it names): their
+    entries in that order, the first book's settings (the others' token budgets still bound
+    nothing more); at most `MAX_ENTRIES` entries."""
+    if not books:
+        return None
+    if len(books) == 1:
+        return books[0]
+    entries: list[LoreEntry] = []
+    for b in books:
+        for e in b.entries:
+            if len(entries) < MAX_ENTRIES:
+                entries.append(replace(e, index=len(entries)))
+    first = books[0]
+    return Lorebook(first.name, tuple(entries), first.scan_depth, first.token_budget, first.recursive)
 
 
 def book_of_card(card: object) -> Lorebook | None:

@@ -1,6 +1,6 @@
 """What a stored card adds to how its persona plays, read once per persona: the V3 ``nickname``,
-the compiled lorebook and SillyTavern's ``extensions.depth_prompt`` (kept per content hash, so a
-catalog refresh reuses the compiled book)."""
+the compiled lorebook (its own and the standalone ones it names) and SillyTavern's
+``extensions.depth_prompt`` (kept per content hash, so a catalog refresh reuses the compiled book)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from vitte.catalog.lorebook import Lorebook, book_of_card
+from vitte.catalog.lorebook import Lorebook, book_of_card, merge_books, parse_book
+from vitte.catalog.worlds import linked_books
 
 __all__ = ["CardPlay", "card_play"]
 
@@ -37,21 +38,28 @@ def _fields(card: object) -> dict[str, Any]:
     return data if isinstance(data, dict) else card
 
 
-def card_play(card: dict[str, Any] | None, content_hash: str = "") -> CardPlay:
-    """The play data of a stored card (``Persona.card``); `content_hash` keys the cache."""
+Worlds = dict[str, tuple[str, dict[str, Any]]]  # standalone books: id -> (content hash, JSON)
+
+
+def card_play(card: dict[str, Any] | None, content_hash: str = "", worlds: Worlds | None = None) -> CardPlay:
+    """The play data of a stored card (``Persona.card``), its own lorebook merged with the
+    standalone ones it names (vitte.catalog.worlds); `content_hash` keys the cache."""
     if not card:
         return NOTHING
+    linked = [(bid, worlds[bid]) for bid in linked_books(card) if worlds and bid in worlds]
     if content_hash:
-        return _cached(content_hash, json.dumps(card, sort_keys=True, default=str))
-    return _read(card)
+        key = content_hash + "".join(f"|{bid}:{digest}" for bid, (digest, _book) in linked)
+        blobs = tuple(json.dumps(book, sort_keys=True, default=str) for _bid, (_d, book) in linked)
+        return _cached(key, json.dumps(card, sort_keys=True, default=str), blobs)
+    return _read(card, [book for _bid, (_d, book) in linked])
 
 
 @functools.lru_cache(maxsize=256)
-def _cached(content_hash: str, blob: str) -> CardPlay:
-    return _read(json.loads(blob))
+def _cached(key: str, blob: str, books: tuple[str, ...]) -> CardPlay:
+    return _read(json.loads(blob), [json.loads(b) for b in books])
 
 
-def _read(card: dict[str, Any]) -> CardPlay:
+def _read(card: dict[str, Any], worlds: list[dict[str, Any]]) -> CardPlay:
     fields = _fields(card)
     nickname = fields.get("nickname")
     nickname = nickname.strip()[:MAX_NICKNAME] if isinstance(nickname, str) else ""
@@ -65,7 +73,8 @@ def _read(card: dict[str, Any]) -> CardPlay:
             at = max(0, min(MAX_DEPTH, int(value)))
         if depth.get("role") in _ROLES:
             role = depth["role"]
-    book = book_of_card(card)
+    books = [b for b in (book_of_card(card), *(parse_book(w) for w in worlds)) if b is not None]
+    book = merge_books(books)
     if not (nickname or book or prompt):
         return NOTHING
     return CardPlay(nickname, book, prompt, at, role)
