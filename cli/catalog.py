@@ -20,7 +20,9 @@ def seed(
         None,
         help="A card file (JSON V1/V2/V3, PNG or CHARX) or a folder of them. Default: the shipped personas.",
     ),
-    strict: bool = typer.Option(False, "--strict", help="All or nothing: one bad card refuses the whole folder."),
+    strict: bool = typer.Option(
+        False, "--strict", help="All or nothing: one bad card refuses the whole folder."
+    ),
     replace: str | None = typer.Option(
         None, "--replace", metavar="ID", help="Put this card in the place of persona ID (one card file)."
     ),
@@ -84,7 +86,9 @@ def seed(
                 "updated": report.updated,
                 "unchanged": report.unchanged,
                 "skipped": [{"file": f.file, "reason": f.reason} for f in outcomes if f.status == "skipped"],
-                "files": [{"file": f.file, "status": f.status, "id": f.id, "reason": f.reason} for f in outcomes],
+                "files": [
+                    {"file": f.file, "status": f.status, "id": f.id, "reason": f.reason} for f in outcomes
+                ],
             }
         )
         if refused:
@@ -137,9 +141,162 @@ def personas_list(as_json: bool = JSON_OPTION) -> None:
     table.add_column("stories", justify="right")
     table.add_column("tags", style="dim")
     for p in personas:
-        table.add_row(shown(p.id), shown(p.name), shown(p.tagline), str(len(p.stories)), shown(", ".join(p.tags)))
+        table.add_row(
+            shown(p.id), shown(p.name), shown(p.tagline), str(len(p.stories)), shown(", ".join(p.tags))
+        )
     console = Console()
     if not personas:
         console.print("No personas yet: run `vitte seed`.")
         return
     console.print(table)
+
+
+@personas_app.command("show")
+def personas_show(
+    persona_id: str = typer.Argument(..., help="The persona's id."), as_json: bool = JSON_OPTION
+) -> None:
+    """What is stored about one persona: card, stories, lorebook, portrait, dialogs."""
+    settings = settings_or_exit()
+
+    async def go() -> dict[str, Any]:
+        from vitte.catalog.manage import persona_details
+        from vitte.db import Database
+
+        db = Database(settings)
+        try:
+            return await persona_details(db, persona_id)
+        finally:
+            await db.dispose()
+
+    data = run_async(go)
+    if as_json:
+        print_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    table.add_column(style="cyan", no_wrap=True)
+    table.add_column()
+    portrait = data["portrait"]
+    rows = [
+        ("id", data["id"]),
+        ("name", data["name"]),
+        ("tagline", data["tagline"]),
+        ("creator", data["creator"]),
+        ("tags", ", ".join(data["tags"])),
+        ("card", f"{data['spec']} {data['character_version']}".strip()),
+        (
+            "portrait",
+            f"{portrait['digest'][:16]}… ({', '.join(map(str, portrait['sizes']))} px)"
+            if portrait
+            else "initials",
+        ),
+        ("lorebook", f"{data['lorebook_entries']} entries"),
+        ("dialogs", f"{data['dialogs']['active']} active, {data['dialogs']['total']} in all"),
+        ("updated", data["updated_at"] or ""),
+    ]
+    for key, value in rows:
+        table.add_row(key, shown(value))
+    for story in data["stories"]:
+        table.add_row("story", shown(f"{story['id']}: {story['title']}"))
+    Console().print(table)
+
+
+@personas_app.command("remove")
+def personas_remove(
+    persona_id: str = typer.Argument(..., help="The persona's id."),
+    force: bool = typer.Option(
+        False, "--force", help="End the players' active dialogs with it (each player gets a notice)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Remove a persona (its stories, portrait and dialogs go with it). Refused while players
+    have an active dialog with it, unless --force."""
+    settings = settings_or_exit()
+
+    async def go() -> tuple[Any, list[int]]:
+        from vitte.catalog.manage import remove_persona
+
+        async with opened_core(settings) as core:
+            removed = await remove_persona(core, persona_id, force=force)
+            return removed, await _notify_removed(settings, removed)
+
+    removed, unreached = run_async(go)
+    if as_json:
+        print_json(
+            {
+                "id": removed.id,
+                "removed": True,
+                "ended_dialogs": [uid for uid, _ in removed.ended],
+                "not_notified": unreached,
+            }
+        )
+        return
+    typer.echo(
+        f"removed persona {plain(removed.id)} ({plain(removed.name)}); {len(removed.ended)} active dialog(s) ended"
+    )
+    if unreached:
+        typer.echo(f"not notified (no bot token, or Telegram refused): {', '.join(map(str, unreached))}")
+
+
+async def _notify_removed(settings: Any, removed: Any) -> list[int]:
+    """Tell each player whose dialog was ended; the ids that could not be told."""
+    if not removed.ended:
+        return []
+    if settings.bot_token is None:
+        return [uid for uid, _ in removed.ended]
+    from aiogram.exceptions import TelegramAPIError
+
+    from vitte.telegram.bot import make_bot
+    from vitte.telegram.persona_notice import send_persona_removed
+
+    bot = make_bot(settings)
+    unreached: list[int] = []
+    try:
+        for user_id, lang in removed.ended:
+            try:
+                await send_persona_removed(bot, user_id, lang, removed.name)
+            except TelegramAPIError:
+                unreached.append(user_id)
+    finally:
+        await bot.session.close()
+    return unreached
+
+
+@personas_app.command("export")
+def personas_export(
+    persona_id: str = typer.Argument(..., help="The persona's id."),
+    fmt: str = typer.Option(
+        "png", "--format", help="png (with V3 ccv3 and V2 chara chunks), json (V3) or charx."
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="The file to write (default: <id>.<format>)."
+    ),
+) -> None:
+    """Export a persona as a Character Card V3 (SillyTavern and RisuAI import it)."""
+    from vitte.catalog.export import FORMATS
+
+    if fmt not in FORMATS:
+        fail(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}", 2)
+    target = output or Path(f"{persona_id}.{fmt}")
+    if target.is_dir():
+        target = target / f"{persona_id}.{fmt}"
+    settings = settings_or_exit()
+
+    async def go() -> bytes:
+        from vitte.catalog.manage import export_persona
+        from vitte.db import Database
+
+        db = Database(settings)
+        try:
+            return await export_persona(db, persona_id, fmt)
+        finally:
+            await db.dispose()
+
+    blob = run_async(go)
+    try:
+        target.write_bytes(blob)
+    except OSError as exc:
+        fail(f"{target}: {exc.strerror or type(exc).__name__}", 1)
+    typer.echo(f"exported {plain(persona_id)} to {plain(target)} ({len(blob)} bytes)")
