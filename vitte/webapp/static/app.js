@@ -1,8 +1,8 @@
-/* Vitte Web App: CharactersList, CharacterDetails, Settings, Premium.
+/* Vitte Web App: CharactersList, CharacterDetails, Settings, Memory, Premium.
  * Hand-written, no framework, no build step. Works with or without telegram-web-app.js:
  * tests inject window.Telegram.WebApp before this script runs; inside Telegram the script
  * is loaded from telegram.org, and if that fails the launch parameters in the URL hash are
- * used directly. Routes: #/  #/persona/<id>  #/settings  #/premium
+ * used directly. Routes: #/  #/persona/<id>  #/settings  #/memory  #/premium
  */
 (function () {
   "use strict";
@@ -119,7 +119,9 @@
     trash: "M5 7h14M10 7V5h4v2M7 7l1 12h8l1-12",
     download: "M12 4v11M7.5 10.5 12 15l4.5-4.5M5 19.5h14",
     wifi: "M3 9a14 14 0 0 1 18 0M6.5 12.5a9 9 0 0 1 11 0M10 16a4 4 0 0 1 4 0M12 19.5h.01",
-    spark: "M12 3v4M12 17v4M3 12h4M17 12h4M6 6l2.5 2.5M15.5 15.5 18 18M6 18l2.5-2.5M15.5 8.5 18 6"
+    spark: "M12 3v4M12 17v4M3 12h4M17 12h4M6 6l2.5 2.5M15.5 15.5 18 18M6 18l2.5-2.5M15.5 8.5 18 6",
+    memory: "M7 4h10v16l-5-3.5L7 20V4Z",
+    pencil: "M4 20h4L19 9l-4-4L4 16v4ZM13.5 6.5l4 4"
   };
 
   function icon(name, cls) {
@@ -421,6 +423,7 @@
     if (parts.length === 0) return { name: "list" };
     if (parts[0] === "persona" && parts.length === 2) return { name: "persona", id: parts[1] };
     if (parts[0] === "settings" && parts.length === 1) return { name: "settings" };
+    if (parts[0] === "memory" && parts.length === 1) return { name: "memory" };
     if (parts[0] === "premium" && parts.length === 1) return { name: "premium" };
     return { name: "notfound" };
   }
@@ -450,7 +453,7 @@
     if (route.name === "list" && typeof start === "string") {
       var m = /^persona[-_]([a-z0-9-]{1,64})$/i.exec(start);
       if (m) target = "#/persona/" + m[1];
-      else if (start === "settings" || start === "premium") target = "#/" + start;
+      else if (start === "settings" || start === "premium" || start === "memory") target = "#/" + start;
     }
     if (target) {
       try { history.replaceState(null, "", location.pathname + location.search + target); }
@@ -475,6 +478,7 @@
     if (route.name === "list") p = renderList(id);
     else if (route.name === "persona") p = renderPersona(id, route.id);
     else if (route.name === "settings") p = renderSettings(id);
+    else if (route.name === "memory") p = renderMemory(id);
     else if (route.name === "premium") p = renderPremium(id);
     else p = Promise.resolve(setView(emptyState("🧭", t("notFoundTitle"), "", t("backToList"), function () { go("#/"); })));
     return p.then(null, function (err) { if (id === state.renderId) showFailure(err, render); });
@@ -570,6 +574,7 @@
       h("div", { class: "brand-row" },
         h("div", { class: "brand" }, icon("heart", "brand-heart"), h("span", { text: "Vitte" })),
         h("div", { class: "head-actions" },
+          h("button", { type: "button", class: "icon-btn", "aria-label": t("memory"), "data-test": "to-memory", onclick: function () { go("#/memory"); } }, icon("memory")),
           h("button", { type: "button", class: "icon-btn", "aria-label": t("premium"), "data-test": "to-premium", onclick: function () { go("#/premium"); } }, icon("star")),
           h("button", { type: "button", class: "icon-btn", "aria-label": t("settings"), "data-test": "to-settings", onclick: function () { go("#/settings"); } }, icon("gear")))),
       h("h1", { class: "list-title", text: t("listTitle") }),
@@ -901,6 +906,110 @@
       if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
       else toast((err && err.message) || t("errorTitle"), "error");
     });
+  }
+
+  // ------------------------------------------------------------------ Memory
+  // what the persona remembers: the facts (edit, forget, add "запомни: …") and the summary, read-only
+  function renderMemory(id) {
+    if (!state.initData || state.authError) {
+      setView(h("div", { class: "page" }, topBar(t("memory")),
+        h("div", { class: "card notice" }, state.authError || t("memoryNeedTelegram"))));
+      return Promise.resolve();
+    }
+    setView(h("div", { class: "page" }, topBar(t("memory")), h("div", { class: "card sk sk-block" })));
+    return api("api/me/memory").then(function (mem) {
+      if (!current(id)) return;
+      hideOfflineBanner();
+      setView(memoryView(mem));
+    }, function (err) {
+      if (!(err instanceof ApiError && err.status === 401)) throw err;
+      if (current(id)) {  // Telegram did not vouch for this initData: no one's memory is shown
+        setView(h("div", { class: "page" }, topBar(t("memory")),
+          h("div", { class: "card notice" }, state.authError || err.message)));
+      }
+    });
+  }
+
+  function memoryFailed(err) {
+    state.busy = false;
+    if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+    else toast((err && err.message) || t("errorTitle"), "error");
+  }
+
+  function memoryReload(message) {
+    return api("api/me/memory").then(function (mem) {
+      state.busy = false;
+      haptic("notify", "success");
+      if (message) toast(message, "ok");
+      if (parseRoute(location.hash).name === "memory") setView(memoryView(mem));
+    });
+  }
+
+  function factRow(f, max) {
+    var row = h("div", { class: "row fact", "data-test": "fact", "data-id": String(f.id) });
+    function show() {
+      row.replaceChildren(
+        h("span", { class: "row-text" },
+          h("span", { class: "row-title fact-text", text: f.text }),
+          f.origin === "player" ? h("span", { class: "row-hint", text: t("memoryByYou") }) : null),
+        h("span", { class: "fact-actions" },
+          h("button", { type: "button", class: "icon-btn", "aria-label": t("memoryEdit"), "data-test": "fact-edit", onclick: edit }, icon("pencil")),
+          h("button", { type: "button", class: "btn btn-plain btn-small", "data-test": "fact-forget", onclick: forget, text: t("memoryForget") })));
+    }
+    function edit() {
+      var input = h("textarea", { class: "fact-input", maxlength: String(max), rows: "2", "data-test": "fact-input" });
+      input.value = f.text;
+      row.replaceChildren(h("div", { class: "fact-edit" }, input,
+        h("div", { class: "fact-buttons" },
+          h("button", { type: "button", class: "btn btn-plain btn-small", "data-test": "fact-cancel", onclick: show, text: t("memoryCancel") }),
+          h("button", { type: "button", class: "btn btn-primary btn-small", "data-test": "fact-save", onclick: save, text: t("memorySave") }))));
+      input.focus();
+      function save() {
+        if (state.busy) return;
+        state.busy = true;
+        api("api/me/memory/" + f.id, { method: "PATCH", body: { text: input.value } }).then(function () {
+          return memoryReload(t("memorySaved"));
+        }).then(null, memoryFailed);
+      }
+    }
+    function forget() {
+      if (state.busy) return;
+      state.busy = true;
+      haptic("impact", "light");
+      api("api/me/memory/" + f.id, { method: "DELETE" }).then(function () {
+        return memoryReload(t("memoryForgotten"));
+      }).then(null, memoryFailed);
+    }
+    show();
+    return row;
+  }
+
+  function memoryView(mem) {
+    if (!mem.dialog_id) {
+      return h("div", { class: "page" }, topBar(t("memory")),
+        h("div", { class: "card notice", "data-test": "memory-no-dialog" }, t("memoryNoDialog")));
+    }
+    var max = mem.max_chars || 300;
+    var input = h("input", { type: "text", class: "fact-input", maxlength: String(max + 12), placeholder: t("memoryAddPlaceholder"), "data-test": "fact-new" });
+    function add(e) {
+      if (e) e.preventDefault();
+      if (state.busy || !input.value.trim()) return;
+      state.busy = true;
+      api("api/me/memory", { method: "POST", body: { text: input.value } }).then(function () {
+        return memoryReload(t("memorySaved"));
+      }).then(null, memoryFailed);
+    }
+    var form = h("form", { class: "fact-add", onsubmit: add }, input,
+      h("button", { type: "submit", class: "btn btn-primary btn-small", "data-test": "fact-add", text: t("memoryAdd") }));
+    var facts = mem.facts && mem.facts.length
+      ? h("div", { class: "card list", "data-test": "facts" }, mem.facts.map(function (f) { return factRow(f, max); }))
+      : h("div", { class: "card notice", "data-test": "facts-empty" }, t("memoryEmpty"));
+    return h("div", { class: "page" }, topBar(t("memory")),
+      h("section", { class: "section" },
+        h("h2", { class: "section-title", text: t("memoryIntro", { persona: mem.persona || "" }) }), form, facts),
+      h("section", { class: "section" },
+        h("h2", { class: "section-title", text: t("memorySummary") }),
+        h("div", { class: "card summary", "data-test": "summary", text: mem.summary || t("memorySummaryEmpty") })));
   }
 
   // ------------------------------------------------------------------ Premium
