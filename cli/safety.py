@@ -43,7 +43,7 @@ def unblock(user: str = USER_ARG) -> None:
 
     async def go() -> Any:
         async with opened_core(settings) as core:
-            return await core.players.unblock(await core.players.resolve(user))
+            return await core.players.unblock(await core.players.resolve(user, held=True))
 
     player = run_async(go)
     typer.echo(f"unblocked user {player.id}")

@@ -110,6 +110,44 @@ async def test_a_blocked_player_cannot_delete_their_way_out(webapp: WebAppHarnes
     assert status == 200
 
 
+def cli(settings: Settings, *args: str) -> Any:
+    env_ = {"VITTE_DATABASE_URL": settings.database_url}
+    if settings.redis_url:
+        env_ |= {"VITTE_REDIS_URL": settings.redis_url, "VITTE_REDIS_PREFIX": settings.redis_prefix}
+    return CliRunner().invoke(vitte_cli, list(args), env=env_)
+
+
+async def test_the_operator_can_unblock_a_player_who_deleted_their_data(webapp: WebAppHarness) -> None:
+    """The block of a player who deleted their data and has not come back lives in the hold:
+    `vitte user unblock` lifts it there (today's count stays held), so they come back unblocked."""
+    h = webapp
+    await onboard(h)
+    await h.core.billing.check_and_count(ANYA)  # one reply today
+    await h.core.players.block(ANYA, NOTE)
+    await delete_via_api(h)
+    other = ANYA + 7
+    await onboard(h, other)
+    await h.core.players.block(other, NOTE)
+    await delete_via_api(h, other)
+
+    unblocked = await asyncio.to_thread(cli, h.core.settings, "user", "unblock", str(ANYA))
+    assert unblocked.exit_code == 0, unblocked.output
+    assert unblocked.output.strip() == f"unblocked user {ANYA}"
+    unknown = await asyncio.to_thread(cli, h.core.settings, "user", "unblock", "424242")
+    assert unknown.exit_code == 1 and "424242" in unknown.output
+    kept = {x.user_id: x for x in await holds(h)}
+    assert (kept[ANYA].blocked_at, kept[ANYA].blocked_reason, kept[ANYA].usage_replies) == (None, None, 1)
+    assert kept[other].blocked_at is not None  # only the one named
+    assert (await asyncio.to_thread(cli, h.core.settings, "user", "unblock", str(other))).exit_code == 0
+    assert other not in {x.user_id for x in await holds(h)}  # nothing else held: gone
+
+    await onboard(h)
+    status, body = await post(h, "/api/dialogs", {"persona_id": "mila", "story_id": MILA_STORY})
+    assert status == 200, body
+    assert (await h.core.billing.entitlement(ANYA)).used_today == 1
+    assert (await h.core.players.get(ANYA)).blocked_at is None
+
+
 async def test_todays_quota_survives_deletion(webapp: WebAppHarness) -> None:
     h = webapp
     await onboard(h)

@@ -170,8 +170,9 @@ class Players:
             raise UnknownUser(user_id)
         return player_view(user)
 
-    async def resolve(self, ref: str | int) -> int:
-        """A Telegram id, or @username of a player seen before."""
+    async def resolve(self, ref: str | int, *, held: bool = False) -> int:
+        """A Telegram id, or @username of a player seen before. `held`: an id whose player
+        deleted their data but is still held (`Hold`: a block, today's count) counts too."""
         if isinstance(ref, int):
             user_id = ref
         else:
@@ -190,7 +191,7 @@ class Players:
                     raise UnknownUser(ref)
                 return int(found)
         async with self.db.session() as s:
-            if await s.get(User, user_id) is None:
+            if await s.get(User, user_id) is None and not (held and await s.get(Hold, user_id) is not None):
                 raise UnknownUser(ref)
         return user_id
 
@@ -264,11 +265,21 @@ class Players:
             return player_view(user)
 
     async def unblock(self, user_id: int) -> PlayerView:
-        """Lift a block (a player who was not blocked stays as they are). UnknownUser if unseen."""
+        """Lift a block (a player who was not blocked stays as they are). A player who deleted
+        their data while blocked has only a `Hold`: its block is lifted (the hold goes when it
+        keeps nothing else). UnknownUser if neither."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             user = await s.get(User, user_id, with_for_update=cast("AsyncEngine | AsyncConnection", s.bind).dialect.name != "sqlite")
             if user is None:
-                raise UnknownUser(user_id)
+                hold = await s.get(Hold, user_id)
+                if hold is None:
+                    raise UnknownUser(user_id)
+                if hold.usage_day == utcnow().date() and hold.usage_replies > 0:
+                    hold.blocked_at = hold.blocked_reason = None
+                else:
+                    await s.delete(hold)
+                await s.commit()
+                return player_view(User(id=user_id))
             user.blocked_at = None
             user.blocked_reason = None
             await s.commit()

@@ -75,7 +75,7 @@ from vitte.models import (
     table_of,
     utcnow,
 )
-from vitte.players import insert_player_if_missing
+from vitte.players import insert_player_if_missing, restore_hold
 from vitte.prepared import Prepared, RawConnection
 
 DIALOGS, USERS, MESSAGES = table_of(Dialog), table_of(User), table_of(Message)
@@ -419,7 +419,8 @@ class DialogStore:
         the player, the first message and the ids of the dialogs ended."""
         now = utcnow()
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            await s.execute(insert_player_if_missing(s, user_id, language_code))
+            inserted = await s.execute(insert_player_if_missing(s, user_id, language_code))
+            await restore_hold(s, user_id, inserted)  # today's count held after a deletion
             user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
             text = opening(user)
             ended = list(
