@@ -1,6 +1,8 @@
-"""`vitte bench`: the hot path measured through the real Dispatcher (see vitte/bench.py).
+"""`vitte bench`: the hot path measured through the real Dispatcher (see vitte/bench.py), and
+`vitte bench memory`: recall and its cost (see vitte/bench_memory.py).
 
-Registered in cli/main.py as ``app.command("bench")(bench)``.
+Registered in cli/main.py as ``app.add_typer(bench_app, name="bench")``: `bench` is the group's
+callback (today's flags and output, run when no subcommand is given), `memory` its subcommand.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from cli.common import fail, print_json, run_async, settings_or_exit, shown
 
 
 def bench(
+    ctx: typer.Context,
     players: int = typer.Option(1000, "--players", min=1, help="Simulated players."),
     messages: int = typer.Option(3, "--messages", min=0, help="Messages per player in the throughput phase."),
     concurrency: int = typer.Option(50, "--concurrency", min=1, help="Players sending at once (throughput)."),
@@ -35,6 +38,8 @@ def bench(
     loopback OpenAI-compatible server started as a child process. Exit code 0 whatever the
     numbers; see "targets" in the output.
     """
+    if ctx.invoked_subcommand is not None:
+        return  # `vitte bench memory …`
     from vitte.bench import BenchConfig, run_bench
 
     settings = settings_or_exit()
@@ -128,3 +133,99 @@ def render(result: Any) -> None:
     )
     for sample in result.error_samples:
         console.print(Text.assemble("  ", Text("error:", style="yellow"), " ", shown(sample)))
+
+
+def bench_memory(
+    turns: int = typer.Option(2000, "--turns", help="Exchanges in each synthetic dialog (two messages each)."),
+    facts: int = typer.Option(50, "--facts", help="Facts planted at random points (at most 50)."),
+    seed: int = typer.Option(16, "--seed", help="Where the facts go and the order of the questions."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the bench players and their dialogs afterwards."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stable keys)."),
+) -> None:
+    """Recall of facts said long ago, in Russian and English: memory on vs summary only.
+
+    On the configured store and cache, per language: a synthetic dialog of --turns exchanges with
+    --facts planted facts, then a question per fact in other words and word forms, each a real
+    reply through the engine (instant in-process LLM). Reports recall %, prompt tokens, the
+    reused prompt prefix, reply time p50/p99 and SQL round trips per reply, side by side.
+    Players with ids beyond any Telegram id; deleted at the end unless --keep. Exit code 0
+    whatever the numbers; see "targets".
+    """
+    from vitte.bench_memory import MemoryBenchConfig, run_memory_bench
+
+    settings = settings_or_exit()
+    config = MemoryBenchConfig(turns=turns, facts=facts, seed=seed, keep=keep)
+    try:
+        config.check()
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+    def progress(message: str) -> None:
+        if not as_json:
+            typer.echo(message, err=True)
+
+    async def go() -> Any:
+        try:
+            return await run_memory_bench(settings, config, progress)
+        except RuntimeError as exc:
+            fail(str(exc), 1)
+
+    result = run_async(go)
+    if as_json:
+        print_json(result)
+        return
+    render_memory(result)
+
+
+def render_memory(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    rows = [
+        ("recall %", "recall_percent"),
+        ("prompt tokens (mean)", "prompt_tokens_mean"),
+        ("prompt tokens (max)", "prompt_tokens_max"),
+        ("reused prefix % (mean)", "reused_prefix_percent"),
+        ("reused prefix % (p10)", "reused_prefix_percent_p10"),
+        ("reply ms p50", "reply_ms_p50"),
+        ("reply ms p99", "reply_ms_p99"),
+        ("recall step ms p50", "recall_ms_p50"),
+        ("recall step ms p99", "recall_ms_p99"),
+        ("SQL round trips / reply", "sql_round_trips_per_reply"),
+    ]
+    table = Table(
+        title=(
+            f"vitte bench memory · {result['store']} + {result['cache']} cache · {result['turns']} turns "
+            f"({result['messages_per_dialog']} messages) · {result['facts']} facts · "
+            f"context {result['context_tokens']} tokens"
+        )
+    )
+    table.add_column("metric")
+    for lang in result["languages"]:
+        table.add_column(f"{lang} memory", justify="right")
+        table.add_column(f"{lang} summary only", justify="right")
+    for label, key in rows:
+        cells = []
+        for modes in result["languages"].values():
+            cells += [str(modes["memory"][key]), str(modes["summary_only"][key])]
+        table.add_row(label, *cells)
+    console.print(table)
+    for lang, modes in result["languages"].items():
+        console.print(
+            f"  {lang}: added reply time p50 {modes['added_ms_p50']} ms, p99 {modes['added_ms_p99']} ms; "
+            f"extra SQL round trips per reply {modes['extra_sql_round_trips_per_reply']}"
+        )
+    for name, check in result["targets"].items():
+        mark = "[green]ok[/green]" if check["ok"] else "[red]MISSED[/red]"
+        op = "≤" if check["kind"] == "max" else "≥"
+        console.print(f"  {mark}  {name}: {check['value']} (target {op} {check['target']})")
+
+
+bench_app = typer.Typer(
+    help="Measure the reply hot path through the real dispatcher (prints figures); "
+    "`vitte bench memory` measures recall.",
+    add_completion=False,
+)
+bench_app.callback(invoke_without_command=True)(bench)
+bench_app.command("memory")(bench_memory)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from cli import memory_recall, safety
-from cli.bench import bench
+from cli.bench import bench_app
 from cli.catalog import personas_app, seed
 from cli.console import console
 from cli.db import db_app
@@ -75,7 +75,7 @@ app.command(
     "on the configured store (SQLite by default; no token, no servers). " + DEMO_NOTE,
 )(console)
 app.command("doctor")(doctor)
-app.command("bench", help="Measure the reply hot path through the real dispatcher (prints figures).")(bench)
+app.add_typer(bench_app, name="bench")  # the hot path; `vitte bench memory`: recall
 
 
 def run() -> None:

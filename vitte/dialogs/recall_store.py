@@ -1,9 +1,11 @@
 """The SQL of recall: a dialog's earlier messages that match a text, on each store.
 
 PostgreSQL: full-text search with the dialog language's configuration (`russian`, `english`)
-over the GIN indexes `ix_messages_search_<config>` (migration 0007): the matches among the
-dialog's messages before a given id (the newest `SCAN` of them), ranked with `ts_rank_cd`.
-One statement, one round trip, sent straight to the driver (`vitte.prepared`).
+over the GIN indexes `ix_messages_search_<config>` (migration 0007): for each word of the new
+text the newest `PER_TERM` matches among the dialog's messages before a given id, scored by the
+words each holds (rarer words weigh more: ts_rank_cd alone has no IDF, and a word the dialog
+repeats everywhere would bury a detail said once) plus `ts_rank_cd`. One statement, one round
+trip, sent straight to the driver (`vitte.prepared`).
 
 SQLite: an FTS5 table (`messages_fts`: the dialog as a token, the text Snowball-stemmed for
 the language by `vitte.textsearch`), ranked with bm25. It is derived data outside Alembic:
@@ -22,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, String, Text, bindparam, column, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.expression import ColumnClause
 
 from vitte.db import Database, unavailable_as
@@ -30,7 +33,8 @@ from vitte.models import MSG_STREAMING, SEARCH_CONFIGS, UTCDateTime
 from vitte.prepared import Prepared
 from vitte.textsearch import keywords, regconfig, stemmed
 
-SCAN = 200  # PostgreSQL: the newest matches of a dialog that are ranked (bounds a search's cost)
+PER_TERM = 48  # PostgreSQL: the newest matches of each word that are candidates (bounds a search)
+POOL = 12  # PostgreSQL: candidates given ts_rank_cd (their text parsed again)
 CATCH_UP = 2000  # SQLite: messages stemmed into the index per search, at most
 FTS_TABLE = "messages_fts"
 QUERY_WORDS = 16  # words of the new text that are searched for, at most
@@ -62,31 +66,51 @@ class Found:
 
 
 def _pg_search(config: str) -> Prepared:
-    vector = f"to_tsvector('{config}'::regconfig, m.text)"  # the index's expression, as written
+    """Per word of the new text, the dialog's newest PER_TERM messages holding it (the GIN index,
+    and the dialog's rows through ix_messages_dialog_id_id); each candidate scored by the words it
+    holds, a word weighing more the fewer candidates hold it (an IDF over the candidates), plus
+    ts_rank_cd (cover density) of the whole query; the best `limit`."""
+    cfg = f"'{config}'::regconfig"
     sql = text(
         f"""
-        WITH q AS (SELECT to_tsquery('{config}'::regconfig, :query) AS q),
-        hits AS (
-            SELECT m.id, m.role, m.text, m.created_at FROM messages m, q
-            WHERE m.dialog_id = :dialog_id AND m.id < :before AND m.status <> '{MSG_STREAMING}'
-              AND {vector} @@ q.q
-            ORDER BY m.id + 0 DESC
-            LIMIT {SCAN}
+        WITH words AS (
+            SELECT tq FROM (SELECT DISTINCT to_tsquery({cfg}, w) AS tq FROM unnest(CAST(:words AS text[])) AS w) x
+            WHERE numnode(tq) > 0
+        ),
+        picked AS (
+            SELECT wd.tq::text AS term, m.id FROM words wd CROSS JOIN LATERAL (
+                SELECT m.id FROM messages m
+                WHERE m.dialog_id = :dialog_id AND m.id < :before AND m.status <> '{MSG_STREAMING}'
+                  AND to_tsvector({cfg}, m.text) @@ wd.tq
+                ORDER BY m.id + 0 DESC
+                LIMIT {PER_TERM}
+            ) m
+        ),
+        scored AS (
+            SELECT id, sum(ln(1.0 + picks::float8 / holding)) AS idf
+            FROM (
+                SELECT id, count(*) OVER (PARTITION BY term) AS holding, count(*) OVER () AS picks
+                FROM picked
+            ) x
+            GROUP BY id
+            ORDER BY idf DESC, id DESC
+            LIMIT {POOL}
         )
-        SELECT h.id, h.role, h.text, h.created_at,
-               ts_rank_cd(to_tsvector('{config}'::regconfig, h.text), q.q, 1) AS rank
-        FROM hits h, q
-        ORDER BY rank DESC, h.id DESC
+        SELECT m.id, m.role, m.text, m.created_at,
+               s.idf + ts_rank_cd(to_tsvector({cfg}, m.text), to_tsquery({cfg}, :query), 1) AS rank
+        FROM scored s JOIN messages m ON m.id = s.id
+        ORDER BY rank DESC, m.id DESC
         LIMIT :limit
         """
     ).bindparams(
+        bindparam("words", type_=ARRAY(Text())),
         bindparam("query", type_=Text()),
         bindparam("dialog_id", type_=BigInteger()),
         bindparam("before", type_=BigInteger()),
         bindparam("limit", type_=Integer()),
     )
-    # `m.id + 0`: the matches come from the GIN index, never from a walk of the dialog's rows
-    # that would compute every row's tsvector
+    # `m.id + 0`: each word's matches come from the GIN index, never from a walk of the dialog's
+    # rows that would compute every row's tsvector
     return Prepared(sql.columns(*_FOUND_COLUMNS), f"recall search ({config})", idempotent=True)
 
 
@@ -140,7 +164,13 @@ class RecallStore:
         async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
             rows = await conn.rows(
                 statement,
-                {"query": pg_query(words), "dialog_id": dialog_id, "before": before, "limit": limit},
+                {
+                    "words": words,
+                    "query": pg_query(words),
+                    "dialog_id": dialog_id,
+                    "before": before,
+                    "limit": limit,
+                },
             )
         return [Found(int(r[0]), str(r[1]), str(r[2]), r[3], float(r[4] or 0.0)) for r in rows]
 

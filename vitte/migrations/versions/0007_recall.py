@@ -39,6 +39,8 @@ def upgrade() -> None:
             op.create_index(
                 f'ix_messages_search_{config}', 'messages',
                 [sa.text(f"to_tsvector('{config}'::regconfig, text)")], unique=False, postgresql_using='gin',
+                # no pending list: a search never scans unmerged entries, an insert never flushes them
+                postgresql_with={'fastupdate': 'off'},
             )
 
 
