@@ -11,6 +11,7 @@ from vitte.bot.handlers.common import persona_names, seen
 from vitte.bot.keyboards import persona_kb, start_kb
 from vitte.bot.runtime import Runtime
 from vitte.bot.texts import t
+from vitte.catalog.shown import player_macros, shown
 from vitte.core import Core
 from vitte.errors import UnknownPersona
 
@@ -48,7 +49,8 @@ async def _persona_link(core: Core, message: Message, lang: str, persona_id: str
             text += "\n\n" + t(lang, "personas_list", names=names)
         await message.answer(text)
         return
-    tagline = persona.tagline_in(lang).strip()
+    first_name = message.from_user.first_name if message.from_user else None
+    tagline = shown(persona.tagline_in(lang), player_macros(persona, lang, first_name))  # {{user}} …
     text = (
         t(lang, "persona_card", persona=name, tagline=tagline)
         if tagline
