@@ -24,6 +24,7 @@ from sqlalchemy import update
 
 from tests.support.initdata import OTHER_BOT_TOKEN, TEST_BOT_TOKEN, auth_header, make_init_data
 from tests.support.webapp import WebAppHarness, running_webapp
+from vitte.bot.texts import t as bot_t
 from vitte.config import ConfigError, Settings, load_settings
 from vitte.errors import StoreUnavailable, UnknownUser
 from vitte.models import ACTIVE, ENDED, User, utcnow
@@ -773,10 +774,20 @@ async def test_destructive_actions_need_a_fresh_initdata(webapp: WebAppHarness) 
 
     resp = await c.post("/api/me/delete", json={"confirm": True}, headers=old)
     body = await body_of(resp)
-    assert resp.status == 401 and body["code"] == "auth_stale"
-    assert "бот" in body["error"]  # the player is told to open the app again from the bot's chat
+    # the deletion is confirmed in the chat instead: the bot asks there, with /settings' buttons
+    assert resp.status == 401 and body["code"] == "auth_stale_chat"
+    assert "чате с ботом" in body["error"]
     assert len(await webapp.dialogs_of(ANYA)) == 1  # nothing deleted
     await webapp.core.players.get(ANYA)
+    asked = webapp.botapi.sent_messages(ANYA)[-1]
+    assert asked["text"] == bot_t("ru", "delete_confirm")
+    buttons = json.loads(asked["reply_markup"])["inline_keyboard"][0]
+    assert [b["callback_data"] for b in buttons] == ["st:delete_yes:", "st:back:"]
+    # a second and third stale try within five minutes: one more question, then only "reopen"
+    assert (await body_of(await c.post("/api/me/delete", json={"confirm": True}, headers=old)))["code"] == "auth_stale_chat"
+    third = await body_of(await c.post("/api/me/delete", json={"confirm": True}, headers=old))
+    assert third["code"] == "auth_stale" and "бот" in third["error"]
+    assert len(webapp.botapi.sent_messages(ANYA)) == 3  # the opening and two questions
 
     resp = await c.post("/api/me/adult", json={"adult": False}, headers=old)
     assert resp.status == 401 and (await body_of(resp))["code"] == "auth_stale"
@@ -786,3 +797,36 @@ async def test_destructive_actions_need_a_fresh_initdata(webapp: WebAppHarness) 
 
     body = await body_of(await c.post("/api/me/delete", json={"confirm": True}, headers=tma()))
     assert body["deleted"] is True and body["dialogs"] == 1
+
+
+async def test_a_deletion_asked_with_a_stale_proof_is_done_by_the_chat_button(webapp: WebAppHarness) -> None:
+    """The question the Web App had the bot send is answered in the chat: [Удалить мои данные]
+    deletes the data through the bot's own /settings handler (the chat is Telegram's proof)."""
+    from aiogram.types import Update
+
+    from vitte.bot.factory import build_dispatcher
+
+    await adult(webapp)
+    c = webapp.client
+    await c.post("/api/dialogs", json={"persona_id": "mila", "story_id": MILA_STORY}, headers=tma())
+    old = tma(auth_date=int(time.time()) - 700)
+    assert (await body_of(await c.post("/api/me/delete", json={"confirm": True}, headers=old)))["code"] == "auth_stale_chat"
+    asked = webapp.botapi.sent_messages(ANYA)[-1]
+    sender = {"id": ANYA, "is_bot": False, "first_name": "Anya", "language_code": "ru"}
+    chat = {"id": ANYA, "type": "private"}
+    press = Update.model_validate(
+        {
+            "update_id": 99,
+            "callback_query": {
+                "id": "cq1",
+                "from": sender,
+                "chat_instance": "ci",
+                "data": "st:delete_yes:",
+                "message": {"message_id": 77, "date": int(time.time()), "chat": chat, "text": asked["text"]},
+            },
+        }
+    )
+    await build_dispatcher(webapp.core).feed_update(webapp.bot, press)
+    assert await webapp.dialogs_of(ANYA) == []
+    with pytest.raises(UnknownUser):
+        await webapp.core.players.get(ANYA)

@@ -27,6 +27,7 @@ class Pace:
 
 DIALOG_OPENINGS = Pace("dialog_openings", 10, 60.0)  # the Web App's story choice (a double click is fine)
 INVOICES = Pace("invoices", 5, 60.0)  # invoice links and invoice messages
+DELETE_CONFIRMATIONS = Pace("delete_confirmations", 2, 300.0)  # the Web App's "confirm in the chat"
 PAYSUPPORT = Pace("paysupport", 1, 300.0)  # "/paysupport <problem>" forwarded to the admins
 
 

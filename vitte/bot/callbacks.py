@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from aiogram.filters.callback_data import CallbackData
 
+# /settings: the Web App sends its buttons too (a deletion confirmed in the chat)
+from vitte.telegram.callbacks import SettingsCb as SettingsCb
+
 
 class EntryCb(CallbackData, prefix="go"):
     """"💕 Начать общение": the same answer as /chat."""
@@ -29,13 +32,6 @@ class RetryCb(CallbackData, prefix="rt"):
 
     dialog_id: int
     message_id: int
-
-
-class SettingsCb(CallbackData, prefix="st"):
-    """The /settings menu: action lang|style|delete|delete_yes|back, value ru|en|short|…"""
-
-    action: str
-    value: str = ""
 
 
 class AgeCb(CallbackData, prefix="age"):

@@ -8,6 +8,7 @@ from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, MemoryCb, RegenCb, Ret
 from vitte.bot.texts import t
 from vitte.i18n import LANGUAGES
 from vitte.prompt import STYLES
+from vitte.telegram.messages import delete_confirm_kb as delete_confirm_kb  # the Web App sends it too
 
 REGEN_LABEL = "🔄"
 
@@ -100,17 +101,6 @@ def settings_kb(lang: str, style: str) -> InlineKeyboardMarkup:
     ]
     delete = [InlineKeyboardButton(text=t(lang, "btn_delete"), callback_data=SettingsCb(action="delete").pack())]
     return _kb(langs, styles, delete)
-
-
-def delete_confirm_kb(lang: str) -> InlineKeyboardMarkup:
-    return _kb(
-        [
-            InlineKeyboardButton(
-                text=t(lang, "btn_delete_yes"), callback_data=SettingsCb(action="delete_yes").pack()
-            ),
-            InlineKeyboardButton(text=t(lang, "btn_cancel"), callback_data=SettingsCb(action="back").pack()),
-        ]
-    )
 
 
 def age_kb(lang: str) -> InlineKeyboardMarkup:

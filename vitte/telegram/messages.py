@@ -8,12 +8,13 @@ import functools
 import json
 
 from aiogram import Bot
-from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
 
 from vitte.cache.base import user_key, window_remaining
 from vitte.core import Core
 from vitte.dialogs import Opening
 from vitte.i18n import Texts
+from vitte.telegram.callbacks import SettingsCb
 from vitte.telegram.calls import call_with_retry, split_text
 
 
@@ -44,6 +45,34 @@ async def send_opening(bot: Bot, chat_id: int, opening: Opening) -> int:
         )
         message_id = sent.message_id
     return message_id
+
+
+# ---------------------------------------------------------------------- deleting the player's data
+_BOT = Texts("bot")
+
+
+def delete_confirm_kb(lang: str) -> InlineKeyboardMarkup:
+    """[Удалить мои данные] [Отмена] under /settings' question (the bot's settings handler acts)."""
+    table = _BOT.table(lang)
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text=table["btn_delete_yes"], callback_data=SettingsCb(action="delete_yes").pack()),
+                InlineKeyboardButton(text=table["btn_cancel"], callback_data=SettingsCb(action="back").pack()),
+            ]
+        ]
+    )
+
+
+async def send_delete_confirmation(bot: Bot, chat_id: int, lang: str) -> int:
+    """/settings' "delete my data?" with its buttons, sent into the chat: the Web App's way to
+    confirm a deletion when its own proof (initData) is too old. The message's id."""
+    sent = await call_with_retry(
+        functools.partial(
+            bot.send_message, chat_id=chat_id, text=_BOT.table(lang)["delete_confirm"], reply_markup=delete_confirm_kb(lang)
+        )
+    )
+    return sent.message_id
 
 
 # ---------------------------------------------------------------------- the player's data (#8)

@@ -46,10 +46,16 @@ from vitte.errors import (
     UnknownUser,
 )
 from vitte.i18n import Texts, normalize_language
-from vitte.pace import DIALOG_OPENINGS, INVOICES, keep_pace
+from vitte.pace import DELETE_CONFIRMATIONS, DIALOG_OPENINGS, INVOICES, keep_pace
 from vitte.players import LANGUAGES, BadSetting, PlayerView, language_from_telegram
 from vitte.prompt import STYLES
-from vitte.telegram.messages import ExportThrottled, export_filename, send_opening, send_player_data
+from vitte.telegram.messages import (
+    ExportThrottled,
+    export_filename,
+    send_delete_confirmation,
+    send_opening,
+    send_player_data,
+)
 from vitte.telegram.payments import create_invoice_link
 from vitte.webapp.auth import InitDataError, WebAppUser, init_data_from_header, validate_init_data
 from vitte.webapp.portraits import LIST_SIZE, PAGE_SIZE, portrait_url
@@ -667,10 +673,32 @@ async def post_settings(request: web.Request) -> web.Response:
     return json_response(await me_payload(ctx.core, user, state))
 
 
+async def _confirm_in_chat(ctx: Any, user: WebAppUser, lang: str) -> None:
+    """The deletion asked with a stale proof: the question goes to the chat (ApiError 401
+    auth_stale_chat once sent; nothing sent, the caller's auth_stale stands)."""
+    try:
+        await keep_pace(ctx.core.cache, user.id, DELETE_CONFIRMATIONS)
+        player = await ctx.core.players.get(user.id)
+        await send_delete_confirmation(ctx.bot, user.id, player.language)
+    except (UnknownUser, RateLimited, TelegramAPIError, OSError, TimeoutError) as exc:
+        log.info("deletion confirmation for user %s not sent to the chat: %s", user.id, exc)
+        return
+    raise ApiError(401, "auth_stale_chat")
+
+
 @routes.post("/api/me/delete")
 async def delete_me(request: web.Request) -> web.Response:
+    """Delete the player's data. With initData older than VITTE_WEBAPP_FRESH_AUTH the deletion
+    is confirmed in the chat instead: the bot sends /settings' question with its buttons there
+    (401 `auth_stale_chat`; a player who blocked the bot gets `auth_stale`: reopen the app)."""
     ctx = ctx_of(request)
-    user = require_fresh_user(request)
+    try:
+        user = require_fresh_user(request)
+    except InitDataError as exc:
+        if exc.code != "auth_stale":
+            raise
+        await _confirm_in_chat(ctx, require_user(request), request[LANG_KEY])
+        raise
     data = await read_object(request)
     if data.get("confirm") is not True:
         raise ApiError(400, "confirm_required", "send {\"confirm\": true}")
