@@ -233,7 +233,7 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
     parts_of = _fixed_parts.__wrapped__ if volatile else _fixed_parts  # a changing text is not cached
     fixed = parts_of(
         p.card, p.char_name, p.user_name, lang, p.style, p.premise, p.memory, p.preamble, p.reminder, p.facts,
-        p.seed if picks else 0, moment,
+        seed=p.seed if picks else 0, moment=moment,
     )  # fmt: skip
     lore = _lore(p, fixed) if p.card.lorebook is not None else _NO_LORE
     now_tokens = estimate_tokens(p.facts_now) if p.facts_now else 0
