@@ -32,9 +32,12 @@ from tui.backend import DEFAULT_USER_ID, ConsoleBackend, webapp_route
 from tui.chat import ChatHeader, ChatView, Clock, Composer, InlineButton, local_hhmm
 from tui.commands import Command, ConsoleCommands
 from tui.operator import LogPane, OperatorPanel, local_hhmmss
+from tui.portrait import portrait_cells
 from tui.screens import AlertScreen, DocumentScreen, HelpScreen
 from tui.strings import tr
 from tui.webapp import WebAppScreen
+from vitte.catalog.portrait_store import PortraitStore
+from vitte.catalog.portraits import SIZES
 from vitte.i18n import DEFAULT_LANGUAGE
 
 if TYPE_CHECKING:
@@ -156,6 +159,8 @@ class VitteConsole(App[None]):
         self._peer_dirty = False
         self._operator_task: asyncio.Task[Any] | None = None
         self._peer_name = "Vitte"
+        self._peer_picture: Text | None = None  # the persona's portrait (tui.portrait), else its initial
+        self._portraits: PortraitStore | None = None
         self._log_handler: _PaneLogHandler | None = None
 
     # ------------------------------------------------------------------ layout
@@ -344,7 +349,9 @@ class VitteConsole(App[None]):
     def _paint_peer(self) -> None:
         typing = self.chat_view.typing
         status = tr(self.lang, "typing") if typing else tr(self.lang, "online")
-        self.query_one("#header", ChatHeader).set_peer(self._peer_name, status, typing=typing)
+        self.query_one("#header", ChatHeader).set_peer(
+            self._peer_name, status, typing=typing, picture=self._peer_picture
+        )
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run `coro` as a task of ours; the app waits for these before closing the store."""
@@ -393,6 +400,7 @@ class VitteConsole(App[None]):
         if core is None or profile is None:
             return
         name, lang = "Vitte", profile.language
+        picture: Text | None = None
         with contextlib.suppress(Exception):
             from vitte.errors import UnknownUser
 
@@ -401,12 +409,24 @@ class VitteConsole(App[None]):
             view = await core.dialogs.current(profile.user_id)
             if view is not None:
                 name = view.persona_name
+                picture = await self._portrait_of(core, view.persona_id)
         self._peer_name = name
+        self._peer_picture = picture
         if lang != self.lang:
             self.lang = lang
             self.chat_view.set_lang(lang)
             self.composer.placeholder = tr(lang, "placeholder")
         self._paint_peer()
+
+    async def _portrait_of(self, core: Any, persona_id: str) -> Text | None:
+        """The persona's stored portrait (its small size) as header cells; None: its initial."""
+        digest = (await core.catalog.persona(persona_id)).portrait
+        if not digest:
+            return None
+        if self._portraits is None:
+            self._portraits = PortraitStore(core.db)
+        found = await self._portraits.get(persona_id, min(SIZES), digest)
+        return portrait_cells(found[0]) if found is not None else None
 
     # ------------------------------------------------------------------ the player's side
     def act(self, label: str, factory: Callable[[], Awaitable[Any]]) -> None:

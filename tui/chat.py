@@ -659,9 +659,11 @@ class ChatHeader(Horizontal):
             self.avatar, Vertical(self.name_label, self.status_label, classes="peer"), self.info, id=id
         )
 
-    def set_peer(self, name: str, status: str, *, typing: bool) -> None:
+    def set_peer(self, name: str, status: str, *, typing: bool, picture: Text | None = None) -> None:
+        """`picture`: the persona's portrait as cells (tui.portrait); else its initial."""
         name = inert_text(name).plain
-        self.avatar.update(Text((name[:1] or "V").upper()))
+        self.avatar.update(picture if picture is not None else Text((name[:1] or "V").upper()))
+        self.avatar.set_class(picture is not None, "-portrait")
         self.name_label.update(Text(name, style="bold"))
         self.status_label.update(inert_text(status))
         self.status_label.set_class(typing, "-typing")
