@@ -38,7 +38,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import regex
 
@@ -94,7 +94,7 @@ _SUPPORTED = frozenset(
 class _Key:
     """One compiled key: a literal (case, whole words) or a regular expression."""
 
-    __slots__ = ("broken", "is_regex", "pattern", "text")
+    __slots__ = ("broken", "case_sensitive", "is_regex", "needle", "pattern", "text")
 
     def __init__(self, text: str, *, as_regex: bool, case_sensitive: bool, whole_words: bool) -> None:
         self.text = text
@@ -113,6 +113,11 @@ class _Key:
             if whole_words and _WORD.match(text.strip()):
                 source = rf"(?<!\w){source}(?!\w)"
         self.pattern: Any = None
+        self.case_sensitive = case_sensitive
+        self.needle = ""  # a literal key without whole words: a substring test, no regex
+        if not self.is_regex and not source.startswith("(?<!"):
+            self.needle = text.strip() if case_sensitive else text.strip().lower()
+            return
         if len(source) > MAX_PATTERN:
             self.broken = f"pattern longer than {MAX_PATTERN} characters"
             return
@@ -121,11 +126,13 @@ class _Key:
         except (regex.error, ValueError, OverflowError) as exc:
             self.broken = f"bad pattern: {exc}"
 
-    def search(self, text: str) -> bool:
+    def search(self, text: _Haystack) -> bool:
+        if self.needle:
+            return self.needle in (text.raw if self.case_sensitive else text.lower)
         if self.pattern is None:
             return False
         try:
-            return self.pattern.search(text, timeout=REGEX_TIMEOUT) is not None
+            return self.pattern.search(text.raw, timeout=REGEX_TIMEOUT) is not None
         except TimeoutError:
             self.pattern = None  # a catastrophic pattern: never run again in this process
             self.broken = f"took longer than {REGEX_TIMEOUT}s on a scan: disabled"
@@ -133,11 +140,25 @@ class _Key:
             return False
 
 
-def _any(keys: Sequence[_Key], text: str) -> str | None:
+class _Haystack(NamedTuple):
+    """The scanned text, and lowered once for the case-insensitive literal keys."""
+
+    raw: str
+    lower: str
+
+    @classmethod
+    def of(cls, text: str) -> _Haystack:
+        return cls(text, text.lower())
+
+
+def _any(keys: Sequence[_Key], text: _Haystack) -> str | None:
     for key in keys:
         if key.search(text):
             return key.text
     return None
+
+
+_EMPTY = _Haystack("", "")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -207,7 +228,7 @@ class LoreEntry:
             return False
         return not (self.activate_only_every and assistant_turns % self.activate_only_every)
 
-    def match(self, text: str) -> str | None:
+    def match(self, text: _Haystack) -> str | None:
         """Why `text` activates this entry ("constant", the key found), or None."""
         if self.force:
             return "@@activate"
@@ -277,12 +298,12 @@ class Lorebook:
         tokens (and the book's own), ordered by insertion order. The stable entries (which the
         prompt keeps in its cached part) count against the budget and are returned only with
         `include_stable`."""
-        texts: dict[int, str] = {}
+        texts: dict[int, _Haystack] = {}
 
-        def window(depth: int) -> str:
+        def window(depth: int) -> _Haystack:
             if depth not in texts:
                 chosen = messages[-depth:] if depth > 0 else []
-                texts[depth] = "\n".join(chosen)[-SCAN_CHARS:]
+                texts[depth] = _Haystack.of("\n".join(chosen)[-SCAN_CHARS:])
             return texts[depth]
 
         found: dict[int, tuple[LoreEntry, str]] = {}
@@ -290,7 +311,7 @@ class Lorebook:
             if not e.gate(assistant_turns):
                 continue
             depth = min(e.scan_depth if e.scan_depth is not None else self.scan_depth, MAX_SCAN_DEPTH)
-            text = window(depth) if (depth or not e.constant) else ""
+            text = window(depth) if (depth or not e.constant) else _EMPTY
             reason = e.match(text)
             if reason is not None:
                 found[e.index] = (e, reason)
@@ -299,7 +320,7 @@ class Lorebook:
             for _round in range(MAX_RECURSION):
                 if not sources:
                     break
-                text = "\n".join(e.content for e in sources)[-SCAN_CHARS:]
+                text = _Haystack.of("\n".join(e.content for e in sources)[-SCAN_CHARS:])
                 sources = []
                 for e in self.entries:
                     if e.index in found or e.exclude_recursion or not e.gate(assistant_turns):
