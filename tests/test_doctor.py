@@ -31,6 +31,7 @@ from cli.main import app
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.support.bot_api_server import FakeBotAPI
 from tests.support.llm_server import FakeLLMServer
+from tests.support.redis_keys import drop_redis_prefix
 from vitte.doctor import CHECKS
 
 TOKEN = "4242:AAF-doctor-token-secret-0123456789"
@@ -205,6 +206,8 @@ async def test_offline_defaults_state_the_demo_writer_and_in_process_cache(tmp_p
     assert by["webhook"]["status"] == "skipped" and by["webapp"]["status"] == "skipped"
     assert by["clock"]["status"] == "skipped"
     assert by["disk"]["status"] == "ok" and by["disk"]["data"]["path"] == here
+    assert by["spool"]["status"] == "ok" and by["spool"]["data"]["kept"] == 0
+    assert not (tmp_path / "vitte-spool.jsonl").exists()
     strict = await doctor("--strict", "--min-free-mb", "1")
     assert strict.exit_code == 1 and "warn" in strict.stdout  # --strict: a warning is a problem
 
@@ -508,6 +511,40 @@ async def test_low_disk_space_fails_by_the_threshold() -> None:
     disk = checks(res)["disk"]
     assert disk["status"] == "fail" and "below" in disk["detail"] and disk["fix"]
     assert disk["data"]["free_bytes"] < disk["data"]["min_free_bytes"]
+
+
+async def test_messages_kept_in_the_spool_warn_and_too_old_ones_fail(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """The spool's file and its shared list (Redis) hold messages the bot has not answered yet."""
+    from vitte.cache.memory import MemoryCache
+    from vitte.cache.redis import RedisCache
+    from vitte.spool import Spool
+
+    def update(n: int) -> dict[str, Any]:
+        chat = {"id": 5, "type": "private"}
+        return {"update_id": n, "message": {"message_id": n, "date": 0, "chat": chat, "text": "hi"}}
+
+    path = tmp_path / "kept.jsonl"
+    await Spool(MemoryCache(), path, max_age=600, max_items=10).keep(5, update(1), at=time.time() - 120)
+    shared = RedisCache(redis_url, prefix=redis_prefix)
+    try:
+        await Spool(shared, tmp_path / "unused.jsonl", max_age=600, max_items=10).keep(6, update(2))
+    finally:
+        await shared.close()
+    env = {"VITTE_SPOOL_PATH": str(path), "VITTE_REDIS_URL": redis_url, "VITTE_REDIS_PREFIX": redis_prefix}
+    try:
+        res = await doctor("--json", "--min-free-mb", "1", env=env)
+        spool = checks(res)["spool"]
+        assert spool["status"] == "warn" and spool["data"]["kept"] == 2, spool
+        assert "2 message(s) kept, the oldest 2 min ago" in spool["detail"] and spool["fix"]
+        old = await doctor("--json", "--min-free-mb", "1", env={**env, "VITTE_SPOOL_MAX_AGE": "60"})
+        assert old.exit_code == 1
+        spool = checks(old)["spool"]
+        assert spool["status"] == "fail" and "given up" in spool["detail"]
+        assert path.exists()  # the doctor takes nothing
+    finally:
+        await drop_redis_prefix(redis_url, redis_prefix)
 
 
 async def test_a_clock_offset_against_the_servers_date_header_warns() -> None:

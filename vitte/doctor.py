@@ -21,6 +21,9 @@ The checks, by name (stable: the JSON output and monitoring depend on them):
 - ``bot_token``: ``getMe``; ``webhook``: ``getWebhookInfo`` (URL, pending updates, last error);
 - ``webapp``: VITTE_WEBAPP_URL over https with a certificate this machine trusts (when set);
 - ``disk``: free space where the spool lives (the working directory), and that it is writable;
+- ``spool``: messages kept while the database was away (`vitte.spool`: the file and, with Redis,
+  the shared list) and not answered yet: how many, since when (a warning: the bot answers them
+  when it runs and the database is up; older than VITTE_SPOOL_MAX_AGE, they are given up);
 - ``clock``: the local clock against the ``Date`` header of an HTTP server the doctor contacted
   (the Bot API server first, then the LLM API, then the Web App).
 """
@@ -59,6 +62,7 @@ CHECKS: dict[str, str] = {
     "webhook": "webhook",
     "webapp": "Web App (https)",
     "disk": "disk space",
+    "spool": "kept messages (spool)",
     "clock": "clock",
 }
 
@@ -885,6 +889,38 @@ def check_disk(options: Options) -> Check:
     return Check("disk", "ok", f"{free} free in {path}", None, data)
 
 
+async def check_spool(settings: Settings) -> Check:
+    """What the spool holds: the file (VITTE_SPOOL_PATH) and the shared list (Redis)."""
+    from vitte.cache import make_cache
+    from vitte.spool import Spool
+
+    if settings.spool_max_age <= 0:
+        return _skipped("spool", "VITTE_SPOOL_MAX_AGE=0: the spool is off")
+    cache = make_cache(settings)
+    try:
+        spool = Spool(cache, Path(settings.spool_path), max_age=settings.spool_max_age, max_items=1)
+        with _captured("vitte.spool"):
+            kept = await spool.entries()
+    finally:
+        await cache.close()
+    data: dict[str, Any] = {"path": settings.spool_path, "kept": len(kept), "oldest_at": None}
+    if not kept:
+        return Check("spool", "ok", "no messages waiting", None, data)
+    oldest = min(e.at for e in kept)
+    data["oldest_at"] = datetime.fromtimestamp(oldest, UTC).isoformat()
+    age = time.time() - oldest
+    detail = f"{len(kept)} message(s) kept, the oldest {_ago(age)}"
+    if age > settings.spool_max_age:
+        return Check(
+            "spool",
+            "fail",
+            f"{detail}: older than VITTE_SPOOL_MAX_AGE ({settings.spool_max_age:g} s), they will be given up",
+            "start the bot (and the database): each player is then asked to write again",
+            data,
+        )
+    return Check("spool", "warn", detail, "the bot answers them once it runs and the database is up", data)
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":
@@ -990,6 +1026,7 @@ async def run_doctor(settings: Settings, options: Options | None = None) -> Repo
             _bounded(
                 "disk", lambda: asyncio.to_thread(check_disk, options), t, "check the working directory"
             ),
+            _bounded("spool", lambda: check_spool(settings), t, "check VITTE_SPOOL_PATH and Redis"),
         ]
         pair, done = await asyncio.gather(telegram(), asyncio.gather(*singles))
         by_name = {c.name: c for c in [config, *pair, *done]}

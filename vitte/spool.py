@@ -154,19 +154,24 @@ class Spool:
 
     async def load(self) -> int:
         """At start: what an earlier run kept (the file, the shared list); how many."""
-        async with self._lock:
-            await asyncio.to_thread(self._file.load)
-        entries = list(self._file.entries)
-        for raw in await self.cache.spool_items() or ():
-            entry = Entry.load(raw, "shared")
-            if entry is not None:
-                entries.append(entry)
+        entries = await self.entries()
         for entry in entries:
             self._counts[entry.user_id] = self._counts.get(entry.user_id, 0) + 1
         if entries:
             log.info("spool: %d update(s) kept from before, answered once the database is up", len(entries))
             self.wakeup.set()
         return len(entries)
+
+    async def entries(self) -> list[Entry]:
+        """Everything kept (the file's and the shared list's), oldest first, taking nothing."""
+        async with self._lock:
+            await asyncio.to_thread(self._file.load)
+        found = list(self._file.entries)
+        for raw in await self.cache.spool_items() or ():
+            entry = Entry.load(raw, "shared")
+            if entry is not None:
+                found.append(entry)
+        return sorted(found, key=lambda e: e.at)
 
     # ------------------------------------------------------------------ keeping
     async def keep(self, user_id: int, update: dict[str, Any], *, at: float | None = None) -> Kept:
