@@ -385,3 +385,54 @@ def test_cli_one_bad_file_is_one_line(tmp_path: Path) -> None:
         replace.exit_code == 1
         and replace.output.strip() == "error: x.json: replace: no persona 'nobody' to replace"
     )
+
+
+def _png_declaring(width: int, height: int, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A PNG whose header declares width × height (its data is a few bytes)."""
+    import struct
+
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    body = b"".join(png_chunk(c, d) for c, d in chunks)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + ihdr
+        + body
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+async def test_a_pixel_bomb_picture_is_refused_and_nothing_is_written(db: Database, tmp_path: Path) -> None:
+    bomb = read_card_file(
+        write(tmp_path / "huge.png", _png_declaring(60_000, 60_000, text_chunk("chara", v2(name="Huge"))))
+    )
+    good = read_card_file(write(tmp_path / "good.json", v2(name="Good")))
+    with pytest.raises(CardError) as info:
+        await seed_cards(db, [good, bomb])  # strict: all or nothing
+    assert str(info.value) == "huge.png: picture: too large (more than 40000000 pixels)"
+    assert await personas(db) == {}
+    report = await seed_cards(db, [good, bomb], strict=False)  # one bad file blocks nothing
+    assert report.added == ["good"]
+    assert [(f.file, f.reason) for f in report.skipped] == [
+        ("huge.png", "huge.png: picture: too large (more than 40000000 pixels)")
+    ]
+
+
+async def test_personas_imported_before_card_keys_are_recognised(db: Database, tmp_path: Path) -> None:
+    await seed_cards(db, [read_card_file(write(tmp_path / "a.json", seraphina()))])
+    async with db.session() as s, s.begin():  # as an older Vitte stored it: no card key
+        await s.execute(sa.update(Persona).values(card_key=None))
+    report = await seed_cards(db, [read_card_file(write(tmp_path / "a.json", seraphina(description="New.")))])
+    assert report.updated == ["seraphina"] and report.added == []
+    assert (await personas(db))["seraphina"].card_key is not None
+
+
+def test_cli_replace(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'v.sqlite3'}"
+    assert seed_cli(url, str(write(tmp_path / "a.json", seraphina()))).exit_code == 0
+    done = seed_cli(
+        url, str(write(tmp_path / "b.json", v2(name="Lilith"))), "--replace", "seraphina", "--json"
+    )
+    assert done.exit_code == 0 and json.loads(done.stdout)["updated"] == ["seraphina"]
+    folder = seed_cli(url, str(tmp_path), "--replace", "seraphina")
+    assert folder.exit_code == 2 and "--replace takes one card file" in folder.output

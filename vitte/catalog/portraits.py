@@ -53,13 +53,13 @@ def make_portrait(blob: bytes, source: str) -> Portrait:
                 )
     except CardError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise CardError(source, "picture", f"too large (more than {MAX_PIXELS} pixels)") from None
     except (
         UnidentifiedImageError,
         OSError,
         ValueError,
         SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
         EOFError,
     ) as exc:
         raise CardError(source, "picture", f"cannot be decoded ({type(exc).__name__})") from None
