@@ -25,6 +25,7 @@ MSG_OK = "ok"  # a complete message
 MSG_STREAMING = "streaming"  # a reply being written right now
 MSG_INTERRUPTED = "interrupted"  # a reply cut by shutdown or a crash; never shown as complete
 MSG_STOPPED = "stopped"  # the player pressed stop; what was written is kept
+MSG_UNHEARD = "unheard"  # a voice message stored but not transcribed yet (issue 19)
 
 
 def utcnow() -> datetime:
@@ -212,6 +213,12 @@ class Message(SQLModel, table=True):
     telegram_message_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     status: str = Field(default=MSG_OK, max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # voice and pictures (issue 19): NULL for typed text; 'voice' | 'audio' | 'video_note' (the
+    # player spoke: `text` is the transcript) or 'photo' (the persona's picture: `text` its caption)
+    media_kind: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
+    media_seconds: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    # the Telegram file_id (heard again on [Повторить]); never a path
+    media_ref: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
 
 
 # recall (issue 16): PostgreSQL's full-text indexes of messages (Message.__table_args__), one per
