@@ -33,7 +33,7 @@ def seed(
     Exit code 1 when a broken card was left out (the others are imported), 2 when nothing could be.
     """
     settings = settings_or_exit()
-    from vitte.catalog.cards import CardError, default_fixtures_dir, read_cards, read_folder
+    from vitte.catalog.cards import CardError, default_fixtures_dir, read_folder
 
     source = path or default_fixtures_dir()
     if not source.exists():
@@ -41,14 +41,14 @@ def seed(
     if replace is not None and source.is_dir():
         fail(f"{source}: --replace takes one card file, not a folder", 2)
     try:
-        if strict:
-            results = []
-            cards = read_cards(source)
-        else:
-            results = read_folder(source)
-            cards = [r.card for r in results if r.card is not None]
+        results = read_folder(source)
     except CardError as exc:
         fail(str(exc), 2)
+    if strict:  # all or nothing: the first broken card refuses the whole import
+        broken = next((r for r in results if r.refused), None)
+        if broken is not None:
+            fail(broken.skipped or broken.file, 2)
+    cards = [r.card for r in results if r.card is not None]
     # standalone lorebooks go into their own table (vitte.catalog.worlds); cards name them
     books = [(r.file, r.lorebook) for r in results if r.lorebook is not None]
     if not cards and not books:
