@@ -131,15 +131,17 @@ class Factbook:
             return "", now_block([], remembered, language)
         entry = self._cache.get(dialog_id)
         if entry is None or entry.version != version or entry.language != language or entry.char != char:
-            entry = await self._load(dialog_id, language, char)
+            entry = await self._load(dialog_id, version, language, char)
         else:
             self._cache.move_to_end(dialog_id)
         chosen = relevant(entry.facts, new_text, language, entry.pinned_ids, self._budget(RELEVANT_SHARE))
         return entry.pinned_text, now_block(chosen, remembered, language)
 
-    async def _load(self, dialog_id: int, language: str, char: str) -> _Entry:
+    async def _load(self, dialog_id: int, version: int, language: str, char: str) -> _Entry:
+        """The dialog's facts read (one statement) and cached under `version` (the dialog row's:
+        facts changed since are read again at the next reply, which sees the newer version)."""
         self.reloads += 1
-        version, live = await self.store.live(dialog_id)
+        live = await self.store.live(dialog_id)
         facts = prompt_facts(live, language)
         chosen = pinned(facts, self._budget(PINNED_SHARE))
         entry = _Entry(
@@ -172,14 +174,17 @@ class Factbook:
     # ------------------------------------------------------------------ the extraction
     def maybe_extract(self, dialog: Dialog, history: Sequence[CachedMessage]) -> None:
         """Extract in the background when VITTE_MEMORY_FACTS_EVERY player messages were not
-        read yet (counted in the reply's history; once at a time per dialog)."""
+        read yet (counted in the reply's history), or turns were folded into the summary unread;
+        once at a time per dialog."""
         every = self.settings.memory_facts_every
         dialog_id = int(dialog.id or 0)
         if every <= 0 or dialog_id in self._extracting:
             return
         upto = max(int(dialog.facts_upto or 0), self._failed_at.get(dialog_id, 0))
         unread = [m for m in history if m.role == USER and m.id > upto]
-        if len(unread) < every:
+        # turns folded into the summary before any extraction read them count as enough
+        behind = int(dialog.summary_upto or 0) > upto
+        if not unread or (len(unread) < every and not behind):
             return
         self._extracting.add(dialog_id)
         task = asyncio.create_task(self._extract_safely(dialog_id, unread[-1].id))
@@ -269,9 +274,7 @@ class Factbook:
         stored = await self.store.add(user_id, None, text, "player", 4, [])
         if stored is None:
             raise FactNotFound()
-        fact = stored[0]
-        rows = [f for f in await self.store.of_player(user_id) if f.id == fact.id]
-        return fact_view(rows[0])
+        return fact_view(stored[0])
 
     async def edit(self, user_id: int, fact_id: int, text: str) -> FactView:
         text = clean_text(text)

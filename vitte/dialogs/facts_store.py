@@ -35,12 +35,9 @@ class FactsStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def live(self, dialog_id: int) -> tuple[int, list[Known]]:
-        """The dialog's facts in use, oldest first, and the facts version they are."""
-        async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            version = (
-                await s.execute(select(col(Dialog.facts_version)).where(col(Dialog.id) == dialog_id))
-            ).scalar_one_or_none()
+    async def live(self, dialog_id: int) -> list[Known]:
+        """The dialog's facts in use, oldest first: one statement (a reply's cache miss)."""
+        async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
             rows = (
                 await s.execute(
                     select(Fact)
@@ -48,7 +45,7 @@ class FactsStore:
                     .order_by(col(Fact.id))
                 )
             ).scalars()
-            return int(version or 0), [known(f) for f in rows]
+            return [known(f) for f in rows]
 
     async def unread(self, dialog_id: int, limit: int) -> Unread | None:
         """The active dialog, its live facts and up to `limit` newest messages it has not read."""
@@ -138,7 +135,7 @@ class FactsStore:
         kind: str,
         importance: int,
         sources: Sequence[int],
-    ) -> tuple[Known, int] | None:
+    ) -> tuple[Fact, int] | None:
         """A fact the player told, in their active dialog (or in `dialog_id` if it is their
         active one): the fact and the new facts version; None without such a dialog."""
         now = utcnow()
@@ -170,7 +167,7 @@ class FactsStore:
             )
             s.add(row)
             await s.commit()
-            return known(row), int(found[1] or 0)
+            return row, int(found[1] or 0)
 
     async def page(self, user_id: int, offset: int, limit: int) -> tuple[Dialog | None, list[Fact], int]:
         """The player's active dialog, its live facts newest first (`offset`, `limit`) and
