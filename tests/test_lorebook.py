@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from vitte.catalog.lorebook import AFTER, BEFORE, DEPTH, Lorebook, book_of_card, parse_book
+from vitte.catalog.lorebook import AFTER, BEFORE, DEPTH, Lorebook, book_of_card, merge_books, parse_book
 from vitte.prompt import estimate_tokens
 
 
@@ -155,6 +155,16 @@ def test_v3_decorators() -> None:
     assert names(b, "k", turns=1).count("after") == 0 and "every" not in names(b, "k", turns=4)
     assert "friendly" not in names(b, "k and a foe")
     assert "fallback" in names(b, "k", turns=9) and "fallback" not in names(b, "k", turns=8)
+
+
+def test_the_character_book_takes_precedence_over_world_books() -> None:
+    big = "word " * 300
+    own = book(entry(["k"], big, name="own", insertion_order=1))
+    world = book(entry(["k"], big, name="world", insertion_order=99, priority=1000))
+    merged = merge_books([own, world])
+    assert merged is not None and [e.book for e in merged.entries] == [0, 1]
+    assert names(merged, "k", budget=600) == ["own"]  # only one fits: the card's own
+    assert names(merged, "k") == ["own", "world"]
 
 
 def test_books_of_cards_and_standalone_files() -> None:

@@ -20,6 +20,8 @@ M = Macros("Seraphina", "Ann", original="You are {{char}}.", seed=7, language="e
         ("{{Char}} / {{CHAR}} / {{ user }} / {{USER}}", "Seraphina / Seraphina / Ann / Ann"),
         ("<BOT> and <USER>; <char>, <bot>, <user>", "Seraphina and Ann; Seraphina, Seraphina, Ann"),
         ("{{charIfNotGroup}}", "Seraphina"),
+        # V1 spec's mes_example: <START> is not a macro
+        ("<START>\n{{user}}: hi\n{{char}}: hello", "<START>\nAnn: hi\nSeraphina: hello"),
         # V2 spec: {{original}} in a card's system prompt stands for the default one
         ("{{original}} Stay in the forest.", "You are Seraphina. Stay in the forest."),
         ("a{{// a note for other authors }}b", "ab"),

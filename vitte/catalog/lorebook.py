@@ -192,6 +192,7 @@ class LoreEntry:
     exclude_recursion: bool = False  # not activated by other entries' content
     prevent_recursion: bool = False  # its content activates nothing
     ignored: tuple[str, ...] = ()  # decorators Vitte does not support
+    book: int = 0  # 0: the card's own book; 1, 2 …: the standalone books it names (they yield to it)
     _primary: tuple[_Key, ...] = field(default=(), repr=False)
     _secondary: tuple[_Key, ...] = field(default=(), repr=False)
     _additional: tuple[_Key, ...] = field(default=(), repr=False)
@@ -336,6 +337,7 @@ class Lorebook:
             key=lambda er: (
                 not er[0].stable,
                 not (er[0].constant or er[0].force),
+                er[0].book,  # V2: the character book takes precedence over world books
                 -(er[0].priority if er[0].priority is not None else er[0].insertion_order),
                 er[0].index,
             ),
@@ -519,17 +521,17 @@ def parse_book(data: object) -> Lorebook | None:
 
 def merge_books(books: Sequence[Lorebook]) -> Lorebook | None:
     """One book of several (the card's own first, then the standalone ones it names): their
-    entries in that order, the first book's settings (the others' token budgets still bound
-    nothing more); at most `MAX_ENTRIES` entries."""
+    entries in that order, the first book's settings; within the budget the card's own entries
+    come first (V2: the character book takes precedence); at most `MAX_ENTRIES` entries."""
     if not books:
         return None
     if len(books) == 1:
         return books[0]
     entries: list[LoreEntry] = []
-    for b in books:
+    for number, b in enumerate(books):
         for e in b.entries:
             if len(entries) < MAX_ENTRIES:
-                entries.append(replace(e, index=len(entries)))
+                entries.append(replace(e, index=len(entries), book=number))
     first = books[0]
     return Lorebook(first.name, tuple(entries), first.scan_depth, first.token_budget, first.recursive)
 
