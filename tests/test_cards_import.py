@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.test_catalog import make_png, png_chunk, text_chunk, v2, v3, write
+from tests.test_catalog import b64card, make_png, png_chunk, text_chunk, v2, v3, write
 from vitte.catalog import formats
 from vitte.catalog.cards import CardError, read_card_file, read_folder
 from vitte.catalog.seed import seed_cards
@@ -148,6 +148,12 @@ def test_compressed_chunk_bomb_is_refused_without_inflating_it(tmp_path: Path, k
     body = b"chara\x00\x00" + bomb if kind == "zTXt" else b"chara\x00\x01\x00\x00\x00" + bomb
     text = refused(write(tmp_path / "bomb.png", make_png((kind.encode(), body))))
     assert text == f"bomb.png: {kind}[chara]: inflates to more than 16 MiB"
+
+
+def test_repeated_card_chunks_are_not_inflated_again(tmp_path: Path) -> None:
+    six_mib = b"chara\x00\x00" + zlib.compress(b64card(v2(name="First", extensions={"junk": "x" * (6 << 20)})), 9)
+    blob = make_png(*[(b"zTXt", six_mib)] * 200)  # 200 × 8 MiB if each were inflated
+    assert read_card_file(write(tmp_path / "many.png", blob)).name == "First"
 
 
 def test_a_bomb_in_an_unrelated_chunk_is_never_inflated(tmp_path: Path) -> None:

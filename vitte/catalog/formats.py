@@ -197,11 +197,13 @@ def png_text_chunks(
 ) -> list[tuple[str, str, str]]:
     """(chunk type, keyword, text) of the tEXt / zTXt / iTXt chunks of a PNG file.
 
-    With `keywords`, only chunks with those keywords (any case) are decoded (and inflated).
+    With `keywords`, only the first chunk of each of those keywords (any case) is decoded (and
+    inflated): a file repeating a compressed chunk cannot multiply the inflated size.
     """
     if not blob.startswith(PNG_SIGNATURE):
         raise CardError(source, "png", "not a PNG file (bad signature)")
     chunks: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
     pos = len(PNG_SIGNATURE)
     count = 0
     while pos < len(blob):
@@ -221,7 +223,8 @@ def png_text_chunks(
             if zlib.crc32(ctype_raw + body) & 0xFFFFFFFF != crc:
                 raise CardError(source, ctype, f"bad CRC in the chunk at byte {pos}")
             keyword = body.partition(b"\x00")[0].decode("latin-1")
-            if keywords is None or keyword.lower() in keywords:
+            if keywords is None or (keyword.lower() in keywords and keyword.lower() not in seen):
+                seen.add(keyword.lower())  # a repeated card chunk is never inflated: the first one counts
                 chunks.append(_text_chunk(ctype, body, source))
         pos = end
         if ctype == "IEND":
