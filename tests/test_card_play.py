@@ -16,6 +16,7 @@ from tests.support.llm_server import FakeLLMServer
 from tests.support.players import adult
 from tests.support.webapp import WebAppHarness, running_webapp
 from vitte.catalog.cards import default_fixtures_dir, parse_card, read_cards
+from vitte.catalog.macros import Macros, expand
 from vitte.catalog.seed import seed_cards
 from vitte.config import Settings
 from vitte.core import Core
@@ -143,6 +144,14 @@ async def test_opening_is_stored_expanded_and_the_llm_sees_it_with_the_lore(core
 
     await core.dialogs.reply(ANYA, "Nice weather today.")  # the key is out of the scan depth now
     assert not any("umbrella is yellow" in m["content"] for m in llm.completions[-1].json["messages"])
+
+
+async def test_pick_in_the_opening_is_seeded_by_the_dialog(core: Core) -> None:
+    weather = "Weather: {{pick::rain::sun::snow::fog::wind::hail::mist::storm}}."
+    await seed_cards(core.db, [parse_card(card(name="Pia", first_mes=weather), "pia.json")])
+    core.catalog.invalidate()
+    opening = await core.dialogs.choose(ANYA, "pia", "pia-main")
+    assert opening.text == expand(weather, Macros("Pia", "Аня", seed=opening.dialog.id))
 
 
 async def test_an_alternate_greeting_opens_its_story(core: Core) -> None:

@@ -168,12 +168,12 @@ class Lifecycle:
         exactly one dialog stays active whatever the interleaving.
         """
 
-        def first_words(user: User) -> str:
+        def first_words(user: User, dialog_id: int) -> str:
             admit(user)  # the stored row decides; a refusal rolls the insert back
             lang = player_view(user).language
             # stored as the player reads it (macros expanded): the LLM sees the same text
             text = story.opening_in(lang) or persona.card.first_mes
-            return shown(text, player_macros(persona, lang, user.first_name))
+            return shown(text, player_macros(persona, lang, user.first_name, seed=dialog_id))  # {{pick}}: per dialog
 
         user_id = turn.user_id
         for attempt in range(OPEN_ATTEMPTS):

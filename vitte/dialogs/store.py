@@ -64,6 +64,7 @@ from vitte.models import (
     MSG_INTERRUPTED,
     MSG_OK,
     MSG_STREAMING,
+    MSG_UNHEARD,
     USER,
     Dialog,
     Fact,
@@ -308,7 +309,10 @@ class DialogStore:
                 (
                     await s.execute(
                         select(Message)
-                        .where(col(Message.dialog_id) == dialog_id, col(Message.status) != MSG_STREAMING)
+                        .where(
+                            col(Message.dialog_id) == dialog_id,
+                            col(Message.status).not_in((MSG_STREAMING, MSG_UNHEARD)),
+                        )
                         .order_by(col(Message.id).desc())
                         .limit(limit)
                     )
@@ -394,6 +398,45 @@ class DialogStore:
                 )
             ).scalar_one_or_none()
 
+    # ------------------------------------------------------------------ voice (issue 19)
+    async def add_spoken(
+        self, dialog_id: int, kind: str, seconds: int, ref: str, telegram_message_id: int | None
+    ) -> int:
+        """The player's voice message, stored before it is transcribed ('unheard', no text)."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            row = Message(
+                dialog_id=dialog_id,
+                role=USER,
+                text="",
+                status=MSG_UNHEARD,
+                telegram_message_id=telegram_message_id,
+                media_kind=kind,
+                media_seconds=seconds,
+                media_ref=ref,
+            )
+            s.add(row)
+            await s.commit()
+            return int(row.id or 0)
+
+    async def set_heard(self, message_id: int, text: str) -> None:
+        """A voice message's transcript: its text, and it counts as said."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            await s.execute(
+                update(Message).where(col(Message.id) == message_id).values(text=text, status=MSG_OK)
+            )
+            await s.commit()
+
+    async def message_of(self, user_id: int, message_id: int) -> Message | None:
+        """One message of the player's dialogs (None: not theirs, or gone)."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            return (
+                await s.execute(
+                    select(Message)
+                    .join(Dialog, col(Dialog.id) == col(Message.dialog_id))
+                    .where(col(Message.id) == message_id, col(Dialog.user_id) == user_id)
+                )
+            ).scalar_one_or_none()
+
     async def mark_delivered(self, message_id: int, telegram_message_id: int) -> None:
         """The message reached the chat as this Telegram message."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
@@ -411,18 +454,17 @@ class DialogStore:
         persona_id: str,
         story_id: str,
         language_code: str | None,
-        opening: Callable[[User], str],
+        opening: Callable[[User, int], str],
     ) -> tuple[Dialog, User, Message, list[int]]:
         """End the player's active dialog and open a new one with its first message, in one
-        transaction; the player's row is created on first sight. `opening(user)` gives the
-        first message's text, or raises to refuse (nothing is kept). Returns the new dialog,
+        transaction; the player's row is created on first sight. `opening(user, dialog_id)` gives
+        the first message's text, or raises to refuse (nothing is kept). Returns the new dialog,
         the player, the first message and the ids of the dialogs ended."""
         now = utcnow()
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             inserted = await s.execute(insert_player_if_missing(s, user_id, language_code))
             await restore_hold(s, user_id, inserted)  # today's count held after a deletion
             user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
-            text = opening(user)
             ended = list(
                 (
                     await s.execute(
@@ -440,6 +482,7 @@ class DialogStore:
             )
             s.add(dialog)
             await s.flush()
+            text = opening(user, int(dialog.id or 0))  # a refusal here rolls everything back
             first = Message(
                 dialog_id=int(dialog.id or 0), role=ASSISTANT, text=text, status=MSG_OK, created_at=now
             )
