@@ -26,6 +26,7 @@ MSG_STREAMING = "streaming"  # a reply being written right now
 MSG_INTERRUPTED = "interrupted"  # a reply cut by shutdown or a crash; never shown as complete
 MSG_STOPPED = "stopped"  # the player pressed stop; what was written is kept
 MSG_UNHEARD = "unheard"  # a voice message stored but not transcribed yet (issue 19)
+KIND_NUDGE = "nudge"  # messages.kind: the persona's initiative (issue 18)
 
 
 def utcnow() -> datetime:
@@ -77,6 +78,8 @@ class User(SQLModel, table=True):
     extra_replies: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # the player blocked the bot (Telegram answered 403): no sends until they write again (issue 18)
+    unreachable_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Persona(SQLModel, table=True):
@@ -219,6 +222,8 @@ class Message(SQLModel, table=True):
     media_seconds: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     # the Telegram file_id (heard again on [Повторить]); never a path
     media_ref: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    # NULL: an ordinary message; KIND_NUDGE: the persona wrote first (issue 18), not an answer
+    kind: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
 
 
 # recall (issue 16): PostgreSQL's full-text indexes of messages (Message.__table_args__), one per
@@ -271,6 +276,31 @@ class Fact(SQLModel, table=True):
     superseded_by: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Nudge(SQLModel, table=True):
+    """The next time the persona of one active dialog writes first (issue 18): the durable schedule.
+
+    Claimed in batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL) under a token and a lease;
+    `message_id` is the idempotency mark: the nudge's stored message, written before the
+    Telegram call, so a crash after it is finished at the next claim and never sent twice."""
+
+    __tablename__: ClassVar[str] = "nudges"
+
+    dialog_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("dialogs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+        )
+    )
+    user_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
+    due_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    # nudges sent in a row without the player's answer
+    unanswered: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    last_nudge_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    claim_token: str | None = Field(default=None, max_length=32)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    message_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class Payment(SQLModel, table=True):
