@@ -151,7 +151,9 @@ def test_compressed_chunk_bomb_is_refused_without_inflating_it(tmp_path: Path, k
 
 
 def test_repeated_card_chunks_are_not_inflated_again(tmp_path: Path) -> None:
-    six_mib = b"chara\x00\x00" + zlib.compress(b64card(v2(name="First", extensions={"junk": "x" * (6 << 20)})), 9)
+    six_mib = b"chara\x00\x00" + zlib.compress(
+        b64card(v2(name="First", extensions={"junk": "x" * (6 << 20)})), 9
+    )
     blob = make_png(*[(b"zTXt", six_mib)] * 200)  # 200 × 8 MiB if each were inflated
     assert read_card_file(write(tmp_path / "many.png", blob)).name == "First"
 
