@@ -43,7 +43,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
+import math
 import re
 import signal
 import subprocess
@@ -76,6 +78,32 @@ class RecordedRequest:
 def tokens(text: str) -> list[str]:
     """How the server splits a reply into streamed chunks (a word with its leading space)."""
     return re.findall(r"\s*\S+", text)
+
+
+TOY_DIMENSIONS = 64
+# words of one meaning share a dimension in the toy embedding: what no lexical search can see
+TOY_MEANINGS = (
+    ("cat", "kitten", "pet", "кот", "кошк", "котик", "котенок", "питомец", "питомц"),
+    ("sea", "ocean", "beach", "море", "океан", "пляж"),
+    ("music", "song", "guitar", "музык", "песн", "гитар"),
+)
+
+
+def toy_embedding(text: str) -> list[float]:
+    """A deterministic unit vector for `text`: each word's first five letters hashed into one of
+    TOY_DIMENSIONS (the same in every process), the words of one TOY_MEANINGS group into one."""
+    vector = [0.0] * TOY_DIMENSIONS
+    for word in re.findall(r"[^\W\d_]+", text.lower()):
+        group = next((i for i, g in enumerate(TOY_MEANINGS) if any(word.startswith(p) for p in g)), None)
+        if group is not None:
+            vector[group] += 1.0
+            continue
+        if len(word) < 3:
+            continue
+        digest = hashlib.blake2b(word[:5].encode(), digest_size=4).digest()
+        vector[len(TOY_MEANINGS) + int.from_bytes(digest, "big") % (TOY_DIMENSIONS - len(TOY_MEANINGS))] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
 
 
 @dataclass
@@ -119,6 +147,7 @@ class FakeLLMServer:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/_control", self._control)
         app.router.add_get("/_stats", self._stats)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -349,6 +378,31 @@ class FakeLLMServer:
             rec.mode = "401"
             return self._error(401, "Incorrect API key provided")
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    @property
+    def embeddings(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/embeddings")]
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI's /v1/embeddings with a deterministic toy embedding (`toy_embedding`); the
+        mode "500" fails it like the chat endpoint."""
+        rec = await self._record(request)
+        if self.api_key is not None and request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+            rec.mode = "401"
+            return self._error(401, "Incorrect API key provided")
+        rec.mode = self._choose_mode(request)
+        if rec.mode == "500":
+            return self._error(500, "embeddings failed")
+        body = rec.json if isinstance(rec.json, dict) else {}
+        texts = body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return self._error(400, "input must be a string or a list of strings")
+        data = [{"object": "embedding", "index": i, "embedding": toy_embedding(t)} for i, t in enumerate(texts)]
+        return web.json_response(
+            {"object": "list", "model": body.get("model", self.model), "data": data, "usage": {"prompt_tokens": 0}}
+        )
 
     async def _control(self, request: web.Request) -> web.Response:
         data = await request.json()

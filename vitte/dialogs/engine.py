@@ -95,6 +95,7 @@ class DialogEngine:
     async def drain(self) -> None:
         """Wait for background memory work (summary folds, fact extractions) to finish."""
         await self.memory.drain()
+        await self.replies.recall.drain()  # background embedding
         await self.facts.drain()
 
     @property

@@ -179,12 +179,26 @@ class Recall:
         if k <= 0 or not text.strip():
             return []
         now = datetime.now(UTC)
-        lexical = blend(await self.store.search(dialog_id, language, text, before, k * CANDIDATES), now)
+        near: list[tuple[int, float]] = []
         if self.embeddings is not None and self.embeddings.enabled:
-            semantic = await self.embeddings.search(dialog_id, text, before, k * CANDIDATES)
-            if semantic:
-                return fuse(lexical, semantic)[:k]
-        return lexical[:k]
+            near = await self.embeddings.search(dialog_id, text, before, k * CANDIDATES)
+        # the meaning-based candidates' rows come with the lexical search (one round trip)
+        found = await self.store.search(dialog_id, language, text, before, k * CANDIDATES, [i for i, _s in near])
+        lexical = blend([f for f in found if f.lexical], now)
+        if not near:
+            return lexical[:k]
+        rows = {f.id: f for f in found}
+        semantic = [
+            Recalled(f.id, f.role, f.text, f.created_at, sim, None, n + 1, f.rank)
+            for n, (i, sim) in enumerate(near)
+            if (f := rows.get(i)) is not None
+        ]
+        return fuse(lexical, semantic)[:k]
+
+    async def drain(self) -> None:
+        """Wait for background embedding to finish."""
+        if self.embeddings is not None:
+            await self.embeddings.drain()
 
     async def prompt_parts(
         self,
@@ -225,6 +239,8 @@ class Recall:
         recent = await store.recent(dialog_id, self.settings.recent_messages)
         history = [m for m in recent if m.id > dialog.summary_upto]
         history.append(CachedMessage(2**62, USER, text))  # the new message, after everything stored
+        if self.embeddings is not None and self.embeddings.enabled:
+            await self.embeddings.sync(dialog_id, limit=0)  # the stored vectors in memory, none embedded
         persona = dialog.persona_id
         if catalog is not None:
             with contextlib.suppress(Exception):  # a persona gone from the catalogue: its id

@@ -18,7 +18,7 @@ Recency is blended into the score by the caller (`vitte.dialogs.recall`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,13 +63,15 @@ class Found:
     text: str
     created_at: datetime
     rank: float
+    lexical: bool = True  # False: fetched only as a meaning-based candidate
 
 
 def _pg_search(config: str) -> Prepared:
     """Per word of the new text, the dialog's newest PER_TERM messages holding it (the GIN index,
     and the dialog's rows through ix_messages_dialog_id_id); each candidate scored by the words it
     holds, a word weighing more the fewer candidates hold it (an IDF over the candidates), plus
-    ts_rank_cd (cover density) of the whole query; the best `limit`."""
+    ts_rank_cd (cover density) of the whole query; the best `limit`. And, in the same round trip,
+    the rows of `extra` (meaning-based candidates, rank NULL)."""
     cfg = f"'{config}'::regconfig"
     sql = text(
         f"""
@@ -96,14 +98,23 @@ def _pg_search(config: str) -> Prepared:
             ORDER BY idf DESC, id DESC
             LIMIT {POOL}
         )
-        SELECT m.id, m.role, m.text, m.created_at,
-               s.idf + ts_rank_cd(to_tsvector({cfg}, m.text), to_tsquery({cfg}, :query), 1) AS rank
-        FROM scored s JOIN messages m ON m.id = s.id
-        ORDER BY rank DESC, m.id DESC
-        LIMIT :limit
+        (
+            SELECT m.id, m.role, m.text, m.created_at,
+                   s.idf + ts_rank_cd(to_tsvector({cfg}, m.text), to_tsquery({cfg}, :query), 1) AS rank
+            FROM scored s JOIN messages m ON m.id = s.id
+            ORDER BY rank DESC, m.id DESC
+            LIMIT :limit
+        )
+        UNION ALL
+        (
+            SELECT m.id, m.role, m.text, m.created_at, NULL
+            FROM messages m
+            WHERE m.id = ANY(CAST(:extra AS bigint[])) AND m.dialog_id = :dialog_id AND m.id < :before
+        )
         """
     ).bindparams(
         bindparam("words", type_=ARRAY(Text())),
+        bindparam("extra", type_=ARRAY(BigInteger())),
         bindparam("query", type_=Text()),
         bindparam("dialog_id", type_=BigInteger()),
         bindparam("before", type_=BigInteger()),
@@ -127,6 +138,16 @@ _SQLITE_SEARCH = text(
 ).columns(*_FOUND_COLUMNS)
 
 
+_SQLITE_ROWS = (
+    text(
+        "SELECT m.id, m.role, m.text, m.created_at, 0.0 AS rank FROM messages m "
+        "WHERE m.id IN :ids AND m.dialog_id = :d AND m.id < :before"
+    )
+    .bindparams(bindparam("ids", expanding=True))
+    .columns(*_FOUND_COLUMNS)
+)
+
+
 def dialog_token(dialog_id: int) -> str:
     """The dialog's token in the FTS5 table's `dialog` column."""
     return f"d{int(dialog_id)}"
@@ -148,17 +169,24 @@ class RecallStore:
     def sqlite(self) -> bool:
         return self.db.engine.dialect.name == "sqlite"
 
-    async def search(self, dialog_id: int, language: str, text_: str, before: int, limit: int) -> list[Found]:
+    async def search(
+        self, dialog_id: int, language: str, text_: str, before: int, limit: int, extra: Sequence[int] = ()
+    ) -> list[Found]:
         """The dialog's messages with id < `before` that best match `text_` (at most `limit`),
-        best first. PostgreSQL: one round trip. SQLite: the index caught up first."""
-        if limit <= 0 or before <= 0:
+        best first, then the rows of the `extra` ids not among them (`Found.lexical` False).
+        PostgreSQL: one round trip. SQLite: the index caught up first."""
+        if before <= 0:
             return []
-        words = keywords(text_, language)[:QUERY_WORDS]
-        if not words:
+        words = keywords(text_, language)[:QUERY_WORDS] if limit > 0 else []
+        if not words and not extra:
             return []
         if self.sqlite:
-            await self.catch_up(dialog_id, language, before)
-            return await self._sqlite_search(dialog_id, language, words, before, limit)
+            found: list[Found] = []
+            if words:
+                await self.catch_up(dialog_id, language, before)
+                found = await self._sqlite_search(dialog_id, language, words, before, limit)
+            seen = {f.id for f in found}
+            return found + await self._sqlite_rows(dialog_id, before, [i for i in extra if i not in seen])
         config = regconfig(language)
         statement = PG_SEARCH.get(config, PG_SEARCH["russian"])
         async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
@@ -166,13 +194,22 @@ class RecallStore:
                 statement,
                 {
                     "words": words,
-                    "query": pg_query(words),
+                    "extra": list(extra),
+                    "query": pg_query(words) if words else "x",
                     "dialog_id": dialog_id,
                     "before": before,
                     "limit": limit,
                 },
             )
-        return [Found(int(r[0]), str(r[1]), str(r[2]), r[3], float(r[4] or 0.0)) for r in rows]
+        lexical = [
+            Found(int(r[0]), str(r[1]), str(r[2]), r[3], float(r[4])) for r in rows if r[4] is not None
+        ]
+        seen = {f.id for f in lexical}
+        return lexical + [
+            Found(int(r[0]), str(r[1]), str(r[2]), r[3], 0.0, lexical=False)
+            for r in rows
+            if r[4] is None and int(r[0]) not in seen
+        ]
 
     # ------------------------------------------------------------------ SQLite
     async def ensure_sqlite(self) -> None:
@@ -196,6 +233,13 @@ class RecallStore:
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             rows = (await s.execute(_SQLITE_SEARCH, {"match": match, "before": before, "limit": limit})).all()
         return [Found(int(r[0]), str(r[1]), str(r[2]), r[3], float(r[4] or 0.0)) for r in rows]
+
+    async def _sqlite_rows(self, dialog_id: int, before: int, ids: list[int]) -> list[Found]:
+        if not ids:
+            return []
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            rows = (await s.execute(_SQLITE_ROWS, {"ids": ids, "d": dialog_id, "before": before})).all()
+        return [Found(int(r[0]), str(r[1]), str(r[2]), r[3], 0.0, lexical=False) for r in rows]
 
     async def indexed_upto(self, dialog_id: int) -> int:
         """SQLite: the newest message of the dialog in the index (0: none)."""

@@ -22,6 +22,7 @@ from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
 from vitte.catalog.lookup import Catalog
 from vitte.config import Settings
 from vitte.db import unavailable_as
+from vitte.dialogs.embeddings import Embeddings
 from vitte.dialogs.facts import remember_request
 from vitte.dialogs.memory import Memory
 from vitte.dialogs.recall import PromptParts, Recall
@@ -113,7 +114,7 @@ class Replies:
         self.billing = billing  # the daily quota (None: unlimited)
         self.facts = facts  # what the persona knows about the player (None: no facts)
         # the history window and earlier messages recalled for the new text (vitte.dialogs.recall)
-        self.recall = Recall(settings, RecallStore(store.db))
+        self.recall = Recall(settings, RecallStore(store.db), Embeddings.create(settings, store.db, llm))
 
     def check_text(self, text: str) -> str:
         # U+0000 means nothing in a chat and PostgreSQL text cannot hold it (SQLite can)

@@ -34,7 +34,7 @@ import random
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -430,13 +430,13 @@ class OpenAICompatibleLLM:
                 text = data["detail"]
         return _one_line(self._redact(text)) or "(empty body)"
 
-    async def _attempt(self, payload: bytes, *, stream: bool) -> aiohttp.ClientResponse:
-        """One POST; returns a 2xx response with its body not read yet."""
+    async def _attempt(self, payload: bytes, *, stream: bool, url: URL | None = None) -> aiohttp.ClientResponse:
+        """One POST (to the chat endpoint, or `url`); returns a 2xx response with its body not read yet."""
         session = await self._http()
         where = self._where
         try:
             response = await session.post(
-                self._request_url,
+                url or self._request_url,
                 data=payload,
                 headers=self._stream_headers if stream else self._whole_headers,
                 proxy=self._proxy,
@@ -489,12 +489,12 @@ class OpenAICompatibleLLM:
             hint = " (check VITTE_LLM_API_KEY)"
         raise self._fail(LLMBadResponse, f"LLM answered HTTP {status} at {where}: {snippet}{hint}")
 
-    async def _open(self, payload: bytes, *, stream: bool) -> aiohttp.ClientResponse:
+    async def _open(self, payload: bytes, *, stream: bool, url: URL | None = None) -> aiohttp.ClientResponse:
         """POST with retries (nothing has reached the caller yet, so retrying is safe)."""
         attempt = 0
         while True:
             try:
-                return await self._attempt(payload, stream=stream)
+                return await self._attempt(payload, stream=stream, url=url)
             except _Retryable as exc:
                 if attempt >= self.retries:
                     err = exc.error
@@ -503,6 +503,30 @@ class OpenAICompatibleLLM:
                     raise err from None
                 await asyncio.sleep(self._delay(attempt, exc.retry_after))
                 attempt += 1
+
+    async def embed(self, texts: Sequence[str], model: str) -> list[list[float]]:
+        """Vectors for `texts`, in their order, from the API's `/embeddings` (next to
+        `/chat/completions`, OpenAI's request and answer); the chat's timeouts, retries and errors."""
+        if not texts:
+            return []
+        path = self._request_url.path
+        base = path[: -len("/chat/completions")] if path.endswith("/chat/completions") else path.rstrip("/")
+        url = self._request_url.with_path(base + "/embeddings")
+        response = await self._open(_dumps({"model": model, "input": list(texts)}), stream=False, url=url)
+        try:
+            raw = await response.read()
+        except _READ_ERRORS as exc:
+            raise self._fail(LLMUnavailable, f"LLM: embeddings from {self._where} cut: {type(exc).__name__}") from None
+        finally:
+            self._finish(response)
+        try:
+            data = _loads(raw)["data"]
+            vectors = [[float(x) for x in item["embedding"]] for item in sorted(data, key=lambda d: int(d["index"]))]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._bad(f"embeddings ({type(exc).__name__})", raw[:200]) from None
+        if len(vectors) != len(texts) or len({len(v) for v in vectors}) != 1:
+            raise self._bad("embeddings (wrong count or mixed dimensions)", raw[:200])
+        return vectors
 
     @staticmethod
     def _finish(response: aiohttp.ClientResponse) -> None:
