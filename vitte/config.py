@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     memory_recall: int = Field(default=4, ge=0, le=50)
     # meaning-based recall: this model through the LLM API's /embeddings (unset = lexical only)
     embeddings_model: str | None = None
+    # voice and pictures (issue 19), through the LLM API's base URL and key (vitte.llm.media)
+    stt_model: str | None = None  # /audio/transcriptions (e.g. whisper-1); unset: voice is not heard
+    voice_max_seconds: int = Field(default=120, ge=1, le=3600)  # longer voice messages are refused
+    tts_model: str | None = None  # /audio/speech; unset: replies are text only
+    tts_voice: str = "alloy"
+    tts_max_chars: int = Field(default=1000, ge=1, le=4096)  # spoken at most; the rest comes as text
+    image_model: str | None = None  # /images/generations; unset: no photos
+    media_timeout: float = Field(default=60.0, gt=0)  # seconds per transcription/synthesis/image
+    media_dir: str | None = None  # keep received and made media here; unset: nothing is kept
     shutdown_grace: float = Field(default=20.0, ge=0)
     # the bot's spool (vitte.spool): messages that arrive while the database is away, kept
     # (in Redis, else this file) and answered in order when it returns; older ones are given up
@@ -84,6 +93,20 @@ class Settings(BaseSettings):
     # a player's lock outlives a crashed holder by at most this (renewed every third of it while
     # held): the longest a crash blocks that player, and when crash recovery looks again
     lock_lease: float = Field(default=30.0, ge=3, le=600)
+
+    # the persona writes first (issue 18, vitte.initiative): after this many seconds of the
+    # player's silence (±20 % jitter; 0 = never), not in quiet hours ("23-9" in the player's
+    # time zone; empty = none), at most this many unanswered in a row (each doubles the wait)
+    nudge_after: int = Field(default=72_000, ge=0, le=365 * 86400)
+    nudge_quiet_hours: str = "23-9"
+    nudge_max_unanswered: int = Field(default=2, ge=0, le=100)
+    nudge_default: bool = True  # players who never chose: on (VITTE_NUDGE_DEFAULT=off: opt-in)
+    default_timezone: str | None = None  # unset: by language (ru: Europe/Moscow, en: UTC)
+    online_window: int = Field(default=300, ge=1, le=86400)  # an update this recent: online
+    nudge_rate: float = Field(default=30.0, ge=0)  # sends a second per process (0 = unpaced)
+    nudge_batch: int = Field(default=200, ge=1, le=10_000)  # rows claimed at once
+    nudge_lease: float = Field(default=300.0, ge=5, le=86400)  # a claim outlives a crashed holder by this
+    nudge_poll: float = Field(default=30.0, gt=0, le=3600)  # seconds between looks at the schedule
 
     # trust and safety (vitte/safety): a file may name `{lang}` (ru, en); unset = the shipped defaults
     safety_preamble_file: str | None = None
@@ -105,6 +128,25 @@ class Settings(BaseSettings):
         if value == "/" or any(c in value for c in " ?#{}"):
             raise ValueError("a path like /app (not the root)")
         return value
+
+    @field_validator("nudge_quiet_hours")
+    @classmethod
+    def _check_quiet_hours(cls, value: str) -> str:
+        from vitte.initiative.rules import parse_quiet_hours
+
+        parse_quiet_hours(value)  # ValueError names the expected shape
+        return value.strip()
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str | None) -> str | None:
+        from vitte.initiative.rules import zone_or_none
+
+        if value is None or not value.strip():
+            return None
+        if zone_or_none(value.strip()) is None:
+            raise ValueError("an IANA time zone such as Europe/Moscow or UTC")
+        return value.strip()
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -132,6 +174,11 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
             raise ValueError("use postgresql+psycopg://… or sqlite+aiosqlite:///path")
         return value
+
+    @field_validator("stt_model", "tts_model", "image_model", "media_dir")
+    @classmethod
+    def _blank_model_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
 
     @field_validator("redis_url", "llm_base_url", "webapp_url", "webhook_url", "support_contact")
     @classmethod
