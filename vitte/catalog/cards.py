@@ -542,12 +542,12 @@ def read_one(path: Path) -> FileResult:
     name = path.name
     try:
         if path.is_dir():
-            return FileResult(name, skipped="a folder (folders are not read recursively)")
+            return FileResult(name, skipped=f"{name}: file: a folder (folders are not read recursively)")
         suffix = path.suffix.lower()
         if suffix not in CARD_SUFFIXES:
-            return FileResult(name, skipped="not a card file (expected .json, .png or .charx)")
+            return FileResult(name, skipped=f"{name}: file: not a card file (expected .json, .png or .charx)")
         if suffix == ".png" and not is_png_card(read_bounded(path), name):
-            return FileResult(name, skipped="a picture without a card ('chara' / 'ccv3' chunk)")
+            return FileResult(name, skipped=f"{name}: file: a picture without a card ('chara' / 'ccv3' chunk)")
         raw = read_raw_card(path)
         if raw.kind == "json" and is_lorebook(raw.data):
             assert isinstance(raw.data, dict)
