@@ -444,3 +444,21 @@ def test_cli_replace(tmp_path: Path) -> None:
     assert done.exit_code == 0 and json.loads(done.stdout)["updated"] == ["seraphina"]
     folder = seed_cli(url, str(tmp_path), "--replace", "seraphina")
     assert folder.exit_code == 2 and "--replace takes one card file" in folder.output
+
+
+def test_charx_icon_bomb_is_refused(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    card = v3(
+        name="A", assets=[{"type": "icon", "uri": "embeded://assets/icon/images/main.png", "name": "main"}]
+    )
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("card.json", json.dumps(card))
+        with zf.open("assets/icon/images/main.png", "w", force_zip64=True) as fh:
+            for _ in range(64):
+                fh.write(b"\x00" * (1 << 20))
+    path = write(tmp_path / "icon.charx", out.getvalue())
+    assert path.stat().st_size < 1 << 20
+    assert (
+        refused(path)
+        == f"icon.charx: assets/icon/images/main.png: entry too large ({64 << 20} bytes > 16 MiB)"
+    )
