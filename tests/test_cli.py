@@ -180,6 +180,13 @@ def test_hostile_card_memory_and_messages_are_inert_in_every_listing(tmp_path: P
             "first_mes": "hi " + HOSTILE,
             "tags": ["t " + HOSTILE],
             "extensions": {"vitte": {"id": "eve", "tagline": "line " + HOSTILE}},
+            "character_book": {
+                "name": "book " + HOSTILE,
+                "entries": [
+                    {"keys": ["player", "k " + HOSTILE], "content": "lore " + HOSTILE, "enabled": True,
+                     "insertion_order": 1, "comment": "c " + HOSTILE},
+                ],
+            },
         },
     }
     (tmp_path / "eve.json").write_text(json.dumps(card))
@@ -194,6 +201,7 @@ def test_hostile_card_memory_and_messages_are_inert_in_every_listing(tmp_path: P
             p = await core.catalog.persona("eve")
             opening = await core.dialogs.choose(4242, p.id, p.stories[0].id)
             await core.dialogs.reply(4242, "player says " + HOSTILE)
+            await core.dialogs.reply(4242, "запомни, что fact " + HOSTILE)
             view = await core.dialogs.latest(4242)
             assert view is not None
             assert await core.dialogs.store.save_summary(view.id, 0, memory, 0)
@@ -214,6 +222,11 @@ def test_hostile_card_memory_and_messages_are_inert_in_every_listing(tmp_path: P
         ["user", "show", "4242"],
         ["payments", "list"],
         ["payments", "list", "--user", "4242"],
+        ["personas", "show", "eve"],
+        ["lore", "show", "eve"],
+        ["lore", "test", "eve", "player"],
+        ["memory", "show", "4242"],
+        ["memory", "search", "4242", "player"],
     ):
         res = invoke(*args, env=env)
         assert res.exit_code == 0 and res.exception is None, (args, res.output)
@@ -225,6 +238,8 @@ def test_hostile_card_memory_and_messages_are_inert_in_every_listing(tmp_path: P
     show = shown[("dialog", "show", "4242")]
     assert "she said [/b] and [link=https://evil.example]x[/link]" in show and "player says [/oops]" in show
     assert "Mallory [/oops]" in invoke("user", "show", "4242", env=env).stdout
+    assert "fact [/oops]" in invoke("memory", "show", "4242", env=env).stdout
+    assert "book [/oops]" in invoke("lore", "show", "eve", env=env).stdout
     # --json stays exact: the stored values, byte for byte
     listed = json.loads(invoke("personas", "list", "--json").stdout)
     assert [p["name"] for p in listed] == ["Eve " + HOSTILE] and listed[0]["tagline"] == "line " + HOSTILE
