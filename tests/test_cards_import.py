@@ -462,3 +462,18 @@ def test_charx_icon_bomb_is_refused(tmp_path: Path) -> None:
         refused(path)
         == f"icon.charx: assets/icon/images/main.png: entry too large ({64 << 20} bytes > 16 MiB)"
     )
+
+
+async def test_long_names_and_creators_are_stored_shortened_and_kept_whole_in_the_card(
+    db: Database, tmp_path: Path
+) -> None:
+    card = read_card_file(
+        write(tmp_path / "long.json", v2(name="Н" * 256, creator="c" * 1000, first_mes="Hi."))
+    )
+    report = await seed_cards(db, [card])
+    (pid,) = report.added
+    stored = (await personas(db))[pid]
+    assert len(stored.name) == 128 and stored.name.endswith("…") and len(stored.creator) == 200
+    assert stored.card["data"]["name"] == "Н" * 256 and stored.card["data"]["creator"] == "c" * 1000
+    again = await seed_cards(db, [read_card_file(tmp_path / "long.json")])
+    assert again.unchanged == [pid]  # the same card: recognised by its whole name and creator
