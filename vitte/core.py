@@ -78,6 +78,7 @@ class Core:
 
     async def close(self) -> None:
         await self.dialogs.drain()
+        await self.dialogs.aclose()
         await self.llm.aclose()
         await self.cache.close()
         await self.db.dispose()

@@ -158,3 +158,21 @@ class RateLimited(VitteError):
         seconds = max(float(retry_after_seconds), 0.0)
         super().__init__(f"too many messages: retry in {max(1, int(-(-seconds // 1)))} s")
         self.retry_after_seconds = seconds
+
+
+class NotHeard(VitteError):
+    """A voice message could not be transcribed (the endpoint failed, or nothing was said).
+    It stays stored (`message_id`); hearing it again is a retry."""
+
+    def __init__(self, message_id: int, why: str = "") -> None:
+        super().__init__(f"voice message {message_id} not transcribed{': ' + why if why else ''}")
+        self.message_id = message_id
+
+
+class MediaTooLarge(VitteError):
+    """A voice message over VITTE_VOICE_MAX_SECONDS (`unit` "s") or the 20 MB of getFile ("MB")."""
+
+    def __init__(self, limit: int, unit: str) -> None:
+        super().__init__(f"media over {limit} {unit}")
+        self.limit = limit
+        self.unit = unit

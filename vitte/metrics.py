@@ -13,6 +13,9 @@ Counters and histograms (process-wide, the default registry):
   stop) | failed (LLM error; the player's message is kept) | interrupted (shutdown, crash)
 - ``vitte_llm_seconds{phase}``           LLM latency: ``first_token`` and ``total`` per reply
 - ``vitte_llm_errors_total{kind}``       timeout | unavailable | rate_limited | bad_response | cut
+- ``vitte_media_total{kind,outcome}``    transcriptions, syntheses, images (kind
+  transcription | synthesis | image): ok | error | cancelled
+- ``vitte_media_seconds{kind}``          their latency
 - ``vitte_db_connections_in_use``, ``vitte_cache_available`` (from `observe_core`)
 
 Serve them with `metrics_route(app)` on any aiohttp application (the webhook server, the Web
@@ -22,6 +25,7 @@ App); give a `token` to require ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -108,6 +112,26 @@ async def observe_llm(stream: AsyncIterator[str]) -> AsyncGenerator[str, None]:
             await closer()
         _TOTAL.observe(time.perf_counter() - started)
         _child(_replies, REPLIES, status).inc()
+
+
+MEDIA = Counter("vitte_media", "Transcriptions, syntheses and images asked for", ["kind", "outcome"])
+MEDIA_SECONDS = Histogram("vitte_media_seconds", "Media call latency", ["kind"], buckets=_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def observe_media(kind: str) -> AsyncIterator[None]:
+    """`async with observe_media("transcription"):` one media call counted and timed."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    finally:
+        MEDIA_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        MEDIA.labels(kind, outcome).inc()
 
 
 class _WaitingForLock:

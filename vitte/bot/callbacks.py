@@ -34,6 +34,20 @@ class RetryCb(CallbackData, prefix="rt"):
     message_id: int
 
 
+class HearCb(CallbackData, prefix="hr"):
+    """[Повторить] under "could not make out your voice message": `message_id` is the engine's
+    id of the voice message (transcribed again, then answered)."""
+
+    dialog_id: int
+    message_id: int
+
+
+class NoteCb(CallbackData, prefix="tx"):
+    """[📝] under a reply to a voice message: the transcript of voice message `message_id`."""
+
+    message_id: int
+
+
 class AgeCb(CallbackData, prefix="age"):
     """The age gate: "Мне есть 18" (yes=1) / "Мне нет 18" (yes=0)."""
 

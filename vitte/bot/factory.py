@@ -11,7 +11,7 @@ from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.filters import Command
 from aiogram.types import BotCommand, Message
 
-from vitte.bot.handlers import admin, chat, memory, other, payments, safety, settings, start
+from vitte.bot.handlers import admin, chat, memory, other, payments, safety, settings, start, voice
 from vitte.bot.middlewares import (
     ErrorAnswersMiddleware,
     InFlightMiddleware,
@@ -47,6 +47,7 @@ def build_dispatcher(core: Core, runtime: Runtime | None = None) -> Dispatcher:
         payments.router(),  # /premium, /paysupport, /terms, pre-checkout, payments
         safety.router(admins),  # /mydata; admins' /block, /unblock (before chat, as /stats)
         chat.router(),
+        voice.router(),  # voice notes, audio, round videos (issue 19)
         other.router(),  # stickers, photos, edits … last
     )
     inline_magic_filters(dp)  # aiogram runs them in threads otherwise (vitte.perf)

@@ -7,6 +7,7 @@ It wires the parts and exposes their operations; each rule lives in its part:
 - `reply`: the reply pipeline (`reply`, `regenerate`);
 - `memory`: folding old turns into the dialog's summary;
 - `factbook`: what the persona knows about the player (facts: prompt, extraction, edits);
+- `voice`: the player's voice messages heard and answered;
 - `recovery`: replies a crash cut;
 - `store`: every SQL statement of dialogs and messages.
 
@@ -30,7 +31,9 @@ from vitte.dialogs.reply import Replies
 from vitte.dialogs.store import HOT_STATEMENTS, DialogStore
 from vitte.dialogs.turn import Turns
 from vitte.dialogs.views import Recovery
+from vitte.dialogs.voice import Hearing
 from vitte.llm.base import LLM
+from vitte.llm.media import MediaAPI
 from vitte.safety.crisis import CrisisCare, load_crisis_care
 from vitte.safety.preamble import load_preamble
 
@@ -74,6 +77,9 @@ class DialogEngine:
             billing,
             facts=self.facts,
         )
+        # voice messages in (issue 19): through the LLM API's /audio/transcriptions
+        self.media = MediaAPI.from_settings(settings)
+        self.hearing = Hearing(settings, self.store, self.turns, self.replies, self.media)
         # the operations, as the faces call them
         self.turn = self.turns.turn
         self.current = self.lifecycle.current
@@ -91,6 +97,13 @@ class DialogEngine:
         self.regenerate = self.replies.regenerate
         self.fold_memory = self.memory.fold
         self.memory_page = self.facts.page
+        self.hear = self.hearing.hear
+        self.hear_again = self.hearing.hear_again
+
+    async def aclose(self) -> None:
+        """The media client's connections closed (the LLM's are the core's)."""
+        if self.media is not None:
+            await self.media.aclose()
 
     async def drain(self) -> None:
         """Wait for background memory work (summary folds, fact extractions) to finish."""

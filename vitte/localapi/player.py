@@ -206,6 +206,20 @@ class LocalPlayer:
         voice = self.session.file_json(file, "voice", duration=duration)
         return await self._emit(message=self._new_message(kind="voice", file=file, voice=voice))
 
+    async def send_audio(
+        self, data: bytes, duration: int = 3, mime_type: str = "audio/mpeg", filename: str = "audio.mp3"
+    ) -> Update:
+        """An audio file (a music-player attachment, not a voice note)."""
+        file = self.session.store_file("audio", data, filename=filename, mime_type=mime_type)
+        audio = self.session.file_json(file, "audio", duration=duration, file_name=filename)
+        return await self._emit(message=self._new_message(kind="audio", file=file, audio=audio))
+
+    async def send_video_note(self, data: bytes, duration: int = 3) -> Update:
+        """A round video message."""
+        file = self.session.store_file("video_note", data, mime_type="video/mp4")
+        note = self.session.file_json(file, "video_note", duration=duration, length=240)
+        return await self._emit(message=self._new_message(kind="video_note", file=file, video_note=note))
+
     async def send_document(
         self,
         data: bytes = b"local document",

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiogram import Bot
-from aiogram.types import InlineKeyboardMarkup, User
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, User
 
 from vitte.bot.keyboards import choose_kb, continue_kb, regen_kb, retry_kb
 from vitte.bot.refusals import REFUSALS, after_reply, answer_refusal, crisis_care
@@ -102,6 +102,7 @@ async def write_reply(
     write: Writer,
     user_message_id: int | None = None,
     replaces: int | None = None,
+    more_buttons: Callable[[], list[InlineKeyboardButton]] | None = None,
 ) -> None:
     """Run `write` (engine.reply or engine.regenerate) with progress in the chat, then deliver:
     the one streaming path of a new reply, [Повторить] and 🔄 (`replaces`: the reply message
@@ -109,7 +110,7 @@ async def write_reply(
 
     The stop button sets the stream's stop event (the engine keeps what was written, and that
     is what the player gets). A failed reply gets a short message with [Повторить] (a failed
-    🔄 a short "could not rewrite"; the reply stays). A reply cut by shutdown is stored by the
+    🔄 a short "could not rewrite"; the reply stays). `more_buttons`: more buttons beside 🔄. A reply cut by shutdown is stored by the
     engine as interrupted; the player gets what was written with a note.
     """
     stream = runtime.new_stream(bot, chat_id, replaces=replaces).start()
@@ -154,6 +155,8 @@ async def write_reply(
             raise
         if outcome.text:
             markup = regen_kb(outcome.dialog_id, outcome.message_id)
+            if more_buttons is not None:  # e.g. 📝 under the reply to a voice message
+                markup = InlineKeyboardMarkup(inline_keyboard=[[*markup.inline_keyboard[0], *more_buttons()]])
             message_id = await stream.finish(outcome.text, markup)
             await runtime.set_last_reply(bot, chat_id, message_id)
         elif replaces is not None:  # a rewrite stopped before its first word: the reply stays

@@ -1,0 +1,233 @@
+"""The player speaks (issue 19, item 1): a voice note, audio file or round video goes through
+the real Dispatcher and the local Bot API (getFile + download), is transcribed by a loopback
+OpenAI-compatible server (/v1/audio/transcriptions), stored as the player's message (the
+transcript, marked spoken, with its duration) and answered like text; on PostgreSQL + Redis
+and SQLite + the in-process cache, in Russian and English."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from tests.support.bot_harness import BotEnv, cards, drop_redis_keys
+from vitte.bot.factory import build_dispatcher
+from vitte.bot.runtime import Runtime
+from vitte.catalog.seed import seed_cards
+from vitte.config import Settings
+from vitte.core import Core
+from vitte.devtools.media_server import FakeMediaServer, speech_ogg, wav_bytes
+from vitte.localapi import LocalBotSession, make_local_bot
+from vitte.models import ASSISTANT, MSG_OK, MSG_UNHEARD, USER, Message
+
+VOICE = speech_ogg(1.5)  # real OGG/Opus bytes
+
+
+@pytest.fixture
+async def voice_env(backend_settings: Settings) -> AsyncIterator[tuple[BotEnv, FakeMediaServer]]:
+    async with FakeMediaServer() as server:
+        settings = backend_settings.model_copy(
+            update={
+                "llm_base_url": server.base_url,
+                "llm_retries": 0,
+                "llm_timeout": 10.0,
+                "stt_model": "whisper-1",
+                "media_timeout": 5.0,
+                "webapp_url": "https://vitte.example/app",
+            }
+        )
+        core = await Core.open(settings)
+        await seed_cards(core.db, cards())
+        core.catalog.invalidate()
+        session = LocalBotSession()
+        bot = make_local_bot(session)
+        runtime = Runtime(draft_interval=0.05, edit_interval=0.1)
+        dp = build_dispatcher(core, runtime)
+        try:
+            yield BotEnv(settings, core, session, bot, dp, runtime, server), server
+        finally:
+            await runtime.drain(0)
+            await core.close()
+            await drop_redis_keys(settings)
+
+
+async def _rows(env: BotEnv, user_id: int) -> list[Message]:
+    async with env.core.db.session() as s:
+        from vitte.models import Dialog
+
+        return list(
+            (
+                await s.execute(
+                    select(Message)
+                    .join(Dialog, Dialog.id == Message.dialog_id)  # type: ignore[arg-type]
+                    .where(Dialog.user_id == user_id)
+                    .order_by(Message.id)  # type: ignore[arg-type]
+                )
+            ).scalars()
+        )
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_a_voice_note_is_heard_stored_and_answered(
+    voice_env: tuple[BotEnv, FakeMediaServer], lang: str
+) -> None:
+    env, server = voice_env
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    server.transcripts.append("Мне сегодня грустно" if lang == "ru" else "I feel sad today")
+    await p.send_voice(VOICE, duration=7)
+
+    (stt,) = server.of("/audio/transcriptions")
+    assert stt.file == VOICE  # the bytes the player sent, through getFile and the file URL
+    assert stt.filename == "voice.ogg"
+    assert stt.fields["model"] == "whisper-1"
+    assert stt.fields["language"] == lang
+    assert stt.fields["response_format"] == "verbose_json"
+    assert env.sent("getFile")
+
+    heard = "Мне сегодня грустно" if lang == "ru" else "I feel sad today"
+    rows = await _rows(env, p.user_id)
+    spoken = next(r for r in rows if r.role == USER)
+    assert (spoken.text, spoken.status, spoken.media_kind, spoken.media_seconds) == (heard, MSG_OK, "voice", 7)
+    assert spoken.media_ref  # the Telegram file id, never a path
+    reply = rows[-1]
+    assert reply.role == ASSISTANT and reply.status == MSG_OK
+    assert reply.text == f"You said: {heard}"  # the LLM was asked with the transcript
+    assert p.last_bot_text() == f"You said: {heard}"
+    # a confident transcript is not shown unasked; 📝 beside 🔄 shows it
+    assert not any("📝" in (m.text or "") for m in p.bot_messages())
+    assert p.buttons() == ["🔄", "📝"]
+    await p.click("📝")
+    note = "📝 Расслышано: «Мне сегодня грустно»" if lang == "ru" else "📝 What I heard: “I feel sad today”"
+    assert p.last_bot_text() == note
+
+
+async def test_audio_files_and_round_videos_are_heard_too(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    p = env.player()
+    await env.choose(p)
+    wav = wav_bytes(0.3)
+    server.transcripts.extend(["из аудиофайла", "из кружочка"])
+    await p.send_audio(wav, duration=4, mime_type="audio/wav", filename="note.wav")
+    await p.send_video_note(b"\x00\x00\x00\x18ftypmp42 round video", duration=5)
+    audio, note = server.of("/audio/transcriptions")
+    assert (audio.file, audio.filename) == (wav, "audio.wav")
+    assert note.filename == "video_note.mp4"
+    spoken = [r for r in await _rows(env, p.user_id) if r.role == USER]
+    assert [(r.text, r.media_kind, r.media_seconds) for r in spoken] == [
+        ("из аудиофайла", "audio", 4),
+        ("из кружочка", "video_note", 5),
+    ]
+    assert p.last_bot_text() == "You said: из кружочка"
+
+
+async def test_an_unsure_transcript_is_shown_before_the_reply(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    p = env.player()
+    await env.choose(p)
+    server.media_modes.append("unsure")
+    server.transcripts.append("купи молоко")
+    update = await p.send_voice(VOICE, duration=2)
+    texts = [m.text for m in p.bot_messages()]
+    note_at = texts.index("📝 Расслышано: «купи молоко»")
+    assert texts[-1] == "You said: купи молоко" and note_at < len(texts) - 1
+    note = p.bot_messages()[note_at]
+    assert update.message is not None and note.reply_to == update.message.message_id
+
+
+@pytest.mark.parametrize("fault", ["500", "malformed", "empty", "hang"])
+async def test_a_voice_note_not_made_out_is_kept_and_heard_again(
+    voice_env: tuple[BotEnv, FakeMediaServer], fault: str
+) -> None:
+    env, server = voice_env
+    if fault == "hang":
+        env.core.dialogs.media.timeout = 0.3  # type: ignore[union-attr]
+    p = env.player()
+    await env.choose(p)
+    server.media_modes.append(fault)
+    await p.send_voice(VOICE, duration=3)
+    assert p.last_bot_text() == "Не получилось разобрать голосовое 😔 Нажмите «Повторить» или напишите словами."
+    assert p.buttons() == ["Повторить"]
+    rows = await _rows(env, p.user_id)
+    kept = rows[-1]
+    assert (kept.role, kept.status, kept.text, kept.media_kind) == (USER, MSG_UNHEARD, "", "voice")
+    assert not env.llm.completions  # the LLM was not asked with nothing
+
+    # a text message meanwhile would not see the empty message (history skips it)
+    server.transcripts.append("вот теперь слышно")
+    await p.click("Повторить")
+    rows = await _rows(env, p.user_id)
+    again = next(r for r in rows if r.id == kept.id)
+    assert (again.text, again.status) == ("вот теперь слышно", MSG_OK)
+    assert len([r for r in rows if r.role == USER]) == 1  # the same message, not a second one
+    assert p.last_bot_text() == "You said: вот теперь слышно"
+    assert len(server.of("/audio/transcriptions")) == 2
+
+
+async def test_an_unheard_message_stays_out_of_the_prompt(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    p = env.player()
+    await env.choose(p)
+    server.media_modes.append("500")
+    await p.send_voice(VOICE, duration=3)
+    await env.core.cache.recent_drop(int((await env.dialogs(p.user_id))[-1].id or 0))  # rebuilt from the DB
+    await p.send("а теперь текстом")
+    (completion,) = env.llm.completions
+    users = [m["content"] for m in completion.json["messages"] if m["role"] == "user"]
+    assert "" not in users and users[-1].endswith("а теперь текстом")
+    # the old [Повторить] is stale now: the voice message is no longer the latest
+    before = len(server.of("/audio/transcriptions"))
+    retry = next(m for m in p.bot_messages() if "Повторить" in m.button_texts())
+    await p.click("Повторить", retry)
+    assert len(server.of("/audio/transcriptions")) == before
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_too_long_voice_is_refused_with_the_limit(voice_env: tuple[BotEnv, FakeMediaServer], lang: str) -> None:
+    env, server = voice_env
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    await p.send_voice(VOICE, duration=121)
+    expected = (
+        "Это голосовое длиннее 120 секунд. Запишите покороче или напишите словами."
+        if lang == "ru"
+        else "That voice message is longer than 120 seconds. Please record a shorter one or type it."
+    )
+    assert p.last_bot_text() == expected
+    assert not server.of("/audio/transcriptions") and not env.sent("getFile")
+    assert not [r for r in await _rows(env, p.user_id) if r.role == USER]
+
+
+async def test_without_an_stt_model_voice_gets_the_text_only_answer(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    env, server = voice_env
+    env.core.dialogs.hearing.media.stt_model = None  # type: ignore[union-attr]
+    p = env.player()
+    await env.choose(p)
+    await p.send_voice(VOICE, duration=3)
+    assert p.last_bot_text() == "Я пока понимаю только текст 🙂 Напишите словами — и я отвечу."
+    assert not server.of("/audio/transcriptions")
+
+
+async def test_the_transcript_button_shows_only_the_players_own_message(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    env, server = voice_env
+    p = env.player()
+    other = env.player(2002)
+    await env.choose(p)
+    await env.choose(other)
+    server.transcripts.append("секрет")
+    await p.send_voice(VOICE, duration=2)
+    rows = await _rows(env, p.user_id)
+    voice_id = next(r.id for r in rows if r.role == USER)
+    from tests.support.bot_harness import press
+    from vitte.bot.callbacks import NoteCb
+
+    await other.send("привет")
+    target = other.last_bot_message()
+    assert target is not None
+    await press(other, target, NoteCb(message_id=int(voice_id or 0)).pack())
+    assert not any("секрет" in (m.text or "") for m in other.bot_messages())

@@ -1,0 +1,191 @@
+"""The player speaks: a voice message (voice note, audio file, round video) stored, transcribed
+and answered like text.
+
+`hear`: the limits checked (VITTE_VOICE_MAX_SECONDS, the 20 MB getFile allows), the player
+admitted, the message stored 'unheard' with its kind, duration and Telegram file id (nothing is
+lost when transcription fails), the audio fetched (the face's `fetch`: getFile + download,
+bounded), transcribed (`vitte.llm.media`, the player's language as the hint), the transcript
+stored as the message's text, then the reply written through the reply pipeline
+(`Replies.regenerate` answers the player's latest message). `hear_again`: [Повторить] on a
+message that was not transcribed. A failed transcription raises NotHeard (message kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from vitte.cache.base import CachedMessage
+from vitte.config import Settings
+from vitte.dialogs.reply import Replies
+from vitte.dialogs.store import DialogStore
+from vitte.dialogs.turn import Turn, Turns
+from vitte.dialogs.views import OnText, ReplyOutcome
+from vitte.errors import MediaTooLarge, NotHeard, StaleDialog
+from vitte.llm.media import MediaAPI, MediaError
+from vitte.models import MSG_OK, MSG_UNHEARD, USER
+from vitte.players import player_view
+
+log = logging.getLogger("vitte.dialogs")
+
+MAX_FILE_BYTES = 20 * 1024 * 1024  # what bots may download through getFile
+SPOKEN_KINDS = ("voice", "audio", "video_note")
+
+# (Telegram file id, at most this many bytes) → the file's bytes; raises MediaError
+Fetch = Callable[[str, int], Awaitable[bytes]]
+# told what was understood (and whether the model was unsure) before the reply is written
+OnHeard = Callable[[str, bool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A voice message as the face received it."""
+
+    kind: str  # voice | audio | video_note
+    seconds: int
+    file_ref: str  # the Telegram file id
+    size: int | None = None  # bytes, when Telegram told
+    filename: str = "voice.ogg"  # what the transcription endpoint is told (its extension matters)
+    telegram_message_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spoken:
+    """A voice message answered: the reply, and what was understood."""
+
+    outcome: ReplyOutcome
+    message_id: int  # the player's message (its text is the transcript)
+    transcript: str
+    uncertain: bool
+
+
+class Hearing:
+    """Voice messages in (see the module docstring)."""
+
+    def __init__(
+        self, settings: Settings, store: DialogStore, turns: Turns, replies: Replies, media: MediaAPI | None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.turns = turns
+        self.replies = replies
+        self.media = media
+
+    @property
+    def on(self) -> bool:
+        """Voice is heard (VITTE_STT_MODEL with an API to ask)."""
+        return self.media is not None and self.media.hears
+
+    def check(self, heard: Heard) -> None:
+        """MediaTooLarge before anything is stored or downloaded."""
+        if heard.seconds > self.settings.voice_max_seconds:
+            raise MediaTooLarge(self.settings.voice_max_seconds, "s")
+        if heard.size is not None and heard.size > MAX_FILE_BYTES:
+            raise MediaTooLarge(MAX_FILE_BYTES // (1024 * 1024), "MB")
+
+    async def hear(
+        self,
+        who: Turn | int,
+        heard: Heard,
+        fetch: Fetch,
+        *,
+        on_text: OnText | None = None,
+        stop: asyncio.Event | None = None,
+        on_heard: OnHeard | None = None,
+    ) -> Spoken:
+        """Store, transcribe and answer a voice message. Raises MediaTooLarge (nothing stored),
+        NotHeard (stored, not transcribed), and what `Replies.regenerate` raises."""
+        self.check(heard)
+        async with self.turns.of(who) as turn:
+            dialog, user = await self.turns.admitted_active(turn, turn.user_id)
+            dialog_id = int(dialog.id or 0)
+            message_id = await self.store.add_spoken(
+                dialog_id, heard.kind, max(0, heard.seconds), heard.file_ref, heard.telegram_message_id
+            )
+            turn.wrote = True
+            language = player_view(user).language
+            text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
+            if on_heard is not None:
+                await on_heard(text, uncertain)
+            outcome = await self.replies.regenerate(
+                turn, dialog_id, expected_message_id=message_id, on_text=on_text, stop=stop
+            )
+            return Spoken(outcome, message_id, text, uncertain)
+
+    async def hear_again(
+        self,
+        who: Turn | int,
+        dialog_id: int,
+        message_id: int,
+        fetch: Fetch,
+        *,
+        on_text: OnText | None = None,
+        stop: asyncio.Event | None = None,
+        on_heard: OnHeard | None = None,
+    ) -> Spoken:
+        """[Повторить] on a voice message that was not transcribed: StaleDialog unless it is
+        still the dialog's latest message and unheard."""
+        async with self.turns.of(who) as turn:
+            dialog, user = await self.turns.admitted_active(turn, turn.user_id)
+            if int(dialog.id or 0) != dialog_id:
+                raise StaleDialog()
+            latest = await self.store.messages(dialog_id, 1)
+            if not latest or latest[0].id != message_id or latest[0].status != MSG_UNHEARD:
+                raise StaleDialog()
+            row = latest[0]
+            heard = Heard(
+                kind=row.media_kind or "voice",
+                seconds=row.media_seconds or 0,
+                file_ref=row.media_ref or "",
+                filename=filename_for(row.media_kind or "voice"),
+            )
+            language = player_view(user).language
+            text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
+            if on_heard is not None:
+                await on_heard(text, uncertain)
+            outcome = await self.replies.regenerate(
+                turn, dialog_id, expected_message_id=message_id, on_text=on_text, stop=stop
+            )
+            return Spoken(outcome, message_id, text, uncertain)
+
+    async def transcript(self, user_id: int, message_id: int) -> str | None:
+        """The transcript of one of the player's voice messages (the 📝 button); None: not theirs,
+        not a voice message, or not transcribed."""
+        row = await self.store.message_of(user_id, message_id)
+        if row is None or row.role != USER or row.media_kind not in SPOKEN_KINDS or row.status != MSG_OK:
+            return None
+        return row.text
+
+    async def _transcribe(
+        self, turn: Turn, dialog_id: int, message_id: int, heard: Heard, fetch: Fetch, language: str
+    ) -> tuple[str, bool]:
+        media = self.media
+        if media is None or not media.hears:
+            raise NotHeard(message_id, "VITTE_STT_MODEL is not set")
+        try:
+            audio = await fetch(heard.file_ref, MAX_FILE_BYTES)
+            result = await media.transcribe(audio, heard.filename, language)
+        except MediaError as exc:
+            log.warning("voice message %s not transcribed: %s", message_id, exc)
+            raise NotHeard(message_id, str(exc)) from exc
+        text = result.text.replace("\x00", "").strip()[: self.settings.max_message_chars]
+        if not text:
+            raise NotHeard(message_id, "nothing was said")
+        await self.store.set_heard(message_id, text)
+        # in the cache before the reply reads it (`regenerate` flushes the turn's appends first)
+        await turn.append(self.replies.cache, dialog_id, CachedMessage(message_id, USER, text, MSG_OK))
+        return text, result.uncertain
+
+
+def filename_for(kind: str, mime_type: str | None = None) -> str:
+    """A file name whose extension tells the transcription endpoint the format."""
+    if kind == "video_note":
+        return "video_note.mp4"
+    if mime_type:
+        for part, ext in (("ogg", "ogg"), ("opus", "ogg"), ("mpeg", "mp3"), ("mp3", "mp3"), ("mp4", "m4a"),
+                          ("m4a", "m4a"), ("wav", "wav"), ("webm", "webm"), ("flac", "flac")):
+            if part in mime_type:
+                return f"{kind}.{ext}"
+    return f"{kind}.ogg"
