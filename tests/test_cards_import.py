@@ -6,6 +6,7 @@ Cards are written by the tests themselves (PNGs with text chunks, CHARX zips, JS
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -477,3 +478,22 @@ async def test_long_names_and_creators_are_stored_shortened_and_kept_whole_in_th
     assert stored.card["data"]["name"] == "Н" * 256 and stored.card["data"]["creator"] == "c" * 1000
     again = await seed_cards(db, [read_card_file(tmp_path / "long.json")])
     assert again.unchanged == [pid]  # the same card: recognised by its whole name and creator
+
+
+def test_v3_json_icon_asset_named_main_is_the_picture(tmp_path: Path) -> None:
+    main, other = picture_png(color="red"), picture_png(color="blue")
+
+    def uri(blob: bytes) -> str:
+        return "data:image/png;base64," + base64.b64encode(blob).decode()
+
+    assets = [
+        {"type": "icon", "uri": uri(other), "name": "alt", "ext": "png"},
+        {"type": "icon", "uri": uri(main), "name": "main", "ext": "png"},
+        {"type": "background", "uri": uri(other), "name": "main", "ext": "png"},
+    ]
+    card = read_card_file(write(tmp_path / "v3.json", v3(name="Icon", assets=assets)))
+    assert card.image == main
+    plain = read_card_file(
+        write(tmp_path / "plain.json", v3(name="Plain", assets=[{"type": "icon", "uri": "ccdefault:"}]))
+    )
+    assert plain.image is None
