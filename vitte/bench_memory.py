@@ -298,7 +298,7 @@ class _MemoryBench:
     ) -> tuple[int, dict[int, str]]:
         """The player, their dialog (through the engine) and the synthetic history (bulk), the
         summary folded up to KEEP_UNFOLDED messages from the end; the planted messages by topic."""
-        from sqlalchemy import insert, select, update
+        from sqlalchemy import insert, select, text, update
         from sqlmodel import col
 
         from vitte.models import ASSISTANT, USER, Dialog, Message, table_of
@@ -349,10 +349,15 @@ class _MemoryBench:
         await core.cache.recent_drop(dialog_id)
         core.dialogs.turns.forget(user_id)
         planted = {topic: planted_text(lang, topic, 1000 + t) for t, topic in plan["at"].items()}
-        if (
-            core.db.engine.dialect.name == "sqlite"
-        ):  # the FTS5 index caught up, as `vitte memory reindex` does
+        if core.db.engine.dialect.name == "sqlite":
+            # the FTS5 index caught up, as `vitte memory reindex` does
             await core.dialogs.replies.recall.store.reindex_dialog(dialog_id, lang)
+        else:
+            # after a bulk load: statistics and the visibility map as autovacuum keeps them for a
+            # live table (and no autovacuum of the load competing with the measurement)
+            async with core.db.engine.connect() as conn:
+                live = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await live.execute(text("VACUUM ANALYZE messages"))
         return dialog_id, planted
 
     async def _ask(
