@@ -42,7 +42,11 @@ def test_bench_memory_reports_both_memories_in_both_languages(backend_settings: 
     assert data["store"] == ("sqlite" if backend_settings.is_sqlite else "postgresql")
     assert set(data["languages"]) == set(LANGUAGES)
     for lang, modes in data["languages"].items():
-        assert set(modes) == {*MODES, "added_ms_p50", "added_ms_p99", "extra_sql_round_trips_per_reply"}
+        assert set(modes) == {
+            *MODES, "added_ms_p50", "added_ms_p99", "reply_ms_p50_difference", "reply_ms_p99_difference",
+            "extra_sql_round_trips_per_reply",
+        }  # fmt: skip
+        assert modes["added_ms_p99"] == modes["memory"]["recall_ms_p99"] >= modes["added_ms_p50"] >= 0
         for mode in MODES:
             assert set(modes[mode]) == MODE_KEYS and modes[mode]["questions"] == 5
             assert 0.0 <= modes[mode]["recall_percent"] <= 100.0
