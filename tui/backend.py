@@ -193,6 +193,16 @@ class WebAppClient:
     async def delete_me(self) -> dict[str, Any]:
         return await self.call("POST", "api/me/delete", {"confirm": True})
 
+    async def memory(self) -> dict[str, Any]:
+        """The memory page: the player's facts and summary (vitte.webapp.memory_api)."""
+        return await self.call("GET", "api/me/memory")
+
+    async def add_fact(self, text: str) -> dict[str, Any]:
+        return await self.call("POST", "api/me/memory", {"text": text})
+
+    async def forget_fact(self, fact_id: int) -> dict[str, Any]:
+        return await self.call("DELETE", f"api/me/memory/{int(fact_id)}")
+
     async def plans(self) -> dict[str, Any]:
         return await self.call("GET", "api/plans")
 

@@ -1,4 +1,5 @@
-"""The Web App, as a console screen: CharactersList → CharacterDetails → story, Settings, Premium.
+"""The Web App, as a console screen: CharactersList → CharacterDetails → story, Settings, Memory,
+Premium.
 
 It is a client of the real Web App: every page is a call to its JSON API on loopback with
 initData signed for the simulated player (see `tui.backend.WebAppClient`), and it follows
@@ -22,12 +23,13 @@ from textual.events import Click
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Footer, Input, Static
 
 from tui.backend import WebAppError
 from tui.screens import ConfirmScreen
 from tui.strings import inert_text, stories_label, tr
 from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES, format_day
+from vitte.webapp.texts import PAGE
 
 if TYPE_CHECKING:
     from tui.backend import WebAppClient
@@ -83,7 +85,7 @@ def _date(iso: str | None, lang: str) -> str:
 
 
 class WebAppScreen(Screen[None]):
-    """One Web App session; routes '#/', '#/persona/<id>', '#/settings', '#/premium'."""
+    """One Web App session; routes '#/', '#/persona/<id>', '#/settings', '#/memory', '#/premium'."""
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -171,6 +173,9 @@ class WebAppScreen(Screen[None]):
             elif parts == ["settings"]:
                 widgets = await self._settings_page()
                 title = tr(self.lang, "wa_settings")
+            elif parts == ["memory"]:
+                widgets = await self._memory_page()
+                title = PAGE.t(self.lang, "memory")
             elif parts == ["premium"]:
                 widgets = await self._premium_page()
                 title = tr(self.lang, "wa_premium")
@@ -223,6 +228,9 @@ class WebAppScreen(Screen[None]):
         out: list[Widget] = [
             Horizontal(
                 Static(Text.assemble(("♥ ", "bold red"), ("Vitte", "bold")), classes="wa-brand"),
+                ActionButton(
+                    "🔖 " + PAGE.t(lang, "memory"), ("go", "#/memory"), compact=True, id="wa-to-memory"
+                ),
                 ActionButton(
                     "⭐ " + tr(lang, "wa_premium"), ("go", "#/premium"), compact=True, id="wa-to-premium"
                 ),
@@ -356,6 +364,63 @@ class WebAppScreen(Screen[None]):
         out.append(Card(t, ("delete",), classes="wa-row -danger", id="wa-delete"))
         return out
 
+    async def _memory_page(self) -> list[Widget]:
+        """What the persona remembers (the page's texts, app.js's memory page): add a fact, a
+        fact's Enter forgets it, the summary read-only."""
+        assert self.client is not None
+        me = await self._load_me()
+        lang = self.lang
+        if me is None:
+            return [Static(Text(self.auth_error or PAGE.t(lang, "memoryNeedTelegram")), classes="wa-notice")]
+        mem = await self.client.memory()
+        if not mem.get("dialog_id"):
+            return [Static(Text(PAGE.t(lang, "memoryNoDialog")), classes="wa-notice", id="wa-memory-none")]
+        intro = PAGE.t(lang, "memoryIntro", persona=mem.get("persona") or "")
+        out: list[Widget] = [
+            Static(inert_text(intro, style="bold"), classes="wa-section"),
+            Input(placeholder=PAGE.t(lang, "memoryAddPlaceholder"), max_length=320, id="wa-fact-new"),
+        ]
+        facts = mem.get("facts") or []
+        if not facts:
+            out.append(Static(Text(PAGE.t(lang, "memoryEmpty"), style="dim"), classes="wa-notice"))
+        for i, fact in enumerate(facts, 1):
+            t = inert_text(f"{i}. {fact.get('text', '')}")
+            t.append("\n  ⏎ " + PAGE.t(lang, "memoryForget"), style="dim")
+            action = ("forget", int(fact.get("id", 0)))
+            out.append(Card(t, action, classes="wa-row", id=f"wa-fact-{fact.get('id')}"))
+        out.append(Static(Text(PAGE.t(lang, "memorySummary"), style="bold"), classes="wa-section"))
+        summary = str(mem.get("summary") or "") or PAGE.t(lang, "memorySummaryEmpty")
+        out.append(Static(inert_text(summary), classes="wa-row", id="wa-summary"))
+        return out
+
+    @on(Input.Submitted, "#wa-fact-new")
+    def _fact_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.value.strip():
+            self.add_fact(event.value)
+
+    @work(exclusive=True, group="wa-action")
+    async def add_fact(self, text: str) -> None:
+        assert self.client is not None
+        try:
+            await self.client.add_fact(text)
+        except WebAppError as exc:
+            self.notify(exc.message, severity="error")
+            return
+        self.notify(PAGE.t(self.lang, "memorySaved"))
+        self.render_route()
+
+    @work(exclusive=True, group="wa-action")
+    async def forget_fact(self, fact_id: int) -> None:
+        assert self.client is not None
+        try:
+            await self.client.forget_fact(fact_id)
+        except WebAppError as exc:
+            self.notify(exc.message, severity="error")
+            return
+        self.notify(PAGE.t(self.lang, "memoryForgotten"))
+        self.render_route()
+
     async def _premium_page(self) -> list[Widget]:
         assert self.client is not None
         me = await self._load_me()
@@ -435,6 +500,8 @@ class WebAppScreen(Screen[None]):
             self.delete_data()
         elif kind == "export":
             self.export_data()
+        elif kind == "forget":
+            self.forget_fact(action[1])
         elif kind == "buy":
             self.buy(action[1])
 
