@@ -8,7 +8,9 @@ repeats everywhere would bury a detail said once) plus `ts_rank_cd`. One stateme
 trip, sent straight to the driver (`vitte.prepared`).
 
 SQLite: an FTS5 table (`messages_fts`: the dialog as a token, the text Snowball-stemmed for
-the language by `vitte.textsearch`), ranked with bm25. It is derived data outside Alembic:
+the language by `vitte.textsearch`): per stem the newest matches, scored by the same formula
+(`idf_scores`; FTS5's bm25 weighs a word by its rarity in the whole table, where the previous
+questions' common words together outweigh the one rare word of a detail). It is derived data outside Alembic:
 created on first use, fed with the messages that left the recent window before each search
 (`catch_up`, at most `CATCH_UP` a time, resumable: the index's newest row per dialog says how
 far it got), emptied of a deleted message by a trigger, rebuilt by `vitte memory reindex`.
@@ -18,6 +20,7 @@ Recency is blended into the score by the caller (`vitte.dialogs.recall`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,25 +130,35 @@ def _pg_search(config: str) -> Prepared:
 
 PG_SEARCH = {config: _pg_search(config) for config in SEARCH_CONFIGS}
 
-_SQLITE_SEARCH = text(
-    f"""
-    SELECT m.id, m.role, m.text, m.created_at, -bm25({FTS_TABLE}, 0.0, 1.0) AS rank
-    FROM {FTS_TABLE} JOIN messages m ON m.id = {FTS_TABLE}.rowid
-    WHERE {FTS_TABLE} MATCH :match AND {FTS_TABLE}.rowid < :before AND m.status <> '{MSG_STREAMING}'
-    ORDER BY rank DESC, m.id DESC
-    LIMIT :limit
-    """
-).columns(*_FOUND_COLUMNS)
+_SQLITE_TERM = text(
+    f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match AND rowid < :before "
+    f"ORDER BY rowid DESC LIMIT {PER_TERM}"
+)
 
 
 _SQLITE_ROWS = (
     text(
         "SELECT m.id, m.role, m.text, m.created_at, 0.0 AS rank FROM messages m "
-        "WHERE m.id IN :ids AND m.dialog_id = :d AND m.id < :before"
+        f"WHERE m.id IN :ids AND m.dialog_id = :d AND m.id < :before AND m.status <> '{MSG_STREAMING}'"
     )
     .bindparams(bindparam("ids", expanding=True))
     .columns(*_FOUND_COLUMNS)
 )
+
+
+def idf_scores(picked: dict[str, list[int]]) -> dict[int, float]:
+    """Each candidate's score: the sum, over the words it holds, of ln(1 + picks / holding),
+    where `holding` is how many candidates hold that word and `picks` all (word, candidate)
+    pairs; a word the dialog says everywhere weighs little, one said once a lot. The same
+    formula as PostgreSQL's statement."""
+    picks = sum(len(ids) for ids in picked.values())
+    scores: dict[int, float] = {}
+    for ids in picked.values():
+        if ids:
+            weight = math.log(1.0 + picks / len(ids))
+            for i in ids:
+                scores[i] = scores.get(i, 0.0) + weight
+    return scores
 
 
 def dialog_token(dialog_id: int) -> str:
@@ -225,14 +238,33 @@ class RecallStore:
     async def _sqlite_search(
         self, dialog_id: int, language: str, words: list[str], before: int, limit: int
     ) -> list[Found]:
+        """Per stem the dialog's newest PER_TERM messages holding it (FTS5), scored as on
+        PostgreSQL (`idf_scores`); the best `limit` with their rows."""
         stems = list(dict.fromkeys(stemmed(" ".join(words), language).split()))
         if not stems:
             return []
-        terms = " OR ".join(f'"{s}"' for s in stems)
-        match = f'dialog : "{dialog_token(dialog_id)}" AND stems : ({terms})'
+        token = dialog_token(dialog_id)
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
-            rows = (await s.execute(_SQLITE_SEARCH, {"match": match, "before": before, "limit": limit})).all()
-        return [Found(int(r[0]), str(r[1]), str(r[2]), r[3], float(r[4] or 0.0)) for r in rows]
+            picked = {
+                stem: [
+                    int(i)
+                    for (i,) in (
+                        await s.execute(
+                            _SQLITE_TERM,
+                            {"match": f'dialog : "{token}" AND stems : "{stem}"', "before": before},
+                        )
+                    ).all()
+                ]
+                for stem in stems
+            }
+            scores = idf_scores(picked)
+            best = sorted(scores, key=lambda i: (-scores[i], -i))[:limit]
+            if not best:
+                return []
+            rows = (await s.execute(_SQLITE_ROWS, {"ids": best, "d": dialog_id, "before": before})).all()
+        found = [Found(int(r[0]), str(r[1]), str(r[2]), r[3], scores[int(r[0])]) for r in rows]
+        found.sort(key=lambda f: (-f.rank, -f.id))
+        return found
 
     async def _sqlite_rows(self, dialog_id: int, before: int, ids: list[int]) -> list[Found]:
         if not ids:
