@@ -497,3 +497,11 @@ def test_v3_json_icon_asset_named_main_is_the_picture(tmp_path: Path) -> None:
         write(tmp_path / "plain.json", v3(name="Plain", assets=[{"type": "icon", "uri": "ccdefault:"}]))
     )
     assert plain.image is None
+
+
+async def test_two_files_claiming_one_vitte_id_the_second_is_skipped(db: Database, tmp_path: Path) -> None:
+    a = read_card_file(write(tmp_path / "a.json", v2(name="A", extensions={"vitte": {"id": "same"}})))
+    b = read_card_file(write(tmp_path / "b.json", v2(name="B", extensions={"vitte": {"id": "same"}})))
+    report = await seed_cards(db, [a, b], strict=False)
+    assert report.added == ["same"] and (await personas(db))["same"].name == "A"
+    assert [f.reason for f in report.skipped] == ["b.json: id: duplicate persona id 'same' (also in a.json)"]

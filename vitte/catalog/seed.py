@@ -137,11 +137,19 @@ async def seed_cards(
         portraits = {id(c): _portrait(c) for c in cards}
         return await _seed_retrying(db, cards, portraits, replace)
     report = SeedReport()
+    explicit: dict[str, str] = {}  # a `vitte` id -> the file that claimed it first
     for card in cards:
+        source = card.source or card.name
+        if card.explicit_id and card.id in explicit:
+            reason = f"{source}: id: duplicate persona id {card.id!r} (also in {explicit[card.id]})"
+            report.files.append(FileOutcome(source, "skipped", reason=reason))
+            continue
+        if card.explicit_id:
+            explicit[card.id] = source
         try:
             one = await _seed_retrying(db, [card], {id(card): _portrait(card)}, replace)
         except CardError as exc:
-            report.files.append(FileOutcome(card.source or card.name, "skipped", reason=str(exc)))
+            report.files.append(FileOutcome(source, "skipped", reason=str(exc)))
             continue
         report.added += one.added
         report.updated += one.updated
