@@ -26,7 +26,7 @@ VOICE = speech_ogg(1.5)  # real OGG/Opus bytes
 
 @pytest.fixture
 async def voice_env(backend_settings: Settings) -> AsyncIterator[tuple[BotEnv, FakeMediaServer]]:
-    async with FakeMediaServer() as server:
+    async with FakeMediaServer(replies=[]) as server:
         settings = backend_settings.model_copy(
             update={
                 "llm_base_url": server.base_url,
@@ -231,3 +231,99 @@ async def test_the_transcript_button_shows_only_the_players_own_message(
     assert target is not None
     await press(other, target, NoteCb(message_id=int(voice_id or 0)).pack())
     assert not any("секрет" in (m.text or "") for m in other.bot_messages())
+
+
+# ---------------------------------------------------------------------- the persona speaks (item 2)
+
+
+def _tts_on(env: BotEnv) -> None:
+    env.core.dialogs.media.tts_model = "tts-1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_settings_offer_voice_replies_and_keep_the_choice(
+    voice_env: tuple[BotEnv, FakeMediaServer], lang: str
+) -> None:
+    env, _server = voice_env
+    p = env.player(language_code=lang)
+    await p.send("/settings")
+    assert "Голосом отвечать" not in (p.last_bot_text() or "")  # no TTS model: not offered
+    _tts_on(env)
+    await p.send("/settings")
+    text = p.last_bot_text() or ""
+    if lang == "ru":
+        assert "Голосом отвечать: никогда" in text
+        modes = [b for b in p.buttons() if b.endswith(("никогда", "на голосовые", "всегда"))]
+        assert modes == ["✓ никогда", "на голосовые", "всегда"]
+        await p.click("на голосовые")
+        assert "Голосом отвечать: на голосовые" in (p.last_bot_text() or "")
+        assert "✓ на голосовые" in p.buttons()
+    else:
+        assert "Answer by voice: never" in text
+        await p.click("to voice messages")
+        assert "Answer by voice: to voice messages" in (p.last_bot_text() or "")
+    assert (await env.core.players.get(p.user_id)).voice_replies == "voice"
+
+
+async def test_a_reply_comes_as_a_voice_note_when_asked(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="voice")
+    env.llm.replies.append("Я тоже по тебе скучала.")  # type: ignore[union-attr]
+    await p.send("привет")  # typed: "на голосовые" answers it with text
+    assert not env.sent("sendVoice")
+    assert p.last_bot_text() == "Я тоже по тебе скучала."
+
+    env.llm.replies.append("Слышу тебя, милый.")  # type: ignore[union-attr]
+    await p.send_voice(VOICE, duration=2)
+    (speech,) = server.of("/audio/speech")
+    assert speech.fields["input"] == "Слышу тебя, милый."
+    assert (speech.fields["model"], speech.fields["voice"], speech.fields["response_format"]) == ("tts-1", "alloy", "opus")
+    assert any(c.params.get("action") == "record_voice" for c in env.sent("sendChatAction"))
+    (voice_call,) = env.sent("sendVoice")
+    assert voice_call.params["chat_id"] == p.user_id
+    message = p.last_bot_message()
+    assert message is not None and message.kind == "voice"
+    assert message.file is not None and message.file.data is not None and message.file.data.startswith(b"OggS")
+    assert message.text == "Слышу тебя, милый."  # the caption
+    assert p.buttons() == ["🔄", "📝"]
+    rows = await _rows(env, p.user_id)
+    assert rows[-1].role == ASSISTANT and rows[-1].text == "Слышу тебя, милый."  # the text kept in the history
+
+
+async def test_a_long_reply_is_spoken_up_to_the_cap_and_the_rest_sent_as_text(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    env, server = voice_env
+    _tts_on(env)
+    env.core.settings.tts_max_chars = 40
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    env.llm.replies.append("Первое предложение тут. Второе предложение подлиннее, его не скажу.")  # type: ignore[union-attr]
+    await p.send("расскажи")
+    (speech,) = server.of("/audio/speech")
+    assert speech.fields["input"] == "Первое предложение тут."
+    kinds = [m.kind for m in p.bot_messages()[-2:]]
+    assert kinds == ["voice", "text"]
+    assert p.last_bot_text() == "Второе предложение подлиннее, его не скажу."
+    assert p.buttons() == ["🔄"]
+
+
+@pytest.mark.parametrize("fault", ["500", "malformed", "wav"])
+async def test_when_the_voice_cannot_be_made_the_reply_comes_as_text(
+    voice_env: tuple[BotEnv, FakeMediaServer], fault: str
+) -> None:
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    server.media_modes.append(fault)
+    env.llm.replies.append("Вот мой ответ.")  # type: ignore[union-attr]
+    await p.send("привет")
+    assert server.of("/audio/speech") and not env.sent("sendVoice")
+    assert p.last_bot_text() == "Вот мой ответ."
+    assert p.buttons() == ["🔄"]

@@ -76,6 +76,7 @@ class PlayerView:
     blocked_at: datetime | None
     blocked_reason: str | None
     created_at: datetime
+    voice_replies: str = "never"  # never | voice (to voice messages) | always (issue 19)
 
     @property
     def display_name(self) -> str:
@@ -89,6 +90,7 @@ class PlayerView:
 def player_view(u: User) -> PlayerView:
     settings: dict[str, Any] = u.settings or {}
     style = settings.get("style", "normal")
+    voice = settings.get("voice_replies")
     return PlayerView(
         id=u.id,
         username=u.username,
@@ -101,7 +103,12 @@ def player_view(u: User) -> PlayerView:
         blocked_at=u.blocked_at,
         blocked_reason=u.blocked_reason,
         created_at=u.created_at,
+        voice_replies=voice if isinstance(voice, str) and voice in VOICE_REPLIES else "never",
     )
+
+
+# "Голосом отвечать: никогда / на голосовые / всегда"
+VOICE_REPLIES = ("never", "voice", "always")
 
 
 class BadSetting(VitteError):
@@ -196,12 +203,19 @@ class Players:
         return user_id
 
     async def update_settings(
-        self, user_id: int, *, language: str | None = None, style: str | None = None
+        self,
+        user_id: int,
+        *,
+        language: str | None = None,
+        style: str | None = None,
+        voice_replies: str | None = None,
     ) -> PlayerView:
         if language is not None and language not in LANGUAGES:
             raise BadSetting(f"language must be one of {', '.join(LANGUAGES)}")
         if style is not None and style not in STYLES:
             raise BadSetting(f"style must be one of {', '.join(STYLES)}")
+        if voice_replies is not None and voice_replies not in VOICE_REPLIES:
+            raise BadSetting(f"voice_replies must be one of {', '.join(VOICE_REPLIES)}")
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
             user = await s.get(User, user_id, with_for_update=cast("AsyncEngine | AsyncConnection", s.bind).dialect.name != "sqlite")
             if user is None:
@@ -210,6 +224,8 @@ class Players:
                 user.language = language
             if style is not None:
                 user.settings = {**(user.settings or {}), "style": style}
+            if voice_replies is not None:
+                user.settings = {**(user.settings or {}), "voice_replies": voice_replies}
             await s.commit()
             return player_view(user)
 

@@ -28,6 +28,7 @@ from vitte.dialogs.lifecycle import Lifecycle
 from vitte.dialogs.memory import Memory
 from vitte.dialogs.recovery import recover_interrupted
 from vitte.dialogs.reply import Replies
+from vitte.dialogs.speech import Speech
 from vitte.dialogs.store import HOT_STATEMENTS, DialogStore
 from vitte.dialogs.turn import Turns
 from vitte.dialogs.views import Recovery
@@ -80,6 +81,7 @@ class DialogEngine:
         # voice messages in (issue 19): through the LLM API's /audio/transcriptions
         self.media = MediaAPI.from_settings(settings)
         self.hearing = Hearing(settings, self.store, self.turns, self.replies, self.media)
+        self.speech = Speech(settings, self.media)  # voice replies through /audio/speech
         # the operations, as the faces call them
         self.turn = self.turns.turn
         self.current = self.lifecycle.current

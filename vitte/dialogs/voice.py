@@ -25,7 +25,7 @@ from vitte.dialogs.turn import Turn, Turns
 from vitte.dialogs.views import OnText, ReplyOutcome
 from vitte.errors import MediaTooLarge, NotHeard, StaleDialog
 from vitte.llm.media import MediaAPI, MediaError
-from vitte.models import MSG_OK, MSG_UNHEARD, USER
+from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.dialogs")
@@ -151,12 +151,14 @@ class Hearing:
             return Spoken(outcome, message_id, text, uncertain)
 
     async def transcript(self, user_id: int, message_id: int) -> str | None:
-        """The transcript of one of the player's voice messages (the 📝 button); None: not theirs,
-        not a voice message, or not transcribed."""
+        """The text behind 📝: of one of the player's voice messages, or of a reply the persona
+        sent as a voice note; None: not theirs, not such a message, or not transcribed."""
         row = await self.store.message_of(user_id, message_id)
-        if row is None or row.role != USER or row.media_kind not in SPOKEN_KINDS or row.status != MSG_OK:
+        if row is None or row.status not in (MSG_OK, MSG_STOPPED):
             return None
-        return row.text
+        if row.role == USER and row.media_kind not in SPOKEN_KINDS:
+            return None
+        return row.text if row.role in (USER, ASSISTANT) else None
 
     async def _transcribe(
         self, turn: Turn, dialog_id: int, message_id: int, heard: Heard, fetch: Fetch, language: str

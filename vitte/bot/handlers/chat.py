@@ -23,6 +23,7 @@ from vitte.bot.handlers.common import (
     write_reply,
 )
 from vitte.bot.runtime import Runtime, drop_markup
+from vitte.bot.speaking import speaker
 from vitte.bot.streaming import edit_or_send
 from vitte.bot.texts import t
 from vitte.core import Core
@@ -215,7 +216,15 @@ async def text_message(
         )
 
     await write_reply(
-        core, runtime, bot, chat_id=message.chat.id, user=user, lang=lang, dialog_id=view.id, write=write
+        core,
+        runtime,
+        bot,
+        chat_id=message.chat.id,
+        user=user,
+        lang=lang,
+        dialog_id=view.id,
+        write=write,
+        speak=await speaker(core, bot, message.chat.id, user.id, heard=False),  # None unless TTS is on
     )
 
 

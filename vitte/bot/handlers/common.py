@@ -31,6 +31,9 @@ from vitte.errors import (
 log = logging.getLogger("vitte.bot")
 
 Writer = Callable[[OnText, asyncio.Event], Awaitable[ReplyOutcome]]
+# a reply delivered as a voice note (vitte.bot.speaking): the Telegram id of its last message,
+# or None when it could not be made (then the text goes as usual)
+Speaker = Callable[[ReplyStream, ReplyOutcome, InlineKeyboardMarkup], Awaitable[int | None]]
 
 
 
@@ -103,6 +106,7 @@ async def write_reply(
     user_message_id: int | None = None,
     replaces: int | None = None,
     more_buttons: Callable[[], list[InlineKeyboardButton]] | None = None,
+    speak: Speaker | None = None,
 ) -> None:
     """Run `write` (engine.reply or engine.regenerate) with progress in the chat, then deliver:
     the one streaming path of a new reply, [Повторить] and 🔄 (`replaces`: the reply message
@@ -157,7 +161,8 @@ async def write_reply(
             markup = regen_kb(outcome.dialog_id, outcome.message_id)
             if more_buttons is not None:  # e.g. 📝 under the reply to a voice message
                 markup = InlineKeyboardMarkup(inline_keyboard=[[*markup.inline_keyboard[0], *more_buttons()]])
-            message_id = await stream.finish(outcome.text, markup)
+            spoken = await speak(stream, outcome, markup) if speak is not None else None
+            message_id = spoken if spoken is not None else await stream.finish(outcome.text, markup)
             await runtime.set_last_reply(bot, chat_id, message_id)
         elif replaces is not None:  # a rewrite stopped before its first word: the reply stays
             await stream.abort()

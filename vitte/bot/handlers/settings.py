@@ -1,4 +1,4 @@
-"""/settings (language, reply style, deleting the player's data) and /help."""
+"""/settings (language, reply style, voice replies, deleting the player's data) and /help."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from vitte.bot.callbacks import SettingsCb
 from vitte.bot.handlers.common import player_lang, seen
@@ -16,14 +16,28 @@ from vitte.bot.streaming import edit_or_send
 from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.errors import UnknownUser
-from vitte.players import LANGUAGES, BadSetting, PlayerView
+from vitte.players import LANGUAGES, VOICE_REPLIES, BadSetting, PlayerView
 from vitte.prompt import STYLES
 
 
-def settings_view(player: PlayerView) -> tuple[str, InlineKeyboardMarkup]:
+def settings_view(player: PlayerView, voice: bool = False) -> tuple[str, InlineKeyboardMarkup]:
+    """The /settings message; `voice` (VITTE_TTS_MODEL set): "Голосом отвечать" and its row."""
     lang = player.language
     text = t(lang, "settings", language=t(lang, f"lang_{lang}"), style=t(lang, f"style_{player.style}"))
-    return text, settings_kb(lang, player.style)
+    markup = settings_kb(lang, player.style)
+    if voice:
+        mode = player.voice_replies
+        text += "\n" + t(lang, "settings_voice", mode=t(lang, f"voice_{mode}"))
+        row = [
+            InlineKeyboardButton(
+                text=f"✓ {t(lang, f'voice_{m}')}" if m == mode else t(lang, f"voice_{m}"),
+                callback_data=SettingsCb(action="voice", value=m).pack(),
+            )
+            for m in VOICE_REPLIES
+        ]
+        rows = list(markup.inline_keyboard)
+        markup = InlineKeyboardMarkup(inline_keyboard=[*rows[:-1], row, rows[-1]])  # before "delete"
+    return text, markup
 
 
 async def help_command(message: Message, core: Core, runtime: Runtime) -> None:
@@ -35,7 +49,7 @@ async def help_command(message: Message, core: Core, runtime: Runtime) -> None:
 async def settings_command(message: Message, core: Core, runtime: Runtime) -> None:
     assert message.from_user is not None
     await seen(core, runtime, message.from_user)
-    text, markup = settings_view(await core.players.get(message.from_user.id))
+    text, markup = settings_view(await core.players.get(message.from_user.id), core.dialogs.speech.on)
     await message.answer(text, reply_markup=markup)
 
 
@@ -48,8 +62,12 @@ async def settings_button(
     action, value = callback_data.action, callback_data.value
     lang = await player_lang(core, runtime, user)
 
-    if action in ("lang", "style"):
-        if (action == "lang" and value not in LANGUAGES) or (action == "style" and value not in STYLES):
+    if action in ("lang", "style", "voice"):
+        if (
+            (action == "lang" and value not in LANGUAGES)
+            or (action == "style" and value not in STYLES)
+            or (action == "voice" and value not in VOICE_REPLIES)
+        ):
             await query.answer(t(lang, "stale"))
             return
         try:
@@ -57,13 +75,14 @@ async def settings_button(
                 user.id,
                 language=value if action == "lang" else None,
                 style=value if action == "style" else None,
+                voice_replies=value if action == "voice" else None,
             )
         except (BadSetting, UnknownUser):
             await query.answer(t(lang, "stale"))
             return
         runtime.remember_lang(user.id, player.language)
         await query.answer(t(player.language, "saved"))
-        text, markup = settings_view(player)
+        text, markup = settings_view(player, core.dialogs.speech.on)
         await edit_or_send(bot, chat_id, message_id, text, markup)
     elif action == "delete":
         await query.answer()
@@ -77,7 +96,7 @@ async def settings_button(
         await edit_or_send(bot, chat_id, message_id, t(lang, "deleted"))
     elif action == "back":
         await query.answer()
-        text, markup = settings_view(await core.players.get(user.id))
+        text, markup = settings_view(await core.players.get(user.id), core.dialogs.speech.on)
         await edit_or_send(bot, chat_id, message_id, text, markup)
     else:
         await query.answer(t(lang, "stale"))

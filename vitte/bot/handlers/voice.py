@@ -19,6 +19,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from vitte.bot.callbacks import HearCb, NoteCb
 from vitte.bot.handlers.common import Writer, current_dialog, player_lang, send_entry, write_reply
 from vitte.bot.runtime import Runtime, drop_markup
+from vitte.bot.speaking import speaker
 from vitte.bot.streaming import call_with_retry
 from vitte.bot.texts import t
 from vitte.core import Core
@@ -177,6 +178,7 @@ async def _answer(
             dialog_id=dialog_id,
             write=write,
             more_buttons=lambda: _note_button(spoken),
+            speak=await speaker(core, bot, chat_id, user.id, heard=True),
         )
     except NotHeard as exc:
         markup = _hear_retry_kb(lang, dialog_id, exc.message_id)

@@ -1,0 +1,80 @@
+"""Replies as voice notes (issue 19, item 2): the face's part of `vitte.dialogs.speech`.
+
+`speaker(...)` gives `write_reply` its `speak` step when the player's setting asks for voice:
+the drafts have shown the text meanwhile; "record_voice" while the voice is made; then
+sendVoice (OGG/Opus) with the reply's text as the caption when it fits, else [📝] beside 🔄
+to read it; what is past VITTE_TTS_MAX_CHARS follows as text. When the voice cannot be made,
+None: the reply goes as text, as always.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from aiogram import Bot
+from aiogram.enums import ChatAction
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
+
+from vitte.bot.callbacks import NoteCb
+from vitte.bot.handlers.common import Speaker
+from vitte.bot.streaming import ReplyStream, call_with_retry
+from vitte.core import Core
+from vitte.dialogs import ReplyOutcome
+from vitte.errors import UnknownUser
+from vitte.llm.media import MediaError
+
+log = logging.getLogger("vitte.bot")
+
+MAX_CAPTION = 1024  # Telegram's caption limit
+
+
+async def speaker(core: Core, bot: Bot, chat_id: int, user_id: int, *, heard: bool) -> Speaker | None:
+    """The `speak` step for this reply, or None (text). One read of the player's settings, only
+    when VITTE_TTS_MODEL is set."""
+    speech = core.dialogs.speech
+    if not speech.on:
+        return None
+    try:
+        mode = (await core.players.get(user_id)).voice_replies
+    except UnknownUser:
+        return None
+    if not speech.wanted(mode, heard):
+        return None
+
+    async def speak(stream: ReplyStream, outcome: ReplyOutcome, markup: InlineKeyboardMarkup) -> int | None:
+        spoken, rest = speech.split(outcome.text)
+        with contextlib.suppress(TelegramAPIError):
+            await bot.send_chat_action(chat_id=chat_id, action=ChatAction.RECORD_VOICE)
+        try:
+            ogg = await speech.synthesize(spoken)
+        except MediaError as exc:
+            log.warning("voice reply for chat %s not made: %s", chat_id, exc)
+            return None
+        await stream.abort()  # the drafts (or a progress message) go; the voice takes their place
+        caption = spoken if not rest and len(spoken) <= MAX_CAPTION else None
+        keyboard = markup
+        if caption is None and not rest:  # the text to read: 📝
+            note = InlineKeyboardButton(text="📝", callback_data=NoteCb(message_id=outcome.message_id).pack())
+            keyboard = InlineKeyboardMarkup(inline_keyboard=[[*markup.inline_keyboard[0], note]])
+        try:
+            sent = await call_with_retry(
+                lambda: bot.send_voice(
+                    chat_id=chat_id,
+                    voice=BufferedInputFile(ogg, filename="reply.ogg"),
+                    caption=caption,
+                    reply_markup=None if rest else keyboard,
+                )
+            )
+        except TelegramAPIError as exc:
+            log.warning("sendVoice to chat %s failed: %s", chat_id, exc)
+            return None
+        if not rest:
+            return sent.message_id
+        text_msg = await call_with_retry(
+            lambda: bot.send_message(chat_id=chat_id, text=rest, reply_markup=markup)
+        )
+        return text_msg.message_id
+
+    return speak
