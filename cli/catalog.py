@@ -126,6 +126,7 @@ def personas_list(as_json: bool = JSON_OPTION) -> None:
                     "tagline": p.tagline,
                     "tags": list(p.tags),
                     "stories": [{"id": s.id, "title": s.title} for s in p.stories],
+                    "portrait": p.portrait,  # the stored picture's digest; null: drawn initials
                 }
                 for p in personas
             ]
@@ -140,9 +141,15 @@ def personas_list(as_json: bool = JSON_OPTION) -> None:
     table.add_column("tagline")
     table.add_column("stories", justify="right")
     table.add_column("tags", style="dim")
+    table.add_column("portrait", justify="center")
     for p in personas:
         table.add_row(
-            shown(p.id), shown(p.name), shown(p.tagline), str(len(p.stories)), shown(", ".join(p.tags))
+            shown(p.id),
+            shown(p.name),
+            shown(p.tagline),
+            str(len(p.stories)),
+            shown(", ".join(p.tags)),
+            "yes" if p.portrait else "-",
         )
     console = Console()
     if not personas:

@@ -58,7 +58,8 @@ def test_seed_is_idempotent_and_personas_list(tmp_path: Path) -> None:
     assert listed.exit_code == 0
     personas = json.loads(listed.stdout)
     assert {p["id"] for p in personas} == set(report["added"])
-    assert all(set(p) == {"id", "name", "tagline", "tags", "stories"} and len(p["stories"]) >= 2 for p in personas)
+    assert all(set(p) == {"id", "name", "tagline", "tags", "stories", "portrait"} and len(p["stories"]) >= 2 for p in personas)
+    assert all(p["portrait"] is None for p in personas)  # the shipped personas draw their avatars
     table = invoke("personas", "list")
     assert table.exit_code == 0 and personas[0]["name"] in table.stdout
 

@@ -225,6 +225,10 @@ def test_cli_show_remove_export(tmp_path: Path) -> None:
         return runner.invoke(app, list(args), env=env)
 
     assert vitte("seed", str(write(tmp_path / "s.json", rich_card()))).exit_code == 0
+    pic = picture_png(text_chunk("chara", v2(name="Pic")))
+    assert vitte("seed", str(write(tmp_path / "pic.png", pic))).exit_code == 0
+    listed = {p["id"]: p["portrait"] for p in json.loads(vitte("personas", "list", "--json").stdout)}
+    assert listed["seraphina"] is None and len(listed["pic"]) == 64
     shown = vitte("personas", "show", "seraphina", "--json")
     assert shown.exit_code == 0 and json.loads(shown.stdout)["lorebook_entries"] == 2
     missing = vitte("personas", "show", "nobody")
