@@ -343,3 +343,27 @@ async def test_start_over_and_reset_clear_the_dialogs_facts(core: Core, server: 
     assert len(await facts_of(core, opening.dialog.id)) == 1
     await core.dialogs.reset(USER_ID)
     assert await facts_of(core, opening.dialog.id) == []
+
+
+async def test_an_extraction_that_finds_nothing_writes_nothing(core: Core, server: FakeLLMServer) -> None:
+    """No row the reply's path reads changes (on PostgreSQL the next turn would read it again);
+    the next extraction starts after the turns already read."""
+    dialog_id = await begin(core, USER_ID, "en")
+    script(server).facts = []
+    for text in ("hi there", "nice weather"):
+        await core.dialogs.reply(USER_ID, text)
+    await core.dialogs.drain()
+    row = await dialog_row(core, dialog_id)
+    assert (row.facts_upto, row.facts_version) == (0, 0)
+    extractions = [r for r in server.completions if not r.json.get("stream")]
+    assert len(extractions) == 1
+    await core.dialogs.reply(USER_ID, "one")
+    await core.dialogs.drain()
+    assert len([r for r in server.completions if not r.json.get("stream")]) == 1  # not yet
+    script(server).facts = [{"text": "Likes sunny days"}]
+    await core.dialogs.reply(USER_ID, "I like sunny days")
+    await core.dialogs.drain()
+    last = [r for r in server.completions if not r.json.get("stream")][-1].json["messages"][-1]["content"]
+    assert "I like sunny days" in last and "nice weather" not in last
+    assert [f.text for f in await facts_of(core, dialog_id)] == ["Likes sunny days"]
+    assert (await dialog_row(core, dialog_id)).facts_version == 1

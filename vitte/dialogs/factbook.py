@@ -114,6 +114,10 @@ class Factbook:
         self._background: set[asyncio.Task[None]] = set()
         self._extracting: set[int] = set()
         self._failed_at: dict[int, int] = {}  # dialog -> the player's message id when it last failed
+        # dialog -> the last message an extraction that found nothing read: kept here, not in the
+        # dialog's row, so a fruitless extraction changes no row the reply's path reads (a restart
+        # reads those turns once more; repeats merge)
+        self._read_upto: dict[int, int] = {}
         self.reloads = 0  # facts read for the prompt (cache misses), for tests and benchmarks
 
     # ------------------------------------------------------------------ the prompt
@@ -180,7 +184,9 @@ class Factbook:
         dialog_id = int(dialog.id or 0)
         if every <= 0 or dialog_id in self._extracting:
             return
-        upto = max(int(dialog.facts_upto or 0), self._failed_at.get(dialog_id, 0))
+        upto = max(
+            int(dialog.facts_upto or 0), self._failed_at.get(dialog_id, 0), self._read_upto.get(dialog_id, 0)
+        )
         unread = [m for m in history if m.role == USER and m.id > upto]
         # turns folded into the summary before any extraction read them count as enough
         behind = int(dialog.summary_upto or 0) > upto
@@ -196,10 +202,10 @@ class Factbook:
             await self.extract(dialog_id)
             self._failed_at.pop(dialog_id, None)
         except (LLMError, FactsParseError) as exc:
-            self._failed_at[dialog_id] = last_player_message  # again at the next extraction
+            _keep(self._failed_at, dialog_id, last_player_message)  # again at the next extraction
             log.warning("fact extraction for dialog %s failed: %s", dialog_id, exc)
         except Exception as exc:  # the store: the next extraction tries again
-            self._failed_at[dialog_id] = last_player_message
+            _keep(self._failed_at, dialog_id, last_player_message)
             log.warning("fact extraction for dialog %s failed: %s", dialog_id, exc)
         finally:
             self._extracting.discard(dialog_id)
@@ -208,7 +214,7 @@ class Factbook:
         """Read the dialog's unread turns with one LLM call and store the facts found: repeats
         merged, contradictions superseding. Returns how many facts were added or merged.
         Raises LLMError / FactsParseError (nothing stored, `facts_upto` kept)."""
-        unread = await self.store.unread(dialog_id, EXTRACT_TURNS_MAX)
+        unread = await self.store.unread(dialog_id, EXTRACT_TURNS_MAX, self._read_upto.get(dialog_id, 0))
         if unread is None or not unread.messages:
             return 0
         dialog = unread.dialog
@@ -234,6 +240,9 @@ class Factbook:
         answer = await self.llm.complete(request)
         extracted = parse_extraction(answer)
         changes = plan(unread.facts, extracted, [m.id for m in turns])
+        if changes.empty:  # nothing new: no write (see `_read_upto`)
+            _keep(self._read_upto, dialog_id, turns[-1].id)
+            return 0
         if not await self.store.apply(dialog, changes, turns[-1].id):
             log.info("fact extraction for dialog %s: the facts changed meanwhile; later", dialog_id)
             return 0
@@ -294,6 +303,14 @@ class Factbook:
     async def of_dialog(self, dialog_id: int) -> list[FactView]:
         """Every fact of a dialog, superseded ones too, oldest first."""
         return [fact_view(f) for f in await self.store.of_dialog(dialog_id)]
+
+
+def _keep(marks: dict[int, int], dialog_id: int, message_id: int) -> None:
+    """A per-dialog mark, the oldest dropped past CACHE_DIALOGS (a process stays bounded)."""
+    marks.pop(dialog_id, None)
+    marks[dialog_id] = message_id
+    while len(marks) > CACHE_DIALOGS:
+        marks.pop(next(iter(marks)))
 
 
 def counts(facts: Sequence[FactView]) -> dict[str, int]:

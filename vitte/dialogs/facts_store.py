@@ -16,6 +16,8 @@ from vitte.dialogs.facts import Known, Plan
 from vitte.errors import StoreUnavailable
 from vitte.models import ACTIVE, MSG_STREAMING, Dialog, Fact, Message, utcnow
 
+LIVE_MAX = 500  # facts a reply chooses from at most (the most important, then the newest)
+
 
 def known(f: Fact) -> Known:
     return Known(int(f.id or 0), f.kind, f.text, f.importance, tuple(f.sources or ()), f.origin)
@@ -35,20 +37,23 @@ class FactsStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def live(self, dialog_id: int) -> list[Known]:
-        """The dialog's facts in use, oldest first: one statement (a reply's cache miss)."""
+    async def live(self, dialog_id: int, limit: int = LIVE_MAX) -> list[Known]:
+        """The dialog's facts in use (the `limit` most important, then newest), oldest first:
+        one statement (a reply's cache miss)."""
         async with unavailable_as(StoreUnavailable), self.db.session(autocommit=True) as s:
             rows = (
                 await s.execute(
                     select(Fact)
                     .where(col(Fact.dialog_id) == dialog_id, col(Fact.superseded_by).is_(None))
-                    .order_by(col(Fact.id))
+                    .order_by(col(Fact.importance).desc(), col(Fact.id).desc())
+                    .limit(limit)
                 )
             ).scalars()
-            return [known(f) for f in rows]
+            return sorted((known(f) for f in rows), key=lambda f: f.id)
 
-    async def unread(self, dialog_id: int, limit: int) -> Unread | None:
-        """The active dialog, its live facts and up to `limit` newest messages it has not read."""
+    async def unread(self, dialog_id: int, limit: int, after: int = 0) -> Unread | None:
+        """The active dialog, its live facts and up to `limit` newest messages after its
+        `facts_upto` (and after `after`)."""
         async with self.db.session() as s:
             dialog = await s.get(Dialog, dialog_id)
             if dialog is None or dialog.status != ACTIVE:
@@ -66,7 +71,7 @@ class FactsStore:
                         select(Message)
                         .where(
                             col(Message.dialog_id) == dialog_id,
-                            col(Message.id) > dialog.facts_upto,
+                            col(Message.id) > max(dialog.facts_upto, after),
                             col(Message.status) != MSG_STREAMING,
                         )
                         .order_by(col(Message.id).desc())
