@@ -14,6 +14,7 @@ from vitte.catalog.lookup import Catalog
 from vitte.config import Settings
 from vitte.db import Database
 from vitte.dialogs import DialogEngine
+from vitte.initiative.rules import first_nudge
 from vitte.llm import make_llm
 from vitte.llm.base import LLM
 from vitte.metrics import observe_core
@@ -61,6 +62,8 @@ class Core:
             billing=billing,
         )
         observe_core(core)  # database pool and cache health for /metrics
+        # issue 18: a new dialog gets its row in the nudge schedule as it opens
+        core.dialogs.store.first_nudge = first_nudge(float(settings.nudge_after))
         if seed_if_empty and not await catalog.personas():
             from vitte.catalog.cards import default_fixtures_dir, read_cards
             from vitte.catalog.seed import seed_cards

@@ -69,6 +69,7 @@ from vitte.models import (
     Dialog,
     Fact,
     Message,
+    Nudge,
     SafetyEvent,
     User,
     UTCDateTime,
@@ -245,6 +246,9 @@ class Recovered:
 class DialogStore:
     """The dialogs' and messages' SQL (see the module docstring)."""
 
+    # a new dialog's first nudge time (vitte.initiative; None: nudges off), set by the core
+    first_nudge: Callable[[int, datetime], datetime | None] | None = None
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -418,6 +422,29 @@ class DialogStore:
             await s.commit()
             return int(row.id or 0)
 
+    async def add_message(
+        self,
+        dialog_id: int,
+        role: str,
+        text: str,
+        *,
+        telegram_message_id: int | None = None,
+        media_kind: str | None = None,
+    ) -> int:
+        """A complete message stored as it is (a photo request, the persona's photo turn)."""
+        async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            row = Message(
+                dialog_id=dialog_id,
+                role=role,
+                text=text,
+                status=MSG_OK,
+                telegram_message_id=telegram_message_id,
+                media_kind=media_kind,
+            )
+            s.add(row)
+            await s.commit()
+            return int(row.id or 0)
+
     async def set_heard(self, message_id: int, text: str) -> None:
         """A voice message's transcript: its text, and it counts as said."""
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
@@ -477,11 +504,15 @@ class DialogStore:
             )
             if ended:  # start over: the ended dialog's facts are forgotten with it
                 await s.execute(delete(Fact).where(col(Fact.dialog_id).in_(ended)))
+                await s.execute(delete(Nudge).where(col(Nudge.dialog_id).in_(ended)))
             dialog = Dialog(
                 user_id=user_id, persona_id=persona_id, story_id=story_id, status=ACTIVE, created_at=now
             )
             s.add(dialog)
             await s.flush()
+            due = self.first_nudge(int(dialog.id or 0), now) if self.first_nudge is not None else None
+            if due is not None:  # issue 18: the dialog's row in the nudge schedule, with it
+                s.add(Nudge(dialog_id=int(dialog.id or 0), user_id=user_id, due_at=due, created_at=now))
             text = opening(user, int(dialog.id or 0))  # a refusal here rolls everything back
             first = Message(
                 dialog_id=int(dialog.id or 0), role=ASSISTANT, text=text, status=MSG_OK, created_at=now

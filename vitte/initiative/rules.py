@@ -7,6 +7,7 @@ is unit-tested on its own and the scheduler (`vitte.initiative.nudger`) only gat
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -119,6 +120,13 @@ def wait_seconds(after: float, unanswered: int, dialog_id: int, round_: int) -> 
 
 def next_due(base: datetime, after: float, unanswered: int, dialog_id: int, round_: int) -> datetime:
     return base + timedelta(seconds=wait_seconds(after, unanswered, dialog_id, round_))
+
+
+def first_nudge(after: float) -> Callable[[int, datetime], datetime] | None:
+    """A new dialog's first nudge time from its id and opening time (None: nudges off)."""
+    if after <= 0:
+        return None
+    return lambda dialog_id, opened_at: next_due(opened_at, after, 0, dialog_id, 0)
 
 
 def online_window(window: float, after: float) -> float:
