@@ -505,3 +505,12 @@ async def test_two_files_claiming_one_vitte_id_the_second_is_skipped(db: Databas
     report = await seed_cards(db, [a, b], strict=False)
     assert report.added == ["same"] and (await personas(db))["same"].name == "A"
     assert [f.reason for f in report.skipped] == ["b.json: id: duplicate persona id 'same' (also in a.json)"]
+
+
+async def test_a_picture_pillow_cannot_read_leaves_the_drawn_initials(db: Database, tmp_path: Path) -> None:
+    card = v3(
+        name="Odd", assets=[{"type": "icon", "uri": "embeded://assets/icon/images/main.svg", "name": "main"}]
+    )
+    blob = charx(card, {"assets/icon/images/main.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>"})
+    report = await seed_cards(db, [read_card_file(write(tmp_path / "odd.charx", blob))])
+    assert report.added == ["odd"] and (await personas(db))["odd"].portrait is None

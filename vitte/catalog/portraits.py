@@ -16,13 +16,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vitte.catalog.errors import CardError
 
-__all__ = ["MAX_PIXELS", "SIZES", "Portrait", "make_portrait"]
+__all__ = ["MAX_PIXELS", "SIZES", "PictureUnreadable", "Portrait", "make_portrait"]
 
 SIZES = (512, 128)  # the details page / the list and the console's chat header
 MEDIA_TYPE = "image/webp"
 MAX_PIXELS = 40_000_000  # width × height of the picture in the card
 MAX_SIDE = 16_384
 QUALITY = 82
+
+
+class PictureUnreadable(CardError):
+    """The card's picture is not one Pillow reads (damaged, or another format): the card can do
+    without it. A picture over the limits is a plain CardError: the card is refused."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ def make_portrait(blob: bytes, source: str) -> Portrait:
                         source, "picture", f"too large ({width}×{height} pixels > {MAX_PIXELS} pixels)"
                     )
                 if img.format not in ("PNG", "JPEG", "WEBP", "GIF"):
-                    raise CardError(source, "picture", f"unsupported picture format {img.format}")
+                    raise PictureUnreadable(source, "picture", f"unsupported picture format {img.format}")
                 img.seek(0)
                 img.load()
                 frame = ImageOps.exif_transpose(img)
@@ -62,7 +67,7 @@ def make_portrait(blob: bytes, source: str) -> Portrait:
         SyntaxError,
         EOFError,
     ) as exc:
-        raise CardError(source, "picture", f"cannot be decoded ({type(exc).__name__})") from None
+        raise PictureUnreadable(source, "picture", f"cannot be decoded ({type(exc).__name__})") from None
     images: dict[int, bytes] = {}
     for size in SIZES:
         side = min(size, frame.width, frame.height)

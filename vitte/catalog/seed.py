@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from vitte.catalog.cards import (
     default_fixtures_dir,
     read_cards,
 )
-from vitte.catalog.portraits import Portrait, make_portrait
+from vitte.catalog.portraits import PictureUnreadable, Portrait, make_portrait
 from vitte.db import Database
 from vitte.models import Dialog, Persona, Story, utcnow
 from vitte.models import Portrait as PortraitRow
@@ -38,6 +39,7 @@ from vitte.models import Portrait as PortraitRow
 __all__ = ["FileOutcome", "SeedReport", "card_key", "list_personas", "seed_cards", "seed_path"]
 
 SEED_ATTEMPTS = 4
+log = logging.getLogger("vitte.catalog")
 
 
 @dataclass
@@ -160,7 +162,14 @@ async def seed_cards(
 
 
 def _portrait(card: ParsedCard) -> Portrait | None:
-    return make_portrait(card.image, card.source or card.name) if card.image else None
+    """The card's portrait; None without a picture or with one Pillow cannot read (logged)."""
+    if not card.image:
+        return None
+    try:
+        return make_portrait(card.image, card.source or card.name)
+    except PictureUnreadable as exc:
+        log.warning("%s (the persona keeps its drawn initials)", exc)
+        return None
 
 
 async def _seed_retrying(
