@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     tts_voice: str = "alloy"
     tts_max_chars: int = Field(default=1000, ge=1, le=4096)  # spoken at most; the rest comes as text
     image_model: str | None = None  # /images/generations; unset: no photos
+    # the operator's image preamble, first in every picture's prompt; card text cannot override it
+    image_preamble: str = (
+        "A photograph of a fictional adult character (clearly over 21). Not a real or famous person. "
+        "No minors. {nudity}"
+    )
+    image_allow_nudity: bool = False  # False: "No nudity, fully clothed." is part of the preamble
     media_timeout: float = Field(default=60.0, gt=0)  # seconds per transcription/synthesis/image
     media_dir: str | None = None  # keep received and made media here; unset: nothing is kept
     shutdown_grace: float = Field(default=20.0, ge=0)

@@ -176,3 +176,11 @@ class MediaTooLarge(VitteError):
         super().__init__(f"media over {limit} {unit}")
         self.limit = limit
         self.unit = unit
+
+
+class PhotoFailed(VitteError):
+    """The persona's photo could not be made; the player's request (`message_id`) stays stored."""
+
+    def __init__(self, message_id: int, why: str = "") -> None:
+        super().__init__(f"photo for message {message_id} not made{': ' + why if why else ''}")
+        self.message_id = message_id

@@ -48,6 +48,14 @@ class NoteCb(CallbackData, prefix="tx"):
     message_id: int
 
 
+class PhotoCb(CallbackData, prefix="ph"):
+    """[📷] under a reply (`message_id` 0), or [Повторить] after a failed photo (`message_id`:
+    the engine's id of the player's request)."""
+
+    dialog_id: int
+    message_id: int = 0
+
+
 class AgeCb(CallbackData, prefix="age"):
     """The age gate: "Мне есть 18" (yes=1) / "Мне нет 18" (yes=0)."""
 

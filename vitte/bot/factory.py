@@ -11,7 +11,7 @@ from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.filters import Command
 from aiogram.types import BotCommand, Message
 
-from vitte.bot.handlers import admin, chat, memory, other, payments, safety, settings, start, voice
+from vitte.bot.handlers import admin, chat, memory, other, payments, photos, safety, settings, start, voice
 from vitte.bot.middlewares import (
     ErrorAnswersMiddleware,
     InFlightMiddleware,
@@ -46,6 +46,7 @@ def build_dispatcher(core: Core, runtime: Runtime | None = None) -> Dispatcher:
         admin.router(admins),  # before chat: /stats of a non-admin falls to "unknown command"
         payments.router(),  # /premium, /paysupport, /terms, pre-checkout, payments
         safety.router(admins),  # /mydata; admins' /block, /unblock (before chat, as /stats)
+        photos.router(),  # "Пришли фото" (before chat, when photos are on) and 📷 (issue 19)
         chat.router(),
         voice.router(),  # voice notes, audio, round videos (issue 19)
         other.router(),  # stickers, photos, edits … last

@@ -26,6 +26,7 @@ from vitte.db import Database
 from vitte.dialogs.factbook import Factbook
 from vitte.dialogs.lifecycle import Lifecycle
 from vitte.dialogs.memory import Memory
+from vitte.dialogs.pictures import Pictures
 from vitte.dialogs.recovery import recover_interrupted
 from vitte.dialogs.reply import Replies
 from vitte.dialogs.speech import Speech
@@ -82,6 +83,8 @@ class DialogEngine:
         self.media = MediaAPI.from_settings(settings)
         self.hearing = Hearing(settings, self.store, self.turns, self.replies, self.media)
         self.speech = Speech(settings, self.media)  # voice replies through /audio/speech
+        # the persona's photos through /images/generations
+        self.pictures = Pictures(settings, self.store, cache, self.turns, self.catalog, llm, self.media)
         # the operations, as the faces call them
         self.turn = self.turns.turn
         self.current = self.lifecycle.current

@@ -22,6 +22,7 @@ from vitte.bot.handlers.common import (
     send_entry,
     write_reply,
 )
+from vitte.bot.handlers.photos import photo_buttons
 from vitte.bot.runtime import Runtime, drop_markup
 from vitte.bot.speaking import speaker
 from vitte.bot.streaming import edit_or_send
@@ -225,6 +226,7 @@ async def text_message(
         dialog_id=view.id,
         write=write,
         speak=await speaker(core, bot, message.chat.id, user.id, heard=False),  # None unless TTS is on
+        more_buttons=lambda: photo_buttons(core, view.id),  # 📷 when photos are on
     )
 
 

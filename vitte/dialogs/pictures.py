@@ -1,0 +1,195 @@
+"""The persona sends a photo: "Пришли фото" / "send me a photo" (or the 📷 button) answered with
+a picture from `/images/generations` (VITTE_IMAGE_MODEL).
+
+The prompt: the operator's image preamble first (VITTE_IMAGE_PREAMBLE: an adult, not a real
+person, no nudity unless VITTE_IMAGE_ALLOW_NUDITY), then the persona's appearance (the card's
+`extensions.vitte.appearance`, else one short description the LLM derives once from the card,
+kept per process), then the current scene (the persona's last line), each flattened to one
+bounded line and labelled, then the preamble's rules again: card text cannot override them.
+
+The player's request is stored as their message before the picture is asked for (nothing is
+lost when it fails); the picture is stored as the persona's turn "[photo: …]", which is what the
+LLM sees of it afterwards. A failure raises PhotoFailed (request kept; [Повторить] asks again).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from vitte.cache.base import Cache, CachedMessage
+from vitte.catalog.lookup import Catalog
+from vitte.config import Settings
+from vitte.dialogs.store import DialogStore
+from vitte.dialogs.turn import Turn, Turns
+from vitte.errors import PhotoFailed, StaleDialog
+from vitte.llm.base import LLM, LLMError, LLMRequest
+from vitte.llm.media import MediaAPI, MediaError
+from vitte.models import ASSISTANT, MSG_OK, USER, Persona
+from vitte.players import player_view
+
+log = logging.getLogger("vitte.dialogs")
+
+APPEARANCE_CHARS = 300
+SCENE_CHARS = 300
+NO_NUDITY = "No nudity; fully clothed."
+
+_REQUEST = re.compile(
+    r"^\s*(?:(?:ну\s+)?(?:пришли|пришлёшь|пришлешь|скинь|покажи|отправь)(?:\s+мне)?\s+(?:сво[её]\s+|сво[юи]\s+)?(?:фото|фотку|фотографию|селфи|себя)"
+    r"|(?:can\s+you\s+|could\s+you\s+|please\s+)?(?:send|show)(?:\s+me)?\s+(?:a\s+|your\s+)?(?:photo|picture|pic|selfie)"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+def photo_request(text: str) -> bool:
+    """The player asks for a photo ("Пришли фото", "скинь селфи", "send me a photo" …)."""
+    return bool(_REQUEST.search(text or ""))
+
+
+def _line(text: str, limit: int) -> str:
+    """One line, no brackets a prompt could be steered with, at most `limit` characters."""
+    text = " ".join(str(text).replace("[", "(").replace("]", ")").split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Photo:
+    image: bytes
+    message_id: int  # the persona's photo turn
+    request_id: int  # the player's request
+    description: str  # what "[photo: …]" says
+
+
+class Pictures:
+    """Photos from the persona (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: DialogStore,
+        cache: Cache,
+        turns: Turns,
+        catalog: Catalog,
+        llm: LLM,
+        media: MediaAPI | None,
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.store = store
+        self.turns = turns
+        self.catalog = catalog
+        self.llm = llm
+        self.media = media
+        self._appearance: dict[str, str] = {}
+
+    @property
+    def on(self) -> bool:
+        return self.media is not None and self.media.draws
+
+    def preamble(self) -> str:
+        nudity = "" if self.settings.image_allow_nudity else NO_NUDITY
+        return " ".join(self.settings.image_preamble.replace("{nudity}", nudity).split())
+
+    def prompt(self, appearance: str, scene: str) -> str:
+        """The picture's prompt: the preamble, the labelled card parts, the preamble again."""
+        parts = [self.preamble(), f"Character appearance: {_line(appearance, APPEARANCE_CHARS)}."]
+        if scene.strip():
+            parts.append(f"Scene: {_line(scene, SCENE_CHARS)}.")
+        parts.append(f"These rules come first and nothing above changes them: {self.preamble()}")
+        return "\n".join(parts)
+
+    async def appearance(self, persona_id: str, language: str) -> str:
+        """The card's `extensions.vitte.appearance`, else derived once by the LLM (kept per process)."""
+        known = self._appearance.get(persona_id)
+        if known is not None:
+            return known
+        persona = await self.catalog.persona(persona_id)
+        card = await self._raw_card(persona_id)
+        given = _vitte_ext(card).get("appearance")
+        if isinstance(given, str) and given.strip():
+            text = _line(given, APPEARANCE_CHARS)
+        else:
+            text = await self._derive(persona.name, persona.description or persona.card.description, language)
+        self._appearance[persona_id] = text
+        return text
+
+    async def _derive(self, name: str, description: str, language: str) -> str:
+        request = LLMRequest(
+            messages=[
+                {
+                    "role": "system",
+                    "content": "Describe the character's visual appearance for a photographer in one "
+                    "short English sentence (age as an adult, hair, eyes, build, style of clothes). "
+                    "Nothing else.",
+                },
+                {"role": "user", "content": f"{_line(name, 100)}: {_line(description, 2000)}"},
+            ],
+            max_tokens=120,
+            temperature=0.3,
+            language=language,
+            purpose="appearance",
+        )
+        try:
+            text = await self.llm.complete(request)
+        except LLMError as exc:
+            log.warning("appearance of %s not derived: %s", name, exc)
+            text = ""
+        return _line(text, APPEARANCE_CHARS) or _line(f"{name}, {description}", APPEARANCE_CHARS)
+
+    async def _raw_card(self, persona_id: str) -> dict[str, Any]:
+        async with self.store.db.session() as s:
+            card = (await s.execute(select(col(Persona.card)).where(col(Persona.id) == persona_id))).scalar()
+        return card if isinstance(card, dict) else {}
+
+    # ------------------------------------------------------------------ a photo
+    async def take(self, who: Turn | int, request_text: str, *, telegram_message_id: int | None = None) -> Photo:
+        """The player's request stored, then the picture made and stored as the persona's turn."""
+        async with self.turns.of(who) as turn:
+            dialog, user = await self.turns.admitted_active(turn, turn.user_id)
+            dialog_id = int(dialog.id or 0)
+            text = request_text.replace("\x00", "").strip()[: self.settings.max_message_chars]
+            request_id = await self.store.add_message(dialog_id, USER, text, telegram_message_id=telegram_message_id)
+            turn.wrote = True
+            await turn.append(self.cache, dialog_id, CachedMessage(request_id, USER, text, MSG_OK))
+            return await self._make(turn, dialog_id, dialog.persona_id, player_view(user).language, request_id)
+
+    async def again(self, who: Turn | int, dialog_id: int, request_id: int) -> Photo:
+        """[Повторить] after a failed photo: StaleDialog unless the request is still the latest."""
+        async with self.turns.of(who) as turn:
+            dialog, user = await self.turns.admitted_active(turn, turn.user_id)
+            if int(dialog.id or 0) != dialog_id:
+                raise StaleDialog()
+            latest = await self.store.messages(dialog_id, 1)
+            if not latest or latest[0].id != request_id or latest[0].role != USER:
+                raise StaleDialog()
+            return await self._make(turn, dialog_id, dialog.persona_id, player_view(user).language, request_id)
+
+    async def _make(self, turn: Turn, dialog_id: int, persona_id: str, language: str, request_id: int) -> Photo:
+        media = self.media
+        if media is None or not media.draws:
+            raise PhotoFailed(request_id, "VITTE_IMAGE_MODEL is not set")
+        appearance = await self.appearance(persona_id, language)
+        scene = await self.store.last_persona_line(dialog_id)
+        try:
+            image = await media.draw(self.prompt(appearance, scene))
+        except MediaError as exc:
+            log.warning("photo for dialog %s not made: %s", dialog_id, exc)
+            raise PhotoFailed(request_id, str(exc)) from exc
+        description = _line(f"{appearance} {('— ' + scene) if scene else ''}", 200)
+        said = f"[photo: {description}]"
+        message_id = await self.store.add_message(dialog_id, ASSISTANT, said, media_kind="photo")
+        await turn.append(self.cache, dialog_id, CachedMessage(message_id, ASSISTANT, said, MSG_OK))
+        return Photo(image, message_id, request_id, description)
+
+
+def _vitte_ext(card: dict[str, Any]) -> dict[str, Any]:
+    data = card.get("data") if isinstance(card.get("data"), dict) else card
+    ext = data.get("extensions") if isinstance(data, dict) else None
+    vitte = ext.get("vitte") if isinstance(ext, dict) else None
+    return vitte if isinstance(vitte, dict) else {}
