@@ -367,3 +367,29 @@ async def test_an_extraction_that_finds_nothing_writes_nothing(core: Core, serve
     assert "I like sunny days" in last and "nice weather" not in last
     assert [f.text for f in await facts_of(core, dialog_id)] == ["Likes sunny days"]
     assert (await dialog_row(core, dialog_id)).facts_version == 1
+
+
+@pytest.mark.parametrize(
+    ("language", "fact", "asked"),
+    [
+        ("ru", "У собеседника есть кот по имени Барсик", "Как там мои коты?"),
+        ("en", "The player has two cats", "Do you remember my cat?"),
+    ],
+)
+def test_pinned_are_the_most_important_and_relevant_ones_match_word_forms(
+    language: str, fact: str, asked: str
+) -> None:
+    from vitte.dialogs.facts import PINNED_MAX, now_block, pinned, prompt_facts, relevant
+
+    known = [Known(i, "story", f"filler event number {i}", 4) for i in range(1, PINNED_MAX + 3)]
+    known.append(Known(100, "player", fact, 1))  # the least important: not pinned
+    facts = prompt_facts(known, language)
+    chosen = pinned(facts, budget_tokens=10_000)
+    assert len(chosen) == PINNED_MAX and 100 not in {f.id for f in chosen}
+    assert [f.id for f in chosen] == sorted(f.id for f in chosen)  # stable order: oldest first
+    found = relevant(facts, asked, language, {f.id for f in chosen}, budget_tokens=1000)
+    assert [f.id for f in found] == [100]
+    assert relevant(facts, "и а the of", language, set(), 1000) == []  # stop words only
+    assert pinned(facts, budget_tokens=5) == ()  # nothing fits: nothing pinned
+    block = now_block(found, "", language)
+    assert "<memory_relevant>" in block and fact in block
