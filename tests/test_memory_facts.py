@@ -393,3 +393,19 @@ def test_pinned_are_the_most_important_and_relevant_ones_match_word_forms(
     assert pinned(facts, budget_tokens=5) == ()  # nothing fits: nothing pinned
     block = now_block(found, "", language)
     assert "<memory_relevant>" in block and fact in block
+
+
+async def test_the_embedded_default_extracts_with_the_offline_writer(sqlite_url: str) -> None:
+    core = await Core.open(load_settings(database_url=sqlite_url, memory_facts_every=2), seed_if_empty=True)
+    try:
+        assert core.dialogs.llm.is_demo
+        dialog_id = await begin(core, USER_ID, "ru")
+        await core.dialogs.reply(USER_ID, "Привет! Меня зовут Аня.")
+        await core.dialogs.reply(USER_ID, "Как прошёл твой день?")
+        await core.dialogs.drain()
+        assert [(f.text, f.importance) for f in await facts_of(core, dialog_id)] == [
+            ("Собеседника зовут Аня", 5)
+        ]
+        assert (await core.dialogs.reply(USER_ID, "А у тебя?")).text  # the pinned fact does not upset it
+    finally:
+        await core.close()
