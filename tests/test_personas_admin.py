@@ -30,6 +30,7 @@ from vitte.catalog.manage import PersonaInUse, export_persona, persona_details, 
 from vitte.catalog.seed import seed_cards
 from vitte.config import Settings, load_settings
 from vitte.core import Core
+from vitte.errors import UnknownPersona
 from vitte.llm.demo import DemoWriter
 from vitte.models import ACTIVE, Dialog, Persona, Portrait, Story
 from vitte.telegram.bot import make_bot
@@ -197,6 +198,27 @@ async def test_remove_is_refused_while_a_player_is_in_a_dialog_and_force_ends_it
             await s.execute(sa.select(Dialog).where(Dialog.user_id == PLAYER, Dialog.status == ACTIVE))
         ).all()
     assert active == []
+    assert await core.dialogs.current(PLAYER) is None
+    assert all(p.id != "seraphina" for p in await core.catalog.personas())
+
+
+async def test_a_persona_another_process_removed_is_unknown_not_a_crash(
+    core: Core, backend_settings: Settings, tmp_path: Path
+) -> None:
+    """Another process still lists the removed persona (its catalogue copy lives up to a minute):
+    choosing it is UnknownPersona (the Web App's 404, the bot's friendly line), and the copy is
+    dropped; nothing is half-opened."""
+    await seed_cards(core.db, [read_card_file(write(tmp_path / "s.json", rich_card()))])
+    core.catalog.invalidate()
+    await adult(core, PLAYER)
+    assert any(p.id == "seraphina" for p in await core.catalog.personas())  # this process's copy
+    other = await Core.open(backend_settings, llm=DemoWriter(delay=0))
+    try:
+        await remove_persona(other, "seraphina")
+    finally:
+        await other.close()
+    with pytest.raises(UnknownPersona):
+        await core.dialogs.choose(PLAYER, "seraphina", "seraphina-main")
     assert await core.dialogs.current(PLAYER) is None
     assert all(p.id != "seraphina" for p in await core.catalog.personas())
 

@@ -17,7 +17,7 @@ from vitte.catalog.shown import player_macros, shown
 from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns, admit, player_of, turn_of
 from vitte.dialogs.views import DialogView, MessageView, Opening, view_of
-from vitte.errors import NoActiveDialog, StaleDialog
+from vitte.errors import NoActiveDialog, StaleDialog, UnknownPersona
 from vitte.models import ASSISTANT, MSG_OK, User, utcnow
 from vitte.players import player_view
 
@@ -183,7 +183,10 @@ class Lifecycle:
                     user_id, persona.id, story.id, language_code, first_words
                 )
                 break
-            except IntegrityError:
+            except IntegrityError as exc:
+                if _names_a_missing_row(exc):  # the persona (or story) was removed meanwhile
+                    self.catalog.invalidate()
+                    raise UnknownPersona(persona.id) from None
                 if attempt == OPEN_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
@@ -194,3 +197,10 @@ class Lifecycle:
         await self.cache.recent_fill(dialog_id, [CachedMessage(first_id, ASSISTANT, first.text, MSG_OK)])
         view = await view_of(self.catalog, dialog, player_view(user).language)
         return Opening(view, first.text, first_id)
+
+
+def _names_a_missing_row(exc: IntegrityError) -> bool:
+    """A foreign key violation (PostgreSQL 23503; SQLite says so): the row it names is gone.
+    (The other integrity error here is a concurrent opening, retried.)"""
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) == "23503" or "FOREIGN KEY constraint failed" in str(orig)
