@@ -18,6 +18,7 @@ The checks, by name (stable: the JSON output and monitoring depend on them):
 - ``llm_models``: ``GET {VITTE_LLM_BASE_URL}/models`` answered with the key, the model listed
   (or the offline demo writer stated);
 - ``llm_completion``: with ``deep``, a one-token ``/chat/completions``;
+- ``media``: the voice and photo models (`vitte.media_doctor`; asked only with ``deep``);
 - ``bot_token``: ``getMe``; ``webhook``: ``getWebhookInfo`` (URL, pending updates, last error);
 - ``webapp``: VITTE_WEBAPP_URL over https with a certificate this machine trusts (when set);
 - ``disk``: free space where the spool lives (the working directory), and that it is writable;
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from vitte.config import ConfigError, Settings
@@ -58,6 +59,7 @@ CHECKS: dict[str, str] = {
     "redis": "cache (Redis)",
     "llm_models": "LLM API",
     "llm_completion": "LLM completion",
+    "media": "voice and photo models",
     "bot_token": "bot token (getMe)",
     "webhook": "webhook",
     "webapp": "Web App (https)",
@@ -1023,6 +1025,7 @@ async def run_doctor(settings: Settings, options: Options | None = None) -> Repo
                 "llm_completion", lambda: check_llm_completion(settings, http, options.deep), t, FIX_LLM_REACH
             ),
             _bounded("webapp", lambda: check_webapp(settings, http), t, FIX_WEBAPP_TLS),
+            _bounded("media", lambda: check_media(settings, options.deep), 3 * t, "check the media models"),
             _bounded(
                 "disk", lambda: asyncio.to_thread(check_disk, options), t, "check the working directory"
             ),
@@ -1039,6 +1042,13 @@ async def run_doctor(settings: Settings, options: Options | None = None) -> Repo
         check.data = redact(check.data, secrets)
     logging.getLogger(__name__).debug("doctor done in %.2f s", time.monotonic() - started)
     return Report(checks)
+
+
+async def check_media(settings: Settings, deep: bool) -> Check:
+    from vitte.media_doctor import probe_media
+
+    status, detail, fix, data = await probe_media(settings, deep)
+    return Check("media", cast(Status, status), detail, fix, data)
 
 
 async def _now(check: Check) -> Check:
