@@ -95,6 +95,15 @@ def test_shipped_personas_keep_their_stories_and_taglines() -> None:
         ({"creator_notes": "<p><b>Neighbour</b> for <i>rainy</i> days. https://x.example/a</p>"}, "Neighbour for rainy days."),
         ({"creator_notes": "", "description": "{{char}} is a student. She loves the rain."}, "Rika is a student."),
         ({"creator_notes": "", "description": "Name: Rika\nAge: 21\nLikes: rain"}, ""),
+        # RisuAI's sample: a character sheet whose lines are sentences (joined, it would read as prose)
+        (
+            {
+                "creator_notes": "",
+                "description": "Character: Rika\nGender: Female\nAge: 21 years old.\nOccupation: College student.\n"
+                "Secret: Rika has been in love with {{user}} for years.",
+            },
+            "",
+        ),
         ({"creator_notes": "x " * 400}, None),
     ],
 )

@@ -56,9 +56,11 @@ def derive_tagline(name: str, creator_notes: str, description: str) -> str:
     from_notes = tagline_from_notes(creator_notes)
     if from_notes:
         return from_notes
-    text = " ".join(re.sub(r"\{\{\s*char\s*\}\}|<bot>|<char>", name, description, flags=re.I).split())
-    if not reads_as_prose(re.sub(r"\{\{\s*user\s*\}\}|<user>", "you", text, flags=re.I)):
+    named = re.sub(r"\{\{\s*char\s*\}\}|<bot>|<char>", name, description, flags=re.I)
+    # judged line by line ("Name: …\nAge: …" sheets), shown as one line
+    if not reads_as_prose(re.sub(r"\{\{\s*user\s*\}\}|<user>", "you", named, flags=re.I)):
         return ""
+    text = " ".join(named.split())
     m = re.match(r"(.+?[.!?…])(?:\s|$)", text)
     first = m.group(1) if m else text
     if len(first) > MAX_TAGLINE:
