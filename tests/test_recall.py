@@ -63,6 +63,7 @@ async def open_core(settings: Settings, server: FakeLLMServer, **kw: Any) -> Cor
             "llm_retries": 0,
             "llm_timeout": 2.0,
             "recent_messages": 6,
+            "memory_facts_every": 0,  # no background extraction call among the recorded prompts
             **kw,
         }
     )
@@ -311,5 +312,28 @@ async def test_the_dialog_count_is_exercised(
                 )
             ).scalar()
         assert n and n > 80
+    finally:
+        await core.close()
+
+
+async def test_consecutive_prompts_share_their_prefix(
+    backend_settings: Settings, server: FakeLLMServer, redis_cleanup_if_any: None
+) -> None:
+    """Issue 16, item 3: the stable part first, the history next, what changes every reply after
+    it: the next reply's prompt starts with the previous one's messages up to its history's end."""
+    core = await open_core(backend_settings, server, recent_messages=40)
+    try:
+        await chatting(core, USER_ID, language_code="ru")
+        dialog_id = await dialog_of(core)
+        await plant(core, dialog_id, [PLANTED["ru"], *CHATTER["ru"] * 30])
+        prompts = []
+        for question in ("Помнишь моего кота?", "А как его зовут?", "Он всё ещё рыжий?"):
+            await core.dialogs.reply(USER_ID, question)
+            prompts.append(server.completions[-1].json["messages"])
+        for before, after in itertools.pairwise(prompts):
+            last_turn = max(i for i, m in enumerate(before) if m["role"] == "user")
+            assert after[: last_turn + 1] == before[: last_turn + 1]  # everything up to the new text
+            assert before[0]["role"] == "system" and "<story>" in before[0]["content"]  # the stable part first
+        assert "Барсик" in recalled_block({"messages": prompts[0]})
     finally:
         await core.close()

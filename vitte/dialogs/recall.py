@@ -213,10 +213,11 @@ class Recall:
         """The reply's history window and the recalled block for the player's newest message
         (`windows`: whose anchors, the process's by default)."""
         budget = self.settings.llm_context_tokens
-        shown = (windows or self.windows).window(dialog_id, history, int(budget * WINDOW_SHARE))
+        full = summary_upto > 0 or len(history) > self.settings.recent_messages  # older messages exist
+        shown = (windows or self.windows).window(dialog_id, history, int(budget * WINDOW_SHARE), full=full)
         if self.limit <= 0 or not shown:
             return PromptParts(shown)
-        older = summary_upto > 0 or len(shown) < len(history) or len(history) > self.settings.recent_messages
+        older = full or len(shown) < len(history)
         new_text = next((m.text for m in reversed(history) if m.role == USER), "")
         if not older or not new_text.strip():
             return PromptParts(shown)

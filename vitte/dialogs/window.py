@@ -31,8 +31,12 @@ class Windows:
         self._anchors: OrderedDict[int, int] = OrderedDict()
         self._max = dialogs
 
-    def window(self, dialog_id: int, history: Sequence[CachedMessage], budget: int) -> list[CachedMessage]:
-        """The part of `history` (oldest first) the prompt shows: from the dialog's anchor."""
+    def window(
+        self, dialog_id: int, history: Sequence[CachedMessage], budget: int, *, full: bool = False
+    ) -> list[CachedMessage]:
+        """The part of `history` (oldest first) the prompt shows: from the dialog's anchor.
+        `full`: the recent list is at its cap (it slides from now on), so a first anchor keeps
+        its newer half too, else the next message would move it at once."""
         if not history:
             return []
         anchor = self._anchors.get(dialog_id)
@@ -42,7 +46,7 @@ class Windows:
             if start is not None and _tokens(history[start:]) > budget:
                 start = None
         if start is None:
-            start = _half_of_fit(history, budget) if anchor is not None else _fit(history, budget)
+            start = _half_of_fit(history, budget) if anchor is not None or full else _fit(history, budget)
         self._anchors[dialog_id] = history[start].id
         self._anchors.move_to_end(dialog_id)
         while len(self._anchors) > self._max:
