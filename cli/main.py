@@ -2,7 +2,7 @@
 
 This module only assembles the commands; each lives in its own module (cli/db.py, cli/catalog.py,
 cli/dialogs.py, cli/faces.py, cli/users.py with cli/safety.py, cli/payments.py, cli/console.py,
-cli/bench.py, cli/doctor.py, cli/lore.py, cli/memory.py), and what they share in cli/common.py.
+cli/bench.py, cli/doctor.py, cli/lore.py, cli/memory.py, cli/nudges.py), and what they share in cli/common.py.
 Heavy modules are imported inside commands so `vitte --help` stays instant.
 Exit codes: 0 ok, 1 not found / refused, 2 bad usage or configuration.
 """
@@ -21,6 +21,7 @@ from cli.doctor import doctor
 from cli.faces import run_bot, serve_webapp
 from cli.lore import lore_app
 from cli.memory import memory_app
+from cli.nudges import nudge_app, run_scheduler
 from cli.payments import payments_app
 from cli.users import user_app
 
@@ -66,6 +67,8 @@ app.command("seed")(seed)
 app.command("demo", help="A short offline chat through the engine on embedded defaults. " + DEMO_NOTE)(demo)
 app.command("run-bot")(run_bot)
 app.command("serve-webapp")(serve_webapp)
+app.command("run-scheduler")(run_scheduler)
+app.add_typer(nudge_app, name="nudge")
 safety.register(user_app)
 app.add_typer(user_app, name="user")
 app.add_typer(payments_app, name="payments")

@@ -425,6 +425,8 @@ async def test_commands_help_and_admin_stats(env: BotEnv) -> None:
     assert "Active dialogs: 1" in text
     assert "Messages today (UTC): 3" in text
     assert "Online now: 2" in text
+    # issue 18: the nudges' counts (the active dialog's row in the schedule, nothing sent yet)
+    assert "Nudges: 0 sent, 0 due now, 1 scheduled; players unreachable (blocked the bot): 0" in text
 
 
 

@@ -253,6 +253,11 @@ async def test_a_blocked_bot_marks_the_player_unreachable_until_they_write(core:
     clock.advance(AFTER * 3)
     report = await nudger.run_due()
     assert report.sent == 0 and report.reasons[r.UNREACHABLE] == 1  # no sends until they write
+    await core.dialogs.reply(501, "I'm back")
+    clock.advance(AFTER * 3)
+    assert (await nudger.run_due()).sent == 1 and [u for u, _ in out.sent] == [501]
+    async with core.db.session() as s:
+        assert (await s.get(User, 501)).unreachable_at is None  # type: ignore[union-attr]
 
 
 async def test_a_crash_between_the_mark_and_telegram_never_sends_twice(core: Core) -> None:

@@ -55,15 +55,19 @@ async def list_dialogs(core: Core, *, include_ended: bool = False, limit: int = 
 
 
 async def counters(core: Core) -> dict[str, int]:
-    """Players, active dialogs, messages today (UTC), online now."""
+    """Players, active dialogs, messages today (UTC), online now; the nudges (issue 18)."""
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     async with core.db.session() as s:
         players = (await s.execute(select(func.count(col(User.id))))).scalar_one()
         active = (await s.execute(select(func.count(col(Dialog.id))).where(col(Dialog.status) == ACTIVE))).scalar_one()
         today = (await s.execute(select(func.count(col(Message.id))).where(col(Message.created_at) >= start))).scalar_one()
+    from vitte.initiative.schedule import Schedule
+
     return {
         "players": int(players),
         "active_dialogs": int(active),
         "messages_today": int(today),
         "online_now": int(await core.cache.online_count()),
+        # issue 18: nudges_scheduled, nudges_due, nudges_sent, players_unreachable
+        **await Schedule(core.db).counts(datetime.now(UTC)),
     }

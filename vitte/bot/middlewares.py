@@ -41,6 +41,7 @@ from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.db import is_unavailable
 from vitte.errors import StoreUnavailable
+from vitte.initiative.rules import online_window
 from vitte.logs import log_context
 from vitte.metrics import handling_update
 from vitte.players import language_from_telegram
@@ -111,6 +112,8 @@ class PlayerLockMiddleware(BaseMiddleware):
 
     def __init__(self, core: Core) -> None:
         self.core = core
+        settings = core.settings
+        self._online_ttl = max(int(online_window(settings.online_window, settings.nudge_after)), 1)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
@@ -158,7 +161,8 @@ class PlayerLockMiddleware(BaseMiddleware):
             return None
         if user is not None:
             try:
-                await self.core.cache.touch_online(user.id)
+                # online: an update within VITTE_ONLINE_WINDOW, at most VITTE_NUDGE_AFTER (issue 18)
+                await self.core.cache.touch_online(user.id, self._online_ttl)
             except Exception as exc:
                 log.debug("online mark failed: %s", exc)
         return await handler(event, data)

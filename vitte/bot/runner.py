@@ -49,11 +49,13 @@ from vitte.config import ConfigError, Settings
 from vitte.core import Core
 from vitte.dialogs import InterruptedReply, Recovery
 from vitte.i18n import DEFAULT_LANGUAGE, LANGUAGES
+from vitte.initiative.nudger import Nudger
 from vitte.logs import quiet_bad_requests, setup_logging
 from vitte.metrics import metrics_route
 from vitte.perf import freeze_heap
 from vitte.spool import Kept, Spool
 from vitte.telegram.bot import make_bot
+from vitte.telegram.nudges import nudge_sender
 from vitte.text import inert, same_secret
 
 log = logging.getLogger("vitte.bot")
@@ -117,6 +119,8 @@ async def run_bot(
         if runtime.spool is None:
             runtime.spool = Spool.from_settings(settings, core.cache)
         draining = asyncio.create_task(Drainer(runtime.spool, dp, bot, core).run(stop)) if runtime.spool else None
+        # issue 18: the persona writes first; every bot process claims what is due
+        nudging = asyncio.create_task(Nudger(core, nudge_sender(bot)).run(stop)) if settings.nudge_after > 0 else None
         try:
             if settings.webhook_url and secret:
                 await _serve_webhook(bot, dp, runtime, settings, secret, stop, core, webapp)
@@ -124,10 +128,11 @@ async def run_bot(
                 await _poll(bot, dp, runtime, settings, stop)
         finally:
             restore()
-            if draining is not None:
-                draining.cancel()
-                with contextlib.suppress(BaseException):
-                    await draining
+            for task in (draining, nudging):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
     finally:
         if own_bot and bot is not None:
             with contextlib.suppress(Exception):

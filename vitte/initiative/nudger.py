@@ -30,7 +30,7 @@ from vitte.initiative.clock import Clock
 from vitte.initiative.schedule import Claimed, Schedule, new_token
 from vitte.initiative.writer import write_nudge
 from vitte.llm.base import LLMError
-from vitte.models import ASSISTANT, MSG_OK, USER
+from vitte.models import ASSISTANT, MSG_OK, USER, utcnow
 
 if TYPE_CHECKING:
     from vitte.core import Core
@@ -96,6 +96,13 @@ def silent_since(c: Claimed) -> datetime:
     """When the dialog last heard from the player (or opened)."""
     moments = [m for m in (c.dialog_created_at, c.last_player_at) if m is not None]
     return max(moments) if moments else c.due_at
+
+
+def unreachable(c: Claimed) -> bool:
+    """Telegram said the player blocked the bot, and they have not written since."""
+    if c.unreachable_at is None:
+        return False
+    return c.last_player_at is None or c.last_player_at <= c.unreachable_at
 
 
 def unanswered_now(c: Claimed) -> int:
@@ -167,6 +174,10 @@ class Nudger:
         moves: list[tuple[int, datetime, int]] = []
         drops: list[int] = []
         ready: list[tuple[Claimed, int]] = []
+        # players who wrote since Telegram said they blocked the bot: reachable again
+        await self.schedule.reachable_again(
+            [c.user_id for c in batch if c.unreachable_at is not None and not unreachable(c)]
+        )
         for c in batch:
             if c.message_id is not None:
                 await self._unconfirmed(c, token, now, report)
@@ -225,6 +236,38 @@ class Nudger:
             if report.claimed < self.settings.nudge_batch or user_id is not None:
                 return total
 
+    async def preview(self, *, due_only: bool = False, user_id: int | None = None, limit: int = 100) -> list[dict[str, object]]:
+        """Who is scheduled when, and what a run now would do (`vitte nudge list`): nothing is
+        claimed or changed. `state`: send (due, nothing stands in the way), waiting (not due
+        yet), or the reason it would not be sent (`vitte.initiative.rules.REASONS`)."""
+        now = self.clock.now()
+        listed = await self.schedule.listing(due_before=now if due_only else None, user_id=user_id, limit=limit)
+        if not listed:
+            return []
+        read = await self.schedule.read(
+            [(x.dialog_id, x.user_id, x.due_at, x.unanswered, x.last_nudge_at, None) for x in listed], now.date()
+        )
+        ids = [c.user_id for c in read]
+        online = await self._online(ids)
+        locked = await self.core.cache.locked_users(ids) or set()
+        out: list[dict[str, object]] = []
+        for c in read:
+            u = unanswered_now(c)
+            d = r.decide(
+                self._candidate(c, u, now, online=c.user_id in online, in_flight=c.user_id in locked), self.rules
+            )
+            state = d.reason or ("send" if c.due_at <= now else "waiting")
+            if d.reason is None and c.due_at <= now:
+                base = c.last_nudge_at if u > 0 and c.last_nudge_at is not None else silent_since(c)
+                if r.next_due(base, self.rules.after, u, c.dialog_id, u) > now:
+                    state = "waiting"  # the player spoke since the row was written
+            out.append({
+                "user_id": c.user_id, "dialog_id": c.dialog_id, "due_at": c.due_at.isoformat(),
+                "due": c.due_at <= now, "unanswered": u,
+                "last_nudge_at": c.last_nudge_at.isoformat() if c.last_nudge_at else None, "state": state,
+            })  # fmt: skip
+        return out
+
     # ------------------------------------------------------------------ deciding
     def _candidate(
         self, c: Claimed, unanswered: int, now: datetime, *, online: bool = False, in_flight: bool = False
@@ -236,7 +279,7 @@ class Nudger:
             blocked=c.blocked,
             adult=c.adult,
             on=r.nudges_on(c.settings, self.settings.nudge_default),
-            unreachable=c.unreachable,
+            unreachable=unreachable(c),
             unanswered=unanswered,
             online=online,
             in_flight=in_flight,
@@ -312,8 +355,8 @@ class Nudger:
                 await turn.append(self.core.cache, c.dialog_id, CachedMessage(message_id, ASSISTANT, text, MSG_OK))
                 try:
                     telegram_id = await self.send(c.user_id, text)
-                except Unreachable:
-                    await self.schedule.mark_unreachable(c.user_id, now)
+                except Unreachable:  # marked in real time: compared with the player's messages
+                    await self.schedule.mark_unreachable(c.user_id, utcnow())
                     await self.schedule.unsend(
                         c.dialog_id, token, message_id, now + timedelta(seconds=max(self.rules.after, 60.0))
                     )

@@ -58,7 +58,7 @@ class Claimed:
     settings: dict[str, Any] | None = None
     blocked: bool = False
     adult: bool = False
-    unreachable: bool = False
+    unreachable_at: datetime | None = None  # the player blocked the bot (403) then
     premium_until: datetime | None = None
     extra_replies: int = 0
     used_today: int = 0
@@ -140,9 +140,9 @@ class Schedule:
             rows = (await conn.execute(stmt)).all()
         if not rows:
             return []
-        return await self._read([tuple(r) for r in rows], now.date())
+        return await self.read([tuple(r) for r in rows], now.date())
 
-    async def _read(self, rows: Sequence[tuple[Any, ...]], today: date) -> list[Claimed]:
+    async def read(self, rows: Sequence[tuple[Any, ...]], today: date) -> list[Claimed]:
         """The claimed rows' dialogs, players, today's usage and the player's last message in
         each dialog: one statement for the whole batch."""
         ids = [int(r[0]) for r in rows]
@@ -207,7 +207,7 @@ class Schedule:
                     settings=f[5] if isinstance(f[5], dict) else {},
                     blocked=f[6] is not None,
                     adult=f[7] is not None,
-                    unreachable=f[8] is not None,
+                    unreachable_at=_aware(f[8]),
                     premium_until=f[9],
                     extra_replies=int(f[10] or 0),
                     used_today=int(f[11] or 0),
@@ -295,6 +295,14 @@ class Schedule:
                 .where(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token)
                 .values(message_id=None, due_at=retry_at, claim_token=None, lease_until=None)
             )
+
+    async def reachable_again(self, user_ids: Sequence[int]) -> None:
+        """The players wrote after Telegram said they blocked the bot: reachable again."""
+        if user_ids:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(
+                    sa.update(USERS).where(USERS.c.id.in_(list(user_ids))).values(unreachable_at=None)
+                )
 
     async def mark_unreachable(self, user_id: int, now: datetime) -> None:
         async with self.db.engine.begin() as conn:

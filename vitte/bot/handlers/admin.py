@@ -31,6 +31,15 @@ async def stats_command(message: Message, core: Core, runtime: Runtime) -> None:
             messages=s["messages_today"],
             online=s["online_now"],
         )
+        + "\n"
+        + t(
+            lang,
+            "stats_nudges",
+            sent=s["nudges_sent"],
+            due=s["nudges_due"],
+            scheduled=s["nudges_scheduled"],
+            unreachable=s["players_unreachable"],
+        )
     )
 
 

@@ -1,0 +1,88 @@
+"""The persona writes first through the real bot (issue 18): `run_bot` (polling) runs the
+scheduler beside the updates; with a short VITTE_NUDGE_AFTER the player who fell silent gets a
+message they did not ask for, sent with sendMessage to their chat; a player who blocked the
+bot (403 from the local Bot API) is marked unreachable and gets nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from tests.support.bot_harness import PERSONA, STORY, cards, drop_redis_keys
+from tests.support.llm_server import FakeLLMServer
+from vitte.bot.runner import run_bot
+from vitte.bot.runtime import Runtime
+from vitte.catalog.seed import seed_cards
+from vitte.config import Settings
+from vitte.core import Core
+from vitte.localapi import LocalBotSession, LocalPlayer, make_local_bot
+from vitte.models import KIND_NUDGE, Message, User
+
+TOKEN = "42:LOCAL-TEST-TOKEN-0123456789abcdef"
+NUDGE = "I was thinking about you. How did the interview go?"
+
+
+def answer(body: dict[str, Any]) -> str:
+    """The nudge for the nudge's instruction (the last system message), else a plain reply."""
+    last = body["messages"][-1]
+    return NUDGE if last["role"] == "system" and "silent" in last["content"] else "Good luck!"
+
+
+async def test_run_bot_sends_a_nudge_after_silence_and_marks_a_blocked_player(backend_settings: Settings) -> None:
+    async with FakeLLMServer(replies=answer) as llm:
+        settings = backend_settings.model_copy(
+            update={
+                "bot_token": SecretStr(TOKEN),
+                "llm_base_url": llm.base_url,
+                "nudge_after": 2,
+                "nudge_poll": 0.2,
+                "nudge_quiet_hours": "",
+                "rate_limit_per_minute": 0,
+            }
+        )
+        core = await Core.open(settings)
+        try:
+            await seed_cards(core.db, cards())
+            for uid, lang in ((1001, "en"), (1002, "ru")):
+                await core.players.seen(uid, language_code=lang)
+                await core.players.confirm_adult(uid)
+                await core.dialogs.choose(uid, PERSONA, STORY)
+        finally:
+            await core.close()
+
+        session = LocalBotSession()
+        session.block(1002)
+        bot = make_local_bot(session, token=TOKEN)
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=Runtime()))
+        try:
+            await session.wait_for("getUpdates", timeout=10)
+            p = LocalPlayer(None, bot, session, deliver="queue", user_id=1001)  # type: ignore[arg-type]
+            await p.send("I have a job interview tomorrow")
+            await session.wait_for("sendMessage", lambda c: c.params.get("text") == "Good luck!", timeout=10)
+            # then silence: the persona writes first, to this chat, unasked
+            nudge = await session.wait_for(
+                "sendMessage", lambda c: c.params.get("chat_id") == 1001 and c.params.get("text") == NUDGE, timeout=15
+            )
+            assert nudge is not None
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 15)
+
+        core = await Core.open(settings)
+        try:
+            async with core.db.session() as s:
+                kinds = list((await s.execute(select(Message.kind, Message.telegram_message_id)
+                                              .where(Message.kind == KIND_NUDGE))).all())  # type: ignore[arg-type]
+                blocked = await s.get(User, 1002)
+            assert len(kinds) >= 1 and all(tid is not None for _, tid in kinds)
+            assert blocked is not None and blocked.unreachable_at is not None
+            # the blocked player was never sent anything that went through
+            assert not any(c.params.get("chat_id") == 1002 and c.error is None
+                           for c in session.calls_of("sendMessage"))
+        finally:
+            await core.close()
+    await drop_redis_keys(settings)
