@@ -295,6 +295,8 @@ async def test_me_for_a_new_player_creates_nothing(webapp: WebAppHarness) -> Non
         "registered": False,
         "language": "en",
         "style": "normal",
+        "voice_replies": "never",
+        "voice_available": False,
         "adult_confirmed": False,
         "persona_id": None,
         "persona_name": None,

@@ -47,7 +47,7 @@ from vitte.errors import (
 )
 from vitte.i18n import Texts, normalize_language
 from vitte.pace import DELETE_CONFIRMATIONS, DIALOG_OPENINGS, INVOICES, keep_pace
-from vitte.players import LANGUAGES, BadSetting, PlayerView, language_from_telegram
+from vitte.players import LANGUAGES, VOICE_REPLIES, BadSetting, PlayerView, language_from_telegram
 from vitte.prompt import STYLES
 from vitte.telegram.messages import (
     ExportThrottled,
@@ -485,6 +485,9 @@ async def me_payload(core: Core, user: WebAppUser, state: PlayerState) -> dict[s
         "registered": player is not None,
         "language": state.language,
         "style": player.style if player else "normal",
+        # voice replies (issue 19): offered only with VITTE_TTS_MODEL
+        "voice_replies": player.voice_replies if player else "never",
+        "voice_available": core.dialogs.speech.on,
         "adult_confirmed": bool(player and player.adult_confirmed_at is not None),
         "persona_id": _current_persona_id(state),
         "persona_name": dialog.persona_name if dialog else None,
@@ -660,15 +663,18 @@ async def post_settings(request: web.Request) -> web.Response:
     data = await read_object(request)
     language = _text_field(data, "language", required=False)
     style = _text_field(data, "style", required=False)
-    if language is None and style is None:
-        raise ApiError(400, "bad_request", "nothing to change: send language and/or style")
+    voice = _text_field(data, "voice_replies", required=False)
+    if language is None and style is None and voice is None:
+        raise ApiError(400, "bad_request", "nothing to change: send language, style and/or voice_replies")
+    if voice is not None and voice not in VOICE_REPLIES:
+        raise ApiError(400, "bad_setting", f"voice_replies must be one of {', '.join(VOICE_REPLIES)}")
     if language is not None and language not in LANGUAGES:
         raise ApiError(400, "bad_setting", f"language must be one of {', '.join(LANGUAGES)}")
     if style is not None and style not in STYLES:
         raise ApiError(400, "bad_setting", f"style must be one of {', '.join(STYLES)}")
     async with ctx.core.dialogs.turn(user.id):
         await _seen(ctx.core, user)
-        await ctx.core.players.update_settings(user.id, language=language, style=style)
+        await ctx.core.players.update_settings(user.id, language=language, style=style, voice_replies=voice)
         state = await _answering(request, ctx, user)
     return json_response(await me_payload(ctx.core, user, state))
 

@@ -40,6 +40,7 @@
   }
 
   var STYLES = ["short", "normal", "long"];
+  var VOICE_MODES = ["never", "voice", "always"];  // the player's voice replies (issue 19)
 
   var state = {
     tg: null,
@@ -853,6 +854,19 @@
           h("span", { class: "row-check" }, on ? icon("check") : null));
       }));
 
+    // "Голосом отвечать: никогда / на голосовые / всегда" (only when the bot can speak)
+    var voiceList = me.voice_available ? h("div", { class: "card list", role: "radiogroup", "aria-label": t("voiceReplies") },
+      VOICE_MODES.map(function (mode) {
+        var on = (me.voice_replies || "never") === mode;
+        return h("button", {
+          type: "button", role: "radio", "aria-checked": on ? "true" : "false",
+          class: "row" + (on ? " is-on" : ""), "data-voice": mode,
+          onclick: function (e) { if (!on) saveSetting({ voice_replies: mode }, e.currentTarget); }
+        },
+          h("span", { class: "row-text" }, h("span", { class: "row-title", text: t("voice_" + mode) })),
+          h("span", { class: "row-check" }, on ? icon("check") : null));
+      })) : null;
+
     var exp = h("button", { type: "button", class: "row", "data-test": "export-data", onclick: exportData },
       h("span", { class: "row-icon" }, icon("download")),
       h("span", { class: "row-text" },
@@ -868,6 +882,7 @@
     return h("div", { class: "page" }, topBar(t("settings")),
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("language") }), langSeg),
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("style") }), styleList),
+      voiceList ? h("section", { class: "section" }, h("h2", { class: "section-title", text: t("voiceReplies") }), voiceList) : null,
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("data") }), h("div", { class: "card list" }, exp, del)));
   }
 
