@@ -409,3 +409,23 @@ async def test_the_embedded_default_extracts_with_the_offline_writer(sqlite_url:
         assert (await core.dialogs.reply(USER_ID, "А у тебя?")).text  # the pinned fact does not upset it
     finally:
         await core.close()
+
+
+async def test_a_huge_backlog_is_read_within_the_prompt_budget(core: Core, server: FakeLLMServer) -> None:
+    from vitte.prompt import estimate_tokens
+
+    dialog_id = await begin(core, USER_ID, "en")
+    core.settings.memory_facts_every = 0
+    for i in range(12):
+        await core.dialogs.reply(USER_ID, f"story {i} " + "word " * 380)
+    for i in range(40):
+        await core.dialogs.facts.add(USER_ID, f"fact {i} " + "long " * 55)
+    core.settings.memory_facts_every = 2
+    script(server).facts = [{"text": "Tells long stories"}]
+    await core.dialogs.reply(USER_ID, "the newest line")
+    await core.dialogs.drain()
+    request = [r for r in server.completions if not r.json.get("stream")][-1].json["messages"]
+    assert sum(estimate_tokens(m["content"]) for m in request) <= core.settings.llm_context_tokens
+    assert "the newest line" in request[-1]["content"] and "story 0 " not in request[-1]["content"]
+    assert "fact 39" in request[-1]["content"] and "fact 0 " not in request[-1]["content"]
+    assert "Tells long stories" in [f.text for f in await facts_of(core, dialog_id)]

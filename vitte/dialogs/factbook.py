@@ -26,6 +26,7 @@ from vitte.dialogs.facts import (
     EXTRACT_TURNS_MAX,
     PLAYER,
     FactsParseError,
+    Known,
     PromptFact,
     clean_text,
     extraction_messages,
@@ -43,6 +44,7 @@ from vitte.errors import NotFound, VitteError
 from vitte.llm.base import LLM, LLMError, LLMRequest
 from vitte.models import USER, Dialog, Fact, User
 from vitte.players import player_view
+from vitte.prompt import estimate_tokens
 
 log = logging.getLogger("vitte.memory")
 
@@ -50,6 +52,9 @@ CACHE_DIALOGS = 4096  # dialogs whose facts a process keeps for the prompt
 PINNED_SHARE = 10  # % of VITTE_LLM_CONTEXT_TOKENS for the pinned facts
 RELEVANT_SHARE = 5  # % for the facts relevant to the new text
 PAGE_SIZE = 5  # facts per /memory page
+EXTRACT_RESERVE = (
+    1200  # tokens of VITTE_LLM_CONTEXT_TOKENS an extraction keeps for its instruction, facts, answer
+)
 
 
 class FactNotFound(NotFound):
@@ -222,13 +227,16 @@ class Factbook:
         player = player_view(user) if user is not None else None
         language = player.language if player is not None else "ru"
         persona = await self.catalog.persona(dialog.persona_id)
-        turns = [cached(m) for m in unread.messages]
+        budget = self.settings.llm_context_tokens
+        shown = _facts_within(unread.facts, budget // 4)  # the newest known facts, a quarter at most
+        used = sum(estimate_tokens(f.text) + 4 for f in shown)
+        turns = _within([cached(m) for m in unread.messages], max(budget - EXTRACT_RESERVE - used, 256))
         request = LLMRequest(
             messages=extraction_messages(
                 persona.name_in(language),
                 (player.first_name if player is not None else None) or "user",
                 language,
-                unread.facts,
+                shown,
                 turns,
             ),
             max_tokens=600,
@@ -303,6 +311,32 @@ class Factbook:
     async def of_dialog(self, dialog_id: int) -> list[FactView]:
         """Every fact of a dialog, superseded ones too, oldest first."""
         return [fact_view(f) for f in await self.store.of_dialog(dialog_id)]
+
+
+def _within(turns: list[CachedMessage], budget: int) -> list[CachedMessage]:
+    """The newest turns whose text fits `budget` tokens (at least the newest one), oldest first."""
+    kept: list[CachedMessage] = []
+    used = 0
+    for m in reversed(turns):
+        used += estimate_tokens(m.text)
+        if kept and used > budget:
+            break
+        kept.append(m)
+    kept.reverse()
+    return kept
+
+
+def _facts_within(facts: list[Known], budget: int) -> list[Known]:
+    """The newest facts whose text fits `budget` tokens, oldest first."""
+    kept: list[Known] = []
+    used = 0
+    for f in reversed(facts):
+        used += estimate_tokens(f.text) + 4
+        if used > budget:
+            break
+        kept.append(f)
+    kept.reverse()
+    return kept
 
 
 def _keep(marks: dict[int, int], dialog_id: int, message_id: int) -> None:
