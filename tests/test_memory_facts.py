@@ -407,6 +407,10 @@ async def test_the_embedded_default_extracts_with_the_offline_writer(sqlite_url:
             ("Собеседника зовут Аня", 5)
         ]
         assert (await core.dialogs.reply(USER_ID, "А у тебя?")).text  # the pinned fact does not upset it
+        said = await core.dialogs.reply(USER_ID, "Запомни, что я люблю грозу")
+        from vitte.llm.demo import _PHRASES
+
+        assert any(said.text.startswith(p) for p in _PHRASES["ru"]["remembered"])  # acknowledged, in character
     finally:
         await core.close()
 

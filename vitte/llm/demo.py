@@ -112,6 +112,7 @@ _PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
             "Останешься со мной ещё немного?",
         ),
         "introduce": ("Я {name}.", "Меня зовут {name}."),
+        "remembered": ("Запомню. *кивает*", "Я это запомню, обещаю.", "*улыбается* Теперь не забуду."),
         "warm": ("*улыбается*", "*тепло смотрит на тебя*", "*придвигается чуть ближе*"),
         "playful": ("*хитро прищуривается*", "*смеётся*", "*подмигивает*"),
         "shy": ("*смущённо отводит взгляд*", "*краснеет*", "*тихо улыбается*"),
@@ -162,6 +163,7 @@ _PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
             "Will you stay with me a little longer?",
         ),
         "introduce": ("I'm {name}.", "My name is {name}."),
+        "remembered": ("I'll remember that. *nods*", "Noted — I won't forget it.", "*smiles* I'll keep that close."),
         "warm": ("*smiles*", "*looks at you warmly*", "*leans a little closer*"),
         "playful": ("*grins*", "*laughs*", "*winks*"),
         "shy": ("*glances away, blushing*", "*smiles softly*", "*tucks a strand of hair away*"),
@@ -287,7 +289,11 @@ class DemoWriter:
         rng = random.Random(int.from_bytes(seed[:8], "big"))
         if not last:
             return self._opening(card, name, lang, rng)
-        return self._reply(card, name, lang, last, rng)
+        reply = self._reply(card, name, lang, last, rng)
+        if any("<memory_new>" in _text(m.get("content")) for m in request.messages if m.get("role") == "system"):
+            # the player asked to remember something (vitte.dialogs.facts): say so, in character
+            return f"{rng.choice(_PHRASES[lang]['remembered'])} {reply}"
+        return reply
 
     @staticmethod
     def _facts(user_lines: list[str], lang: str, name: str) -> str:
