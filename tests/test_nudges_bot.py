@@ -1,7 +1,8 @@
 """The persona writes first through the real bot (issue 18): `run_bot` (polling) runs the
 scheduler beside the updates; with a short VITTE_NUDGE_AFTER the player who fell silent gets a
 message they did not ask for, sent with sendMessage to their chat; a player who blocked the
-bot (403 from the local Bot API) is marked unreachable and gets nothing."""
+bot (403 from the local Bot API) is marked unreachable and gets nothing. /settings' switch
+"Пусть персонаж пишет первым" / "Let the persona write first" (default on)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.support.bot_harness import PERSONA, STORY, cards, drop_redis_keys
+from tests.support.bot_harness import PERSONA, STORY, BotEnv, cards, drop_redis_keys, env  # noqa: F401
 from tests.support.llm_server import FakeLLMServer
 from vitte.bot.runner import run_bot
 from vitte.bot.runtime import Runtime
@@ -86,3 +87,24 @@ async def test_run_bot_sends_a_nudge_after_silence_and_marks_a_blocked_player(ba
         finally:
             await core.close()
     await drop_redis_keys(settings)
+
+
+async def test_settings_toggle_in_both_languages(env: BotEnv) -> None:  # noqa: F811 (the fixture)
+    from vitte.initiative.prefs import prefs_of
+
+    for uid, lang, title, label, on_line, off_line in (
+        (1101, "ru", "⚙️ Настройки", "Пусть персонаж пишет первым", "Пусть персонаж пишет первым: да",
+         "Пусть персонаж пишет первым: нет"),
+        (1102, "en", "⚙️ Settings", "Let the persona write first", "Let the persona write first: on",
+         "Let the persona write first: off"),
+    ):
+        p = env.player(uid, language_code=lang)
+        await p.send("/settings")
+        assert p.last_bot_text().startswith(title) and on_line in p.last_bot_text()  # default on
+        assert f"✓ {label}" in p.buttons()
+        await p.click(f"✓ {label}")
+        assert off_line in p.last_bot_text() and label in p.buttons()
+        assert (await prefs_of(env.core.db, env.core.settings, uid)).on is False
+        await p.click(label)
+        assert on_line in p.last_bot_text()
+        assert (await prefs_of(env.core.db, env.core.settings, uid)).on is True

@@ -11,6 +11,9 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from vitte.bot.callbacks import SettingsCb
 from vitte.bot.handlers.common import player_lang, seen
 from vitte.bot.keyboards import delete_confirm_kb, settings_kb
+from vitte.bot.nudge_settings import ACTION as NUDGES_ACTION
+from vitte.bot.nudge_settings import toggle as toggle_nudges
+from vitte.bot.nudge_settings import with_nudges
 from vitte.bot.runtime import Runtime
 from vitte.bot.streaming import edit_or_send
 from vitte.bot.texts import t
@@ -49,7 +52,9 @@ async def help_command(message: Message, core: Core, runtime: Runtime) -> None:
 async def settings_command(message: Message, core: Core, runtime: Runtime) -> None:
     assert message.from_user is not None
     await seen(core, runtime, message.from_user)
-    text, markup = settings_view(await core.players.get(message.from_user.id), core.dialogs.speech.on)
+    player = await core.players.get(message.from_user.id)
+    text, markup = settings_view(player, core.dialogs.speech.on)
+    text, markup = await with_nudges(core, player.id, player.language, text, markup)
     await message.answer(text, reply_markup=markup)
 
 
@@ -83,6 +88,19 @@ async def settings_button(
         runtime.remember_lang(user.id, player.language)
         await query.answer(t(player.language, "saved"))
         text, markup = settings_view(player, core.dialogs.speech.on)
+        text, markup = await with_nudges(core, user.id, player.language, text, markup)
+        await edit_or_send(bot, chat_id, message_id, text, markup)
+    elif action == NUDGES_ACTION:  # "Пусть персонаж пишет первым" (issue 18)
+        try:
+            changed = await toggle_nudges(core, user.id, value)
+        except UnknownUser:
+            changed = None
+        if changed is None:
+            await query.answer(t(lang, "stale"))
+            return
+        await query.answer(t(lang, "saved"))
+        text, markup = settings_view(await core.players.get(user.id), core.dialogs.speech.on)
+        text, markup = await with_nudges(core, user.id, lang, text, markup)
         await edit_or_send(bot, chat_id, message_id, text, markup)
     elif action == "delete":
         await query.answer()
@@ -97,6 +115,7 @@ async def settings_button(
     elif action == "back":
         await query.answer()
         text, markup = settings_view(await core.players.get(user.id), core.dialogs.speech.on)
+        text, markup = await with_nudges(core, user.id, lang, text, markup)
         await edit_or_send(bot, chat_id, message_id, text, markup)
     else:
         await query.answer(t(lang, "stale"))
