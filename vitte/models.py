@@ -336,6 +336,19 @@ class Usage(SQLModel, table=True):
     replies: int = Field(default=0)
 
 
+class MediaUsage(SQLModel, table=True):
+    """Voice replies and photos a player got per UTC day (their daily allowances, issue 19)."""
+
+    __tablename__: ClassVar[str] = "media_usage"
+
+    user_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    )
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))  # voice | photo
+    count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+
+
 class Hold(SQLModel, table=True):
     """What is kept after a player deleted their data, so that deleting cannot lift a block or
     reset today's quota: the Telegram id, the block (its time and the operator's note, never
