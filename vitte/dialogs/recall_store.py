@@ -72,7 +72,8 @@ class Found:
 def _pg_search(config: str) -> Prepared:
     """Per word of the new text, the dialog's newest PER_TERM messages holding it (the GIN index,
     and the dialog's rows through ix_messages_dialog_id_id); each candidate scored by the words it
-    holds, a word weighing more the fewer candidates hold it (an IDF over the candidates), plus
+    holds, a word weighing more the fewer candidates hold it (an IDF over the candidates, squared:
+    tf-idf on both the query's and the message's side), plus
     ts_rank_cd (cover density) of the whole query; the best `limit`. And, in the same round trip,
     the rows of `extra` (meaning-based candidates, rank NULL)."""
     cfg = f"'{config}'::regconfig"
@@ -92,7 +93,7 @@ def _pg_search(config: str) -> Prepared:
             ) m
         ),
         scored AS (
-            SELECT id, sum(ln(1.0 + picks::float8 / holding)) AS idf
+            SELECT id, sum(power(ln(1.0 + picks::float8 / holding), 2)) AS idf
             FROM (
                 SELECT id, count(*) OVER (PARTITION BY term) AS holding, count(*) OVER () AS picks
                 FROM picked
@@ -147,7 +148,8 @@ _SQLITE_ROWS = (
 
 
 def idf_scores(picked: dict[str, list[int]]) -> dict[int, float]:
-    """Each candidate's score: the sum, over the words it holds, of ln(1 + picks / holding),
+    """Each candidate's score: the sum, over the words it holds, of ln(1 + picks / holding)²
+    (the IDF weighs both the query's and the message's word, as tf-idf's cosine does),
     where `holding` is how many candidates hold that word and `picks` all (word, candidate)
     pairs; a word the dialog says everywhere weighs little, one said once a lot. The same
     formula as PostgreSQL's statement."""
@@ -155,7 +157,7 @@ def idf_scores(picked: dict[str, list[int]]) -> dict[int, float]:
     scores: dict[int, float] = {}
     for ids in picked.values():
         if ids:
-            weight = math.log(1.0 + picks / len(ids))
+            weight = math.log(1.0 + picks / len(ids)) ** 2
             for i in ids:
                 scores[i] = scores.get(i, 0.0) + weight
     return scores
