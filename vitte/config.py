@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         "No minors. {nudity}"
     )
     image_allow_nudity: bool = False  # False: "No nudity, fully clothed." is part of the preamble
+    # daily allowances per plan (vitte.media_allowance); 0 = none on that plan (a premium perk)
+    free_daily_photos: int = Field(default=1, ge=0, le=10_000)
+    premium_daily_photos: int = Field(default=20, ge=0, le=10_000)
+    free_daily_voice_replies: int = Field(default=5, ge=0, le=100_000)
+    premium_daily_voice_replies: int = Field(default=100, ge=0, le=100_000)
     media_timeout: float = Field(default=60.0, gt=0)  # seconds per transcription/synthesis/image
     media_dir: str | None = None  # keep received and made media here; unset: nothing is kept
     shutdown_grace: float = Field(default=20.0, ge=0)

@@ -184,3 +184,15 @@ class PhotoFailed(VitteError):
     def __init__(self, message_id: int, why: str = "") -> None:
         super().__init__(f"photo for message {message_id} not made{': ' + why if why else ''}")
         self.message_id = message_id
+
+
+class MediaQuotaExceeded(VitteError):
+    """Today's photos (`kind` "photo") or voice replies ("voice") are used up: `limit` a day on
+    the player's plan (`premium`), `premium_limit` on Premium."""
+
+    def __init__(self, kind: str, limit: int, premium: bool, premium_limit: int) -> None:
+        super().__init__(f"daily {kind} allowance of {limit} used up")
+        self.kind = kind
+        self.limit = limit
+        self.premium = premium
+        self.premium_limit = premium_limit

@@ -22,8 +22,9 @@ from vitte.bot.handlers.common import Speaker
 from vitte.bot.streaming import ReplyStream, call_with_retry
 from vitte.core import Core
 from vitte.dialogs import ReplyOutcome
-from vitte.errors import UnknownUser
+from vitte.errors import MediaQuotaExceeded, StoreUnavailable, UnknownUser
 from vitte.llm.media import MediaError
+from vitte.media_allowance import VOICE
 
 log = logging.getLogger("vitte.bot")
 
@@ -45,6 +46,18 @@ async def speaker(core: Core, bot: Bot, chat_id: int, user_id: int, *, heard: bo
 
     async def speak(stream: ReplyStream, outcome: ReplyOutcome, markup: InlineKeyboardMarkup) -> int | None:
         spoken, rest = speech.split(outcome.text)
+        try:  # today's voice replies (VITTE_*_DAILY_VOICE_REPLIES): used up, the text goes
+            taken = await core.dialogs.allowance.take(user_id, VOICE)
+        except (MediaQuotaExceeded, UnknownUser, StoreUnavailable):
+            return None
+        sent = await _speak(stream, outcome, markup, spoken, rest)
+        if sent is None:
+            await core.dialogs.allowance.give_back(taken)
+        return sent
+
+    async def _speak(
+        stream: ReplyStream, outcome: ReplyOutcome, markup: InlineKeyboardMarkup, spoken: str, rest: str
+    ) -> int | None:
         with contextlib.suppress(TelegramAPIError):
             await bot.send_chat_action(chat_id=chat_id, action=ChatAction.RECORD_VOICE)
         try:

@@ -36,6 +36,7 @@ from vitte.dialogs.views import Recovery
 from vitte.dialogs.voice import Hearing
 from vitte.llm.base import LLM
 from vitte.llm.media import MediaAPI
+from vitte.media_allowance import MediaAllowance
 from vitte.safety.crisis import CrisisCare, load_crisis_care
 from vitte.safety.preamble import load_preamble
 
@@ -84,7 +85,10 @@ class DialogEngine:
         self.hearing = Hearing(settings, self.store, self.turns, self.replies, self.media)
         self.speech = Speech(settings, self.media)  # voice replies through /audio/speech
         # the persona's photos through /images/generations
-        self.pictures = Pictures(settings, self.store, cache, self.turns, self.catalog, llm, self.media)
+        self.allowance = MediaAllowance(settings, db)  # voice replies and photos per day
+        self.pictures = Pictures(
+            settings, self.store, cache, self.turns, self.catalog, llm, self.media, self.allowance
+        )
         # the operations, as the faces call them
         self.turn = self.turns.turn
         self.current = self.lifecycle.current

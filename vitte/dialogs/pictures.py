@@ -14,8 +14,10 @@ LLM sees of it afterwards. A failure raises PhotoFailed (request kept; [Повт
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,7 @@ from vitte.dialogs.turn import Turn, Turns
 from vitte.errors import PhotoFailed, StaleDialog
 from vitte.llm.base import LLM, LLMError, LLMRequest
 from vitte.llm.media import MediaAPI, MediaError
+from vitte.media_allowance import PHOTO, MediaAllowance, Taken
 from vitte.models import ASSISTANT, MSG_OK, USER, Persona
 from vitte.players import player_view
 
@@ -78,6 +81,7 @@ class Pictures:
         catalog: Catalog,
         llm: LLM,
         media: MediaAPI | None,
+        allowance: MediaAllowance | None = None,
     ) -> None:
         self.settings = settings
         self.cache = cache
@@ -86,6 +90,7 @@ class Pictures:
         self.catalog = catalog
         self.llm = llm
         self.media = media
+        self.allowance = allowance  # photos per day (None: unlimited)
         self._appearance: dict[str, str] = {}
 
     @property
@@ -153,11 +158,14 @@ class Pictures:
         async with self.turns.of(who) as turn:
             dialog, user = await self.turns.admitted_active(turn, turn.user_id)
             dialog_id = int(dialog.id or 0)
+            if self.media is None or not self.media.draws:
+                raise PhotoFailed(0, "VITTE_IMAGE_MODEL is not set")
+            taken = await self._take(turn.user_id)  # MediaQuotaExceeded: nothing stored
             text = request_text.replace("\x00", "").strip()[: self.settings.max_message_chars]
             request_id = await self.store.add_message(dialog_id, USER, text, telegram_message_id=telegram_message_id)
             turn.wrote = True
             await turn.append(self.cache, dialog_id, CachedMessage(request_id, USER, text, MSG_OK))
-            return await self._make(turn, dialog_id, dialog.persona_id, player_view(user).language, request_id)
+            return await self._counted(taken, self._make(turn, dialog_id, dialog.persona_id, player_view(user).language, request_id))
 
     async def again(self, who: Turn | int, dialog_id: int, request_id: int) -> Photo:
         """[Повторить] after a failed photo: StaleDialog unless the request is still the latest."""
@@ -168,7 +176,20 @@ class Pictures:
             latest = await self.store.messages(dialog_id, 1)
             if not latest or latest[0].id != request_id or latest[0].role != USER:
                 raise StaleDialog()
-            return await self._make(turn, dialog_id, dialog.persona_id, player_view(user).language, request_id)
+            taken = await self._take(turn.user_id)
+            return await self._counted(taken, self._make(turn, dialog_id, dialog.persona_id, player_view(user).language, request_id))
+
+    async def _take(self, user_id: int) -> Taken | None:
+        return await self.allowance.take(user_id, PHOTO) if self.allowance is not None else None
+
+    async def _counted(self, taken: Taken | None, making: Awaitable[Photo]) -> Photo:
+        """A photo delivered stays counted; a failed one is given back."""
+        try:
+            return await making
+        except BaseException:
+            if self.allowance is not None:
+                await asyncio.shield(self.allowance.give_back(taken))
+            raise
 
     async def _make(self, turn: Turn, dialog_id: int, persona_id: str, language: str, request_id: int) -> Photo:
         media = self.media

@@ -22,6 +22,7 @@ from aiogram.types import (
 
 from vitte.bot.callbacks import PhotoCb
 from vitte.bot.handlers.common import current_dialog, player_lang, send_entry
+from vitte.bot.paywall import offer_kb
 from vitte.bot.refusals import REFUSALS, answer_refusal
 from vitte.bot.runtime import Runtime, drop_markup
 from vitte.bot.streaming import call_with_retry
@@ -29,7 +30,7 @@ from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.dialogs import Turn
 from vitte.dialogs.pictures import Photo, photo_request
-from vitte.errors import NoActiveDialog, PhotoFailed, StaleDialog
+from vitte.errors import MediaQuotaExceeded, NoActiveDialog, PhotoFailed, StaleDialog
 
 
 def photo_buttons(core: Core, dialog_id: int) -> list[InlineKeyboardButton]:
@@ -103,6 +104,12 @@ async def _send_photo(
         return
     except REFUSALS as exc:
         await answer_refusal(core, bot, chat_id, lang, exc)
+        return
+    except MediaQuotaExceeded as exc:  # today's photos used up (or none on this plan): Premium
+        key = "photo_quota" if exc.limit else "photo_premium_only"
+        text = t(lang, key, limit=exc.limit, premium_limit=exc.premium_limit)
+        offer = None if exc.premium else await offer_kb(core, bot, await core.billing.entitlement(user.id), lang)
+        await call_with_retry(lambda: bot.send_message(chat_id=chat_id, text=text, reply_markup=offer))
         return
     await call_with_retry(
         lambda: bot.send_photo(

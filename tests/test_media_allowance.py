@@ -1,0 +1,114 @@
+"""Voice replies and photos paid like the rest (issue 19, item 4): daily allowances per plan
+(VITTE_FREE_DAILY_PHOTOS / VITTE_PREMIUM_DAILY_PHOTOS, the same for voice replies), counted
+once per delivered item, given back when it failed, the Premium offer when used up; through the
+real Dispatcher and the local Bot API on SQLite and PostgreSQL, ru and en."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from tests.support.bot_harness import BotEnv
+from tests.test_voice import _rows, voice_env
+from vitte.devtools.media_server import FakeMediaServer
+from vitte.media_allowance import PHOTO, VOICE
+from vitte.models import USER, User, utcnow
+
+__all__ = ["voice_env"]
+
+
+def _on(env: BotEnv) -> None:
+    env.core.dialogs.media.image_model = "img"  # type: ignore[union-attr]
+    env.core.dialogs.media.tts_model = "tts-1"  # type: ignore[union-attr]
+
+
+async def _premium(env: BotEnv, user_id: int) -> None:
+    async with env.core.db.session() as s:
+        await s.execute(update(User).where(User.id == user_id).values(premium_until=utcnow() + timedelta(days=30)))  # type: ignore[arg-type]
+        await s.commit()
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_free_photos_run_out_and_premium_is_offered(voice_env: tuple[BotEnv, FakeMediaServer], lang: str) -> None:
+    env, server = voice_env
+    _on(env)
+    env.core.settings.free_daily_photos = 1
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    env.llm.replies.append("Short hair, green eyes.")  # type: ignore[union-attr]
+    ask = "Пришли фото" if lang == "ru" else "send me a photo"
+    await p.send(ask)
+    assert p.last_bot_message().kind == "photo"  # type: ignore[union-attr]
+    rows_before = len(await _rows(env, p.user_id))
+    await p.send(ask)
+    expected = (
+        "На сегодня фото закончились (1 в день). С Premium — 20 в день."
+        if lang == "ru"
+        else "That's all my photos for today (1 a day). With Premium: 20 a day."
+    )
+    assert p.last_bot_text() == expected
+    assert p.buttons()  # the buy buttons of the paywall
+    assert len(server.of("/images/generations")) == 1  # nothing asked
+    assert len(await _rows(env, p.user_id)) == rows_before  # nothing stored
+    assert await env.core.dialogs.allowance.used_today(p.user_id, PHOTO) == 1
+
+
+async def test_premium_players_get_the_premium_allowance(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    _on(env)
+    env.core.settings.free_daily_photos = 0
+    env.core.settings.premium_daily_photos = 2
+    p = env.player()
+    await env.choose(p)
+    env.llm.replies.append("Tall, dark hair.")  # type: ignore[union-attr]
+    await p.send("Пришли фото")
+    assert p.last_bot_text() == "Фото — для Premium: до 2 в день."
+    assert not server.of("/images/generations")
+    await _premium(env, p.user_id)
+    for _ in range(2):
+        await p.send("Пришли фото")
+        assert p.last_bot_message().kind == "photo"  # type: ignore[union-attr]
+    await p.send("Пришли фото")
+    assert p.last_bot_text() == "На сегодня фото закончились (2 в день). С Premium — 2 в день."
+    assert p.buttons() == []  # already Premium: nothing to sell
+
+
+async def test_a_failed_photo_is_given_back(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    _on(env)
+    env.core.settings.free_daily_photos = 1
+    p = env.player()
+    await env.choose(p)
+    env.llm.replies.append("Freckles.")  # type: ignore[union-attr]
+    server.media_modes.append("500")
+    await p.send("Пришли фото")
+    assert p.buttons() == ["Повторить"]
+    assert await env.core.dialogs.allowance.used_today(p.user_id, PHOTO) == 0
+    await p.click("Повторить")
+    assert p.last_bot_message().kind == "photo"  # type: ignore[union-attr]
+    assert await env.core.dialogs.allowance.used_today(p.user_id, PHOTO) == 1
+
+
+async def test_voice_replies_run_out_into_text_and_failures_are_given_back(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    env, server = voice_env
+    _on(env)
+    env.core.settings.free_daily_voice_replies = 1
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    server.media_modes.append("500")
+    await p.send("раз")
+    assert p.last_bot_message().kind == "text"  # type: ignore[union-attr]
+    assert await env.core.dialogs.allowance.used_today(p.user_id, VOICE) == 0  # given back
+    await p.send("два")
+    assert p.last_bot_message().kind == "voice"  # type: ignore[union-attr]
+    await p.send("три")
+    assert p.last_bot_message().kind == "text"  # type: ignore[union-attr]
+    assert p.last_bot_text() == "You said: три"
+    assert len(server.of("/audio/speech")) == 2  # the third was not asked for
+    assert await env.core.dialogs.allowance.used_today(p.user_id, VOICE) == 1
+    assert [r.text for r in await _rows(env, p.user_id) if r.role == USER] == ["раз", "два", "три"]
