@@ -17,6 +17,7 @@ from vitte.models import User, table_of
 from vitte.players import BadSetting
 
 USERS = table_of(User)
+ZONE_BY = "timezone_by"  # users.settings: who set the zone, "browser" or "player"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,17 @@ def _prefs(settings: Settings, stored: dict[str, object], language: str) -> Nudg
 
 
 async def set_prefs(
-    db: Database, settings: Settings, user_id: int, *, on: bool | None = None, timezone: str | None = None
+    db: Database,
+    settings: Settings,
+    user_id: int,
+    *,
+    on: bool | None = None,
+    timezone: str | None = None,
+    from_browser: bool = False,
 ) -> NudgePrefs:
-    """Change the switch and/or the zone (BadSetting for a zone that does not exist)."""
+    """Change the switch and/or the zone (BadSetting for a zone that does not exist).
+    `from_browser`: the zone the Web App read from the browser (Intl), kept only until the
+    player chooses one in Settings."""
     if timezone is not None and zone_or_none(timezone) is None:
         raise BadSetting("timezone must be an IANA time zone such as Europe/Moscow")
     async with unavailable_as(StoreUnavailable), db.engine.begin() as conn:
@@ -62,7 +71,8 @@ async def set_prefs(
         stored = dict(row[0]) if isinstance(row[0], dict) else {}
         if on is not None:
             stored[SETTING_NUDGES] = on
-        if timezone is not None:
+        if timezone is not None and not (from_browser and stored.get(ZONE_BY) == "player"):
             stored[SETTING_TIMEZONE] = timezone
+            stored[ZONE_BY] = "browser" if from_browser else "player"
         await conn.execute(sa.update(USERS).where(USERS.c.id == user_id).values(settings=stored))
     return _prefs(settings, stored, str(row[1]))

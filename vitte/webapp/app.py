@@ -31,6 +31,7 @@ from vitte.telegram.bot import make_bot
 from vitte.webapp.api import CTX, WebContext, error_middleware, json_response, routes
 from vitte.webapp.avatars import AVATARS_KEY, RemoteAvatars, is_remote, remote_key
 from vitte.webapp.memory_api import memory_routes
+from vitte.webapp.nudges_api import nudge_routes
 from vitte.webapp.portraits import add_portrait_routes
 from vitte.webapp.texts import language_texts, page_texts_json
 
@@ -218,6 +219,7 @@ def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web
     app.router.add_get("/index.html", index)
     app.add_routes(routes)
     app.add_routes(memory_routes)  # the memory page (vitte.webapp.memory_api)
+    app.add_routes(nudge_routes)  # the persona writes first: switch, time zone (vitte.webapp.nudges_api)
     app.router.add_get("/api/texts/{lang}.json", _texts, name="texts")
     app.router.add_get("/static/{filename}", _static_handler(_load_assets()), name="static")
     app.router.add_get("/avatars/{filename:.+}", _avatar, name="avatars")

@@ -377,11 +377,87 @@
       if (state.authError) return null;
       state.me = me;
       if (me && LANGS.indexOf(me.language) >= 0) setLang(me.language);
+      sendBrowserZone();
       return me;
     }, function (err) {
       if (err instanceof ApiError && err.status === 401) return null; // the banner says why
       throw err;
     });
+  }
+
+  // the browser's time zone (Intl), once per session, for the persona's quiet hours (issue 18);
+  // the server keeps it only until the player chooses one in Settings
+  function browserZone() {
+    try { return Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { return ""; }
+  }
+
+  function sendBrowserZone() {
+    var zone = browserZone();
+    if (state.zoneSent || !zone) return;
+    state.zoneSent = true;
+    state.zoneSending = api("api/me/nudges", { method: "POST", body: { timezone: zone, browser: true } }).then(function (prefs) {
+      state.nudges = prefs;
+    }, function () { state.zoneSent = false; });
+  }
+
+  function zoneNames(current) {
+    var names = [];
+    try { if (Intl.supportedValuesOf) names = Intl.supportedValuesOf("timeZone").slice(); } catch (e) { names = []; }
+    [current, browserZone(), "UTC", "Europe/Moscow"].forEach(function (z) { if (z && names.indexOf(z) < 0) names.push(z); });
+    names.sort();
+    return names;
+  }
+
+  // "Пусть персонаж пишет первым" and the time zone: a section filled once its prefs arrive
+  function nudgesSection() {
+    var box = h("section", { class: "section", "data-test": "nudges" });
+    function fill(prefs) {
+      state.nudges = prefs;
+      while (box.firstChild) box.removeChild(box.firstChild);
+      if (!prefs || !prefs.available) return;
+      var on = !!prefs.nudges;
+      var toggle = h("button", {
+        type: "button", role: "switch", "aria-checked": on ? "true" : "false",
+        class: "row" + (on ? " is-on" : ""), "data-test": "nudges-toggle",
+        onclick: function (e) { save({ nudges: !on }, e.currentTarget); }
+      },
+        h("span", { class: "row-text" }, h("span", { class: "row-title", text: t("nudges") })),
+        h("span", { class: "row-check" }, on ? icon("check") : null));
+      var select = h("select", { class: "row", "data-test": "timezone", "aria-label": t("timezone"),
+        onchange: function (e) { save({ timezone: e.currentTarget.value }, e.currentTarget); } },
+        zoneNames(prefs.timezone).map(function (z) {
+          var o = h("option", { value: z, text: z });
+          if (z === prefs.timezone) o.selected = true;
+          return o;
+        }));
+      box.appendChild(h("h2", { class: "section-title", text: t("nudges") }));
+      box.appendChild(h("div", { class: "card list" }, toggle,
+        h("label", { class: "row" }, h("span", { class: "row-text" },
+          h("span", { class: "row-title", text: t("timezone") }),
+          h("span", { class: "row-hint", text: t("timezoneHint") })), select)));
+    }
+    function save(patch, control) {
+      if (state.busy) return;
+      state.busy = true;
+      control.classList.add("is-saving");
+      haptic("select");
+      api("api/me/nudges", { method: "POST", body: patch }).then(function (prefs) {
+        state.busy = false;
+        toast(t("saved"), "ok");
+        fill(prefs);
+      }, function (err) {
+        state.busy = false;
+        control.classList.remove("is-saving");
+        if (err && err.network) showBanner(t("offline"), function () { hideBanner(); }, "offline");
+        else toast((err && err.message) || t("errorTitle"), "error");
+      });
+    }
+    if (state.nudges) fill(state.nudges);
+    // after the browser's zone has been sent (the settings page then shows it)
+    (state.zoneSending || Promise.resolve()).then(function () {
+      return api("api/me/nudges").then(fill, function () { /* the section stays empty */ });
+    });
+    return box;
   }
 
   function setLang(lang) {
@@ -883,6 +959,7 @@
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("language") }), langSeg),
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("style") }), styleList),
       voiceList ? h("section", { class: "section" }, h("h2", { class: "section-title", text: t("voiceReplies") }), voiceList) : null,
+      nudgesSection(),
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("data") }), h("div", { class: "card list" }, exp, del)));
   }
 
