@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aiohttp import ClientSession, web
 
     from vitte.core import Core
+    from vitte.initiative.nudger import Nudger, RunReport
     from vitte.llm.base import LLM
     from vitte.localapi import LocalBotSession, LocalPlayer
 
@@ -285,6 +286,11 @@ class ConsoleBackend:
         self.webapp: WebAppServer | None = None
         self.web: WebAppClient | None = None
         self.webapp_error: str | None = None
+        # the persona writes first (issue 18): the scheduler on a clock the operator moves
+        from vitte.initiative.clock import Clock
+
+        self.clock = Clock()
+        self.nudger: Nudger | None = None
 
     @property
     def session(self) -> LocalBotSession:
@@ -308,6 +314,10 @@ class ConsoleBackend:
         self._bot = make_local_bot(self._session, token=LOCAL_BOT_TOKEN)
         self.core = await Core.open(self.settings, llm=self._llm, seed_if_empty=True)
         self.dp = build_dispatcher(self.core, self._runtime) if self._runtime else build_dispatcher(self.core)
+        from vitte.initiative.nudger import Nudger
+        from vitte.telegram.nudges import nudge_sender
+
+        self.nudger = Nudger(self.core, nudge_sender(self._bot), clock=self.clock)
         if self._serve_webapp:
             try:
                 from vitte.webapp.app import make_webapp
@@ -334,6 +344,15 @@ class ConsoleBackend:
         if self.core is not None:
             await self.core.close()
             self.core = None
+
+    # ------------------------------------------------------------------ the clock (issue 18)
+    async def advance_clock(self, seconds: float) -> RunReport:
+        """Move the scheduler's clock forward and send the nudges due by then (into the
+        local chats, through the local Bot API, as `vitte run-bot` would)."""
+        assert self.nudger is not None, "ConsoleBackend.open() first"
+        self.clock.advance(seconds)
+        await self.nudger.backfill()
+        return await self.nudger.run_due()
 
     # ------------------------------------------------------------------ players
     async def use_player(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
@@ -132,6 +132,7 @@ class OperatorPanel(VerticalScroll):
     class Refresh(Message):
         pass
 
+
     def __init__(self, *, clock: Callable[[float], str], id: str | None = None) -> None:
         super().__init__(id=id)
         self.clock = clock
@@ -164,6 +165,11 @@ class OperatorPanel(VerticalScroll):
         with Horizontal(classes="op-form"):
             yield Button("Refresh", id="op-refresh", compact=True)
             yield Button("Reset dialog", id="op-reset", compact=True, variant="error")
+        yield Static("Clock (the persona writes first)", classes="op-section")
+        with Horizontal(classes="op-form"):
+            yield Button("+1 h", id="op-plus-hour", compact=True)
+            yield Button("+1 day", id="op-plus-day", compact=True)
+        yield Static(id="op-clock", classes="op-body")
         yield Static(id="op-web", classes="op-body op-web")
 
     # ------------------------------------------------------------------ input
@@ -198,6 +204,46 @@ class OperatorPanel(VerticalScroll):
     def _reset(self, event: Button.Pressed) -> None:
         event.stop()
         self.post_message(self.ResetDialog())
+
+    @on(Button.Pressed, "#op-plus-hour")
+    def _plus_hour(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.advance_clock(3600.0)
+
+    @on(Button.Pressed, "#op-plus-day")
+    def _plus_day(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.advance_clock(86400.0)
+
+    @work(group="operator-clock", exit_on_error=False)
+    async def advance_clock(self, seconds: float) -> None:
+        """"+1 h" / "+1 day": the console backend's scheduler clock moved forward; the nudges
+        due by then arrive in the local chat (then the panel is refreshed)."""
+        backend = getattr(self.app, "backend", None)
+        if backend is None:
+            return
+        try:
+            report = await backend.advance_clock(seconds)
+        except Exception as exc:
+            self.notify(f"clock: {exc}", severity="error")
+            return
+        held = ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items()) if k != "sent")
+        note = f"{report.sent} nudge(s) sent" + (f"; not now: {held}" if held else "")
+        self.show_clock(backend.clock.offset.total_seconds(), note)
+        self.notify(f"Clock +{seconds / 3600:g} h: {note}")
+        log_note = getattr(self.app, "log_note", None)
+        if callable(log_note):
+            log_note(f"▶ operator moved the clock +{seconds / 3600:g} h: {note}")
+        self.post_message(self.Refresh())
+
+    def show_clock(self, offset_seconds: float, note: str = "") -> None:
+        """How far the scheduler's clock is ahead of the wall clock, and the last run's result."""
+        text = Text()
+        hours = offset_seconds / 3600
+        text.append(f"+{hours:g} h ahead" if offset_seconds else "the wall clock", style="dim")
+        if note:
+            text.append("\n" + note)
+        self.query_one("#op-clock", Static).update(inert_text(text))
 
     @on(Button.Pressed, "#op-refresh")
     def _refresh(self, event: Button.Pressed) -> None:
