@@ -33,8 +33,9 @@ from tui.chat import ChatHeader, ChatView, Clock, Composer, InlineButton, local_
 from tui.commands import Command, ConsoleCommands
 from tui.operator import LogPane, OperatorPanel, local_hhmmss
 from tui.portrait import portrait_cells
-from tui.screens import AlertScreen, DocumentScreen, HelpScreen
+from tui.screens import AlertScreen, DocumentScreen, HelpScreen, PathScreen
 from tui.strings import tr
+from tui.voicefile import VoiceFileError, read_voice_file
 from tui.webapp import WebAppScreen
 from vitte.catalog.portrait_store import PortraitStore
 from vitte.catalog.portraits import SIZES
@@ -111,6 +112,7 @@ class VitteConsole(App[None]):
         Binding("f2", "toggle_operator", "Operator"),
         Binding("f3", "toggle_log", "Log"),
         Binding("f4", "open_webapp", "Web App"),
+        Binding("f6", "send_voice_file", "Voice file", show=False),  # in the palette and F1
         Binding("ctrl+t", "toggle_theme", "Theme"),
         Binding("escape", "stop", "Stop reply"),
         Binding("ctrl+s", "stop", "Stop reply", show=False),
@@ -526,6 +528,25 @@ class VitteConsole(App[None]):
         }
         self.act(f"send a {kind}", senders[kind])
 
+    def action_send_voice_file(self) -> None:
+        """F6: a WAV/OGG file from disk sent as the player's voice message (a path prompt)."""
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                data, seconds, mime = read_voice_file(path)
+            except VoiceFileError as exc:
+                self.notify(str(exc), severity="warning")
+                return
+            player = self.player
+            self.act(
+                f"send a voice message ({seconds} s)",
+                lambda: player.send_voice(data, duration=seconds, mime_type=mime),
+            )
+
+        self.push_screen(PathScreen("A WAV or OGG file to send as a voice message (its path):"), callback=chosen)
+
     def action_edit_last(self) -> None:
         text = self.composer.value.strip()
         mine = [m for m in self.player.chat.user_messages() if m.kind == "text" and not m.deleted]
@@ -818,6 +839,7 @@ def console_commands(app: VitteConsole) -> list[Command]:
         ("Send a sticker", "The bot's answer to non-text messages", partial(app.send_media, "sticker")),
         ("Send a photo", "The bot's answer to non-text messages", partial(app.send_media, "photo")),
         ("Send a voice message", "The bot's answer to non-text messages", partial(app.send_media, "voice")),
+        ("Send a voice file (WAV/OGG)", "A file from disk as a voice message (F6)", app.action_send_voice_file),
         ("Send a document", "The bot's answer to non-text messages", partial(app.send_media, "document")),
         ("Edit my last message", "An edited_message update with the text in the input", app.action_edit_last),
         ("Load older messages", "Mount the previous page of the chat (Home)", app.action_load_older),

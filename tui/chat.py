@@ -24,6 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static
 
+from tui.portrait import portrait_cells
 from tui.strings import inert_text, tr
 
 if TYPE_CHECKING:
@@ -174,6 +175,11 @@ class InlineKeyboard(Vertical):
 # --------------------------------------------------------------------------- messages
 
 
+# voice notes, audio files and round videos as the console shows them (issue 19)
+_SPOKEN_MARK = {"voice": "🎤", "audio": "🎵", "video_note": "⭕"}
+PHOTO_CELLS = (16, 6)  # a photo's thumbnail: columns × rows of half-block cells
+
+
 def keyboard_rows(msg: LocalMessage, lang: str) -> list[list[ButtonSpec]]:
     rows = (
         [[button_spec(b) for b in row] for row in msg.reply_markup.inline_keyboard]
@@ -187,7 +193,7 @@ def keyboard_rows(msg: LocalMessage, lang: str) -> list[list[ButtonSpec]]:
     ):
         amount = msg.invoice.get("total_amount", 0)
         rows.insert(0, [ButtonSpec(tr(lang, "pay", amount=amount), "pay")])
-    if msg.kind == "document" and msg.file is not None and msg.from_bot:
+    if msg.kind in ("document", "photo", "voice") and msg.file is not None and msg.from_bot:
         rows.append([ButtonSpec(tr(lang, "open_file"), "file")])
     return rows
 
@@ -215,6 +221,21 @@ def message_body(msg: LocalMessage, lang: str, clock: Clock) -> Text:
         body.append(name, style="bold")
         if size:
             body.append(f" · {size}", style="dim")
+        if msg.text:
+            body.append("\n")
+            body.append_text(entity_text(msg.text, msg.entities))
+    elif msg.kind in _SPOKEN_MARK:  # a voice note: "🎤 0:07", its caption (the transcript: 📝)
+        seconds = int((msg.extra.get(msg.kind) or {}).get("duration") or 0)
+        body.append(f"{_SPOKEN_MARK[msg.kind]} {seconds // 60}:{seconds % 60:02d}", style="bold")
+        if msg.text:
+            body.append("\n")
+            body.append_text(entity_text(msg.text, msg.entities))
+    elif msg.kind == "photo":  # a thumbnail in half-block cells, else "🖼 photo"
+        thumb = portrait_cells(msg.file.data, *PHOTO_CELLS) if msg.file is not None and msg.file.data else None
+        if thumb is not None:
+            body.append_text(thumb)
+        else:
+            body.append(f"🖼 {tr(lang, 'file_kind_photo')}", style="italic")
         if msg.text:
             body.append("\n")
             body.append_text(entity_text(msg.text, msg.entities))

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Markdown, Static
+from textual.widgets import Button, Input, Markdown, Static
 
 from tui.strings import inert_text
 
@@ -47,6 +47,7 @@ show a *Pay* button that runs the Telegram Stars flow locally (pre-checkout, the
 | `F2` | operator panel: switch/create the simulated player, dialog and memory in the store, reset |
 | `F3` | log of the raw Bot API calls the bot made |
 | `F4` | open the Web App (personas, settings, premium) |
+| `F6` | send a WAV or OGG file from disk as a voice message (a path prompt) |
 | `Ctrl+T` | light / dark theme |
 | `Ctrl+P` | command palette: every action, searchable |
 | `Ctrl+Q` | quit |
@@ -195,3 +196,29 @@ class DocumentScreen(ModalScreen[None]):
             n += 1
         target.write_bytes(self.data)
         self.notify(f"Saved {target}")
+
+
+class PathScreen(ModalScreen[str | None]):
+    """A file path typed by the operator (e.g. a WAV/OGG file to send as a voice message);
+    Enter gives it, Esc dismisses with None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, prompt: str) -> None:
+        super().__init__()
+        self.prompt = prompt
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="path-box", classes="dialog"):
+            yield Static(inert_text(self.prompt), id="path-prompt")
+            yield Input(placeholder="/path/to/voice.ogg", id="path-input")
+
+    def on_mount(self) -> None:
+        self.query_one("#path-input", Input).focus()
+
+    @on(Input.Submitted, "#path-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

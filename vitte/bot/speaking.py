@@ -23,7 +23,7 @@ from vitte.bot.streaming import ReplyStream, call_with_retry
 from vitte.core import Core
 from vitte.dialogs import ReplyOutcome
 from vitte.errors import MediaQuotaExceeded, StoreUnavailable, UnknownUser
-from vitte.llm.media import MediaError
+from vitte.llm.media import MediaError, opus_seconds
 from vitte.media_allowance import VOICE
 
 log = logging.getLogger("vitte.bot")
@@ -76,6 +76,7 @@ async def speaker(core: Core, bot: Bot, chat_id: int, user_id: int, *, heard: bo
                 lambda: bot.send_voice(
                     chat_id=chat_id,
                     voice=BufferedInputFile(ogg, filename="reply.ogg"),
+                    duration=opus_seconds(ogg) or None,
                     caption=caption,
                     reply_markup=None if rest else keyboard,
                 )

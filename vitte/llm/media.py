@@ -22,13 +22,23 @@ from vitte.metrics import observe_media
 if TYPE_CHECKING:
     from vitte.config import Settings
 
-__all__ = ["MediaAPI", "MediaError", "Transcript"]
+__all__ = ["MediaAPI", "MediaError", "Transcript", "opus_seconds"]
 
 MAX_ANSWER_BYTES = 25 * 1024 * 1024  # a synthesised voice note or a picture, at most
 _SNIPPET = 160
 # a segment this unsure (whisper's verbose_json) makes the transcript "uncertain"
 UNSURE_LOGPROB = -1.0
 UNSURE_NO_SPEECH = 0.6
+
+
+def opus_seconds(ogg: bytes) -> int:
+    """An OGG/Opus file's length in whole seconds (≥ 1): the last page's granule position at
+    Opus's 48 kHz; 0 when the bytes are not OGG."""
+    last = ogg.rfind(b"OggS")
+    if last < 0 or len(ogg) < last + 14:
+        return 0
+    granule = int.from_bytes(ogg[last + 6 : last + 14], "little", signed=True)
+    return max(1, round(granule / 48000)) if granule > 0 else 1
 
 
 class MediaError(Exception):

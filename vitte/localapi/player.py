@@ -201,8 +201,10 @@ class LocalPlayer:
         message = self._new_message(kind="photo", file=file, text=caption, photo=photo)
         return await self._emit(message=message)
 
-    async def send_voice(self, data: bytes = b"OggS local voice", duration: int = 3) -> Update:
-        file = self.session.store_file("voice", data, mime_type="audio/ogg")
+    async def send_voice(
+        self, data: bytes = b"OggS local voice", duration: int = 3, mime_type: str = "audio/ogg"
+    ) -> Update:
+        file = self.session.store_file("voice", data, mime_type=mime_type)
         voice = self.session.file_json(file, "voice", duration=duration)
         return await self._emit(message=self._new_message(kind="voice", file=file, voice=voice))
 

@@ -1624,6 +1624,8 @@ class LocalBotSession(BaseSession):
                 file.mime_type = _guess_mime(file.filename)
             apply()
             extra = {"emoji": p["emoji"]} if kind == "sticker" and p.get("emoji") else {}
+            if kind in ("voice", "audio", "video") and isinstance(p.get("duration"), int):
+                extra["duration"] = p["duration"]  # as the bot said (sendVoice's duration)
             msg = self._new_message(
                 chat,
                 text=caption or None,
