@@ -1,5 +1,6 @@
 """`vitte bench`: the hot path measured through the real Dispatcher (see vitte/bench.py), and
-`vitte bench memory`: recall and its cost (see vitte/bench_memory.py).
+`vitte bench memory`: recall and its cost (see vitte/bench_memory.py), and `vitte bench nudges`: the
+persona writing first at scale (see vitte/bench_nudges.py).
 
 Registered in cli/main.py as ``app.add_typer(bench_app, name="bench")``: `bench` is the group's
 callback (today's flags and output, run when no subcommand is given), `memory` its subcommand.
@@ -223,6 +224,68 @@ def render_memory(result: dict[str, Any]) -> None:
         console.print(f"  {mark}  {name}: {check['value']} (target {op} {check['target']})")
 
 
+def bench_nudges(
+    players: int = typer.Option(100_000, "--players", help="Bench players whose nudge falls due at once."),
+    two_players: int = typer.Option(
+        10_000, "--two-players", help="Players two schedulers then share at once (0: skip that phase)."
+    ),
+    batch: int = typer.Option(500, "--batch", help="Schedule rows claimed at a time."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the bench players and their dialogs afterwards."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stable keys)."),
+) -> None:
+    """The persona writes first, at scale, on PostgreSQL (issue 18): --players nudges due at
+    once, claimed and sent by one scheduler (instant in-process LLM, the local Bot API session,
+    pacing off): claims/s, sends/s, database time per claimed batch, duplicates, lost; then two
+    schedulers on one schedule (never a duplicate). Players with ids beyond any Telegram id,
+    deleted at the end unless --keep. Exit code 0 whatever the numbers; see "targets"."""
+    from vitte.bench_nudges import NudgeBenchConfig, run_nudge_bench
+
+    settings = settings_or_exit()
+    config = NudgeBenchConfig(players=players, two_players=two_players, batch=batch, keep=keep)
+    try:
+        config.check()
+    except ValueError as exc:
+        fail(str(exc), 2)
+    if settings.is_sqlite:
+        fail("vitte bench nudges measures PostgreSQL: set VITTE_DATABASE_URL=postgresql+psycopg://…", 2)
+
+    def progress(message: str) -> None:
+        if not as_json:
+            typer.echo(message, err=True)
+
+    async def go() -> Any:
+        try:
+            return await run_nudge_bench(settings, config, progress)
+        except RuntimeError as exc:
+            fail(str(exc), 1)
+
+    result = run_async(go)
+    if as_json:
+        print_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"vitte bench nudges · postgresql + {result['cache']} cache · batches of {result['batch']}")
+    table.add_column("metric")
+    phases = [("one scheduler", result["one"])] + ([("two schedulers", result["two"])] if result["two"] else [])
+    for name, _ in phases:
+        table.add_column(name, justify="right")
+    for label, key in (
+        ("players due", "players"), ("nudges sent", "sent"), ("seconds", "seconds"),
+        ("claims / s", "claims_per_second"), ("sends / s", "sends_per_second"),
+        ("claimed batches", "claim_batches"), ("DB ms per batch p50", "batch_db_ms_p50"),
+        ("DB ms per batch p99", "batch_db_ms_p99"), ("duplicates", "duplicates"), ("lost", "lost"),
+        ("failed", "failed"),
+    ):  # fmt: skip
+        table.add_row(label, *(str(phase[key]) for _, phase in phases))
+    console.print(table)
+    for name, check in result["targets"].items():
+        mark = "[green]ok[/green]" if check["ok"] else "[red]MISSED[/red]"
+        console.print(f"  {mark}  {name}: {check['value']} (target ≤ {check['target']})")
+
+
 bench_app = typer.Typer(
     help="Measure the reply hot path through the real dispatcher (prints figures); "
     "`vitte bench memory` measures recall.",
@@ -230,3 +293,4 @@ bench_app = typer.Typer(
 )
 bench_app.callback(invoke_without_command=True)(bench)
 bench_app.command("memory")(bench_memory)
+bench_app.command("nudges")(bench_nudges)

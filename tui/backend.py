@@ -289,7 +289,7 @@ class ConsoleBackend:
         # the persona writes first (issue 18): the scheduler on a clock the operator moves
         from vitte.initiative.clock import Clock
 
-        self.clock = Clock()
+        self.clock = Clock(ages_marks=True)
         self.nudger: Nudger | None = None
 
     @property

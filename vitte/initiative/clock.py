@@ -11,8 +11,11 @@ from vitte.models import utcnow
 class Clock:
     """UTC now plus an offset that only moves forward."""
 
-    def __init__(self, offset: timedelta = timedelta(0)) -> None:
+    def __init__(self, offset: timedelta = timedelta(0), *, ages_marks: bool = False) -> None:
         self.offset = offset
+        # the console's clock: the cache's online marks (kept in wall time) age with it, so a
+        # player who wrote a minute ago is not online an hour later on this clock
+        self.ages_marks = ages_marks
 
     def now(self) -> datetime:
         return utcnow() + self.offset

@@ -294,8 +294,8 @@ class Nudger:
         return c.extra_replies > 0 or c.used_today < self.settings.free_daily_replies
 
     async def _online(self, user_ids: list[int]) -> set[int]:
-        # a clock moved past the online window (the console's "+1 h"): every mark is that old
-        if not user_ids or self.clock.offset.total_seconds() >= self.rules.online_window:
+        # the console's clock moved past the online window ("+1 h"): every mark is that old
+        if not user_ids or (self.clock.ages_marks and self.clock.offset.total_seconds() >= self.rules.online_window):
             return set()
         answers = await asyncio.gather(*(self.core.cache.is_online(u) for u in user_ids), return_exceptions=True)
         return {u for u, a in zip(user_ids, answers, strict=True) if a is True}

@@ -238,27 +238,32 @@ class Schedule:
 
     async def mark(self, dialog_id: int, token: str, text: str, now: datetime) -> int | None:
         """The nudge stored in its dialog (marked as the persona's initiative) and its id
-        written on the claimed row, in one transaction: the idempotency mark. None (nothing
-        stored) when the claim was lost (its lease ran out and another process took it)."""
-        async with self.db.engine.begin() as conn:
-            message_id = (
-                await conn.execute(
-                    sa.insert(MESSAGES)
-                    .values(
-                        dialog_id=dialog_id, role=ASSISTANT, text=text, status=MSG_OK, kind=KIND_NUDGE,
-                        created_at=now,
-                    )
-                    .returning(MESSAGES.c.id)
-                )
-            ).scalar_one()
-            held = await conn.execute(
-                sa.update(NUDGES)
-                .where(
-                    NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token, NUDGES.c.message_id.is_(None)
-                )
-                .values(message_id=message_id)
+        written on the claimed row, at once: the idempotency mark. None (nothing stored) when
+        the claim was lost (its lease ran out and another process took it). PostgreSQL: one
+        statement (the INSERT only while the row is still this claim's, in a CTE); SQLite:
+        one transaction."""
+        held = sa.and_(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token, NUDGES.c.message_id.is_(None))
+        row = {"dialog_id": dialog_id, "role": ASSISTANT, "text": text, "status": MSG_OK, "kind": KIND_NUDGE,
+               "created_at": now}  # fmt: skip
+        if self.postgres:
+            source = sa.select(*(sa.literal(v, MESSAGES.c[k].type).label(k) for k, v in row.items())).where(
+                sa.exists().where(held)
             )
-            if held.rowcount != 1:
+            added = sa.insert(MESSAGES).from_select(list(row), source).returning(MESSAGES.c.id).cte("added")
+            stmt = (
+                sa.update(NUDGES)
+                .where(held)
+                .values(message_id=sa.select(added.c.id).scalar_subquery())
+                .returning(NUDGES.c.message_id)
+                .add_cte(added)
+            )
+            async with self.db.autocommit_engine.connect() as conn:
+                found = (await conn.execute(stmt)).scalar_one_or_none()
+            return int(found) if found is not None else None
+        async with self.db.engine.begin() as conn:
+            message_id = (await conn.execute(sa.insert(MESSAGES).values(**row).returning(MESSAGES.c.id))).scalar_one()
+            done = await conn.execute(sa.update(NUDGES).where(held).values(message_id=message_id))
+            if done.rowcount != 1:
                 await conn.rollback()
                 return None
         return int(message_id)
@@ -269,21 +274,26 @@ class Schedule:
     ) -> None:
         """The nudge went out (or a crash left it unconfirmed: `telegram_message_id` None):
         the mark cleared, the count and the next time written, the claim released."""
+        release = (
+            sa.update(NUDGES)
+            .where(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token)
+            .values(
+                message_id=None, unanswered=unanswered, last_nudge_at=now, due_at=next_due,
+                claim_token=None, lease_until=None,
+            )
+        )  # fmt: skip
+        delivered = (
+            sa.update(MESSAGES).where(MESSAGES.c.id == message_id).values(telegram_message_id=telegram_message_id)
+        )
+        if self.postgres:  # one statement: the message's Telegram id in a CTE
+            stmt = release if telegram_message_id is None else release.add_cte(delivered.cte("delivered"))
+            async with self.db.autocommit_engine.connect() as conn:
+                await conn.execute(stmt)
+            return
         async with self.db.engine.begin() as conn:
             if telegram_message_id is not None:
-                await conn.execute(
-                    sa.update(MESSAGES)
-                    .where(MESSAGES.c.id == message_id)
-                    .values(telegram_message_id=telegram_message_id)
-                )
-            await conn.execute(
-                sa.update(NUDGES)
-                .where(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token)
-                .values(
-                    message_id=None, unanswered=unanswered, last_nudge_at=now, due_at=next_due,
-                    claim_token=None, lease_until=None,
-                )
-            )  # fmt: skip
+                await conn.execute(delivered)
+            await conn.execute(release)
 
     async def unsend(self, dialog_id: int, token: str, message_id: int, retry_at: datetime) -> None:
         """Telegram refused the nudge for good (the player blocked the bot): its message is
