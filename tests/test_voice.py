@@ -327,3 +327,26 @@ async def test_when_the_voice_cannot_be_made_the_reply_comes_as_text(
     assert server.of("/audio/speech") and not env.sent("sendVoice")
     assert p.last_bot_text() == "Вот мой ответ."
     assert p.buttons() == ["🔄"]
+
+
+async def test_the_persona_speaks_in_the_voice_its_card_names(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    from sqlalchemy import update
+
+    from vitte.models import Persona
+
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    opening = await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    async with env.core.db.session() as s:
+        persona = await s.get(Persona, opening.dialog.persona_id)
+        assert persona is not None
+        card = dict(persona.card)
+        data = dict(card.get("data") or {})
+        data["extensions"] = {**(data.get("extensions") or {}), "vitte": {"voice": "nova"}}
+        card["data"] = data
+        await s.execute(update(Persona).where(Persona.id == persona.id).values(card=card))  # type: ignore[arg-type]
+        await s.commit()
+    await p.send("скажи что-нибудь")
+    assert server.of("/audio/speech")[-1].fields["voice"] == "nova"

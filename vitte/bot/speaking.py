@@ -31,7 +31,9 @@ log = logging.getLogger("vitte.bot")
 MAX_CAPTION = 1024  # Telegram's caption limit
 
 
-async def speaker(core: Core, bot: Bot, chat_id: int, user_id: int, *, heard: bool) -> Speaker | None:
+async def speaker(
+    core: Core, bot: Bot, chat_id: int, user_id: int, *, heard: bool, persona_id: str | None = None
+) -> Speaker | None:
     """The `speak` step for this reply, or None (text). One read of the player's settings, only
     when VITTE_TTS_MODEL is set."""
     speech = core.dialogs.speech
@@ -61,7 +63,7 @@ async def speaker(core: Core, bot: Bot, chat_id: int, user_id: int, *, heard: bo
         with contextlib.suppress(TelegramAPIError):
             await bot.send_chat_action(chat_id=chat_id, action=ChatAction.RECORD_VOICE)
         try:
-            ogg = await speech.synthesize(spoken)
+            ogg = await speech.synthesize(spoken, persona_id)
         except MediaError as exc:
             log.warning("voice reply for chat %s not made: %s", chat_id, exc)
             return None

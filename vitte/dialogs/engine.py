@@ -23,6 +23,7 @@ from vitte.cache.base import Cache
 from vitte.catalog.lookup import Catalog
 from vitte.config import Settings
 from vitte.db import Database
+from vitte.dialogs.card_extras import CardExtras
 from vitte.dialogs.factbook import Factbook
 from vitte.dialogs.lifecycle import Lifecycle
 from vitte.dialogs.memory import Memory
@@ -83,7 +84,7 @@ class DialogEngine:
         # voice messages in (issue 19): through the LLM API's /audio/transcriptions
         self.media = MediaAPI.from_settings(settings)
         self.hearing = Hearing(settings, self.store, self.turns, self.replies, self.media)
-        self.speech = Speech(settings, self.media)  # voice replies through /audio/speech
+        self.speech = Speech(settings, self.media, CardExtras(db, self.catalog))  # voice replies: /audio/speech
         # the persona's photos through /images/generations
         self.allowance = MediaAllowance(settings, db)  # voice replies and photos per day
         self.pictures = Pictures(

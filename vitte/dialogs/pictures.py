@@ -19,21 +19,18 @@ import logging
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import select
-from sqlmodel import col
 
 from vitte.cache.base import Cache, CachedMessage
 from vitte.catalog.lookup import Catalog
 from vitte.config import Settings
+from vitte.dialogs.card_extras import CardExtras
 from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns
 from vitte.errors import PhotoFailed, StaleDialog
 from vitte.llm.base import LLM, LLMError, LLMRequest
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_allowance import PHOTO, MediaAllowance, Taken
-from vitte.models import ASSISTANT, MSG_OK, USER, Persona
+from vitte.models import ASSISTANT, MSG_OK, USER
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.dialogs")
@@ -91,6 +88,7 @@ class Pictures:
         self.llm = llm
         self.media = media
         self.allowance = allowance  # photos per day (None: unlimited)
+        self.extras = CardExtras(store.db, catalog)  # the card's extensions.vitte.appearance
         self._appearance: dict[str, str] = {}
 
     @property
@@ -115,9 +113,8 @@ class Pictures:
         if known is not None:
             return known
         persona = await self.catalog.persona(persona_id)
-        card = await self._raw_card(persona_id)
-        given = _vitte_ext(card).get("appearance")
-        if isinstance(given, str) and given.strip():
+        given = await self.extras.text(persona_id, "appearance", APPEARANCE_CHARS)
+        if given:
             text = _line(given, APPEARANCE_CHARS)
         else:
             text = await self._derive(persona.name, persona.description or persona.card.description, language)
@@ -146,11 +143,6 @@ class Pictures:
             log.warning("appearance of %s not derived: %s", name, exc)
             text = ""
         return _line(text, APPEARANCE_CHARS) or _line(f"{name}, {description}", APPEARANCE_CHARS)
-
-    async def _raw_card(self, persona_id: str) -> dict[str, Any]:
-        async with self.store.db.session() as s:
-            card = (await s.execute(select(col(Persona.card)).where(col(Persona.id) == persona_id))).scalar()
-        return card if isinstance(card, dict) else {}
 
     # ------------------------------------------------------------------ a photo
     async def take(self, who: Turn | int, request_text: str, *, telegram_message_id: int | None = None) -> Photo:
@@ -208,9 +200,3 @@ class Pictures:
         await turn.append(self.cache, dialog_id, CachedMessage(message_id, ASSISTANT, said, MSG_OK))
         return Photo(image, message_id, request_id, description)
 
-
-def _vitte_ext(card: dict[str, Any]) -> dict[str, Any]:
-    data = card.get("data") if isinstance(card.get("data"), dict) else card
-    ext = data.get("extensions") if isinstance(data, dict) else None
-    vitte = ext.get("vitte") if isinstance(ext, dict) else None
-    return vitte if isinstance(vitte, dict) else {}

@@ -3,7 +3,8 @@
 The player's setting (`PlayerView.voice_replies`: never | voice | always) decides, with
 VITTE_TTS_MODEL configured; "voice" answers voice messages with voice. At most
 VITTE_TTS_MAX_CHARS are spoken, cut at a sentence's (else a word's) end; the rest goes as text.
-The voice is made by `/audio/speech` as OGG/Opus (`vitte.llm.media`), in VITTE_TTS_VOICE.
+The voice is made by `/audio/speech` as OGG/Opus (`vitte.llm.media`), in the card's
+`extensions.vitte.voice`, else VITTE_TTS_VOICE.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 
 from vitte.config import Settings
+from vitte.dialogs.card_extras import CardExtras
 from vitte.llm.media import MediaAPI, MediaError
 
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"»”)]*)\s")
@@ -19,9 +21,10 @@ _SENTENCE_END = re.compile(r"[.!?…](?:[\"»”)]*)\s")
 class Speech:
     """Voice replies (see the module docstring)."""
 
-    def __init__(self, settings: Settings, media: MediaAPI | None) -> None:
+    def __init__(self, settings: Settings, media: MediaAPI | None, extras: CardExtras | None = None) -> None:
         self.settings = settings
         self.media = media
+        self.extras = extras  # the card's extensions.vitte.voice
 
     @property
     def on(self) -> bool:
@@ -45,8 +48,18 @@ class Speech:
             cut = cap
         return text[:cut].strip(), text[cut:].strip()
 
-    async def synthesize(self, text: str) -> bytes:
-        """The spoken text as OGG/Opus bytes; MediaError when the endpoint fails."""
+    async def voice_of(self, persona_id: str | None) -> str | None:
+        """The persona's voice (the card's `extensions.vitte.voice`), else None (VITTE_TTS_VOICE)."""
+        if persona_id is None or self.extras is None:
+            return None
+        try:
+            return await self.extras.text(persona_id, "voice", 64)
+        except Exception:  # an unknown persona or a read failure: the default voice
+            return None
+
+    async def synthesize(self, text: str, persona_id: str | None = None) -> bytes:
+        """The spoken text as OGG/Opus bytes, in the persona's voice; MediaError when the
+        endpoint fails."""
         if self.media is None:
             raise MediaError("VITTE_TTS_MODEL is not set")
-        return await self.media.speak(text)
+        return await self.media.speak(text, await self.voice_of(persona_id))
