@@ -112,3 +112,22 @@ async def test_voice_replies_run_out_into_text_and_failures_are_given_back(
     assert len(server.of("/audio/speech")) == 2  # the third was not asked for
     assert await env.core.dialogs.allowance.used_today(p.user_id, VOICE) == 1
     assert [r.text for r in await _rows(env, p.user_id) if r.role == USER] == ["раз", "два", "три"]
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_premium_shows_the_photo_and_voice_allowances(voice_env: tuple[BotEnv, FakeMediaServer], lang: str) -> None:
+    env, _server = voice_env
+    env.core.settings.image_model = "img"
+    env.core.settings.tts_model = "tts-1"
+    p = env.player(language_code=lang)
+    await p.send("/start")
+    await p.send("/premium")
+    text = "\n".join(m.text or "" for m in p.bot_messages()[-2:])
+    if lang == "ru":
+        assert "Голосовые ответы: 100 в день" in text and "Фото от персонажа: 20 в день" in text
+    else:
+        assert "Voice replies: 100 a day" in text and "Photos from the persona: 20 a day" in text
+    free, premium = env.core.billing.plans()[:2]
+    assert (free.daily_photos, free.daily_voice_replies, premium.daily_photos) == (1, 5, 20)
+    env.core.settings.image_model = None
+    assert env.core.billing.plans()[1].daily_photos == 0  # photos off: not offered

@@ -165,6 +165,9 @@ class Plan:
     period_seconds: int | None  # SUBSCRIPTION_PERIOD for the subscription, None otherwise
     daily_replies: int = 0  # the daily limit the plan gives (0 for the pack)
     extra_replies: int = 0  # replies a pack adds
+    # issue 19: photos and voice replies a day on this plan (0: none, or the feature is off)
+    daily_photos: int = 0
+    daily_voice_replies: int = 0
 
     @property
     def purchasable(self) -> bool:
@@ -183,7 +186,12 @@ class Plan:
 
     def perks(self, language: str | None) -> tuple[str, ...]:
         replies = COMMON.nt(language, "replies", self.extra_replies or self.daily_replies)
-        return tuple(BILLING.t(language, f"plan_{self.id}_perks", replies=replies).split("\n"))
+        lines = BILLING.t(language, f"plan_{self.id}_perks", replies=replies).split("\n")
+        if self.daily_voice_replies:
+            lines.append(BILLING.t(language, "perk_voice_replies", n=self.daily_voice_replies))
+        if self.daily_photos:
+            lines.append(BILLING.t(language, "perk_photos", n=self.daily_photos))
+        return tuple(lines)
 
     def to_json(self, language: str) -> dict[str, Any]:
         return {
@@ -201,13 +209,25 @@ class Plan:
 def plans(settings: Settings) -> list[Plan]:
     """The plans, from configuration: free, premium (a 30-day Stars subscription), the reply pack."""
     free, premium = settings.free_daily_replies, settings.premium_daily_replies
+    # photos and voice replies count only when their model is configured (vitte.media_allowance)
+    photos = bool(settings.image_model and settings.llm_base_url)
+    voice = bool(settings.tts_model and settings.llm_base_url)
     out = [
-        Plan(id=FREE, price_stars=0, period_seconds=None, daily_replies=free),
+        Plan(
+            id=FREE,
+            price_stars=0,
+            period_seconds=None,
+            daily_replies=free,
+            daily_photos=settings.free_daily_photos if photos else 0,
+            daily_voice_replies=settings.free_daily_voice_replies if voice else 0,
+        ),
         Plan(
             id=PREMIUM,
             price_stars=settings.premium_stars_month,
             period_seconds=SUBSCRIPTION_PERIOD,
             daily_replies=premium,
+            daily_photos=settings.premium_daily_photos if photos else 0,
+            daily_voice_replies=settings.premium_daily_voice_replies if voice else 0,
         ),
     ]
     if settings.pack_replies > 0:
