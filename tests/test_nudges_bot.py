@@ -108,3 +108,26 @@ async def test_settings_toggle_in_both_languages(env: BotEnv) -> None:  # noqa: 
         await p.click(label)
         assert on_line in p.last_bot_text()
         assert (await prefs_of(env.core.db, env.core.settings, uid)).on is True
+
+
+async def test_the_sender_waits_out_429_and_turns_403_into_unreachable() -> None:
+    from vitte.initiative.nudger import Unreachable
+    from vitte.telegram.nudges import nudge_sender
+
+    session = LocalBotSession()
+    send = nudge_sender(make_local_bot(session, token=TOKEN))
+    session.fail_next("sendMessage", 429, retry_after=1)
+    message_id = await send(2001, "Привет, это я")
+    sent = [c for c in session.calls_of("sendMessage") if c.error is None]
+    assert len(sent) == 1 and message_id == sent[0].result["message_id"]  # once, after the 429
+    assert len([c for c in session.calls_of("sendMessage") if c.error]) == 1
+    session.block(2002)
+    try:
+        await send(2002, "Привет")
+    except Unreachable as exc:
+        assert "blocked" in str(exc)
+    else:
+        raise AssertionError("a blocked player must be Unreachable")
+    long = await send(2003, "слово " * 1500)  # 9,000 characters: cut at 4096
+    pieces = [c for c in session.calls_of("sendMessage") if c.params.get("chat_id") == 2003]
+    assert len(pieces) == 3 and long == pieces[-1].result["message_id"]
