@@ -131,3 +131,36 @@ async def test_premium_shows_the_photo_and_voice_allowances(voice_env: tuple[Bot
     assert (free.daily_photos, free.daily_voice_replies, premium.daily_photos) == (1, 5, 20)
     env.core.settings.image_model = None
     assert env.core.billing.plans()[1].daily_photos == 0  # photos off: not offered
+
+
+async def test_media_are_kept_only_in_vitte_media_dir(
+    voice_env: tuple[BotEnv, FakeMediaServer], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import os
+
+    from tests.test_voice import VOICE
+
+    env, _server = voice_env
+    _on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="voice")
+    cwd_before = set(os.listdir("."))
+    env.llm.replies.append("Looks.")  # type: ignore[union-attr]
+    await p.send("Пришли фото")
+    await p.send_voice(VOICE, duration=2)
+    assert set(os.listdir(".")) == cwd_before  # nothing written without VITTE_MEDIA_DIR
+
+    media_dir = tmp_path_factory.mktemp("media")
+    env.core.settings.media_dir = str(media_dir)
+    env.core.settings.free_daily_photos = 5
+    await p.send("Пришли фото")
+    await p.send_voice(VOICE, duration=2)
+    kept = sorted(str(f.relative_to(media_dir)).split("/")[0] for f in media_dir.rglob("*") if f.is_file())
+    assert kept == ["heard", "photos", "spoken"]
+    heard = next(f for f in media_dir.rglob("*") if f.is_file() and f.parts[-3] == "heard")
+    assert heard.read_bytes() == VOICE and heard.name.endswith("voice.ogg")
+    photo = next(f for f in media_dir.rglob("*.png"))
+    sent = [m for m in p.bot_messages() if m.kind == "photo"][-1]
+    assert sent.file is not None and photo.read_bytes() == sent.file.data
+    assert not list(media_dir.rglob("*.part"))

@@ -25,6 +25,7 @@ from vitte.dialogs import ReplyOutcome
 from vitte.errors import MediaQuotaExceeded, StoreUnavailable, UnknownUser
 from vitte.llm.media import MediaError, opus_seconds
 from vitte.media_allowance import VOICE
+from vitte.media_keep import keep
 
 log = logging.getLogger("vitte.bot")
 
@@ -67,6 +68,7 @@ async def speaker(
         except MediaError as exc:
             log.warning("voice reply for chat %s not made: %s", chat_id, exc)
             return None
+        await keep(core.settings, "spoken", f"{outcome.message_id}.ogg", ogg)  # VITTE_MEDIA_DIR only
         await stream.abort()  # the drafts (or a progress message) go; the voice takes their place
         caption = spoken if not rest and len(spoken) <= MAX_CAPTION else None
         keyboard = markup

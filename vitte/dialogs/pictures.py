@@ -30,6 +30,7 @@ from vitte.errors import PhotoFailed, StaleDialog
 from vitte.llm.base import LLM, LLMError, LLMRequest
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_allowance import PHOTO, MediaAllowance, Taken
+from vitte.media_keep import keep
 from vitte.models import ASSISTANT, MSG_OK, USER
 from vitte.players import player_view
 
@@ -197,6 +198,7 @@ class Pictures:
         description = _line(f"{appearance} {('— ' + scene) if scene else ''}", 200)
         said = f"[photo: {description}]"
         message_id = await self.store.add_message(dialog_id, ASSISTANT, said, media_kind="photo")
+        await keep(self.settings, "photos", f"{message_id}.png", image)  # VITTE_MEDIA_DIR only
         await turn.append(self.cache, dialog_id, CachedMessage(message_id, ASSISTANT, said, MSG_OK))
         return Photo(image, message_id, request_id, description)
 

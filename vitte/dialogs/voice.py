@@ -25,6 +25,7 @@ from vitte.dialogs.turn import Turn, Turns
 from vitte.dialogs.views import OnText, ReplyOutcome
 from vitte.errors import MediaTooLarge, NotHeard, StaleDialog
 from vitte.llm.media import MediaAPI, MediaError
+from vitte.media_keep import keep
 from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER
 from vitte.players import player_view
 
@@ -168,6 +169,7 @@ class Hearing:
             raise NotHeard(message_id, "VITTE_STT_MODEL is not set")
         try:
             audio = await fetch(heard.file_ref, MAX_FILE_BYTES)
+            await keep(self.settings, "heard", f"{message_id}-{heard.filename}", audio)  # VITTE_MEDIA_DIR only
             result = await media.transcribe(audio, heard.filename, language)
         except MediaError as exc:
             log.warning("voice message %s not transcribed: %s", message_id, exc)
