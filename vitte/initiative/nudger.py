@@ -30,7 +30,7 @@ from vitte.initiative.clock import Clock
 from vitte.initiative.schedule import Claimed, Schedule, new_token
 from vitte.initiative.writer import write_nudge
 from vitte.llm.base import LLMError
-from vitte.models import ASSISTANT, MSG_OK, USER, utcnow
+from vitte.models import ASSISTANT, MSG_OK, utcnow
 
 if TYPE_CHECKING:
     from vitte.core import Core
@@ -330,16 +330,14 @@ class Nudger:
         try:
             async with dialogs.turn(c.user_id) as turn:
                 now = self.clock.now()
-                found = await dialogs.store.dialog_with_player(c.dialog_id)
-                latest = await dialogs.store.messages(c.dialog_id, 1)
+                found = await self.schedule.fresh(c.dialog_id)
                 if found is None or found[0].status != "active":
                     await self.schedule.drop([c.dialog_id])
                     report.dropped += 1
                     return
-                dialog, user = found
-                if latest and latest[0].role == USER and int(latest[0].id or 0) > c.last_player_id:
-                    # the player wrote while this batch was being decided
-                    due = r.next_due(latest[0].created_at, self.rules.after, 0, c.dialog_id, 0)
+                dialog, user, newest = found
+                if newest > c.last_player_id:  # the player wrote while this batch was being decided
+                    due = r.next_due(now, self.rules.after, 0, c.dialog_id, 0)
                     await self.schedule.reschedule(token, [(c.dialog_id, due, 0)])
                     report.waiting += 1
                     return

@@ -218,6 +218,24 @@ class Schedule:
             )
         return out
 
+    async def fresh(self, dialog_id: int) -> tuple[Dialog, User, int] | None:
+        """The dialog, its player and the id of the player's newest message in it (0: none),
+        read again under the player's turn: one statement (None: the dialog is gone)."""
+        from vitte.dialogs.store import split, with_player
+
+        newest = (
+            sa.select(sa.func.max(MESSAGES.c.id))
+            .where(MESSAGES.c.dialog_id == DIALOGS.c.id, MESSAGES.c.role == USER)
+            .correlate(DIALOGS)
+            .scalar_subquery()
+        )
+        async with self.db.autocommit_engine.connect() as conn:
+            row = (await conn.execute(with_player(newest).where(DIALOGS.c.id == dialog_id))).first()
+        if row is None:
+            return None
+        dialog, user = split(row)
+        return dialog, user, int(row[-1] or 0)
+
     async def reschedule(self, token: str, moves: Iterable[tuple[int, datetime, int]]) -> None:
         """Release claimed rows with their next time and unanswered count (one transaction)."""
         params = [{"d": d, "due": due, "u": u, "t": token} for d, due, u in moves]
