@@ -131,3 +131,31 @@ async def test_the_sender_waits_out_429_and_turns_403_into_unreachable() -> None
     long = await send(2003, "слово " * 1500)  # 9,000 characters: cut at 4096
     pieces = [c for c in session.calls_of("sendMessage") if c.params.get("chat_id") == 2003]
     assert len(pieces) == 3 and long == pieces[-1].result["message_id"]
+
+
+async def test_any_send_answered_403_marks_the_player_unreachable(backend_settings: Settings) -> None:
+    from aiogram.exceptions import TelegramForbiddenError
+
+    from vitte.telegram.nudges import mark_unreachable_in
+
+    core = await Core.open(backend_settings)
+    try:
+        await core.players.seen(3001, language_code="ru")
+        session = LocalBotSession()
+        bot = make_local_bot(session, token=TOKEN)
+        bot.session.middleware(mark_unreachable_in(core.db))  # as run_bot installs it
+        await bot.send_message(chat_id=3001, text="ok")  # reachable: nothing marked
+        async with core.db.session() as s:
+            assert (await s.get(User, 3001)).unreachable_at is None  # type: ignore[union-attr]
+        session.block(3001)
+        try:
+            await bot.send_message(chat_id=3001, text="a restart notice")
+        except TelegramForbiddenError:
+            pass
+        else:
+            raise AssertionError("403 expected")
+        async with core.db.session() as s:
+            assert (await s.get(User, 3001)).unreachable_at is not None  # type: ignore[union-attr]
+    finally:
+        await core.close()
+    await drop_redis_keys(backend_settings)

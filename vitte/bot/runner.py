@@ -55,7 +55,7 @@ from vitte.metrics import metrics_route
 from vitte.perf import freeze_heap
 from vitte.spool import Kept, Spool
 from vitte.telegram.bot import make_bot
-from vitte.telegram.nudges import nudge_sender
+from vitte.telegram.nudges import mark_unreachable_in, nudge_sender
 from vitte.text import inert, same_secret
 
 log = logging.getLogger("vitte.bot")
@@ -111,6 +111,7 @@ async def run_bot(
     core = core or await Core.open(settings)
     try:
         bot = bot or make_bot(settings)
+        bot.session.middleware(mark_unreachable_in(core.db))  # 403 on any send: unreachable (issue 18)
         runtime = runtime or Runtime()
         dp = build_dispatcher(core, runtime)
         await _startup(bot, core, settings, runtime)
@@ -128,6 +129,9 @@ async def run_bot(
                 await _poll(bot, dp, runtime, settings, stop)
         finally:
             restore()
+            if nudging is not None:  # the batch being sent finishes (stop is set), within the grace
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(nudging), settings.shutdown_grace)
             for task in (draining, nudging):
                 if task is not None:
                     task.cancel()
