@@ -320,3 +320,28 @@ async def test_dialogs_without_a_row_are_backfilled_and_ended_ones_dropped(core:
     clock.advance(PAST_JITTER)
     report = await nudger.run_due()
     assert [u for u, _ in out.sent] == [801] and report.claimed == 1
+
+
+async def test_no_quota_no_age_and_a_reply_in_flight(server: FakeLLMServer, backend_settings: Settings,
+                                                      redis_cleanup_if_any: None) -> None:
+    from vitte.metrics import render
+
+    c = await open_core(nudge_settings(backend_settings, server, free_daily_replies=1))
+    try:
+        out, clock = Outbox(), Clock()
+        nudger = Nudger(c, out, clock=clock)
+        for uid in (901, 902, 903, 904):
+            await chatting(c, uid, language_code="ru")
+        await c.dialogs.reply(901, "привет")  # today's only free reply used: no nudge (it costs an LLM call)
+        await c.players.decline_adult(902)  # the age confirmation withdrawn
+        clock.advance(PAST_JITTER)
+        async with c.dialogs.turn(903):  # a reply of 903's in flight: their lock is held
+            report = await nudger.run_due()
+        assert [u for u, _ in out.sent] == [904]
+        assert (report.reasons[r.NO_QUOTA], report.reasons[r.NO_AGE], report.reasons[r.IN_FLIGHT]) == (1, 1, 1)
+        # the nudge did not take a reply from 904's quota
+        assert (await c.billing.entitlement(904)).used_today == 0
+        metrics = render()[0].decode()
+        assert 'vitte_nudges_total{outcome="sent"}' in metrics and 'vitte_nudges_total{outcome="no_quota"}' in metrics
+    finally:
+        await c.close()
