@@ -159,3 +159,40 @@ async def test_any_send_answered_403_marks_the_player_unreachable(backend_settin
     finally:
         await core.close()
     await drop_redis_keys(backend_settings)
+
+
+async def test_webhook_mode_runs_the_scheduler_too(sqlite_url: str) -> None:
+    import socket
+
+    from pydantic import SecretStr as Secret
+
+    from vitte.config import load_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    async with FakeLLMServer(replies=answer) as llm:
+        settings = load_settings(
+            database_url=sqlite_url, webhook_url="https://bot.vitte.test/tg/hook", webhook_secret="s3cret",
+            webhook_port=port, llm_base_url=llm.base_url, nudge_after=2, nudge_poll=0.2, nudge_quiet_hours="",
+        ).model_copy(update={"bot_token": Secret(TOKEN)})
+        core = await Core.open(settings)
+        try:
+            await seed_cards(core.db, cards())
+            await core.players.seen(4001, language_code="en")
+            await core.players.confirm_adult(4001)
+            await core.dialogs.choose(4001, PERSONA, STORY)
+        finally:
+            await core.close()
+        session = LocalBotSession()
+        bot = make_local_bot(session, token=TOKEN)
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=Runtime()))
+        try:
+            await session.wait_for("setWebhook", timeout=10)
+            await session.wait_for(
+                "sendMessage", lambda c: c.params.get("chat_id") == 4001 and c.params.get("text") == NUDGE, timeout=15
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 15)
