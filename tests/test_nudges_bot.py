@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlmodel import col
 
 from tests.support.bot_harness import PERSONA, STORY, BotEnv, cards, drop_redis_keys, env  # noqa: F401
 from tests.support.llm_server import FakeLLMServer
@@ -76,8 +77,8 @@ async def test_run_bot_sends_a_nudge_after_silence_and_marks_a_blocked_player(ba
         core = await Core.open(settings)
         try:
             async with core.db.session() as s:
-                kinds = list((await s.execute(select(Message.kind, Message.telegram_message_id)
-                                              .where(Message.kind == KIND_NUDGE))).all())  # type: ignore[arg-type]
+                kinds = list((await s.execute(select(col(Message.kind), col(Message.telegram_message_id))
+                                              .where(col(Message.kind) == KIND_NUDGE))).all())
                 blocked = await s.get(User, 1002)
             assert len(kinds) >= 1 and all(tid is not None for _, tid in kinds)
             assert blocked is not None and blocked.unreachable_at is not None
@@ -100,13 +101,14 @@ async def test_settings_toggle_in_both_languages(env: BotEnv) -> None:  # noqa: 
     ):
         p = env.player(uid, language_code=lang)
         await p.send("/settings")
-        assert p.last_bot_text().startswith(title) and on_line in p.last_bot_text()  # default on
+        text = p.last_bot_text() or ""
+        assert text.startswith(title) and on_line in text  # default on
         assert f"✓ {label}" in p.buttons()
         await p.click(f"✓ {label}")
-        assert off_line in p.last_bot_text() and label in p.buttons()
+        assert off_line in (p.last_bot_text() or "") and label in p.buttons()
         assert (await prefs_of(env.core.db, env.core.settings, uid)).on is False
         await p.click(label)
-        assert on_line in p.last_bot_text()
+        assert on_line in (p.last_bot_text() or "")
         assert (await prefs_of(env.core.db, env.core.settings, uid)).on is True
 
 
