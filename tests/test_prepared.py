@@ -140,6 +140,7 @@ def test_a_model_built_from_a_row_is_the_model_the_constructor_builds() -> None:
         "blocked_reason": None,
         "subscription_state": "active",
         "extra_replies": 3,
+        "extra_photos": 1,
         "created_at": now,
         "last_seen_at": now,
     }

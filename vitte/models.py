@@ -76,6 +76,8 @@ class User(SQLModel, table=True):
     subscription_state: str | None = Field(default=None, max_length=16)
     # replies bought in packs, spent once the day's quota is used up (never expire)
     extra_replies: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    # photos bought for Stars (VITTE_PHOTO_STARS), spent once the day's allowance is used (issue 19)
+    extra_photos: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     # the player blocked the bot (Telegram answered 403): no sends until they write again (issue 18)
