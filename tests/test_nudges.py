@@ -345,3 +345,18 @@ async def test_no_quota_no_age_and_a_reply_in_flight(server: FakeLLMServer, back
         assert 'vitte_nudges_total{outcome="sent"}' in metrics and 'vitte_nudges_total{outcome="no_quota"}' in metrics
     finally:
         await c.close()
+
+
+async def test_an_llm_failure_stores_nothing_and_tries_later(core: Core, server: FakeLLMServer) -> None:
+    out, clock = Outbox(), Clock()
+    nudger = Nudger(core, out, clock=clock)
+    await chatting(core, 1201, language_code="en")
+    clock.advance(PAST_JITTER)
+    server.modes.append("500")
+    report = await nudger.run_due()
+    assert (report.sent, report.failed) == (0, 1) and out.sent == []
+    assert await nudges_of(core, 1201) == []  # nothing half-written in the dialog
+    n = await row(core, 1201)
+    assert n.claim_token is None and n.message_id is None and n.due_at > clock.now()  # released for later
+    clock.advance(AFTER * 2)
+    assert (await nudger.run_due()).sent == 1

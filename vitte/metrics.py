@@ -17,6 +17,9 @@ Counters and histograms (process-wide, the default registry):
   transcription | synthesis | image): ok | error | cancelled
 - ``vitte_media_seconds{kind}``          their latency
 - ``vitte_db_connections_in_use``, ``vitte_cache_available`` (from `observe_core`)
+- ``vitte_nudges_total{outcome}``        the persona writing first (defined in
+  `vitte.initiative.nudger`): sent | failed | unconfirmed | recovered | lost_claim, or the
+  reason one waits (quiet, unanswered, off, no_quota, unreachable, online, in_flight, …)
 
 Serve them with `metrics_route(app)` on any aiohttp application (the webhook server, the Web
 App); give a `token` to require ``Authorization: Bearer <token>``.
