@@ -143,6 +143,7 @@ def test_a_model_built_from_a_row_is_the_model_the_constructor_builds() -> None:
         "extra_photos": 1,
         "created_at": now,
         "last_seen_at": now,
+        "unreachable_at": None,  # issue 18: the player blocked the bot (a 403)
     }
     keys = tuple(c.key for c in table_of(User).c)
     assert set(keys) == set(row)  # every column: a new column must be added above
