@@ -164,3 +164,46 @@ async def test_media_are_kept_only_in_vitte_media_dir(
     sent = [m for m in p.bot_messages() if m.kind == "photo"][-1]
     assert sent.file is not None and photo.read_bytes() == sent.file.data
     assert not list(media_dir.rglob("*.part"))
+
+
+async def test_one_more_photo_for_stars_is_bought_spent_and_refunded(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    from vitte.billing import PHOTO as PHOTO_PLAN
+
+    env, server = voice_env
+    _on(env)
+    from pydantic import SecretStr
+
+    env.core.settings.free_daily_photos = 0
+    env.core.settings.photo_stars = 25
+    env.core.settings.image_model = "img"  # the photo is on sale when photos are on
+    env.core.settings.payload_secret = SecretStr("a-test-payload-secret-of-some-length")
+    p = env.player()
+    await env.choose(p)
+    env.llm.replies.append("Curly hair.")  # type: ignore[union-attr]
+    await p.send("Пришли фото")
+    assert p.last_bot_text() == "Фото — для Premium: до 20 в день."
+    assert p.buttons()[0] == "📷 Ещё фото — 25 ⭐"
+    await p.click("📷 Ещё фото — 25 ⭐")
+    invoice = p.last_bot_message()
+    assert invoice is not None and invoice.kind == "invoice" and invoice.invoice is not None
+    assert invoice.invoice["total_amount"] == 25
+    await p.buy(invoice.message_id)
+    assert "Оплачено: попросите фото" in (p.last_bot_text() or "")
+    assert (await env.core.players.get(p.user_id)) is not None
+    payments = await env.core.billing.list_payments(p.user_id)
+    assert [pay.plan for pay in payments] == [PHOTO_PLAN]
+
+    await p.send("Пришли фото")  # the bought photo is spent
+    assert p.last_bot_message().kind == "photo"  # type: ignore[union-attr]
+    await p.send("Пришли фото")
+    assert p.last_bot_text() == "Фото — для Premium: до 20 в день."
+    assert len(server.of("/images/generations")) == 1
+
+    # a refund of a photo not taken yet takes it back
+    await p.click("📷 Ещё фото — 25 ⭐")
+    await p.buy(p.last_bot_message().message_id)  # type: ignore[union-attr]
+    latest = (await env.core.billing.list_payments(p.user_id))[0]
+    await env.core.billing.mark_refunded(latest)
+    async with env.core.db.session() as s:
+        user = await s.get(User, p.user_id)
+        assert user is not None and user.extra_photos == 0

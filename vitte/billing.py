@@ -107,6 +107,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FREE",
     "PACK",
+    "PHOTO",
     "PREMIUM",
     "STARS",
     "SUBSCRIPTION_PERIOD",
@@ -134,6 +135,7 @@ PREMIUM_PERIOD = timedelta(seconds=SUBSCRIPTION_PERIOD)
 FREE = "free"
 PREMIUM = "premium"
 PACK = "pack"
+PHOTO = "photo"  # one photo from the persona, bought for VITTE_PHOTO_STARS (issue 19)
 
 SUB_ACTIVE = "active"
 SUB_CANCELED = "canceled"
@@ -481,7 +483,18 @@ class Billing:
         for p in plans(self.settings):
             if p.id == plan_id:
                 return p
+        photo = self.photo_plan()
+        if photo is not None and photo.id == plan_id:
+            return photo
         raise UnknownPlan(plan_id)
+
+    def photo_plan(self) -> Plan | None:
+        """One photo for VITTE_PHOTO_STARS, sold when photos are on and the day's are used up
+        (not among `plans()`: not a plan one chooses on the Premium page); None when off."""
+        s = self.settings
+        if s.photo_stars <= 0 or not (s.image_model and s.llm_base_url):
+            return None
+        return Plan(id=PHOTO, price_stars=s.photo_stars, period_seconds=None)
 
     def daily_limit(self, premium: bool) -> int:
         return self.settings.premium_daily_replies if premium else self.settings.free_daily_replies
@@ -633,7 +646,8 @@ class Billing:
             return False, BAD_PAYLOAD
         if verify_payload(self.secret, payload) is None:
             return False, FORGED_PAYLOAD
-        plan = next((p for p in self.plans() if p.id == parsed.plan_id and p.purchasable), None)
+        on_sale = [*self.plans(), *filter(None, [self.photo_plan()])]
+        plan = next((p for p in on_sale if p.id == parsed.plan_id and p.purchasable), None)
         if plan is None:
             return False, UNKNOWN_PLAN
         if parsed.user_id != query_user_id:
@@ -686,7 +700,7 @@ class Billing:
         if is_recurring or expiration:
             return PREMIUM
         parsed = parse_payload(payload)
-        if parsed is not None and parsed.plan_id in (PREMIUM, PACK):
+        if parsed is not None and parsed.plan_id in (PREMIUM, PACK, PHOTO):
             return parsed.plan_id
         return ""
 
@@ -788,6 +802,10 @@ class Billing:
                     update(User)
                     .where(col(User.id) == user_id)
                     .values(extra_replies=col(User.extra_replies) + grant)
+                )
+            elif plan_id == PHOTO:  # one photo, spent once the day's allowance is used
+                await s.execute(
+                    update(User).where(col(User.id) == user_id).values(extra_photos=col(User.extra_photos) + 1)
                 )
             await s.commit()
             payment = (await s.execute(select(Payment).where(col(Payment.id) == new_id))).scalar_one()
@@ -894,6 +912,12 @@ class Billing:
                                 update(User).where(col(User.id) == user.id).values(premium_until=now)
                             )
                             premium_ended = True
+                    elif payment.plan == PHOTO:  # the photo, if it was not taken yet
+                        await s.execute(
+                            update(User)
+                            .where(col(User.id) == user.id, col(User.extra_photos) > 0)
+                            .values(extra_photos=col(User.extra_photos) - 1)
+                        )
                     elif payment.extra_replies:
                         removed = min(int(user.extra_replies or 0), int(payment.extra_replies))
                         await s.execute(

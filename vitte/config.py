@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     image_allow_nudity: bool = False  # False: "No nudity, fully clothed." is part of the preamble
     # daily allowances per plan (vitte.media_allowance); 0 = none on that plan (a premium perk)
     free_daily_photos: int = Field(default=1, ge=0, le=10_000)
+    photo_stars: int = Field(default=25, ge=0, le=10_000)  # one more photo for Stars (0 = not on sale)
     premium_daily_photos: int = Field(default=20, ge=0, le=10_000)
     free_daily_voice_replies: int = Field(default=5, ge=0, le=100_000)
     premium_daily_voice_replies: int = Field(default=100, ge=0, le=100_000)

@@ -4,13 +4,15 @@ VITTE_PREMIUM_DAILY_VOICE_REPLIES (0: none on that plan, a premium perk).
 
 `take(user_id, kind)` counts one for the UTC day in ONE conditional UPSERT on `media_usage`
 (check and count at once, race-free across processes) or raises MediaQuotaExceeded;
-`give_back` undoes it when nothing was delivered (as the reply quota does)."""
+`give_back` undoes it when nothing was delivered (as the reply quota does). Past the day's
+photos, one bought for Stars (VITTE_PHOTO_STARS, `users.extra_photos`) is spent."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy import Integer, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,6 +36,7 @@ class Taken:
     kind: str
     used: int  # today's count, this one included
     limit: int
+    bought: bool = False  # a photo bought for Stars (users.extra_photos), not today's
 
 
 class MediaAllowance:
@@ -59,6 +62,8 @@ class MediaAllowance:
             premium = user.premium_until is not None and user.premium_until > now
             limit = self.limit(kind, premium)
             if limit <= 0:
+                if await self._spend_bought(s, user_id, kind):
+                    return Taken(user_id, day, kind, 0, 0, bought=True)
                 raise MediaQuotaExceeded(kind, 0, premium, self.limit(kind, True))
             dialect = self.db.engine.dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -74,9 +79,27 @@ class MediaAllowance:
             )
             row = (await s.execute(stmt, {"limit": limit})).first()
             await s.commit()
+            if row is None and await self._spend_bought(s, user_id, kind):
+                return Taken(user_id, day, kind, limit, limit, bought=True)
         if row is None:
             raise MediaQuotaExceeded(kind, limit, premium, self.limit(kind, True))
         return Taken(user_id, day, kind, int(row[0]), limit)
+
+    @staticmethod
+    async def _spend_bought(s: Any, user_id: int, kind: str) -> bool:
+        """One photo bought for Stars spent (one statement); False when none is left."""
+        if kind != PHOTO:
+            return False
+        spent = (
+            await s.execute(
+                update(User)
+                .where(col(User.id) == user_id, col(User.extra_photos) > 0)
+                .values(extra_photos=col(User.extra_photos) - 1)
+                .returning(col(User.extra_photos))
+            )
+        ).first()
+        await s.commit()
+        return spent is not None
 
     async def give_back(self, taken: Taken | None) -> None:
         """Nothing was delivered: the one taken is not counted. Never raises."""
@@ -84,6 +107,14 @@ class MediaAllowance:
             return
         try:
             async with self.db.session() as s:
+                if taken.bought:
+                    await s.execute(
+                        update(User)
+                        .where(col(User.id) == taken.user_id)
+                        .values(extra_photos=col(User.extra_photos) + 1)
+                    )
+                    await s.commit()
+                    return
                 await s.execute(
                     update(MediaUsage)
                     .where(

@@ -18,7 +18,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from vitte.billing import PACK, PREMIUM, SUB_CANCELED, SUB_FAILED, Entitlement
+from vitte.billing import PACK, PHOTO, PREMIUM, SUB_CANCELED, SUB_FAILED, Entitlement
 from vitte.billing_texts import payment_thanks_text
 from vitte.config import ConfigError
 from vitte.errors import NotFound, UnknownPlan
@@ -33,7 +33,8 @@ log = logging.getLogger("vitte.bot")
 
 
 class PayCb(CallbackData, prefix="pay"):
-    """Buying buttons: action pack (send the pack's invoice) | view (the /premium view) |
+    """Buying buttons: action pack (send the pack's invoice) | photo (one photo's invoice) |
+    view (the /premium view) |
     cancel (ask) | cancel_yes (editUserStarSubscription) | resume | back."""
 
     action: str
@@ -190,6 +191,8 @@ def _facts(payment: Payment, lang: str) -> str:
         return pt(lang, "premium_on", date=fmt_date(payment.expires_at, lang))
     if payment.plan == PACK:
         return pt(lang, "pack_added", replies=replies(int(payment.extra_replies or 0), lang))
+    if payment.plan == PHOTO:
+        return pt(lang, "photo_added")
     return payment_thanks_text(payment, lang)
 
 

@@ -22,7 +22,7 @@ from aiogram.types import (
 
 from vitte.bot.callbacks import PhotoCb
 from vitte.bot.handlers.common import current_dialog, player_lang, send_entry
-from vitte.bot.paywall import offer_kb
+from vitte.bot.paywall import PayCb, offer_kb, pt
 from vitte.bot.refusals import REFUSALS, answer_refusal
 from vitte.bot.runtime import Runtime, drop_markup
 from vitte.bot.streaming import call_with_retry
@@ -31,6 +31,8 @@ from vitte.core import Core
 from vitte.dialogs import Turn
 from vitte.dialogs.pictures import Photo, photo_request
 from vitte.errors import MediaQuotaExceeded, NoActiveDialog, PhotoFailed, StaleDialog
+
+_NO_ROWS = InlineKeyboardMarkup(inline_keyboard=[])
 
 
 def photo_buttons(core: Core, dialog_id: int) -> list[InlineKeyboardButton]:
@@ -108,7 +110,14 @@ async def _send_photo(
     except MediaQuotaExceeded as exc:  # today's photos used up (or none on this plan): Premium
         key = "photo_quota" if exc.limit else "photo_premium_only"
         text = t(lang, key, limit=exc.limit, premium_limit=exc.premium_limit)
-        offer = None if exc.premium else await offer_kb(core, bot, await core.billing.entitlement(user.id), lang)
+        rows = [] if exc.premium else list((await offer_kb(core, bot, await core.billing.entitlement(user.id), lang) or _NO_ROWS).inline_keyboard)
+        photo_plan = core.billing.photo_plan()
+        if photo_plan is not None:  # one more photo for Stars (VITTE_PHOTO_STARS)
+            buy = InlineKeyboardButton(
+                text=pt(lang, "btn_photo", price=photo_plan.price_stars), callback_data=PayCb(action="photo").pack()
+            )
+            rows.insert(0, [buy])
+        offer = InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
         await call_with_retry(lambda: bot.send_message(chat_id=chat_id, text=text, reply_markup=offer))
         return
     await call_with_retry(
