@@ -312,7 +312,7 @@ async def test_a_long_reply_is_spoken_up_to_the_cap_and_the_rest_sent_as_text(
     assert p.buttons() == ["🔄"]
 
 
-@pytest.mark.parametrize("fault", ["500", "malformed", "wav"])
+@pytest.mark.parametrize("fault", ["500", "malformed", "hang"])
 async def test_when_the_voice_cannot_be_made_the_reply_comes_as_text(
     voice_env: tuple[BotEnv, FakeMediaServer], fault: str
 ) -> None:
@@ -321,6 +321,8 @@ async def test_when_the_voice_cannot_be_made_the_reply_comes_as_text(
     p = env.player()
     await env.choose(p)
     await env.core.players.update_settings(p.user_id, voice_replies="always")
+    if fault == "hang":
+        env.core.dialogs.media.timeout = 0.3  # type: ignore[union-attr]
     server.media_modes.append(fault)
     env.llm.replies.append("Вот мой ответ.")  # type: ignore[union-attr]
     await p.send("привет")
@@ -350,3 +352,21 @@ async def test_the_persona_speaks_in_the_voice_its_card_names(voice_env: tuple[B
         await s.commit()
     await p.send("скажи что-нибудь")
     assert server.of("/audio/speech")[-1].fields["voice"] == "nova"
+
+
+async def test_a_server_without_opus_is_transcoded(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    from vitte.llm.media import opus_seconds
+
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    server.media_modes.append("wav")  # the server answers WAV whatever was asked
+    await p.send("привет")
+    (voice_call,) = env.sent("sendVoice")
+    message = p.last_bot_message()
+    assert message is not None and message.kind == "voice" and message.file is not None
+    data = message.file.data
+    assert data is not None and data.startswith(b"OggS") and b"OpusHead" in data[:100]
+    assert voice_call.params["duration"] == opus_seconds(data)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from yarl import URL
 
+from vitte.llm.transcode import TranscodeError, to_ogg_opus
 from vitte.metrics import observe_media
 
 if TYPE_CHECKING:
@@ -192,7 +193,8 @@ class MediaAPI:
         return Transcript(text.strip(), _uncertain(data))
 
     async def speak(self, text: str, voice: str | None = None) -> bytes:
-        """Text to speech as OGG/Opus (`/audio/speech`, response_format=opus)."""
+        """Text to speech as OGG/Opus (`/audio/speech`, response_format=opus; another format
+        the server answers is transcoded, `vitte.llm.transcode`)."""
         if not self.tts_model:
             raise MediaError("VITTE_TTS_MODEL is not set")
         payload = {
@@ -203,8 +205,11 @@ class MediaAPI:
         }
         async with observe_media("synthesis"):
             body, _ctype = await self._post("audio/speech", json=payload)
-            if not body.startswith(b"OggS"):
-                raise MediaError("audio/speech: the answer is not OGG/Opus")
+            if not body.startswith(b"OggS"):  # the server could not answer Opus: made into it
+                try:
+                    body = await to_ogg_opus(body)
+                except TranscodeError as exc:
+                    raise MediaError(f"audio/speech: not OGG/Opus, and {exc}") from None
         return body
 
     async def draw(self, prompt: str) -> bytes:
