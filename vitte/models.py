@@ -338,6 +338,20 @@ class Usage(SQLModel, table=True):
     replies: int = Field(default=0)
 
 
+class PersonaLook(SQLModel, table=True):
+    """A persona's appearance for photos, derived once by the LLM from its card (issue 19);
+    `card_hash`: the card it was derived from (a changed card derives it again)."""
+
+    __tablename__: ClassVar[str] = "persona_looks"
+
+    persona_id: str = Field(
+        sa_column=sa.Column(sa.String(64), sa.ForeignKey("personas.id", ondelete="CASCADE"), primary_key=True)
+    )
+    card_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    appearance: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
 class MediaUsage(SQLModel, table=True):
     """Voice replies and photos a player got per UTC day (their daily allowances, issue 19)."""
 
