@@ -5,6 +5,8 @@ reads them again)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from sqlalchemy import select
@@ -29,18 +31,27 @@ class CardExtras:
     def __init__(self, db: Database, catalog: Catalog) -> None:
         self.db = db
         self.catalog = catalog
-        self._known: dict[str, tuple[object, dict[str, Any]]] = {}
+        self._known: dict[str, tuple[object, dict[str, Any], str]] = {}
 
-    async def of(self, persona_id: str) -> dict[str, Any]:
+    async def _read(self, persona_id: str) -> tuple[dict[str, Any], str]:
         persona = await self.catalog.persona(persona_id)
         known = self._known.get(persona_id)
         if known is not None and known[0] is persona:
-            return known[1]
+            return known[1], known[2]
         async with self.db.session() as s:
             card = (await s.execute(select(col(Persona.card)).where(col(Persona.id) == persona_id))).scalar()
-        ext = vitte_extension(card) if isinstance(card, dict) else {}
-        self._known[persona_id] = (persona, ext)
-        return ext
+        card = card if isinstance(card, dict) else {}
+        digest = hashlib.sha256(json.dumps(card, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        ext = vitte_extension(card)
+        self._known[persona_id] = (persona, ext, digest)
+        return ext, digest
+
+    async def of(self, persona_id: str) -> dict[str, Any]:
+        return (await self._read(persona_id))[0]
+
+    async def card_hash(self, persona_id: str) -> str:
+        """sha256 of the stored card (what something derived from the card was derived from)."""
+        return (await self._read(persona_id))[1]
 
     async def text(self, persona_id: str, key: str, limit: int) -> str | None:
         """A one-line string key of the extension, at most `limit` characters; None if absent."""

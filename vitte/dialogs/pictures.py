@@ -4,7 +4,7 @@ a picture from `/images/generations` (VITTE_IMAGE_MODEL).
 The prompt: the operator's image preamble first (VITTE_IMAGE_PREAMBLE: an adult, not a real
 person, no nudity unless VITTE_IMAGE_ALLOW_NUDITY), then the persona's appearance (the card's
 `extensions.vitte.appearance`, else one short description the LLM derives once from the card,
-kept per process), then the current scene (the persona's last line), each flattened to one
+stored in `persona_looks` with the card's hash), then the current scene (the persona's last line), each flattened to one
 bounded line and labelled, then the preamble's rules again: card text cannot override them.
 
 The player's request is stored as their message before the picture is asked for (nothing is
@@ -15,10 +15,13 @@ LLM sees of it afterwards. A failure raises PhotoFailed (request kept; [Повт
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
 
 from vitte.cache.base import Cache, CachedMessage
 from vitte.catalog.lookup import Catalog
@@ -31,7 +34,7 @@ from vitte.llm.base import LLM, LLMError, LLMRequest
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_allowance import PHOTO, MediaAllowance, Taken
 from vitte.media_keep import keep
-from vitte.models import ASSISTANT, MSG_OK, USER
+from vitte.models import ASSISTANT, MSG_OK, USER, PersonaLook
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.dialogs")
@@ -90,7 +93,7 @@ class Pictures:
         self.media = media
         self.allowance = allowance  # photos per day (None: unlimited)
         self.extras = CardExtras(store.db, catalog)  # the card's extensions.vitte.appearance
-        self._appearance: dict[str, str] = {}
+        self._appearance: dict[str, tuple[str, str]] = {}  # persona → (card hash, appearance)
 
     @property
     def on(self) -> bool:
@@ -109,17 +112,30 @@ class Pictures:
         return "\n".join(parts)
 
     async def appearance(self, persona_id: str, language: str) -> str:
-        """The card's `extensions.vitte.appearance`, else derived once by the LLM (kept per process)."""
-        known = self._appearance.get(persona_id)
-        if known is not None:
-            return known
-        persona = await self.catalog.persona(persona_id)
+        """The card's `extensions.vitte.appearance`, else the one the LLM derived from this card
+        (stored in `persona_looks`; derived again when the card changed)."""
         given = await self.extras.text(persona_id, "appearance", APPEARANCE_CHARS)
         if given:
-            text = _line(given, APPEARANCE_CHARS)
-        else:
+            return _line(given, APPEARANCE_CHARS)
+        digest = await self.extras.card_hash(persona_id)
+        known = self._appearance.get(persona_id)
+        if known is not None and known[0] == digest:
+            return known[1]
+        async with self.store.db.session() as s:
+            row = await s.get(PersonaLook, persona_id)
+            text = row.appearance if row is not None and row.card_hash == digest else None
+        if text is None:
+            persona = await self.catalog.persona(persona_id)
             text = await self._derive(persona.name, persona.description or persona.card.description, language)
-        self._appearance[persona_id] = text
+            async with self.store.db.session() as s:
+                row = await s.get(PersonaLook, persona_id)
+                if row is None:
+                    s.add(PersonaLook(persona_id=persona_id, card_hash=digest, appearance=text))
+                else:
+                    row.card_hash, row.appearance = digest, text
+                with contextlib.suppress(IntegrityError):  # another process stored it first
+                    await s.commit()
+        self._appearance[persona_id] = (digest, text)
         return text
 
     async def _derive(self, name: str, description: str, language: str) -> str:
