@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vitte.db import Database
+from vitte.db import Database, unavailable_as
+from vitte.errors import StoreUnavailable
 from vitte.models import (
     ACTIVE,
     ASSISTANT,
@@ -31,12 +32,92 @@ from vitte.models import (
     User,
     table_of,
 )
+from vitte.prepared import Prepared
 
 NUDGES = table_of(Nudge)
 DIALOGS = table_of(Dialog)
 MESSAGES = table_of(Message)
 USERS = table_of(User)
 USAGE = table_of(Usage)
+
+
+def _fresh() -> Any:
+    from vitte.dialogs.store import with_player
+
+    newest = (
+        sa.select(sa.func.max(MESSAGES.c.id))
+        .where(MESSAGES.c.dialog_id == DIALOGS.c.id, MESSAGES.c.role == USER)
+        .correlate(DIALOGS)
+        .scalar_subquery()
+    )
+    return with_player(newest).where(DIALOGS.c.id == sa.bindparam("dialog_id"))
+
+
+def _held() -> Any:
+    return sa.and_(
+        NUDGES.c.dialog_id == sa.bindparam("dialog_id"),
+        NUDGES.c.claim_token == sa.bindparam("token"),
+        NUDGES.c.message_id.is_(None),
+    )
+
+
+def _mark_pg() -> Any:
+    """PostgreSQL: the nudge's message inserted only while the row is this claim's, and its id
+    written on the row: one statement (a data-modifying CTE)."""
+    source = sa.select(
+        sa.bindparam("dialog_id", type_=sa.BigInteger()).label("dialog_id"),
+        sa.literal_column(f"'{ASSISTANT}'").label("role"),
+        sa.bindparam("text", type_=sa.Text()).label("text"),
+        sa.literal_column(f"'{MSG_OK}'").label("status"),
+        sa.literal_column(f"'{KIND_NUDGE}'").label("kind"),
+        sa.bindparam("now", type_=MESSAGES.c.created_at.type).label("created_at"),
+    ).where(sa.exists().where(_held()))
+    added = (
+        sa.insert(MESSAGES)
+        .from_select(["dialog_id", "role", "text", "status", "kind", "created_at"], source)
+        .returning(MESSAGES.c.id)
+        .cte("added")
+    )
+    return (
+        sa.update(NUDGES)
+        .where(_held())
+        .values(message_id=sa.select(added.c.id).scalar_subquery())
+        .returning(NUDGES.c.message_id)
+        .add_cte(added)
+    )
+
+
+def _sent_pg() -> Any:
+    """PostgreSQL: the message's Telegram id (when known) and the row released with its next
+    time: one statement."""
+    delivered = (
+        sa.update(MESSAGES)
+        .where(MESSAGES.c.id == sa.bindparam("msg_id"))
+        .values(
+            telegram_message_id=sa.func.coalesce(
+                sa.bindparam("telegram_message_id", type_=sa.BigInteger()), MESSAGES.c.telegram_message_id
+            )
+        )
+        .cte("delivered")
+    )
+    return (
+        sa.update(NUDGES)
+        .where(NUDGES.c.dialog_id == sa.bindparam("dialog_id"), NUDGES.c.claim_token == sa.bindparam("token"))
+        .values(
+            message_id=sa.null(),
+            unanswered=sa.bindparam("unanswered"),
+            last_nudge_at=sa.bindparam("now", type_=NUDGES.c.last_nudge_at.type),
+            due_at=sa.bindparam("due", type_=NUDGES.c.due_at.type),
+            claim_token=sa.null(),
+            lease_until=sa.null(),
+        )
+        .add_cte(delivered)
+    )
+
+
+FRESH = Prepared(lambda _dialect: _fresh(), "a nudge's dialog, player and newest player message", idempotent=True)
+MARK_PG = Prepared(lambda _dialect: _mark_pg(), "a nudge stored and marked on its row")
+SENT_PG = Prepared(lambda _dialect: _sent_pg(), "a nudge recorded sent, its row released", idempotent=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,17 +301,11 @@ class Schedule:
 
     async def fresh(self, dialog_id: int) -> tuple[Dialog, User, int] | None:
         """The dialog, its player and the id of the player's newest message in it (0: none),
-        read again under the player's turn: one statement (None: the dialog is gone)."""
-        from vitte.dialogs.store import split, with_player
+        read again under the player's turn: one prepared statement (None: the dialog is gone)."""
+        from vitte.dialogs.store import split
 
-        newest = (
-            sa.select(sa.func.max(MESSAGES.c.id))
-            .where(MESSAGES.c.dialog_id == DIALOGS.c.id, MESSAGES.c.role == USER)
-            .correlate(DIALOGS)
-            .scalar_subquery()
-        )
-        async with self.db.autocommit_engine.connect() as conn:
-            row = (await conn.execute(with_player(newest).where(DIALOGS.c.id == dialog_id))).first()
+        async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+            row = await conn.first(FRESH, {"dialog_id": dialog_id})
         if row is None:
             return None
         dialog, user = split(row)
@@ -264,20 +339,9 @@ class Schedule:
         row = {"dialog_id": dialog_id, "role": ASSISTANT, "text": text, "status": MSG_OK, "kind": KIND_NUDGE,
                "created_at": now}  # fmt: skip
         if self.postgres:
-            source = sa.select(*(sa.literal(v, MESSAGES.c[k].type).label(k) for k, v in row.items())).where(
-                sa.exists().where(held)
-            )
-            added = sa.insert(MESSAGES).from_select(list(row), source).returning(MESSAGES.c.id).cte("added")
-            stmt = (
-                sa.update(NUDGES)
-                .where(held)
-                .values(message_id=sa.select(added.c.id).scalar_subquery())
-                .returning(NUDGES.c.message_id)
-                .add_cte(added)
-            )
-            async with self.db.autocommit_engine.connect() as conn:
-                found = (await conn.execute(stmt)).scalar_one_or_none()
-            return int(found) if found is not None else None
+            async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+                found = await conn.first(MARK_PG, {"dialog_id": dialog_id, "token": token, "text": text, "now": now})
+            return int(found[0]) if found is not None and found[0] is not None else None
         async with self.db.engine.begin() as conn:
             message_id = (await conn.execute(sa.insert(MESSAGES).values(**row).returning(MESSAGES.c.id))).scalar_one()
             done = await conn.execute(sa.update(NUDGES).where(held).values(message_id=message_id))
@@ -303,10 +367,13 @@ class Schedule:
         delivered = (
             sa.update(MESSAGES).where(MESSAGES.c.id == message_id).values(telegram_message_id=telegram_message_id)
         )
-        if self.postgres:  # one statement: the message's Telegram id in a CTE
-            stmt = release if telegram_message_id is None else release.add_cte(delivered.cte("delivered"))
-            async with self.db.autocommit_engine.connect() as conn:
-                await conn.execute(stmt)
+        if self.postgres:  # one prepared statement: the message's Telegram id in a CTE
+            params = {
+                "dialog_id": dialog_id, "token": token, "msg_id": message_id,
+                "telegram_message_id": telegram_message_id, "unanswered": unanswered, "now": now, "due": next_due,
+            }  # fmt: skip
+            async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+                await conn.rows(SENT_PG, params)
             return
         async with self.db.engine.begin() as conn:
             if telegram_message_id is not None:
