@@ -370,3 +370,29 @@ async def test_a_server_without_opus_is_transcoded(voice_env: tuple[BotEnv, Fake
     data = message.file.data
     assert data is not None and data.startswith(b"OggS") and b"OpusHead" in data[:100]
     assert voice_call.params["duration"] == opus_seconds(data)
+
+
+async def test_voice_replies_on_cost_a_typed_message_no_sql(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    """With VITTE_TTS_MODEL set, a typed reply reads the player's choice from the turn's row."""
+    from vitte.bench import SqlCounter
+
+    env, server = voice_env
+    p = env.player()
+    await env.choose(p)
+    await p.send("разогрев")  # connections, prepared statements, caches
+    await p.send("ещё разогрев")
+
+    async def cost(text: str) -> int:
+        sql = SqlCounter(env.core.db.engine, env.core.db.raw_statements)
+        try:
+            before = sql.snapshot()
+            await p.send(text)
+            return sql.snapshot().minus(before).round_trips
+        finally:
+            sql.close()
+
+    off = await cost("без голоса")
+    _tts_on(env)
+    on = await cost("голос включён, но игрок выбрал никогда")
+    assert on == off
+    assert not server.of("/audio/speech")

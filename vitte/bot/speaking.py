@@ -21,33 +21,50 @@ from vitte.bot.callbacks import NoteCb
 from vitte.bot.handlers.common import Speaker
 from vitte.bot.streaming import ReplyStream, call_with_retry
 from vitte.core import Core
-from vitte.dialogs import ReplyOutcome
+from vitte.dialogs import ReplyOutcome, Turn
 from vitte.errors import MediaQuotaExceeded, StoreUnavailable, UnknownUser
 from vitte.llm.media import MediaError, opus_seconds
 from vitte.media_allowance import VOICE
 from vitte.media_keep import keep
+from vitte.players import player_view
 
 log = logging.getLogger("vitte.bot")
 
 MAX_CAPTION = 1024  # Telegram's caption limit
 
 
+async def _voice_mode(core: Core, user_id: int, turn: Turn | None) -> str | None:
+    """The player's "Голосом отвечать" setting: from the row the reply's turn read (no query),
+    else read; None for an unknown player."""
+    if turn is not None and turn.row_known and turn.confirmed and turn.row is not None:
+        return player_view(turn.row.user).voice_replies
+    try:
+        return (await core.players.get(user_id)).voice_replies
+    except UnknownUser:
+        return None
+
+
 async def speaker(
-    core: Core, bot: Bot, chat_id: int, user_id: int, *, heard: bool, persona_id: str | None = None
+    core: Core,
+    bot: Bot,
+    chat_id: int,
+    user_id: int,
+    *,
+    heard: bool,
+    persona_id: str | None = None,
+    turn: Turn | None = None,
 ) -> Speaker | None:
-    """The `speak` step for this reply, or None (text). One read of the player's settings, only
-    when VITTE_TTS_MODEL is set."""
+    """The `speak` step for this reply, or None (text) without VITTE_TTS_MODEL. The player's
+    setting is looked at once the reply is written: in the turn's row, so a typed message costs
+    no query for it."""
     speech = core.dialogs.speech
     if not speech.on:
         return None
-    try:
-        mode = (await core.players.get(user_id)).voice_replies
-    except UnknownUser:
-        return None
-    if not speech.wanted(mode, heard):
-        return None
 
     async def speak(stream: ReplyStream, outcome: ReplyOutcome, markup: InlineKeyboardMarkup) -> int | None:
+        mode = await _voice_mode(core, user_id, turn)
+        if mode is None or not speech.wanted(mode, heard):
+            return None
         spoken, rest = speech.split(outcome.text)
         try:  # today's voice replies (VITTE_*_DAILY_VOICE_REPLIES): used up, the text goes
             taken = await core.dialogs.allowance.take(user_id, VOICE)

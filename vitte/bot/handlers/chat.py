@@ -225,7 +225,7 @@ async def text_message(
         lang=lang,
         dialog_id=view.id,
         write=write,
-        speak=await speaker(core, bot, message.chat.id, user.id, heard=False, persona_id=view.persona_id),
+        speak=await speaker(core, bot, message.chat.id, user.id, heard=False, persona_id=view.persona_id, turn=turn),
         more_buttons=lambda: photo_buttons(core, view.id),  # 📷 when photos are on
     )
 

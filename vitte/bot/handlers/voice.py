@@ -117,7 +117,7 @@ async def voice_message(message: Message, core: Core, runtime: Runtime, bot: Bot
         spoken.append(result)
         return result.outcome
 
-    await _answer(core, runtime, bot, message.chat.id, user, lang, view.id, write, spoken, view.persona_id)
+    await _answer(core, runtime, bot, message.chat.id, user, lang, view.id, write, spoken, view.persona_id, turn)
 
 
 async def hear_again_button(
@@ -151,7 +151,7 @@ async def hear_again_button(
         spoken.append(result)
         return result.outcome
 
-    await _answer(core, runtime, bot, chat_id, user, view.language, view.id, write, spoken, view.persona_id)
+    await _answer(core, runtime, bot, chat_id, user, view.language, view.id, write, spoken, view.persona_id, turn)
 
 
 async def _answer(
@@ -165,6 +165,7 @@ async def _answer(
     write: Writer,
     spoken: list[Spoken],
     persona_id: str,
+    turn: Turn | None,
 ) -> None:
     """The reply streamed as for text (`write_reply`), 📝 beside 🔄; a voice message that was
     not made out gets a short line with [Повторить] (it stays stored)."""
@@ -179,7 +180,7 @@ async def _answer(
             dialog_id=dialog_id,
             write=write,
             more_buttons=lambda: _note_button(spoken),
-            speak=await speaker(core, bot, chat_id, user.id, heard=True, persona_id=persona_id),
+            speak=await speaker(core, bot, chat_id, user.id, heard=True, persona_id=persona_id, turn=turn),
         )
     except NotHeard as exc:
         markup = _hear_retry_kb(lang, dialog_id, exc.message_id)
