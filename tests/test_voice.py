@@ -396,3 +396,20 @@ async def test_voice_replies_on_cost_a_typed_message_no_sql(voice_env: tuple[Bot
     on = await cost("голос включён, но игрок выбрал никогда")
     assert on == off
     assert not server.of("/audio/speech")
+
+
+async def test_a_heard_message_whose_reply_failed_is_answered_on_retry(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    env, server = voice_env
+    p = env.player()
+    await env.choose(p)
+    server.transcripts.append("ты тут?")
+    server.modes.append("500")  # the LLM fails once
+    await p.send_voice(VOICE, duration=2)
+    assert p.buttons() == ["Повторить"]
+    spoken = [r for r in await _rows(env, p.user_id) if r.role == USER]
+    assert [(r.text, r.status) for r in spoken] == [("ты тут?", MSG_OK)]  # heard and kept
+    await p.click("Повторить")
+    assert p.last_bot_text() == "You said: ты тут?"
+    assert len(server.of("/audio/transcriptions")) == 1  # not heard again: it was heard

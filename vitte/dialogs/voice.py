@@ -23,7 +23,7 @@ from vitte.dialogs.reply import Replies
 from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns
 from vitte.dialogs.views import OnText, ReplyOutcome
-from vitte.errors import MediaTooLarge, NotHeard, StaleDialog
+from vitte.errors import MediaTooLarge, NotHeard, ReplyFailed, StaleDialog
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_keep import keep
 from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER
@@ -110,9 +110,7 @@ class Hearing:
             text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
             if on_heard is not None:
                 await on_heard(text, uncertain)
-            outcome = await self.replies.regenerate(
-                turn, dialog_id, expected_message_id=message_id, on_text=on_text, stop=stop
-            )
+            outcome = await self._answer(turn, dialog_id, message_id, on_text, stop)
             return Spoken(outcome, message_id, text, uncertain)
 
     async def hear_again(
@@ -146,10 +144,20 @@ class Hearing:
             text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
             if on_heard is not None:
                 await on_heard(text, uncertain)
-            outcome = await self.replies.regenerate(
+            outcome = await self._answer(turn, dialog_id, message_id, on_text, stop)
+            return Spoken(outcome, message_id, text, uncertain)
+
+    async def _answer(
+        self, turn: Turn, dialog_id: int, message_id: int, on_text: OnText | None, stop: asyncio.Event | None
+    ) -> ReplyOutcome:
+        """The heard message answered like text; a failed reply names it ([Повторить] answers it)."""
+        try:
+            return await self.replies.regenerate(
                 turn, dialog_id, expected_message_id=message_id, on_text=on_text, stop=stop
             )
-            return Spoken(outcome, message_id, text, uncertain)
+        except ReplyFailed as exc:
+            exc.user_message_id = exc.user_message_id or message_id
+            raise
 
     async def transcript(self, user_id: int, message_id: int) -> str | None:
         """The text behind 📝: of one of the player's voice messages, or of a reply the persona
