@@ -413,3 +413,24 @@ async def test_a_heard_message_whose_reply_failed_is_answered_on_retry(
     await p.click("Повторить")
     assert p.last_bot_text() == "You said: ты тут?"
     assert len(server.of("/audio/transcriptions")) == 1  # not heard again: it was heard
+
+
+async def test_rewriting_a_voice_reply_gives_a_new_voice_note_in_its_place(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    env.llm.replies.extend(["Первый ответ.", "Второй ответ."])  # type: ignore[union-attr]
+    await p.send("привет")
+    first = p.last_bot_message()
+    assert first is not None and first.kind == "voice"
+    await p.click("🔄")
+    live = [m for m in p.chat.messages if m.from_bot and not m.deleted and m.kind == "voice"]
+    assert [m.text for m in live] == ["Второй ответ."]  # the old voice note is gone
+    assert first.deleted
+    assert [r.fields["input"] for r in server.of("/audio/speech")] == ["Первый ответ.", "Второй ответ."]
+    rows = await _rows(env, p.user_id)
+    assert rows[-1].text == "Второй ответ."

@@ -19,6 +19,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboar
 
 from vitte.bot.callbacks import NoteCb
 from vitte.bot.handlers.common import Speaker
+from vitte.bot.runtime import drop_markup
 from vitte.bot.streaming import ReplyStream, call_with_retry
 from vitte.core import Core
 from vitte.dialogs import ReplyOutcome, Turn
@@ -87,6 +88,11 @@ async def speaker(
             return None
         await keep(core.settings, "spoken", f"{outcome.message_id}.ogg", ogg)  # VITTE_MEDIA_DIR only
         await stream.abort()  # the drafts (or a progress message) go; the voice takes their place
+        if stream.replaces is not None:  # 🔄 of a voice note: the new one takes the old one's place
+            try:
+                await bot.delete_message(chat_id=chat_id, message_id=stream.replaces)
+            except TelegramAPIError:
+                await drop_markup(bot, chat_id, stream.replaces)
         caption = spoken if not rest and len(spoken) <= MAX_CAPTION else None
         keyboard = markup
         if caption is None and not rest:  # the text to read: 📝

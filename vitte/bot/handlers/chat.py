@@ -163,6 +163,8 @@ async def _rewrite(
             who, view.id, expected_message_id=message_id, on_text=on_text, stop=stop
         )
 
+    # 🔄 under a voice note: the new reply is spoken too (as the player's setting allows)
+    spoken = role == ASSISTANT and isinstance(query.message, Message) and query.message.voice is not None
     await write_reply(
         core,
         runtime,
@@ -174,6 +176,9 @@ async def _rewrite(
         write=write,
         user_message_id=message_id if role == USER else None,
         replaces=pressed if role == ASSISTANT else None,
+        speak=await speaker(core, bot, chat_id, user.id, heard=True, persona_id=view.persona_id, turn=turn)
+        if spoken
+        else None,
     )
 
 
