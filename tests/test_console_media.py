@@ -73,7 +73,7 @@ async def test_voice_in_voice_out_and_a_photo_in_the_console(tmp_path: Path) -> 
             await until(pilot, lambda: photo.message_id in app.chat_view.rows, what="photo bubble")
             bubble = str(app.chat_view.rows[photo.message_id].bubble.render())
             assert "▀" * 16 in bubble  # the thumbnail's cells
-            assert "Это я сейчас 📸" in bubble
+            assert photo.text and photo.text in bubble  # the caption
             assert "Открыть файл" in button_labels(app)
             await pilot.press(f"alt+{button_labels(app).index('Открыть файл') + 1}")
             await until(pilot, lambda: isinstance(app.screen, DocumentScreen), what="opened")

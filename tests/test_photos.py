@@ -60,7 +60,10 @@ async def test_asking_for_a_photo_gets_one(voice_env: tuple[BotEnv, FakeMediaSer
     _photos_on(env)
     p = env.player(language_code=lang)
     await env.choose(p)
-    env.llm.replies.append("Slender woman in her late twenties, dark bob haircut, green eyes, denim jacket.")  # type: ignore[union-attr]
+    caption = "«Смотри, это я у окна ☔»" if lang == "ru" else "“Me by the window, just for you ☔”"
+    env.llm.replies.extend(  # type: ignore[union-attr]
+        ["Slender woman in her late twenties, dark bob haircut, green eyes, denim jacket.", caption]
+    )
     ask = "Пришли фото" if lang == "ru" else "send me a photo"
     await p.send(ask)
 
@@ -75,13 +78,16 @@ async def test_asking_for_a_photo_gets_one(voice_env: tuple[BotEnv, FakeMediaSer
     message = p.last_bot_message()
     assert message is not None and message.kind == "photo"
     assert message.file is not None and message.file.data == png_bytes(prompt)
-    assert message.text == ("Это я сейчас 📸" if lang == "ru" else "Here's me right now 📸")
+    said = caption.strip("«»“”")
+    assert message.text == said  # the caption in the persona's voice (quotes taken off)
+    asked = env.llm.completions[-1].json["messages"]
+    assert "a photo of yourself" in asked[0]["content"] and f"'{lang}'" in asked[0]["content"]
 
     rows = await _rows(env, p.user_id)
     request, photo = rows[-2], rows[-1]
     assert (request.role, request.text) == (USER, ask)
     assert photo.role == ASSISTANT and photo.media_kind == "photo"
-    assert photo.text.startswith("[photo: Slender woman") and photo.text.endswith("]")
+    assert photo.text.startswith("[photo: Slender woman") and photo.text.endswith(f"] {said}")
 
     # the LLM sees the photo turn afterwards
     await p.send("нравится?")
@@ -116,7 +122,8 @@ async def test_the_card_appearance_field_is_used_without_asking_the_llm(
     before = len(env.llm.completions)
     await p.send("скинь селфи")
     assert "Character appearance: Red hair, freckles, green coat." in server.of("/images/generations")[0].fields["prompt"]
-    assert len(env.llm.completions) == before  # the card said it: no LLM call
+    asked = [c.json["messages"][0]["content"] for c in env.llm.completions[before:]]
+    assert len(asked) == 1 and "a photo of yourself" in asked[0]  # the caption only: no appearance asked
 
 
 async def test_the_camera_button_under_a_reply(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
@@ -185,10 +192,25 @@ async def test_the_derived_appearance_is_stored_once_per_card(voice_env: tuple[B
     d = env.core.dialogs
     env.core.dialogs.pictures = Pictures(d.settings, d.store, d.cache, d.turns, d.catalog, d.llm, d.media, d.allowance)
     await p.send("Пришли фото")
-    assert len(env.llm.completions) == asked
+    derived = [c for c in env.llm.completions[asked:] if "visual appearance" in c.json["messages"][0]["content"]]
+    assert not derived  # read from the database, not asked again
     assert "Character appearance: Auburn hair" in server.of("/images/generations")[-1].fields["prompt"]
     # a changed card derives it again
     await _set_card_vitte(env, persona, {"tagline": "changed"})
     env.llm.replies.append("Short silver hair.")  # type: ignore[union-attr]
     await p.send("Пришли фото")
     assert "Character appearance: Short silver hair." in server.of("/images/generations")[-1].fields["prompt"]
+
+
+async def test_without_a_caption_from_the_llm_the_catalogue_one_is_used(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, _server = voice_env
+    _photos_on(env)
+    p = env.player(language_code="en")
+    opening = await env.choose(p)
+    await _set_card_vitte(env, opening.dialog.persona_id, {"appearance": "Green eyes."})
+    env.llm.modes.append("500")  # the caption's call fails
+    await p.send("send me a photo")
+    message = p.last_bot_message()
+    assert message is not None and message.kind == "photo" and message.text == "Here's me right now 📸"
+    rows = await _rows(env, p.user_id)
+    assert rows[-1].text.startswith("[photo: Green eyes. — ") and rows[-1].text.endswith("…]")  # no caption

@@ -41,6 +41,7 @@ log = logging.getLogger("vitte.dialogs")
 
 APPEARANCE_CHARS = 300
 SCENE_CHARS = 300
+CAPTION_CHARS = 200  # Telegram allows 1024; a caption is a line
 NO_NUDITY = "No nudity; fully clothed."
 
 _REQUEST = re.compile(
@@ -68,6 +69,7 @@ class Photo:
     message_id: int  # the persona's photo turn
     request_id: int  # the player's request
     description: str  # what "[photo: …]" says
+    caption: str = ""  # in the persona's voice ("" : the catalogue's)
 
 
 class Pictures:
@@ -212,9 +214,40 @@ class Pictures:
             log.warning("photo for dialog %s not made: %s", dialog_id, exc)
             raise PhotoFailed(request_id, str(exc)) from exc
         description = _line(f"{appearance} {('— ' + scene) if scene else ''}", 200)
-        said = f"[photo: {description}]"
+        caption = await self._caption(persona_id, language, scene)
+        said = f"[photo: {description}] {caption}".strip()
         message_id = await self.store.add_message(dialog_id, ASSISTANT, said, media_kind="photo")
         await keep(self.settings, "photos", f"{message_id}.png", image)  # VITTE_MEDIA_DIR only
         await turn.append(self.cache, dialog_id, CachedMessage(message_id, ASSISTANT, said, MSG_OK))
-        return Photo(image, message_id, request_id, description)
+        return Photo(image, message_id, request_id, description, caption)
+
+    async def _caption(self, persona_id: str, language: str, scene: str) -> str:
+        """The photo's caption in the persona's voice (one LLM call); "" when it cannot be had
+        (the face then uses the catalogue's)."""
+        persona = await self.catalog.persona(persona_id)
+        name = _line(persona.name_in(language), 100)
+        about = _line(persona.card.personality or persona.description, 400)
+        request = LLMRequest(
+            messages=[
+                {
+                    "role": "system",
+                    "content": f"You are {name}. {about}\nYou are sending the person you are talking "
+                    f"with a photo of yourself, right now. Write its caption: one short line in your "
+                    f"own voice, in the language whose code is '{language}', under 100 characters. "
+                    "Only the caption.",
+                },
+                {"role": "user", "content": f"Scene: {_line(scene, SCENE_CHARS)}" if scene else "Scene: now."},
+            ],
+            max_tokens=60,
+            temperature=self.settings.llm_temperature,
+            persona=persona.card.hints(),
+            language=language,
+            purpose="caption",
+        )
+        try:
+            text = await self.llm.complete(request)
+        except LLMError as exc:
+            log.warning("photo caption for %s not written: %s", persona_id, exc)
+            return ""
+        return _line(text.strip().strip('"«»“”'), CAPTION_CHARS)
 

@@ -124,7 +124,7 @@ async def _send_photo(
         lambda: bot.send_photo(
             chat_id=chat_id,
             photo=BufferedInputFile(photo.image, filename="photo.png"),
-            caption=t(lang, "photo_caption"),
+            caption=photo.caption or t(lang, "photo_caption"),
         )
     )
 
