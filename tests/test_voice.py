@@ -434,3 +434,40 @@ async def test_rewriting_a_voice_reply_gives_a_new_voice_note_in_its_place(
     assert [r.fields["input"] for r in server.of("/audio/speech")] == ["Первый ответ.", "Второй ответ."]
     rows = await _rows(env, p.user_id)
     assert rows[-1].text == "Второй ответ."
+
+
+CRISIS = {"ru": "мне так плохо, не хочу жить", "en": "I don't want to live anymore"}
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_a_crisis_said_aloud_brings_the_resources_and_is_counted(
+    voice_env: tuple[BotEnv, FakeMediaServer], lang: str
+) -> None:
+    """Said or typed, a crisis signal is the same: the reply, then the crisis resources, and one
+    safety event (the text itself is never stored with it)."""
+    from vitte.models import SafetyEvent
+    from vitte.safety import crisis_resources
+
+    env, server = voice_env
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    before = len(p.bot_messages())
+    server.transcripts.append(CRISIS[lang])
+    await p.send_voice(VOICE, duration=3)
+    texts = [m.text for m in p.bot_messages()[before:]]
+    assert texts == [f"You said: {CRISIS[lang]}", crisis_resources(lang, env.settings)]
+    async with env.core.db.session() as s:
+        kinds = [(e.kind, e.language) for e in (await s.execute(select(SafetyEvent))).scalars()]
+    assert kinds == [("crisis", lang)]
+
+
+async def test_remember_that_said_aloud_is_remembered(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    p = env.player(language_code="ru")
+    await env.choose(p)
+    server.transcripts.append("Запомни, что моего кота зовут Барсик")
+    await p.send_voice(VOICE, duration=3)
+    dialog = await env.core.dialogs.current(p.user_id)
+    assert dialog is not None
+    live = await env.core.dialogs.facts.store.live(dialog.id)
+    assert [f.text for f in live] == ["моего кота зовут Барсик"]

@@ -152,7 +152,7 @@ class Replies:
                     turn, text, telegram_message_id, counter
                 )
                 try:
-                    remembered = await self._remember(dialog, text, user_msg_id)
+                    remembered = await self.remember(dialog, text, user_msg_id)
                     user_msg = CachedMessage(user_msg_id, USER, text, MSG_OK)
                     history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
                     # the player's message reaches the cache with the reply (one round trip),
@@ -386,7 +386,7 @@ class Replies:
             reminder = load_preamble(self.settings).reminder
         return text, reminder(language)
 
-    async def _remember(self, dialog: Dialog, text: str, message_id: int) -> str:
+    async def remember(self, dialog: Dialog, text: str, message_id: int) -> str:
         """ "запомни, что …" / "remember that …": the fact stored at once (one statement, only
         for such a message); the stored text, or ""."""
         if self.facts is None:

@@ -13,20 +13,21 @@ message that was not transcribed. A failed transcription raises NotHeard (messag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from vitte.cache.base import CachedMessage
 from vitte.config import Settings
-from vitte.dialogs.reply import Replies
+from vitte.dialogs.reply import Replies, crisis_marked
 from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns
 from vitte.dialogs.views import OnText, ReplyOutcome
 from vitte.errors import MediaTooLarge, NotHeard, ReplyFailed, StaleDialog
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_keep import keep
-from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER
+from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER, Dialog
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.dialogs")
@@ -110,7 +111,7 @@ class Hearing:
             text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
             if on_heard is not None:
                 await on_heard(text, uncertain)
-            outcome = await self._answer(turn, dialog_id, message_id, on_text, stop)
+            outcome = await self._answer(turn, dialog, message_id, text, language, on_text, stop)
             return Spoken(outcome, message_id, text, uncertain)
 
     async def hear_again(
@@ -144,20 +145,35 @@ class Hearing:
             text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
             if on_heard is not None:
                 await on_heard(text, uncertain)
-            outcome = await self._answer(turn, dialog_id, message_id, on_text, stop)
+            outcome = await self._answer(turn, dialog, message_id, text, language, on_text, stop)
             return Spoken(outcome, message_id, text, uncertain)
 
     async def _answer(
-        self, turn: Turn, dialog_id: int, message_id: int, on_text: OnText | None, stop: asyncio.Event | None
+        self,
+        turn: Turn,
+        dialog: Dialog,
+        message_id: int,
+        text: str,
+        language: str,
+        on_text: OnText | None,
+        stop: asyncio.Event | None,
     ) -> ReplyOutcome:
-        """The heard message answered like text; a failed reply names it ([Повторить] answers it)."""
+        """The heard message answered like text: a crisis signal in it is counted and flagged
+        (the face sends the crisis resources), "запомни, что …" is remembered; a failed reply
+        names it ([Повторить] answers it)."""
+        crisis = self.replies.crisis.detect(text)
+        if crisis:
+            await self.store.count_event("crisis", language)
+        await self.replies.remember(dialog, text, message_id)
         try:
-            return await self.replies.regenerate(
-                turn, dialog_id, expected_message_id=message_id, on_text=on_text, stop=stop
-            )
+            async with crisis_marked(crisis):
+                outcome = await self.replies.regenerate(
+                    turn, int(dialog.id or 0), expected_message_id=message_id, on_text=on_text, stop=stop
+                )
         except ReplyFailed as exc:
             exc.user_message_id = exc.user_message_id or message_id
             raise
+        return dataclasses.replace(outcome, crisis=True) if crisis else outcome
 
     async def transcript(self, user_id: int, message_id: int) -> str | None:
         """The text behind 📝: of one of the player's voice messages, or of a reply the persona
