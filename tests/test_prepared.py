@@ -141,6 +141,7 @@ def test_a_model_built_from_a_row_is_the_model_the_constructor_builds() -> None:
         "subscription_state": "active",
         "extra_replies": 3,
         "extra_photos": 1,
+        "extra_voice": 2,
         "created_at": now,
         "last_seen_at": now,
         "unreachable_at": None,  # issue 18: the player blocked the bot (a 403)

@@ -78,6 +78,8 @@ class User(SQLModel, table=True):
     extra_replies: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     # photos bought for Stars (VITTE_PHOTO_STARS), spent once the day's allowance is used (issue 19)
     extra_photos: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    # voice replies bought for Stars (VITTE_VOICE_STARS), spent once the day's allowance is used
+    extra_voice: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     # the player blocked the bot (Telegram answered 403): no sends until they write again (issue 18)
