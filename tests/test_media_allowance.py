@@ -207,3 +207,78 @@ async def test_one_more_photo_for_stars_is_bought_spent_and_refunded(voice_env: 
     async with env.core.db.session() as s:
         user = await s.get(User, p.user_id)
         assert user is not None and user.extra_photos == 0
+
+
+async def test_one_more_voice_reply_for_stars_is_offered_bought_spent_and_refunded(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    """VITTE_VOICE_STARS: the voice replies of the day used up, the player is told once a day
+    (the text still comes) with '🎤 Ещё голосовое — 10 ⭐'; the invoice is checked at pre-checkout,
+    recorded once, the bought one spent on the next reply; /premium sells it too; a refund of an
+    unspent one takes it back."""
+    from pydantic import SecretStr
+
+    from vitte.billing import VOICE as VOICE_PLAN
+    from vitte.billing import WRONG_PRICE, sign_payload
+
+    env, server = voice_env
+    _on(env)
+    env.core.settings.tts_model = "tts-1"  # voice replies are on sale while TTS is on
+    env.core.settings.image_model = "img"  # and photos while images are on
+    env.core.settings.free_daily_voice_replies = 0
+    env.core.settings.voice_stars = 10
+    env.core.settings.payload_secret = SecretStr("a-test-payload-secret-of-some-length")
+    buy_text = "🎤 Ещё голосовое — 10 ⭐"
+    offer_text = "Голосовые ответы — в Премиуме: до 100 в день. Пока отвечаю текстом."
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    await p.send("раз")
+    assert p.last_bot_text() == "You said: раз"  # the reply still comes, as text
+    offers = [m for m in p.bot_messages() if m.text == offer_text]
+    assert len(offers) == 1 and p.buttons(offers[0])[0] == buy_text
+    await p.send("два")
+    assert p.last_bot_text() == "You said: два"
+    assert len([m for m in p.bot_messages() if m.text == offer_text]) == 1  # once a day
+    assert not server.of("/audio/speech")
+
+    await p.click(buy_text, offers[0])
+    invoice = p.last_bot_message()
+    assert invoice is not None and invoice.kind == "invoice" and invoice.invoice is not None
+    assert invoice.invoice["total_amount"] == 10
+    assert env.core.billing.validate_pre_checkout(
+        p.user_id, invoice.invoice["payload"], "XTR", 9
+    ) == (False, WRONG_PRICE)
+    await p.buy(invoice.message_id)
+    assert "Оплачено: следующий ответ пришлю голосом 🎤" in (p.last_bot_text() or "")
+    assert [pay.plan for pay in await env.core.billing.list_payments(p.user_id)] == [VOICE_PLAN]
+    async with env.core.db.session() as s:
+        user = await s.get(User, p.user_id)
+        assert user is not None and user.extra_voice == 1 and user.extra_photos == 0
+
+    await p.send("три")  # the bought one is spent
+    assert p.last_bot_message().kind == "voice"  # type: ignore[union-attr]
+    await p.send("четыре")
+    assert p.last_bot_message().kind == "text"  # type: ignore[union-attr]
+    assert len(server.of("/audio/speech")) == 1
+
+    # /premium sells it beside the photo; a refund of one not spent yet takes it back
+    await p.send("/premium")
+    assert "Одно голосовое — 10 ⭐" in (p.last_bot_text() or "")
+    assert buy_text in p.buttons() and "📷 Ещё фото — 25 ⭐" in p.buttons()
+    await p.click(buy_text)
+    await p.buy(p.last_bot_message().message_id)  # type: ignore[union-attr]
+    latest = (await env.core.billing.list_payments(p.user_id))[0]
+    assert latest.plan == VOICE_PLAN
+    await env.core.billing.mark_refunded(latest)
+    async with env.core.db.session() as s:
+        user = await s.get(User, p.user_id)
+        assert user is not None and user.extra_voice == 0
+
+    # not on sale: no button, and an invoice for it is refused at pre-checkout
+    env.core.settings.voice_stars = 0
+    assert env.core.billing.item_plan(VOICE_PLAN) is None
+    await p.send("/premium")
+    assert buy_text not in p.buttons()
+    payload = sign_payload(env.core.billing.secret, VOICE_PLAN, p.user_id)
+    assert env.core.billing.validate_pre_checkout(p.user_id, payload, "XTR", 10)[0] is False

@@ -111,6 +111,7 @@ __all__ = [
     "PREMIUM",
     "STARS",
     "SUBSCRIPTION_PERIOD",
+    "VOICE",
     "Billing",
     "Entitlement",
     "InvoiceSpec",
@@ -136,6 +137,9 @@ FREE = "free"
 PREMIUM = "premium"
 PACK = "pack"
 PHOTO = "photo"  # one photo from the persona, bought for VITTE_PHOTO_STARS (issue 19)
+VOICE = "voice"  # one reply as a voice note, bought for VITTE_VOICE_STARS (issue 19)
+# items bought one by one (issue 19): the users column each payment adds one to
+ITEM_COLUMNS = {PHOTO: "extra_photos", VOICE: "extra_voice"}
 
 SUB_ACTIVE = "active"
 SUB_CANCELED = "canceled"
@@ -181,6 +185,8 @@ class Plan:
 
     @property
     def kind(self) -> str:
+        if self.id in ITEM_COLUMNS:
+            return "item"  # one photo / voice reply for Stars
         return "subscription" if self.is_subscription else ("pack" if self.extra_replies else "free")
 
     def title(self, language: str | None) -> str:
@@ -483,18 +489,33 @@ class Billing:
         for p in plans(self.settings):
             if p.id == plan_id:
                 return p
-        photo = self.photo_plan()
-        if photo is not None and photo.id == plan_id:
-            return photo
+        item = self.item_plan(plan_id)
+        if item is not None:
+            return item
         raise UnknownPlan(plan_id)
 
-    def photo_plan(self) -> Plan | None:
-        """One photo for VITTE_PHOTO_STARS, sold when photos are on and the day's are used up
-        (not among `plans()`: not a plan one chooses on the Premium page); None when off."""
+    def item_plan(self, kind: str) -> Plan | None:
+        """One item bought for Stars (not among `plans()`: not a plan one subscribes to), or None
+        when it is not on sale: one photo for VITTE_PHOTO_STARS while photos are on
+        (VITTE_IMAGE_MODEL), one voice reply for VITTE_VOICE_STARS while VITTE_TTS_MODEL is set."""
         s = self.settings
-        if s.photo_stars <= 0 or not (s.image_model and s.llm_base_url):
+        if kind == PHOTO:
+            price, model = s.photo_stars, s.image_model
+        elif kind == VOICE:
+            price, model = s.voice_stars, s.tts_model
+        else:
             return None
-        return Plan(id=PHOTO, price_stars=s.photo_stars, period_seconds=None)
+        if price <= 0 or not (model and s.llm_base_url):
+            return None
+        return Plan(id=kind, price_stars=price, period_seconds=None)
+
+    def item_plans(self) -> list[Plan]:
+        """The items on sale (photo, voice), in that order."""
+        return [p for p in (self.item_plan(kind) for kind in ITEM_COLUMNS) if p is not None]
+
+    def photo_plan(self) -> Plan | None:
+        """One photo for VITTE_PHOTO_STARS (item_plan(PHOTO))."""
+        return self.item_plan(PHOTO)
 
     def daily_limit(self, premium: bool) -> int:
         return self.settings.premium_daily_replies if premium else self.settings.free_daily_replies
@@ -646,7 +667,7 @@ class Billing:
             return False, BAD_PAYLOAD
         if verify_payload(self.secret, payload) is None:
             return False, FORGED_PAYLOAD
-        on_sale = [*self.plans(), *filter(None, [self.photo_plan()])]
+        on_sale = [*self.plans(), *self.item_plans()]
         plan = next((p for p in on_sale if p.id == parsed.plan_id and p.purchasable), None)
         if plan is None:
             return False, UNKNOWN_PLAN
@@ -700,7 +721,7 @@ class Billing:
         if is_recurring or expiration:
             return PREMIUM
         parsed = parse_payload(payload)
-        if parsed is not None and parsed.plan_id in (PREMIUM, PACK, PHOTO):
+        if parsed is not None and parsed.plan_id in (PREMIUM, PACK, *ITEM_COLUMNS):
             return parsed.plan_id
         return ""
 
@@ -803,9 +824,10 @@ class Billing:
                     .where(col(User.id) == user_id)
                     .values(extra_replies=col(User.extra_replies) + grant)
                 )
-            elif plan_id == PHOTO:  # one photo, spent once the day's allowance is used
+            elif plan_id in ITEM_COLUMNS:  # one photo / voice reply, spent once the day's are used
+                bought = getattr(User, ITEM_COLUMNS[plan_id])
                 await s.execute(
-                    update(User).where(col(User.id) == user_id).values(extra_photos=col(User.extra_photos) + 1)
+                    update(User).where(col(User.id) == user_id).values({bought: col(bought) + 1})
                 )
             await s.commit()
             payment = (await s.execute(select(Payment).where(col(Payment.id) == new_id))).scalar_one()
@@ -912,11 +934,12 @@ class Billing:
                                 update(User).where(col(User.id) == user.id).values(premium_until=now)
                             )
                             premium_ended = True
-                    elif payment.plan == PHOTO:  # the photo, if it was not taken yet
+                    elif payment.plan in ITEM_COLUMNS:  # the photo / voice reply, if not taken yet
+                        bought = getattr(User, ITEM_COLUMNS[payment.plan])
                         await s.execute(
                             update(User)
-                            .where(col(User.id) == user.id, col(User.extra_photos) > 0)
-                            .values(extra_photos=col(User.extra_photos) - 1)
+                            .where(col(User.id) == user.id, col(bought) > 0)
+                            .values({bought: col(bought) - 1})
                         )
                     elif payment.extra_replies:
                         removed = min(int(user.extra_replies or 0), int(payment.extra_replies))

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     photo_stars: int = Field(default=25, ge=0, le=10_000)  # one more photo for Stars (0 = not on sale)
     premium_daily_photos: int = Field(default=20, ge=0, le=10_000)
     free_daily_voice_replies: int = Field(default=5, ge=0, le=100_000)
+    voice_stars: int = Field(default=10, ge=0, le=10_000)  # one more voice reply for Stars (0 = not on sale)
     premium_daily_voice_replies: int = Field(default=100, ge=0, le=100_000)
     media_timeout: float = Field(default=60.0, gt=0)  # seconds per transcription/synthesis/image
     media_dir: str | None = None  # keep received and made media here; unset: nothing is kept

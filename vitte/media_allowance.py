@@ -5,7 +5,8 @@ VITTE_PREMIUM_DAILY_VOICE_REPLIES (0: none on that plan, a premium perk).
 `take(user_id, kind)` counts one for the UTC day in ONE conditional UPSERT on `media_usage`
 (check and count at once, race-free across processes) or raises MediaQuotaExceeded;
 `give_back` undoes it when nothing was delivered (as the reply quota does). Past the day's
-photos, one bought for Stars (VITTE_PHOTO_STARS, `users.extra_photos`) is spent."""
+photos (voice replies), one bought for Stars (VITTE_PHOTO_STARS, `users.extra_photos`;
+VITTE_VOICE_STARS, `users.extra_voice`) is spent."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ PHOTO = "photo"
 VOICE = "voice"
 
 
+def _bought_column(kind: str) -> Any:
+    """users.extra_photos for a photo, users.extra_voice for a voice reply."""
+    return col(User.extra_photos) if kind == PHOTO else col(User.extra_voice)
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     user_id: int
@@ -36,7 +42,7 @@ class Taken:
     kind: str
     used: int  # today's count, this one included
     limit: int
-    bought: bool = False  # a photo bought for Stars (users.extra_photos), not today's
+    bought: bool = False  # one bought for Stars (users.extra_photos / extra_voice), not today's
 
 
 class MediaAllowance:
@@ -87,15 +93,14 @@ class MediaAllowance:
 
     @staticmethod
     async def _spend_bought(s: Any, user_id: int, kind: str) -> bool:
-        """One photo bought for Stars spent (one statement); False when none is left."""
-        if kind != PHOTO:
-            return False
+        """One photo / voice reply bought for Stars spent (one statement); False when none is left."""
+        bought = _bought_column(kind)
         spent = (
             await s.execute(
                 update(User)
-                .where(col(User.id) == user_id, col(User.extra_photos) > 0)
-                .values(extra_photos=col(User.extra_photos) - 1)
-                .returning(col(User.extra_photos))
+                .where(col(User.id) == user_id, col(bought) > 0)
+                .values({bought: col(bought) - 1})
+                .returning(col(bought))
             )
         ).first()
         await s.commit()
@@ -108,10 +113,9 @@ class MediaAllowance:
         try:
             async with self.db.session() as s:
                 if taken.bought:
+                    bought = _bought_column(taken.kind)
                     await s.execute(
-                        update(User)
-                        .where(col(User.id) == taken.user_id)
-                        .values(extra_photos=col(User.extra_photos) + 1)
+                        update(User).where(col(User.id) == taken.user_id).values({bought: col(bought) + 1})
                     )
                     await s.commit()
                     return

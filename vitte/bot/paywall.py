@@ -18,7 +18,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from vitte.billing import PACK, PHOTO, PREMIUM, SUB_CANCELED, SUB_FAILED, Entitlement
+from vitte.billing import ITEM_COLUMNS, PACK, PHOTO, PREMIUM, SUB_CANCELED, SUB_FAILED, VOICE, Entitlement
 from vitte.billing_texts import payment_thanks_text
 from vitte.config import ConfigError
 from vitte.errors import NotFound, UnknownPlan
@@ -34,7 +34,7 @@ log = logging.getLogger("vitte.bot")
 
 class PayCb(CallbackData, prefix="pay"):
     """Buying buttons: action pack (send the pack's invoice) | photo (one photo's invoice) |
-    view (the /premium view) |
+    voice (one voice reply's invoice) | view (the /premium view) |
     cancel (ask) | cancel_yes (editUserStarSubscription) | resume | back."""
 
     action: str
@@ -73,6 +73,17 @@ def _pack_button(core: Core, lang: str) -> InlineKeyboardButton | None:
         return None
     text = pt(lang, "btn_pack", replies=replies(settings.pack_replies, lang), price=settings.pack_stars)
     return InlineKeyboardButton(text=text, callback_data=PayCb(action="pack").pack())
+
+
+def item_button(core: Core, kind: str, lang: str) -> InlineKeyboardButton | None:
+    """'📷 Ещё фото — 25 ⭐' / '🎤 Ещё голосовое — 10 ⭐' (PayCb action = the item), None when
+    the item is not on sale (Billing.item_plan)."""
+    plan = core.billing.item_plan(kind)
+    if plan is None:
+        return None
+    return InlineKeyboardButton(
+        text=pt(lang, f"btn_{kind}", price=plan.price_stars), callback_data=PayCb(action=kind).pack()
+    )
 
 
 async def _premium_button(core: Core, bot: Bot, user_id: int, lang: str) -> InlineKeyboardButton:
@@ -124,7 +135,7 @@ def _status_lines(ent: Entitlement, lang: str) -> list[str]:
 
 def premium_text(core: Core, ent: Entitlement, lang: str) -> str:
     parts = [pt(lang, "title"), "\n".join(_status_lines(ent, lang))]
-    for plan in core.billing.plans():
+    for plan in [*core.billing.plans(), *core.billing.item_plans()]:
         if not plan.purchasable:
             continue
         key = "offer_period" if plan.is_subscription else "offer"
@@ -136,6 +147,9 @@ def premium_text(core: Core, ent: Entitlement, lang: str) -> str:
 
 async def premium_kb(core: Core, bot: Bot, ent: Entitlement, lang: str) -> InlineKeyboardMarkup | None:
     rows = await _offer_rows(core, bot, ent, lang)
+    items = [b for b in (item_button(core, kind, lang) for kind in ITEM_COLUMNS) if b is not None]
+    if items:  # one photo / one voice reply for Stars (issue 19)
+        rows.append(items)
     if ent.renews:
         rows.append(
             [
@@ -193,6 +207,8 @@ def _facts(payment: Payment, lang: str) -> str:
         return pt(lang, "pack_added", replies=replies(int(payment.extra_replies or 0), lang))
     if payment.plan == PHOTO:
         return pt(lang, "photo_added")
+    if payment.plan == VOICE:
+        return pt(lang, "voice_added")
     return payment_thanks_text(payment, lang)
 
 

@@ -4,7 +4,8 @@
 the drafts have shown the text meanwhile; "record_voice" while the voice is made; then
 sendVoice (OGG/Opus) with the reply's text as the caption when it fits, else [📝] beside 🔄
 to read it; what is past VITTE_TTS_MAX_CHARS follows as text. When the voice cannot be made,
-None: the reply goes as text, as always.
+None: the reply goes as text, as always. When today's voice replies are used up, the player is
+told so once a day, with '🎤 Ещё голосовое — N ⭐' (VITTE_VOICE_STARS) and Premium if not on it.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboar
 
 from vitte.bot.callbacks import NoteCb
 from vitte.bot.handlers.common import Speaker
+from vitte.bot.paywall import item_button, offer_kb
 from vitte.bot.runtime import drop_markup
 from vitte.bot.streaming import ReplyStream, call_with_retry
+from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.dialogs import ReplyOutcome, Turn
 from vitte.errors import MediaQuotaExceeded, StoreUnavailable, UnknownUser
 from vitte.llm.media import MediaError, opus_seconds
 from vitte.media_allowance import VOICE
 from vitte.media_keep import keep
+from vitte.models import utcnow
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.bot")
@@ -69,7 +73,10 @@ async def speaker(
         spoken, rest = speech.split(outcome.text)
         try:  # today's voice replies (VITTE_*_DAILY_VOICE_REPLIES): used up, the text goes
             taken = await core.dialogs.allowance.take(user_id, VOICE)
-        except (MediaQuotaExceeded, UnknownUser, StoreUnavailable):
+        except MediaQuotaExceeded as exc:
+            await _voice_offer(core, bot, chat_id, user_id, exc)
+            return None
+        except (UnknownUser, StoreUnavailable):
             return None
         sent = await _speak(stream, outcome, markup, spoken, rest)
         if sent is None:
@@ -119,3 +126,25 @@ async def speaker(
         return text_msg.message_id
 
     return speak
+
+
+async def _voice_offer(core: Core, bot: Bot, chat_id: int, user_id: int, exc: MediaQuotaExceeded) -> None:
+    """Once a UTC day: today's voice replies are used up (or none on this plan), the text
+    comes instead; one voice reply for Stars, Premium. Never raises."""
+    try:
+        if not await core.cache.first_seen(f"voice_offer:{user_id}:{utcnow().date()}", ttl=86400):
+            return
+        lang = (await core.players.get(user_id)).language
+        key = "voice_quota" if exc.limit else "voice_premium_only"
+        text = t(lang, key, limit=exc.limit, premium_limit=exc.premium_limit)
+        rows: list[list[InlineKeyboardButton]] = []
+        buy = item_button(core, VOICE, lang)
+        if buy is not None:
+            rows.append([buy])
+        if not exc.premium:
+            offer = await offer_kb(core, bot, await core.billing.entitlement(user_id), lang)
+            rows.extend(offer.inline_keyboard if offer is not None else [])
+        markup = InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+        await call_with_retry(lambda: bot.send_message(chat_id=chat_id, text=text, reply_markup=markup))
+    except Exception as exc2:  # an offer must not cost the reply
+        log.warning("voice offer to chat %s not sent: %s", chat_id, exc2)

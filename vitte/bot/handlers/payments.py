@@ -22,7 +22,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import BotSubscriptionUpdated, CallbackQuery, Message, PreCheckoutQuery
 
-from vitte.billing import PACK, PHOTO, SUB_ACTIVE, SUB_CANCELED, SUB_FAILED
+from vitte.billing import ITEM_COLUMNS, PACK, SUB_ACTIVE, SUB_CANCELED, SUB_FAILED
 from vitte.billing_texts import (
     paysupport_text,
     pre_checkout_error_text,
@@ -141,7 +141,7 @@ async def pay_button(
     lang = await player_lang(core, runtime, user)
     action = callback_data.action
 
-    if action in ("pack", "photo"):  # the reply pack; one photo for Stars (issue 19)
+    if action == PACK or action in ITEM_COLUMNS:  # the reply pack; one photo / voice reply (issue 19)
         try:
             await keep_pace(core.cache, user.id, INVOICES)
         except RateLimited as exc:
@@ -149,9 +149,9 @@ async def pay_button(
             return
         await query.answer()
         try:
-            await send_invoice(core.billing, bot, chat_id, user.id, PACK if action == "pack" else PHOTO, lang)
+            await send_invoice(core.billing, bot, chat_id, user.id, action, lang)
         except UnknownPlan:
-            await bot.send_message(chat_id=chat_id, text=pt(lang, "pack_off" if action == "pack" else "photo_off"))
+            await bot.send_message(chat_id=chat_id, text=pt(lang, f"{action}_off"))
     elif action == "view":
         await query.answer()
         text, markup, _ent = await premium_view(core, bot, user.id, lang)

@@ -20,9 +20,10 @@ from aiogram.types import (
     User,
 )
 
+from vitte.billing import PHOTO
 from vitte.bot.callbacks import PhotoCb
 from vitte.bot.handlers.common import current_dialog, player_lang, send_entry
-from vitte.bot.paywall import PayCb, offer_kb, pt
+from vitte.bot.paywall import item_button, offer_kb
 from vitte.bot.refusals import REFUSALS, answer_refusal
 from vitte.bot.runtime import Runtime, drop_markup
 from vitte.bot.streaming import call_with_retry
@@ -111,11 +112,8 @@ async def _send_photo(
         key = "photo_quota" if exc.limit else "photo_premium_only"
         text = t(lang, key, limit=exc.limit, premium_limit=exc.premium_limit)
         rows = [] if exc.premium else list((await offer_kb(core, bot, await core.billing.entitlement(user.id), lang) or _NO_ROWS).inline_keyboard)
-        photo_plan = core.billing.photo_plan()
-        if photo_plan is not None:  # one more photo for Stars (VITTE_PHOTO_STARS)
-            buy = InlineKeyboardButton(
-                text=pt(lang, "btn_photo", price=photo_plan.price_stars), callback_data=PayCb(action="photo").pack()
-            )
+        buy = item_button(core, PHOTO, lang)
+        if buy is not None:  # one more photo for Stars (VITTE_PHOTO_STARS)
             rows.insert(0, [buy])
         offer = InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
         await call_with_retry(lambda: bot.send_message(chat_id=chat_id, text=text, reply_markup=offer))
