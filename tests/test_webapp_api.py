@@ -590,6 +590,7 @@ async def test_plans_and_premium_status(webapp: WebAppHarness) -> None:
     body = await body_of(await c.get("/api/plans"))
     assert body["current_plan"] is None and body["language"] == "ru"
     assert [p["id"] for p in body["plans"]] == ["free", "premium", "pack"]
+    assert body["items"] == []  # photos and voice replies off: neither is sold one by one
     for plan in body["plans"]:
         assert {"id", "title", "price_stars", "period_days", "perks"} <= set(plan)
         assert isinstance(plan["price_stars"], int) and isinstance(plan["period_days"], int)

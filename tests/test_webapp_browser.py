@@ -369,6 +369,28 @@ async def test_premium_page_opens_an_invoice(app: WebAppHarness, phone_factory: 
     assert payload is not None and payload.user_id == 2002 and link not in opened
 
 
+async def test_premium_page_sells_one_photo_and_one_voice_reply(app: WebAppHarness, phone_factory: Any) -> None:
+    """Issue 19: with photos and voice replies on, the Premium page sells one of each for Stars
+    (VITTE_PHOTO_STARS, VITTE_VOICE_STARS) through the same signed invoice link."""
+    settings = app.core.settings
+    settings.llm_base_url = settings.llm_base_url or "http://127.0.0.1:9/v1"
+    settings.image_model, settings.tts_model = "img", "tts-1"
+    settings.photo_stars, settings.voice_stars = 25, 10
+    phone = await phone_factory()
+    page = phone.page
+    await phone.open("#/premium")
+    voice = page.locator("[data-plan-card=voice]")
+    await voice.wait_for()
+    assert "Одно голосовое" in await voice.inner_text() and "10 ⭐" in await voice.inner_text()
+    assert "Одно фото" in await page.locator("[data-plan-card=photo]").inner_text()
+    await page.locator("[data-plan=voice]").click()
+    await phone.until("window.__tg.invoices.length > 0")
+    (call,) = [c for c in app.botapi.calls if c.method.lower() == "createinvoicelink"]
+    payload = verify_payload(app.core.billing.secret, call.params["payload"])
+    assert payload is not None and (payload.plan_id, payload.user_id) == ("voice", ANYA)
+    assert call.params["currency"] == "XTR" and "subscription_period" not in call.params
+
+
 async def test_without_telegram_the_page_still_works(app: WebAppHarness, phone_factory: Any) -> None:
     phone = await phone_factory(telegram=False)
     page = phone.page

@@ -750,6 +750,8 @@ async def get_plans(request: web.Request) -> web.Response:
         {
             "language": lang,
             "plans": [p.to_json(lang) for p in ctx.core.billing.plans()],
+            # one photo / one voice reply for Stars (issue 19), when on sale: kind "item"
+            "items": [p.to_json(lang) for p in ctx.core.billing.item_plans()],
             "current_plan": current,
         }
     )

@@ -1124,7 +1124,7 @@
   }
 
   function premiumView(data, me) {
-    var plans = data.plans || [];
+    var plans = (data.plans || []).concat(data.items || []);  // items: one photo / voice reply for Stars
     var currentPlan = (me && me.plan) || data.current_plan || null;
     var hero = h("div", { class: "premium-hero" },
       h("div", { class: "premium-orb" }, icon("star")),
