@@ -12,9 +12,9 @@ import logging
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, Message, MessageGenerationStopped
+from aiogram.types import CallbackQuery, InlineKeyboardButton, Message, MessageGenerationStopped
 
-from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, RegenCb, RetryCb
+from vitte.bot.callbacks import AgeCb, DialogCb, EntryCb, NoteCb, RegenCb, RetryCb
 from vitte.bot.handlers.common import (
     current_dialog,
     entry_answer,
@@ -176,6 +176,7 @@ async def _rewrite(
         write=write,
         user_message_id=message_id if role == USER else None,
         replaces=pressed if role == ASSISTANT else None,
+        more_buttons=(lambda: _kept_buttons(query, message_id)) if role == ASSISTANT else None,
         speak=await speaker(core, bot, chat_id, user.id, heard=True, persona_id=view.persona_id, turn=turn)
         if spoken
         else None,
@@ -250,6 +251,24 @@ def router() -> Router:
     r.message.register(unknown_command, F.text.startswith("/"))
     r.message.register(text_message, F.text)
     return r
+
+
+def _kept_buttons(query: CallbackQuery, reply_id: int) -> list[InlineKeyboardButton]:
+    """The buttons beside 🔄 under the rewritten reply that still hold for the new one: 📝 of the
+    player's voice message, 📷 (🔄 is made anew; a 📝 of the old reply's own text goes — the
+    new voice note gets its own)."""
+    markup = query.message.reply_markup if isinstance(query.message, Message) else None
+    if markup is None or not markup.inline_keyboard:
+        return []
+    kept: list[InlineKeyboardButton] = []
+    for button in markup.inline_keyboard[0]:
+        data = button.callback_data or ""
+        if not data or data.startswith(RegenCb.__prefix__ + ":"):
+            continue
+        if data.startswith(NoteCb.__prefix__ + ":") and NoteCb.unpack(data).message_id == reply_id:
+            continue
+        kept.append(button)
+    return kept
 
 
 def _chat_id(query: CallbackQuery) -> int:
