@@ -36,6 +36,7 @@ def console(
     if theme not in ("dark", "light"):
         fail("--theme must be dark or light", 2)
     settings = settings_or_exit()
+    from tui import photo_view
     from tui.app import VitteConsole
 
     app = VitteConsole(
@@ -47,6 +48,7 @@ def console(
         show_log=log,
         show_operator=operator,
     )
+    photo_view.detect()  # textual-image asks the terminal before Textual takes it
     app.run()
     if app.return_code:
         raise typer.Exit(app.return_code)

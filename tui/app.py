@@ -860,9 +860,11 @@ def console_commands(app: VitteConsole) -> list[Command]:
 
 
 def main() -> None:  # pragma: no cover - `python -m tui.app` (with options: `vitte console`)
+    from tui import photo_view
     from vitte.config import load_settings
 
     app = VitteConsole(load_settings())
+    photo_view.detect()  # textual-image asks the terminal before Textual takes it
     app.run()
     raise SystemExit(app.return_code or 0)
 

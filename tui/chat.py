@@ -24,6 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static
 
+from tui import photo_view
 from tui.portrait import portrait_cells
 from tui.strings import inert_text, tr
 
@@ -198,8 +199,9 @@ def keyboard_rows(msg: LocalMessage, lang: str) -> list[list[ButtonSpec]]:
     return rows
 
 
-def message_body(msg: LocalMessage, lang: str, clock: Clock) -> Text:
-    """The bubble's text: content, then the time (and 'edited', and ✓✓ on the player's side)."""
+def message_body(msg: LocalMessage, lang: str, clock: Clock, *, pictured: bool = False) -> Text:
+    """The bubble's text: content, then the time (and 'edited', and ✓✓ on the player's side).
+    `pictured`: a photo drawn above by an image widget (tui.photo_view): no thumbnail here."""
     body = Text()
     if msg.kind == "text":
         body.append_text(entity_text(msg.text or "", msg.entities))
@@ -231,13 +233,17 @@ def message_body(msg: LocalMessage, lang: str, clock: Clock) -> Text:
             body.append("\n")
             body.append_text(entity_text(msg.text, msg.entities))
     elif msg.kind == "photo":  # a thumbnail in half-block cells, else "🖼 photo"
-        thumb = portrait_cells(msg.file.data, *PHOTO_CELLS) if msg.file is not None and msg.file.data else None
+        thumb = (
+            portrait_cells(msg.file.data, *PHOTO_CELLS)
+            if msg.file is not None and msg.file.data and not pictured
+            else None
+        )
         if thumb is not None:
             body.append_text(thumb)
-        else:
+        elif not pictured:
             body.append(f"🖼 {tr(lang, 'file_kind_photo')}", style="italic")
         if msg.text:
-            body.append("\n")
+            body.append("\n" if not pictured else "")
             body.append_text(entity_text(msg.text, msg.entities))
     elif msg.kind == "successful_payment":
         pay = msg.extra.get("successful_payment") or {}
@@ -273,8 +279,11 @@ class MessageRow(Vertical):
         self._view = view
         self._signature = signature(msg)
         self._rows = keyboard_rows(msg, view.lang)
-        self.bubble = Static(message_body(msg, view.lang, view.clock), classes="bubble")
-        children: list[Any] = [self.bubble]
+        # a photo drawn by textual-image where the terminal shows pictures, else the thumbnail
+        self.picture = photo_view.photo_widget(msg.file.data) if msg.kind == "photo" and msg.file else None
+        self._pictured = self.picture is not None
+        self.bubble = Static(message_body(msg, view.lang, view.clock, pictured=self._pictured), classes="bubble")
+        children: list[Any] = [self.bubble] if self.picture is None else [self.picture, self.bubble]
         self.keyboard: InlineKeyboard | None = None
         if self._rows:
             self.keyboard = InlineKeyboard(self._rows, msg.message_id)
@@ -289,7 +298,7 @@ class MessageRow(Vertical):
         if sig == self._signature and not force:
             return False
         self._signature = sig
-        self.bubble.update(message_body(msg, self._view.lang, self._view.clock))
+        self.bubble.update(message_body(msg, self._view.lang, self._view.clock, pictured=self._pictured))
         self.set_class(msg.edited, "-edited")
         rows = keyboard_rows(msg, self._view.lang)
         if rows != self._rows or force:
