@@ -57,3 +57,36 @@ async def test_a_rewritten_voice_note_without_a_caption_offers_its_own_text(
     await p.click("📝")
     shown = p.last_bot_text() or ""
     assert "Второй." in shown and "Первый." not in shown
+
+
+async def test_retry_of_a_heard_message_answers_it_as_heard(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    """[Повторить] after the reply to a voice message failed: the reply comes as a voice note
+    (the player's setting "на голосовые") with 📝 of what was heard, as the first try would have."""
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="voice")
+    server.transcripts.append("ты тут?")
+    server.modes.append("500")  # the LLM fails once
+    await p.send_voice(VOICE, duration=2)
+    assert p.buttons() == ["Повторить"]
+    await p.click("Повторить")
+    reply = p.last_bot_message()
+    assert reply is not None and reply.kind == "voice" and reply.text == "You said: ты тут?"
+    assert p.buttons() == ["🔄", "📝"]
+    await p.click("📝")
+    assert p.last_bot_text() == "📝 Расслышано: «ты тут?»"
+
+
+async def test_retry_of_a_typed_message_stays_text(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="voice")
+    server.modes.append("500")
+    await p.send("ты тут?")
+    await p.click("Повторить")
+    assert p.last_bot_message().kind == "text"  # type: ignore[union-attr]
+    assert p.buttons() == ["🔄"] and not server.of("/audio/speech")

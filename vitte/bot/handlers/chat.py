@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
@@ -163,8 +164,15 @@ async def _rewrite(
             who, view.id, expected_message_id=message_id, on_text=on_text, stop=stop
         )
 
-    # 🔄 under a voice note: the new reply is spoken too (as the player's setting allows)
+    # 🔄 under a voice note: the new reply is spoken too (as the player's setting allows);
+    # [Повторить] of a voice message's failed reply: answered as a heard message, 📝 beside 🔄
     spoken = role == ASSISTANT and isinstance(query.message, Message) and query.message.voice is not None
+    heard = role == USER and await core.dialogs.hearing.transcript(user.id, message_id) is not None
+    kept: Callable[[], list[InlineKeyboardButton]] | None = None
+    if role == ASSISTANT:
+        kept = lambda: _kept_buttons(query, message_id)  # noqa: E731
+    elif heard:
+        kept = lambda: [InlineKeyboardButton(text="📝", callback_data=NoteCb(message_id=message_id).pack())]  # noqa: E731
     await write_reply(
         core,
         runtime,
@@ -176,9 +184,9 @@ async def _rewrite(
         write=write,
         user_message_id=message_id if role == USER else None,
         replaces=pressed if role == ASSISTANT else None,
-        more_buttons=(lambda: _kept_buttons(query, message_id)) if role == ASSISTANT else None,
+        more_buttons=kept,
         speak=await speaker(core, bot, chat_id, user.id, heard=True, persona_id=view.persona_id, turn=turn)
-        if spoken
+        if spoken or heard
         else None,
     )
 
