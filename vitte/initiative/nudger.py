@@ -219,10 +219,13 @@ class Nudger:
         report.dropped += len(drops)
         if sends:
             gate = asyncio.Semaphore(SENDING_AT_ONCE)
+            # the sends' recent turns in one read; one is used under the turn only while no
+            # message came since (else the engine reads them again)
+            recent = await self.schedule.recent_many([c.dialog_id for c, _ in sends], self.settings.recent_messages)
 
             async def one(c: Claimed, u: int) -> None:
                 async with gate:
-                    await self._send_one(c, u, token, report)
+                    await self._send_one(c, u, token, report, recent.get(c.dialog_id))
 
             await asyncio.gather(*(one(c, u) for c, u in sends))
         return report
@@ -324,7 +327,9 @@ class Nudger:
         due = r.next_due(now, self.rules.after, unanswered, c.dialog_id, unanswered)
         await self.schedule.sent(c.dialog_id, token, c.message_id, None, marked if c.delivered else now, due, unanswered)
 
-    async def _send_one(self, c: Claimed, unanswered: int, token: str, report: RunReport) -> None:
+    async def _send_one(
+        self, c: Claimed, unanswered: int, token: str, report: RunReport, prefetched: list[CachedMessage] | None = None
+    ) -> None:
         await self.pacer.wait()
         dialogs = self.core.dialogs
         try:
@@ -335,14 +340,15 @@ class Nudger:
                     await self.schedule.drop([c.dialog_id])
                     report.dropped += 1
                     return
-                dialog, user, newest = found
+                dialog, user, newest, newest_shown = found
                 if newest > c.last_player_id:  # the player wrote while this batch was being decided
                     due = r.next_due(now, self.rules.after, 0, c.dialog_id, 0)
                     await self.schedule.reschedule(token, [(c.dialog_id, due, 0)])
                     report.waiting += 1
                     return
                 try:
-                    text = await write_nudge(dialogs, dialog, user, silent_since(c), now)
+                    held = prefetched is not None and (prefetched[-1].id if prefetched else 0) == newest_shown
+                    text = await write_nudge(dialogs, dialog, user, silent_since(c), now, prefetched if held else None)
                 except LLMError as exc:
                     log.warning("nudge for dialog %s: the LLM failed: %s", c.dialog_id, exc)
                     await self._retry_later(c, token, unanswered, now, report)

@@ -16,7 +16,9 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import configure_mappers
 
+from vitte.cache.base import CachedMessage
 from vitte.db import Database, unavailable_as
 from vitte.errors import StoreUnavailable
 from vitte.models import (
@@ -24,6 +26,8 @@ from vitte.models import (
     ASSISTANT,
     KIND_NUDGE,
     MSG_OK,
+    MSG_STREAMING,
+    MSG_UNHEARD,
     USER,
     Dialog,
     Message,
@@ -39,6 +43,7 @@ DIALOGS = table_of(Dialog)
 MESSAGES = table_of(Message)
 USERS = table_of(User)
 USAGE = table_of(Usage)
+HIDDEN = (MSG_STREAMING, MSG_UNHEARD)  # never in a prompt (as `DialogStore.recent`)
 
 
 def _fresh() -> Any:
@@ -50,7 +55,17 @@ def _fresh() -> Any:
         .correlate(DIALOGS)
         .scalar_subquery()
     )
-    return with_player(newest).where(DIALOGS.c.id == sa.bindparam("dialog_id"))
+    # the newest message a prompt would show (any role): a batch's prefetched turns still hold
+    newest_shown = (
+        sa.select(sa.func.max(MESSAGES.c.id))
+        .where(
+            MESSAGES.c.dialog_id == DIALOGS.c.id,
+            *(MESSAGES.c.status != sa.literal_column(f"'{status}'") for status in HIDDEN),  # no bind: prepared
+        )
+        .correlate(DIALOGS)
+        .scalar_subquery()
+    )
+    return with_player(newest, newest_shown).where(DIALOGS.c.id == sa.bindparam("dialog_id"))
 
 
 def _held() -> Any:
@@ -164,6 +179,9 @@ class Schedule:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # `fresh` builds models from rows (`model_from_row`) before any ORM query may have run
+        # in this process (`vitte run-scheduler`): their attributes need the mappers configured
+        configure_mappers()
 
     @property
     def postgres(self) -> bool:
@@ -299,9 +317,10 @@ class Schedule:
             )
         return out
 
-    async def fresh(self, dialog_id: int) -> tuple[Dialog, User, int] | None:
-        """The dialog, its player and the id of the player's newest message in it (0: none),
-        read again under the player's turn: one prepared statement (None: the dialog is gone)."""
+    async def fresh(self, dialog_id: int) -> tuple[Dialog, User, int, int] | None:
+        """The dialog, its player, the id of the player's newest message in it and of the newest
+        message a prompt shows (0: none), read again under the player's turn: one prepared
+        statement (None: the dialog is gone)."""
         from vitte.dialogs.store import split
 
         async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
@@ -309,7 +328,28 @@ class Schedule:
         if row is None:
             return None
         dialog, user = split(row)
-        return dialog, user, int(row[-1] or 0)
+        return dialog, user, int(row[-2] or 0), int(row[-1] or 0)
+
+    async def recent_many(self, dialog_ids: Sequence[int], limit: int) -> dict[int, list[CachedMessage]]:
+        """Each dialog's newest `limit` messages a prompt shows, oldest first (as
+        `DialogStore.recent`), for a whole batch: one statement."""
+        if not dialog_ids or limit <= 0:
+            return {}
+        rank = sa.func.row_number().over(partition_by=MESSAGES.c.dialog_id, order_by=MESSAGES.c.id.desc())
+        inner = (
+            sa.select(MESSAGES.c.dialog_id, MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.text, MESSAGES.c.status,
+                      rank.label("rank"))
+            .where(MESSAGES.c.dialog_id.in_(list(dialog_ids)), MESSAGES.c.status.not_in(HIDDEN))
+            .subquery()
+        )  # fmt: skip
+        stmt = sa.select(inner.c.dialog_id, inner.c.id, inner.c.role, inner.c.text, inner.c.status).where(
+            inner.c.rank <= limit
+        ).order_by(inner.c.dialog_id, inner.c.id)
+        out: dict[int, list[CachedMessage]] = {int(d): [] for d in dialog_ids}
+        async with unavailable_as(StoreUnavailable), self.db.engine.connect() as conn:
+            for d, mid, role, text, status in (await conn.execute(stmt)).all():
+                out[int(d)].append(CachedMessage(int(mid), str(role), str(text), str(status)))
+        return out
 
     async def reschedule(self, token: str, moves: Iterable[tuple[int, datetime, int]]) -> None:
         """Release claimed rows with their next time and unanswered count (one transaction)."""
@@ -335,13 +375,13 @@ class Schedule:
         the claim was lost (its lease ran out and another process took it). PostgreSQL: one
         statement (the INSERT only while the row is still this claim's, in a CTE); SQLite:
         one transaction."""
-        held = sa.and_(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token, NUDGES.c.message_id.is_(None))
-        row = {"dialog_id": dialog_id, "role": ASSISTANT, "text": text, "status": MSG_OK, "kind": KIND_NUDGE,
-               "created_at": now}  # fmt: skip
         if self.postgres:
             async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
                 found = await conn.first(MARK_PG, {"dialog_id": dialog_id, "token": token, "text": text, "now": now})
             return int(found[0]) if found is not None and found[0] is not None else None
+        held = sa.and_(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token, NUDGES.c.message_id.is_(None))
+        row = {"dialog_id": dialog_id, "role": ASSISTANT, "text": text, "status": MSG_OK, "kind": KIND_NUDGE,
+               "created_at": now}  # fmt: skip
         async with self.db.engine.begin() as conn:
             message_id = (await conn.execute(sa.insert(MESSAGES).values(**row).returning(MESSAGES.c.id))).scalar_one()
             done = await conn.execute(sa.update(NUDGES).where(held).values(message_id=message_id))
@@ -356,6 +396,14 @@ class Schedule:
     ) -> None:
         """The nudge went out (or a crash left it unconfirmed: `telegram_message_id` None):
         the mark cleared, the count and the next time written, the claim released."""
+        if self.postgres:  # one prepared statement: the message's Telegram id in a CTE
+            params = {
+                "dialog_id": dialog_id, "token": token, "msg_id": message_id,
+                "telegram_message_id": telegram_message_id, "unanswered": unanswered, "now": now, "due": next_due,
+            }  # fmt: skip
+            async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
+                await conn.rows(SENT_PG, params)
+            return
         release = (
             sa.update(NUDGES)
             .where(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token)
@@ -367,14 +415,6 @@ class Schedule:
         delivered = (
             sa.update(MESSAGES).where(MESSAGES.c.id == message_id).values(telegram_message_id=telegram_message_id)
         )
-        if self.postgres:  # one prepared statement: the message's Telegram id in a CTE
-            params = {
-                "dialog_id": dialog_id, "token": token, "msg_id": message_id,
-                "telegram_message_id": telegram_message_id, "unanswered": unanswered, "now": now, "due": next_due,
-            }  # fmt: skip
-            async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
-                await conn.rows(SENT_PG, params)
-            return
         async with self.db.engine.begin() as conn:
             if telegram_message_id is not None:
                 await conn.execute(delivered)

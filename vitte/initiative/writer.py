@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from vitte.cache.base import CachedMessage
 from vitte.dialogs.reply import _Written
 from vitte.llm.base import LLMBadResponse, LLMRequest
 from vitte.models import Dialog, User
@@ -43,9 +44,14 @@ def silence(seconds: float, language: str) -> str:
     return f"{minutes} мин" if language == "ru" else f"{minutes} min"
 
 
-async def nudge_request(engine: DialogEngine, dialog: Dialog, user: User, since: datetime, now: datetime) -> LLMRequest:
-    """The LLM request for a nudge in this dialog (the player silent since `since`)."""
-    recent = await engine.replies.recent(int(dialog.id or 0))
+async def nudge_request(
+    engine: DialogEngine, dialog: Dialog, user: User, since: datetime, now: datetime,
+    recent: list[CachedMessage] | None = None,
+) -> LLMRequest:
+    """The LLM request for a nudge in this dialog (the player silent since `since`); `recent`:
+    the dialog's recent messages when the caller has them (else the engine reads them)."""
+    if recent is None:
+        recent = await engine.replies.recent(int(dialog.id or 0))
     history = [m for m in recent if m.id > dialog.summary_upto]
     request = await engine.replies._request(_Written(dialog, user, history, None))
     language = request.language if request.language in INSTRUCTION else "ru"
@@ -55,9 +61,12 @@ async def nudge_request(engine: DialogEngine, dialog: Dialog, user: User, since:
     return request
 
 
-async def write_nudge(engine: DialogEngine, dialog: Dialog, user: User, since: datetime, now: datetime) -> str:
+async def write_nudge(
+    engine: DialogEngine, dialog: Dialog, user: User, since: datetime, now: datetime,
+    recent: list[CachedMessage] | None = None,
+) -> str:
     """The nudge's text (LLMError when the LLM fails or writes nothing)."""
-    request = await nudge_request(engine, dialog, user, since, now)
+    request = await nudge_request(engine, dialog, user, since, now, recent)
     written: list[str] = []
     await engine.replies._stream_into(written, request, None, None)
     text = "".join(written).strip()
