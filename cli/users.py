@@ -47,6 +47,8 @@ def user_show(
                 "used_today": ent.used_today,
                 "left_today": ent.left_today,
                 "extra_replies": ent.extra_replies,
+                "extra_photos": ent.extra_photos,  # bought for Stars, not spent yet (issue 19)
+                "extra_voice": ent.extra_voice,
                 "payments": len(payments),
                 "dialog": (
                     {
@@ -78,6 +80,8 @@ def user_show(
         f"today ({data['day']} UTC): {data['used_today']}/{data['daily_limit']} replies used, "
         f"{data['left_today']} left, {data['extra_replies']} pack replies"
     )
+    if data["extra_photos"] or data["extra_voice"]:
+        lines.append(f"bought, not spent: {data['extra_photos']} photos, {data['extra_voice']} voice replies")
     lines.append(f"payments: {data['payments']}")
     d = data["dialog"]
     if d is None:

@@ -694,7 +694,7 @@ def test_cli_payments_list_and_user_show(cli_setup: Settings) -> None:
     assert set(data) == {
         "user_id", "username", "first_name", "language", "created_at", "blocked", "plan", "is_premium",
         "premium_until", "subscription_state", "renews", "day", "daily_limit", "used_today", "left_today",
-        "extra_replies", "payments", "dialog",
+        "extra_replies", "extra_photos", "extra_voice", "payments", "dialog",
     }
     assert (data["plan"], data["is_premium"], data["subscription_state"], data["renews"]) == (
         "premium", True, "active", True,

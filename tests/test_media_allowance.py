@@ -255,6 +255,9 @@ async def test_one_more_voice_reply_for_stars_is_offered_bought_spent_and_refund
     async with env.core.db.session() as s:
         user = await s.get(User, p.user_id)
         assert user is not None and user.extra_voice == 1 and user.extra_photos == 0
+    await p.send("/premium")  # what is bought and not spent yet is shown
+    assert "Куплено голосовых в запас: 1" in (p.last_bot_text() or "")
+    assert (await env.core.billing.entitlement(p.user_id)).to_json()["extra_voice"] == 1
 
     await p.send("три")  # the bought one is spent
     assert p.last_bot_message().kind == "voice"  # type: ignore[union-attr]

@@ -323,6 +323,8 @@ class Entitlement:
     extra_replies: int  # pack replies left (spent after the daily limit)
     day: date  # the UTC day the counts are for
     low_threshold: int = 5
+    extra_photos: int = 0  # photos bought for Stars, not asked for yet (issue 19)
+    extra_voice: int = 0  # voice replies bought for Stars, not spent yet
 
     @property
     def renews(self) -> bool:
@@ -349,6 +351,8 @@ class Entitlement:
             "used_today": self.used_today,
             "left_today": self.left_today,
             "extra_replies": self.extra_replies,
+            "extra_photos": self.extra_photos,
+            "extra_voice": self.extra_voice,
             "day": self.day.isoformat(),
         }
 
@@ -536,11 +540,16 @@ class Billing:
         row = (
             await s.execute(
                 select(
-                    col(User.premium_until), col(User.subscription_state), col(User.extra_replies), used_sq
+                    col(User.premium_until),
+                    col(User.subscription_state),
+                    col(User.extra_replies),
+                    used_sq,
+                    col(User.extra_photos),
+                    col(User.extra_voice),
                 ).where(col(User.id) == user_id)
             )
         ).first()
-        premium_until, state, extra, used = row if row is not None else (None, None, 0, 0)
+        premium_until, state, extra, used, photos, voice = row if row is not None else (None, None, 0, 0, 0, 0)
         premium = _is_premium(premium_until, now)
         limit = self.daily_limit(premium)
         used = int(used or 0)
@@ -557,6 +566,8 @@ class Billing:
             extra_replies=extra,
             day=today,
             low_threshold=self.settings.low_quota_threshold,
+            extra_photos=int(photos or 0),
+            extra_voice=int(voice or 0),
         )
 
     @staticmethod

@@ -130,6 +130,10 @@ def _status_lines(ent: Entitlement, lang: str) -> list[str]:
     lines.append(pt(lang, "today", left=daily_left, limit=ent.daily_limit))
     if ent.extra_replies > 0:
         lines.append(pt(lang, "pack_left", replies=replies(ent.extra_replies, lang)))
+    if ent.extra_photos > 0:  # bought for Stars, not asked for yet (issue 19)
+        lines.append(pt(lang, "photos_left", n=ent.extra_photos))
+    if ent.extra_voice > 0:
+        lines.append(pt(lang, "voice_left", n=ent.extra_voice))
     return lines
 
 
