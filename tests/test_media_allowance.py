@@ -285,3 +285,32 @@ async def test_one_more_voice_reply_for_stars_is_offered_bought_spent_and_refund
     assert buy_text not in p.buttons()
     payload = sign_payload(env.core.billing.secret, VOICE_PLAN, p.user_id)
     assert env.core.billing.validate_pre_checkout(p.user_id, payload, "XTR", 10)[0] is False
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_voice_replies_used_up_are_told_once_with_the_offer(
+    voice_env: tuple[BotEnv, FakeMediaServer], lang: str
+) -> None:
+    env, _server = voice_env
+    _on(env)
+    env.core.settings.tts_model = "tts-1"
+    env.core.settings.free_daily_voice_replies = 1
+    env.core.settings.voice_stars = 10
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    await p.send("раз")
+    assert p.last_bot_message().kind == "voice"  # type: ignore[union-attr]
+    before = len(p.bot_messages())
+    await p.send("два")
+    told, reply = p.bot_messages()[before:]
+    expected = (
+        "Голосовые ответы на сегодня закончились (1 в день) — пока отвечаю текстом. В Премиуме: 100 в день."
+        if lang == "ru"
+        else "That's all my voice replies for today (1 a day), so I'll write for now. With Premium: 100 a day."
+    )
+    assert told.text == expected and reply.kind == "text" and reply.text == "You said: два"
+    buy = "🎤 Ещё голосовое — 10 ⭐" if lang == "ru" else "🎤 One more voice reply — 10 ⭐"
+    assert p.buttons(told)[0] == buy and len(p.buttons(told)) > 1  # and Premium
+    await p.send("три")
+    assert len(p.bot_messages()) == before + 3  # told once a day: only the reply this time
