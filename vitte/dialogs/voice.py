@@ -27,7 +27,7 @@ from vitte.dialogs.views import OnText, ReplyOutcome
 from vitte.errors import MediaTooLarge, NotHeard, ReplyFailed, StaleDialog
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_keep import keep
-from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER, Dialog
+from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER, Dialog, User
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.dialogs")
@@ -107,12 +107,7 @@ class Hearing:
                 dialog_id, heard.kind, max(0, heard.seconds), heard.file_ref, heard.telegram_message_id
             )
             turn.wrote = True
-            language = player_view(user).language
-            text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
-            if on_heard is not None:
-                await on_heard(text, uncertain)
-            outcome = await self._answer(turn, dialog, message_id, text, language, on_text, stop)
-            return Spoken(outcome, message_id, text, uncertain)
+            return await self._heard(turn, dialog, user, message_id, heard, fetch, on_text, stop, on_heard)
 
     async def hear_again(
         self,
@@ -141,12 +136,27 @@ class Hearing:
                 file_ref=row.media_ref or "",
                 filename=filename_for(row.media_kind or "voice"),
             )
-            language = player_view(user).language
-            text, uncertain = await self._transcribe(turn, dialog_id, message_id, heard, fetch, language)
-            if on_heard is not None:
-                await on_heard(text, uncertain)
-            outcome = await self._answer(turn, dialog, message_id, text, language, on_text, stop)
-            return Spoken(outcome, message_id, text, uncertain)
+            return await self._heard(turn, dialog, user, message_id, heard, fetch, on_text, stop, on_heard)
+
+    async def _heard(
+        self,
+        turn: Turn,
+        dialog: Dialog,
+        user: User,
+        message_id: int,
+        heard: Heard,
+        fetch: Fetch,
+        on_text: OnText | None,
+        stop: asyncio.Event | None,
+        on_heard: OnHeard | None,
+    ) -> Spoken:
+        """The stored voice message transcribed (`on_heard` told what was understood) and answered."""
+        language = player_view(user).language
+        text, uncertain = await self._transcribe(turn, int(dialog.id or 0), message_id, heard, fetch, language)
+        if on_heard is not None:
+            await on_heard(text, uncertain)
+        outcome = await self._answer(turn, dialog, message_id, text, language, on_text, stop)
+        return Spoken(outcome, message_id, text, uncertain)
 
     async def _answer(
         self,
