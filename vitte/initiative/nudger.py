@@ -27,7 +27,7 @@ from prometheus_client import Counter
 from vitte.cache.base import CachedMessage
 from vitte.initiative import rules as r
 from vitte.initiative.clock import Clock
-from vitte.initiative.schedule import Claimed, Schedule, new_token
+from vitte.initiative.schedule import Claimed, Schedule, Sent, new_token
 from vitte.initiative.writer import write_nudge
 from vitte.llm.base import LLMError
 from vitte.models import ASSISTANT, MSG_OK, utcnow
@@ -223,11 +223,21 @@ class Nudger:
             # message came since (else the engine reads them again)
             recent = await self.schedule.recent_many([c.dialog_id for c, _ in sends], self.settings.recent_messages)
 
+            done: list[Sent] = []
+
             async def one(c: Claimed, u: int) -> None:
                 async with gate:
-                    await self._send_one(c, u, token, report, recent.get(c.dialog_id))
+                    await self._send_one(c, u, token, report, recent.get(c.dialog_id), done)
 
-            await asyncio.gather(*(one(c, u) for c, u in sends))
+            try:
+                await asyncio.gather(*(one(c, u) for c, u in sends))
+            finally:
+                # the batch's sent rows released at once; a crash before this leaves them marked:
+                # claimed again after the lease, never sent again (counted `unconfirmed`)
+                try:
+                    await self.schedule.sent_many(token, done)
+                except Exception as exc:
+                    log.warning("%d sent nudge(s) not released (the lease brings them back): %s", len(done), exc)
         return report
 
     async def run_due(self, *, user_id: int | None = None, any_time: bool = False) -> RunReport:
@@ -328,8 +338,11 @@ class Nudger:
         await self.schedule.sent(c.dialog_id, token, c.message_id, None, marked if c.delivered else now, due, unanswered)
 
     async def _send_one(
-        self, c: Claimed, unanswered: int, token: str, report: RunReport, prefetched: list[CachedMessage] | None = None
+        self, c: Claimed, unanswered: int, token: str, report: RunReport, prefetched: list[CachedMessage] | None = None,
+        done: list[Sent] | None = None,
     ) -> None:
+        """One nudge under the player's turn: re-read, written, marked, sent; `done`: where the
+        sent one is recorded for the batch's release (None: released at once)."""
         await self.pacer.wait()
         dialogs = self.core.dialogs
         try:
@@ -378,7 +391,10 @@ class Nudger:
                     return
                 nxt = unanswered + 1
                 due = r.next_due(now, self.rules.after, nxt, c.dialog_id, nxt)
-                await self.schedule.sent(c.dialog_id, token, message_id, telegram_id, now, due, nxt)
+                if done is None:
+                    await self.schedule.sent(c.dialog_id, token, message_id, telegram_id, now, due, nxt)
+                else:
+                    done.append(Sent(c.dialog_id, message_id, telegram_id, now, due, nxt))
                 report.sent += 1
                 self._count(report, "sent")
         except Exception as exc:  # the store or the cache away: the lease brings the row back

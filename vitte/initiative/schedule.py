@@ -102,27 +102,28 @@ def _mark_pg() -> Any:
     )
 
 
-def _sent_pg() -> Any:
+def _sent_pg(p: str = "") -> Any:
     """PostgreSQL: the message's Telegram id (when known) and the row released with its next
-    time: one statement."""
+    time: one statement. `p`: a prefix of the parameters' names (SQLAlchemy refuses a column's
+    own name in an executemany UPDATE)."""
     delivered = (
         sa.update(MESSAGES)
-        .where(MESSAGES.c.id == sa.bindparam("msg_id"))
+        .where(MESSAGES.c.id == sa.bindparam(f"{p}msg_id"))
         .values(
             telegram_message_id=sa.func.coalesce(
-                sa.bindparam("telegram_message_id", type_=sa.BigInteger()), MESSAGES.c.telegram_message_id
+                sa.bindparam(f"{p}telegram_message_id", type_=sa.BigInteger()), MESSAGES.c.telegram_message_id
             )
         )
         .cte("delivered")
     )
     return (
         sa.update(NUDGES)
-        .where(NUDGES.c.dialog_id == sa.bindparam("dialog_id"), NUDGES.c.claim_token == sa.bindparam("token"))
+        .where(NUDGES.c.dialog_id == sa.bindparam(f"{p}dialog_id"), NUDGES.c.claim_token == sa.bindparam(f"{p}token"))
         .values(
             message_id=sa.null(),
-            unanswered=sa.bindparam("unanswered"),
-            last_nudge_at=sa.bindparam("now", type_=NUDGES.c.last_nudge_at.type),
-            due_at=sa.bindparam("due", type_=NUDGES.c.due_at.type),
+            unanswered=sa.bindparam(f"{p}unanswered"),
+            last_nudge_at=sa.bindparam(f"{p}now", type_=NUDGES.c.last_nudge_at.type),
+            due_at=sa.bindparam(f"{p}due", type_=NUDGES.c.due_at.type),
             claim_token=sa.null(),
             lease_until=sa.null(),
         )
@@ -132,6 +133,7 @@ def _sent_pg() -> Any:
 
 FRESH = Prepared(lambda _dialect: _fresh(), "a nudge's dialog, player and newest player message", idempotent=True)
 MARK_PG = Prepared(lambda _dialect: _mark_pg(), "a nudge stored and marked on its row")
+SENT_STMT = _sent_pg("b_")
 SENT_PG = Prepared(lambda _dialect: _sent_pg(), "a nudge recorded sent, its row released", idempotent=True)
 
 
@@ -159,6 +161,18 @@ class Claimed:
     extra_replies: int = 0
     used_today: int = 0
     delivered: bool = False  # the marked message has its Telegram id
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A nudge Telegram took: its row's release (`Schedule.sent_many`)."""
+
+    dialog_id: int
+    message_id: int
+    telegram_message_id: int | None
+    now: datetime
+    next_due: datetime
+    unanswered: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +433,25 @@ class Schedule:
             if telegram_message_id is not None:
                 await conn.execute(delivered)
             await conn.execute(release)
+
+    async def sent_many(self, token: str, done: Sequence[Sent]) -> None:
+        """`sent` for a batch's nudges at once (PostgreSQL: one executemany, pipelined by the
+        driver; SQLite: one transaction)."""
+        if not done:
+            return
+        if not self.postgres:
+            for x in done:
+                await self.sent(x.dialog_id, token, x.message_id, x.telegram_message_id, x.now, x.next_due,
+                                x.unanswered)  # fmt: skip
+            return
+        params = [
+            {"b_dialog_id": x.dialog_id, "b_token": token, "b_msg_id": x.message_id,
+             "b_telegram_message_id": x.telegram_message_id, "b_unanswered": x.unanswered, "b_now": x.now,
+             "b_due": x.next_due}
+            for x in done
+        ]  # fmt: skip
+        async with unavailable_as(StoreUnavailable), self.db.engine.begin() as conn:
+            await conn.execute(SENT_STMT, params)
 
     async def unsend(self, dialog_id: int, token: str, message_id: int, retry_at: datetime) -> None:
         """Telegram refused the nudge for good (the player blocked the bot): its message is
