@@ -360,3 +360,24 @@ async def test_an_llm_failure_stores_nothing_and_tries_later(core: Core, server:
     assert n.claim_token is None and n.message_id is None and n.due_at > clock.now()  # released for later
     clock.advance(AFTER * 2)
     assert (await nudger.run_due()).sent == 1
+
+
+async def test_a_batch_read_older_than_the_dialog_is_read_again(core: Core, server: FakeLLMServer) -> None:
+    """The batch's recent turns are read before the player's turn; a message stored in between
+    (here: the batch read made stale by hand) makes the nudge read the dialog again."""
+    out = Outbox()
+    clock = Clock()
+    nudger = Nudger(core, out, clock=clock)
+    await chatting(core, 111, language_code="ru", first_name="Аня")
+    await core.dialogs.reply(111, "Я купила билеты в Рим")
+    real = nudger.schedule.recent_many
+
+    async def stale(dialog_ids: Any, limit: int) -> Any:
+        return {d: turns[:-2] for d, turns in (await real(dialog_ids, limit)).items()}  # the last exchange missing
+
+    nudger.schedule.recent_many = stale  # type: ignore[method-assign]
+    server.requests.clear()
+    clock.advance(PAST_JITTER)
+    assert (await nudger.run_due()).sent == 1
+    messages = server.completions[-1].json["messages"]
+    assert any(m["role"] == "user" and "билеты в Рим" in m["content"] for m in messages)
