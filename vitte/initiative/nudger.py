@@ -5,9 +5,10 @@ rules (`vitte.initiative.rules`) on one batched read, releases the rows that wai
 next time and the reason, counted), and sends the rest, paced (VITTE_NUDGE_RATE a second):
 under the player's turn (never while a reply is in flight), the text written by the LLM
 with the dialog's memory (`vitte.initiative.writer`), stored and marked on the row before
-the Telegram call, then sent through the face's `Sender`. A row claimed again with a mark (a
-crash between the mark and Telegram's answer) is never sent again: logged and counted
-`unconfirmed`. `Nudger.run` loops until stopped (every `vitte run-bot`, `vitte run-scheduler`).
+the Telegram call, then sent through the face's `Sender`; the batch's sent rows are released
+together at its end (its sends' recent turns are read at once before). A row claimed again
+with a mark (a crash between the mark and the release) is never sent again: logged and
+counted `unconfirmed`. `Nudger.run` loops until stopped (every `vitte run-bot`, `vitte run-scheduler`).
 """
 
 from __future__ import annotations
