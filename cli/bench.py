@@ -15,6 +15,27 @@ import typer
 from cli.common import fail, print_json, run_async, settings_or_exit, shown
 
 
+def _measure(config: Any, runner: Any, settings: Any, as_json: bool) -> Any:
+    """The common steps of every bench command: the configuration checked (exit 2), progress
+    lines on stderr unless --json, the run (a RuntimeError: one line, exit 1); the result."""
+    try:
+        config.check()
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+    def progress(message: str) -> None:
+        if not as_json:
+            typer.echo(message, err=True)
+
+    async def go() -> Any:
+        try:
+            return await runner(settings, config, progress)
+        except RuntimeError as exc:
+            fail(str(exc), 1)
+
+    return run_async(go)
+
+
 def bench(
     ctx: typer.Context,
     players: int = typer.Option(1000, "--players", min=1, help="Simulated players."),
@@ -55,22 +76,7 @@ def bench(
         in_flight=in_flight,
         keep=keep,
     )
-    try:
-        config.check()
-    except ValueError as exc:
-        fail(str(exc), 2)
-
-    def progress(message: str) -> None:
-        if not as_json:
-            typer.echo(message, err=True)
-
-    async def go() -> Any:
-        try:
-            return await run_bench(settings, config, progress)
-        except RuntimeError as exc:
-            fail(str(exc), 1)
-
-    result = run_async(go)
+    result = _measure(config, run_bench, settings, as_json)
     if as_json:
         print_json(result.to_json())
         return
@@ -156,22 +162,7 @@ def bench_memory(
 
     settings = settings_or_exit()
     config = MemoryBenchConfig(turns=turns, facts=facts, seed=seed, keep=keep)
-    try:
-        config.check()
-    except ValueError as exc:
-        fail(str(exc), 2)
-
-    def progress(message: str) -> None:
-        if not as_json:
-            typer.echo(message, err=True)
-
-    async def go() -> Any:
-        try:
-            return await run_memory_bench(settings, config, progress)
-        except RuntimeError as exc:
-            fail(str(exc), 1)
-
-    result = run_async(go)
+    result = _measure(config, run_memory_bench, settings, as_json)
     if as_json:
         print_json(result)
         return
@@ -242,24 +233,9 @@ def bench_nudges(
 
     settings = settings_or_exit()
     config = NudgeBenchConfig(players=players, two_players=two_players, batch=batch, keep=keep)
-    try:
-        config.check()
-    except ValueError as exc:
-        fail(str(exc), 2)
     if settings.is_sqlite:
         fail("vitte bench nudges measures PostgreSQL: set VITTE_DATABASE_URL=postgresql+psycopg://…", 2)
-
-    def progress(message: str) -> None:
-        if not as_json:
-            typer.echo(message, err=True)
-
-    async def go() -> Any:
-        try:
-            return await run_nudge_bench(settings, config, progress)
-        except RuntimeError as exc:
-            fail(str(exc), 1)
-
-    result = run_async(go)
+    result = _measure(config, run_nudge_bench, settings, as_json)
     if as_json:
         print_json(result)
         return
