@@ -15,13 +15,16 @@ import typer
 from cli.common import fail, print_json, run_async, settings_or_exit, shown
 
 
-def _measure(config: Any, runner: Any, settings: Any, as_json: bool) -> Any:
-    """The common steps of every bench command: the configuration checked (exit 2), progress
-    lines on stderr unless --json, the run (a RuntimeError: one line, exit 1); the result."""
+def _measure(config: Any, runner: Any, settings: Any, as_json: bool, refuse: str | None = None) -> Any:
+    """The common steps of every bench command: the configuration checked (exit 2; then
+    `refuse`, a reason this store cannot be measured, exit 2), progress lines on stderr unless
+    --json, the run (a RuntimeError: one line, exit 1); the result."""
     try:
         config.check()
     except ValueError as exc:
         fail(str(exc), 2)
+    if refuse:
+        fail(refuse, 2)
 
     def progress(message: str) -> None:
         if not as_json:
@@ -233,9 +236,8 @@ def bench_nudges(
 
     settings = settings_or_exit()
     config = NudgeBenchConfig(players=players, two_players=two_players, batch=batch, keep=keep)
-    if settings.is_sqlite:
-        fail("vitte bench nudges measures PostgreSQL: set VITTE_DATABASE_URL=postgresql+psycopg://…", 2)
-    result = _measure(config, run_nudge_bench, settings, as_json)
+    sqlite = "vitte bench nudges measures PostgreSQL: set VITTE_DATABASE_URL=postgresql+psycopg://…"
+    result = _measure(config, run_nudge_bench, settings, as_json, refuse=sqlite if settings.is_sqlite else None)
     if as_json:
         print_json(result)
         return
