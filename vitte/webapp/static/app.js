@@ -437,7 +437,8 @@
           h("span", { class: "row-hint", text: t("timezoneHint") })), select)));
     }
     function save(patch, control) {
-      if (state.busy) return;
+      // another request is in flight: show what is stored again rather than a choice not sent
+      if (state.busy) { fill(state.nudges); return; }
       state.busy = true;
       control.classList.add("is-saving");
       haptic("select");
