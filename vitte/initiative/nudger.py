@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vitte.nudges")
 
-NUDGES = Counter("vitte_nudges", "Nudges (the persona writes first) by outcome or reason not sent", ["outcome"])
+NUDGES = Counter(
+    "vitte_nudges", "Nudges (the persona writes first) by outcome or reason not sent", ["outcome"]
+)
 SENDING_AT_ONCE = 32  # nudges being written and sent concurrently per process
 BACKFILL_EVERY = 600.0  # seconds between looks for active dialogs without a schedule row
 RETRY_FAILED = 3600.0  # a nudge the LLM or Telegram failed is tried again this much later (at most)
@@ -204,7 +206,8 @@ class Nudger:
         for c, u, d in decided:
             if d.reason is None:
                 d = r.decide(
-                    self._candidate(c, u, now, online=c.user_id in online, in_flight=c.user_id in locked), self.rules
+                    self._candidate(c, u, now, online=c.user_id in online, in_flight=c.user_id in locked),
+                    self.rules,
                 )
             if d.reason is None:
                 sends.append((c, u))
@@ -222,7 +225,9 @@ class Nudger:
             gate = asyncio.Semaphore(SENDING_AT_ONCE)
             # the sends' recent turns in one read; one is used under the turn only while no
             # message came since (else the engine reads them again)
-            recent = await self.schedule.recent_many([c.dialog_id for c, _ in sends], self.settings.recent_messages)
+            recent = await self.schedule.recent_many(
+                [c.dialog_id for c, _ in sends], self.settings.recent_messages
+            )
 
             done: list[Sent] = []
 
@@ -238,7 +243,9 @@ class Nudger:
                 try:
                     await self.schedule.sent_many(token, done)
                 except Exception as exc:
-                    log.warning("%d sent nudge(s) not released (the lease brings them back): %s", len(done), exc)
+                    log.warning(
+                        "%d sent nudge(s) not released (the lease brings them back): %s", len(done), exc
+                    )
         return report
 
     async def run_due(self, *, user_id: int | None = None, any_time: bool = False) -> RunReport:
@@ -250,16 +257,21 @@ class Nudger:
             if report.claimed < self.settings.nudge_batch or user_id is not None:
                 return total
 
-    async def preview(self, *, due_only: bool = False, user_id: int | None = None, limit: int = 100) -> list[dict[str, object]]:
+    async def preview(
+        self, *, due_only: bool = False, user_id: int | None = None, limit: int = 100
+    ) -> list[dict[str, object]]:
         """Who is scheduled when, and what a run now would do (`vitte nudge list`): nothing is
         claimed or changed. `state`: send (due, nothing stands in the way), waiting (not due
         yet), or the reason it would not be sent (`vitte.initiative.rules.REASONS`)."""
         now = self.clock.now()
-        listed = await self.schedule.listing(due_before=now if due_only else None, user_id=user_id, limit=limit)
+        listed = await self.schedule.listing(
+            due_before=now if due_only else None, user_id=user_id, limit=limit
+        )
         if not listed:
             return []
         read = await self.schedule.read(
-            [(x.dialog_id, x.user_id, x.due_at, x.unanswered, x.last_nudge_at, None) for x in listed], now.date()
+            [(x.dialog_id, x.user_id, x.due_at, x.unanswered, x.last_nudge_at, None) for x in listed],
+            now.date(),
         )
         ids = [c.user_id for c in read]
         online = await self._online(ids)
@@ -268,7 +280,8 @@ class Nudger:
         for c in read:
             u = unanswered_now(c)
             d = r.decide(
-                self._candidate(c, u, now, online=c.user_id in online, in_flight=c.user_id in locked), self.rules
+                self._candidate(c, u, now, online=c.user_id in online, in_flight=c.user_id in locked),
+                self.rules,
             )
             state = d.reason or ("send" if c.due_at <= now else "waiting")
             if d.reason is None and c.due_at <= now:
@@ -309,9 +322,13 @@ class Nudger:
 
     async def _online(self, user_ids: list[int]) -> set[int]:
         # the console's clock moved past the online window ("+1 h"): every mark is that old
-        if not user_ids or (self.clock.ages_marks and self.clock.offset.total_seconds() >= self.rules.online_window):
+        if not user_ids or (
+            self.clock.ages_marks and self.clock.offset.total_seconds() >= self.rules.online_window
+        ):
             return set()
-        answers = await asyncio.gather(*(self.core.cache.is_online(u) for u in user_ids), return_exceptions=True)
+        answers = await asyncio.gather(
+            *(self.core.cache.is_online(u) for u in user_ids), return_exceptions=True
+        )
         return {u for u, a in zip(user_ids, answers, strict=True) if a is True}
 
     def _count(self, report: RunReport, outcome: str) -> None:
@@ -336,10 +353,17 @@ class Nudger:
         marked = c.last_nudge_at or now
         unanswered = unanswered_now(c) + 1
         due = r.next_due(now, self.rules.after, unanswered, c.dialog_id, unanswered)
-        await self.schedule.sent(c.dialog_id, token, c.message_id, None, marked if c.delivered else now, due, unanswered)
+        await self.schedule.sent(
+            c.dialog_id, token, c.message_id, None, marked if c.delivered else now, due, unanswered
+        )
 
     async def _send_one(
-        self, c: Claimed, unanswered: int, token: str, report: RunReport, prefetched: list[CachedMessage] | None = None,
+        self,
+        c: Claimed,
+        unanswered: int,
+        token: str,
+        report: RunReport,
+        prefetched: list[CachedMessage] | None = None,
         done: list[Sent] | None = None,
     ) -> None:
         """One nudge under the player's turn: re-read, written, marked, sent; `done`: where the
@@ -362,7 +386,9 @@ class Nudger:
                     return
                 try:
                     held = prefetched is not None and (prefetched[-1].id if prefetched else 0) == newest_shown
-                    text = await write_nudge(dialogs, dialog, user, silent_since(c), now, prefetched if held else None)
+                    text = await write_nudge(
+                        dialogs, dialog, user, silent_since(c), now, prefetched if held else None
+                    )
                 except LLMError as exc:
                     log.warning("nudge for dialog %s: the LLM failed: %s", c.dialog_id, exc)
                     await self._retry_later(c, token, unanswered, now, report)
@@ -371,7 +397,9 @@ class Nudger:
                 if message_id is None:  # the claim ran out and another process has the row
                     self._count(report, "lost_claim")
                     return
-                await turn.append(self.core.cache, c.dialog_id, CachedMessage(message_id, ASSISTANT, text, MSG_OK))
+                await turn.append(
+                    self.core.cache, c.dialog_id, CachedMessage(message_id, ASSISTANT, text, MSG_OK)
+                )
                 try:
                     telegram_id = await self.send(c.user_id, text)
                 except Unreachable:  # marked in real time: compared with the player's messages
@@ -406,8 +434,9 @@ class Nudger:
     def _retry_delay(self) -> timedelta:
         return timedelta(seconds=min(max(self.rules.after, 60.0), RETRY_FAILED))
 
-    async def _retry_later(self, c: Claimed, token: str, unanswered: int, now: datetime, report: RunReport) -> None:
+    async def _retry_later(
+        self, c: Claimed, token: str, unanswered: int, now: datetime, report: RunReport
+    ) -> None:
         await self.schedule.reschedule(token, [(c.dialog_id, now + self._retry_delay(), unanswered)])
         report.failed += 1
         self._count(report, "failed")
-

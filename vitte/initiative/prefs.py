@@ -32,7 +32,9 @@ class NudgePrefs:
 
 async def prefs_of(db: Database, settings: Settings, user_id: int) -> NudgePrefs:
     async with unavailable_as(StoreUnavailable), db.engine.connect() as conn:
-        row = (await conn.execute(sa.select(USERS.c.settings, USERS.c.language).where(USERS.c.id == user_id))).first()
+        row = (
+            await conn.execute(sa.select(USERS.c.settings, USERS.c.language).where(USERS.c.id == user_id))
+        ).first()
     if row is None:
         raise UnknownUser(user_id)
     return _prefs(settings, row[0] if isinstance(row[0], dict) else {}, str(row[1]))

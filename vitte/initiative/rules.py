@@ -36,7 +36,7 @@ SETTING_TIMEZONE = "timezone"  # users.settings key: an IANA zone name
 
 
 def parse_quiet_hours(text: str | None) -> tuple[int, int] | None:
-    """"23-9" → (23, 9): quiet from 23:00 to 09:00 local time; "" → None (no quiet hours).
+    """ "23-9" → (23, 9): quiet from 23:00 to 09:00 local time; "" → None (no quiet hours).
     ValueError for anything else."""
     text = (text or "").strip()
     if not text:
@@ -94,8 +94,10 @@ def quiet_end(moment: datetime, zone: ZoneInfo, quiet: tuple[int, int] | None) -
         return None
     local = moment.astimezone(zone)
     end_today = datetime.combine(local.date(), time(quiet[1]), tzinfo=zone)
-    end = end_today if end_today > local else datetime.combine(
-        local.date() + timedelta(days=1), time(quiet[1]), tzinfo=zone
+    end = (
+        end_today
+        if end_today > local
+        else datetime.combine(local.date() + timedelta(days=1), time(quiet[1]), tzinfo=zone)
     )
     return end.astimezone(UTC)
 

@@ -60,7 +60,9 @@ def _fresh() -> Any:
         sa.select(sa.func.max(MESSAGES.c.id))
         .where(
             MESSAGES.c.dialog_id == DIALOGS.c.id,
-            *(MESSAGES.c.status != sa.literal_column(f"'{status}'") for status in HIDDEN),  # no bind: prepared
+            *(
+                MESSAGES.c.status != sa.literal_column(f"'{status}'") for status in HIDDEN
+            ),  # no bind: prepared
         )
         .correlate(DIALOGS)
         .scalar_subquery()
@@ -118,7 +120,10 @@ def _sent_pg(p: str = "") -> Any:
     )
     return (
         sa.update(NUDGES)
-        .where(NUDGES.c.dialog_id == sa.bindparam(f"{p}dialog_id"), NUDGES.c.claim_token == sa.bindparam(f"{p}token"))
+        .where(
+            NUDGES.c.dialog_id == sa.bindparam(f"{p}dialog_id"),
+            NUDGES.c.claim_token == sa.bindparam(f"{p}token"),
+        )
         .values(
             message_id=sa.null(),
             unanswered=sa.bindparam(f"{p}unanswered"),
@@ -131,7 +136,9 @@ def _sent_pg(p: str = "") -> Any:
     )
 
 
-FRESH = Prepared(lambda _dialect: _fresh(), "a nudge's dialog, player and newest player message", idempotent=True)
+FRESH = Prepared(
+    lambda _dialect: _fresh(), "a nudge's dialog, player and newest player message", idempotent=True
+)
 MARK_PG = Prepared(lambda _dialect: _mark_pg(), "a nudge stored and marked on its row")
 SENT_STMT = _sent_pg("b_")
 SENT_PG = Prepared(lambda _dialect: _sent_pg(), "a nudge recorded sent, its row released", idempotent=True)
@@ -224,7 +231,13 @@ class Schedule:
             return len(done.all())
 
     async def claim(
-        self, now: datetime, limit: int, token: str, lease_until: datetime, *, user_id: int | None = None,
+        self,
+        now: datetime,
+        limit: int,
+        token: str,
+        lease_until: datetime,
+        *,
+        user_id: int | None = None,
         any_time: bool = False,
     ) -> list[Claimed]:
         """Claim up to `limit` due rows (or the player's row, `user_id`; `any_time`: due or
@@ -356,9 +369,11 @@ class Schedule:
             .where(MESSAGES.c.dialog_id.in_(list(dialog_ids)), MESSAGES.c.status.not_in(HIDDEN))
             .subquery()
         )  # fmt: skip
-        stmt = sa.select(inner.c.dialog_id, inner.c.id, inner.c.role, inner.c.text, inner.c.status).where(
-            inner.c.rank <= limit
-        ).order_by(inner.c.dialog_id, inner.c.id)
+        stmt = (
+            sa.select(inner.c.dialog_id, inner.c.id, inner.c.role, inner.c.text, inner.c.status)
+            .where(inner.c.rank <= limit)
+            .order_by(inner.c.dialog_id, inner.c.id)
+        )
         out: dict[int, list[CachedMessage]] = {int(d): [] for d in dialog_ids}
         async with unavailable_as(StoreUnavailable), self.db.engine.connect() as conn:
             for d, mid, role, text, status in (await conn.execute(stmt)).all():
@@ -373,7 +388,9 @@ class Schedule:
         stmt = (
             sa.update(NUDGES)
             .where(NUDGES.c.dialog_id == sa.bindparam("d"), NUDGES.c.claim_token == sa.bindparam("t"))
-            .values(due_at=sa.bindparam("due"), unanswered=sa.bindparam("u"), claim_token=None, lease_until=None)
+            .values(
+                due_at=sa.bindparam("due"), unanswered=sa.bindparam("u"), claim_token=None, lease_until=None
+            )
         )
         async with self.db.engine.begin() as conn:
             await conn.execute(stmt, params)
@@ -391,13 +408,19 @@ class Schedule:
         one transaction."""
         if self.postgres:
             async with unavailable_as(StoreUnavailable), self.db.raw() as conn:
-                found = await conn.first(MARK_PG, {"dialog_id": dialog_id, "token": token, "text": text, "now": now})
+                found = await conn.first(
+                    MARK_PG, {"dialog_id": dialog_id, "token": token, "text": text, "now": now}
+                )
             return int(found[0]) if found is not None and found[0] is not None else None
-        held = sa.and_(NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token, NUDGES.c.message_id.is_(None))
+        held = sa.and_(
+            NUDGES.c.dialog_id == dialog_id, NUDGES.c.claim_token == token, NUDGES.c.message_id.is_(None)
+        )
         row = {"dialog_id": dialog_id, "role": ASSISTANT, "text": text, "status": MSG_OK, "kind": KIND_NUDGE,
                "created_at": now}  # fmt: skip
         async with self.db.engine.begin() as conn:
-            message_id = (await conn.execute(sa.insert(MESSAGES).values(**row).returning(MESSAGES.c.id))).scalar_one()
+            message_id = (
+                await conn.execute(sa.insert(MESSAGES).values(**row).returning(MESSAGES.c.id))
+            ).scalar_one()
             done = await conn.execute(sa.update(NUDGES).where(held).values(message_id=message_id))
             if done.rowcount != 1:
                 await conn.rollback()
@@ -405,8 +428,14 @@ class Schedule:
         return int(message_id)
 
     async def sent(
-        self, dialog_id: int, token: str, message_id: int, telegram_message_id: int | None,
-        now: datetime, next_due: datetime, unanswered: int,
+        self,
+        dialog_id: int,
+        token: str,
+        message_id: int,
+        telegram_message_id: int | None,
+        now: datetime,
+        next_due: datetime,
+        unanswered: int,
     ) -> None:
         """The nudge went out (or a crash left it unconfirmed: `telegram_message_id` None):
         the mark cleared, the count and the next time written, the claim released."""
@@ -427,7 +456,9 @@ class Schedule:
             )
         )  # fmt: skip
         delivered = (
-            sa.update(MESSAGES).where(MESSAGES.c.id == message_id).values(telegram_message_id=telegram_message_id)
+            sa.update(MESSAGES)
+            .where(MESSAGES.c.id == message_id)
+            .values(telegram_message_id=telegram_message_id)
         )
         async with self.db.engine.begin() as conn:
             if telegram_message_id is not None:
@@ -480,24 +511,37 @@ class Schedule:
                 .values(unreachable_at=now)
             )
 
-    async def listing(self, *, due_before: datetime | None = None, user_id: int | None = None,
-                      limit: int = 100) -> list[Listed]:
-        stmt = sa.select(
-            NUDGES.c.dialog_id, NUDGES.c.user_id, NUDGES.c.due_at, NUDGES.c.unanswered, NUDGES.c.last_nudge_at
-        ).order_by(NUDGES.c.due_at).limit(limit)
+    async def listing(
+        self, *, due_before: datetime | None = None, user_id: int | None = None, limit: int = 100
+    ) -> list[Listed]:
+        stmt = (
+            sa.select(
+                NUDGES.c.dialog_id,
+                NUDGES.c.user_id,
+                NUDGES.c.due_at,
+                NUDGES.c.unanswered,
+                NUDGES.c.last_nudge_at,
+            )
+            .order_by(NUDGES.c.due_at)
+            .limit(limit)
+        )
         if due_before is not None:
             stmt = stmt.where(NUDGES.c.due_at <= due_before)
         if user_id is not None:
             stmt = stmt.where(NUDGES.c.user_id == user_id)
         async with self.db.engine.connect() as conn:
-            return [Listed(int(r[0]), int(r[1]), r[2], int(r[3]), r[4]) for r in (await conn.execute(stmt)).all()]
+            return [
+                Listed(int(r[0]), int(r[1]), r[2], int(r[3]), r[4]) for r in (await conn.execute(stmt)).all()
+            ]
 
     async def counts(self, now: datetime) -> dict[str, int]:
         """For /stats: rows scheduled, due now, nudges sent (messages marked) and players unreachable."""
         async with self.db.engine.connect() as conn:
             scheduled = (await conn.execute(sa.select(sa.func.count()).select_from(NUDGES))).scalar_one()
             due = (
-                await conn.execute(sa.select(sa.func.count()).select_from(NUDGES).where(NUDGES.c.due_at <= now))
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(NUDGES).where(NUDGES.c.due_at <= now)
+                )
             ).scalar_one()
             sent = (
                 await conn.execute(

@@ -34,7 +34,7 @@ INSTRUCTION = {
 
 
 def silence(seconds: float, language: str) -> str:
-    """"20 ч" / "20 h", "3 дн." / "3 d" (for the instruction only, not shown to the player)."""
+    """ "20 ч" / "20 h", "3 дн." / "3 d" (for the instruction only, not shown to the player)."""
     hours = max(int(seconds // 3600), 0)
     if hours >= 48:
         return f"{hours // 24} дн." if language == "ru" else f"{hours // 24} d"
@@ -45,7 +45,11 @@ def silence(seconds: float, language: str) -> str:
 
 
 async def nudge_request(
-    engine: DialogEngine, dialog: Dialog, user: User, since: datetime, now: datetime,
+    engine: DialogEngine,
+    dialog: Dialog,
+    user: User,
+    since: datetime,
+    now: datetime,
     recent: list[CachedMessage] | None = None,
 ) -> LLMRequest:
     """The LLM request for a nudge in this dialog (the player silent since `since`); `recent`:
@@ -62,7 +66,11 @@ async def nudge_request(
 
 
 async def write_nudge(
-    engine: DialogEngine, dialog: Dialog, user: User, since: datetime, now: datetime,
+    engine: DialogEngine,
+    dialog: Dialog,
+    user: User,
+    since: datetime,
+    now: datetime,
     recent: list[CachedMessage] | None = None,
 ) -> str:
     """The nudge's text (LLMError when the LLM fails or writes nothing)."""
