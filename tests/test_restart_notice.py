@@ -21,7 +21,7 @@ from vitte.bot.runner import _startup
 from vitte.bot.texts import t
 from vitte.dialogs import InterruptedReply
 from vitte.localapi import LocalPlayer
-from vitte.models import ASSISTANT, MSG_INTERRUPTED, MSG_OK, MSG_STREAMING, USER, Message
+from vitte.models import ASSISTANT, MSG_INTERRUPTED, MSG_OK, MSG_STREAMING, USER, Message, User
 
 __all__ = ["env"]  # the fixture, imported
 
@@ -266,4 +266,59 @@ async def test_retry_stores_its_reply_row_first_so_a_crash_mid_reply_is_recovere
     assert [(r.role, r.status, r.text) for r in rows[-2:]] == [
         (USER, MSG_OK, "Are you there?"),
         (ASSISTANT, MSG_OK, "You said: Are you there?"),
+    ]
+
+
+async def test_a_player_the_nudges_marked_unreachable_gets_no_notice(env: BotEnv) -> None:
+    """A player Telegram said blocked the bot (users.unreachable_at, recorded on any 403 by the
+    middleware run_bot installs) is not told, as the nudges skip them; a player marked so who
+    wrote since (the cut reply answered a later message) and everyone else still are."""
+    from aiogram.exceptions import TelegramForbiddenError
+
+    from vitte.telegram.nudges import mark_unreachable_in
+
+    env.bot.session.middleware(mark_unreachable_in(env.core.db))  # as run_bot installs it
+
+    async def blocked_once(p: LocalPlayer) -> None:
+        env.session.block(p.user_id)
+        with pytest.raises(TelegramForbiddenError):
+            await env.bot.send_message(chat_id=p.user_id, text="a nudge")
+        env.session.unblock(p.user_id)  # Telegram would deliver again; the bot does not know it
+
+    gone = await _chatting(env, 5601, "ru")
+    back = await _chatting(env, 5602, "ru")
+    other = await _chatting(env, 5603, "en")
+    await blocked_once(back)  # marked, then the player writes again: reachable
+    for p, said in ((gone, "ты тут?"), (back, "я вернулся"), (other, "still there?")):
+        await _crash_mid_reply(env, p, said)
+    await blocked_once(gone)  # marked after their last message: unreachable
+    async with env.core.db.session() as s:
+        marked = {u: (await s.get(User, u)).unreachable_at for u in (5601, 5602, 5603)}  # type: ignore[union-attr]
+    assert marked[5601] is not None and marked[5602] is not None and marked[5603] is None
+
+    recovered = await env.core.dialogs.recover_interrupted()
+    assert sorted(n.user_id for n in recovered.notices) == [back.user_id, other.user_id]
+    assert recovered.marked == 0  # the empty placeholders were deleted, the gone player's too
+    assert (await env.rows(gone.user_id))[-1].text == "ты тут?"
+
+
+async def test_the_restart_sends_nothing_to_an_unreachable_player(env: BotEnv) -> None:
+    from vitte.initiative.schedule import Schedule
+    from vitte.models import utcnow
+
+    gone = await _chatting(env, 5701, "ru")
+    told = await _chatting(env, 5702, "ru")
+    for p in (gone, told):
+        await _crash_mid_reply(env, p, "ну?")
+    await Schedule(env.core.db).mark_unreachable(gone.user_id, utcnow())  # the nudger's record of a 403
+    marks = [len(p.bot_messages()) for p in (gone, told)]
+
+    await _startup(env.bot, env.core, env.settings)
+
+    assert gone.bot_messages()[marks[0] :] == []  # never tried: the local API would have delivered
+    assert [m.text for m in told.bot_messages()[marks[1] :]] == [NOTICE_RU]
+    assert not [
+        c
+        for c in env.session.calls_of("sendMessage")
+        if c.params.get("chat_id") == gone.user_id and c.params.get("text") == NOTICE_RU
     ]

@@ -39,6 +39,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
     literal,
     literal_column,
@@ -564,7 +565,8 @@ class DialogStore:
     async def recover(self, message_ids: Sequence[int]) -> Recovered:
         """Of these 'streaming' replies: those without a word are deleted, the rest marked
         interrupted; and, of the dialogs they were in, the active ones of players not blocked
-        with their last message. One transaction, a few statements per RECOVER_CHUNK."""
+        (nor unreachable: `_last_messages`) with their last message. One transaction, a few
+        statements per RECOVER_CHUNK."""
         marked: list[tuple[int, int]] = []
         dropped: list[int] = []
         waiting: list[tuple[int, int, str | None, int, str]] = []
@@ -602,14 +604,23 @@ class DialogStore:
 
     @staticmethod
     async def _last_messages(s: Any, dialog_ids: list[int]) -> list[tuple[int, int, str | None, int, str]]:
-        """Of these dialogs, the active ones of players not blocked, each with its last
-        message's id and role: one SELECT."""
+        """Of these dialogs, the active ones of players not blocked and not unreachable, each
+        with its last message's id and role: one SELECT. Unreachable as the nudges judge it
+        (`vitte.initiative.nudger.unreachable`): Telegram said the player blocked the bot
+        (users.unreachable_at) and they have not written in the dialog since."""
         later = MESSAGES.alias("later")
         last_id = (
             select(later.c.id)
             .where(later.c.dialog_id == col(Dialog.id))
             .order_by(later.c.id.desc())
             .limit(1)
+            .correlate(Dialog)
+            .scalar_subquery()
+        )
+        said = MESSAGES.alias("said")
+        last_said_at = (
+            select(func.max(said.c.created_at))
+            .where(said.c.dialog_id == col(Dialog.id), said.c.role == USER)
             .correlate(Dialog)
             .scalar_subquery()
         )
@@ -623,6 +634,7 @@ class DialogStore:
                 col(Dialog.id).in_(dialog_ids),
                 col(Dialog.status) == ACTIVE,
                 col(User.blocked_at).is_(None),
+                or_(col(User.unreachable_at).is_(None), col(User.unreachable_at) < last_said_at),
                 col(Message.id) == last_id,
             )
         )
