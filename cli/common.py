@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -27,6 +27,9 @@ T = TypeVar("T")
 # the arguments many commands take, written once
 USER_ARG = typer.Argument(..., help="Telegram user id or @username.")
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+# listing filters, as Annotated aliases: the default stays in the signature (`limit: LIMIT_OPTION = 100`)
+USER_OPTION = Annotated[str | None, typer.Option("--user", help="Only this player (Telegram id or @username).")]
+LIMIT_OPTION = Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many rows.")]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -13,6 +13,7 @@ import typer
 
 from cli.common import (
     JSON_OPTION,
+    LIMIT_OPTION,
     USER_ARG,
     fail,
     iso,
@@ -30,7 +31,7 @@ dialog_app = typer.Typer(help="Players' dialogs: list, show, reset.", no_args_is
 @dialog_app.command("list")
 def dialog_list(
     include_ended: bool = typer.Option(False, "--all", help="Include ended dialogs."),
-    limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="At most this many rows."),
+    limit: LIMIT_OPTION = 50,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List dialogs, newest first (active ones unless --all)."""

@@ -16,6 +16,8 @@ import typer
 
 from cli.common import (
     JSON_OPTION,
+    LIMIT_OPTION,
+    USER_OPTION,
     fail,
     opened_core,
     plain,
@@ -32,8 +34,8 @@ nudge_app = typer.Typer(help="The persona writes first: the nudge schedule.", no
 @nudge_app.command("list")
 def nudge_list(
     due: bool = typer.Option(False, "--due", help="Only the nudges due now."),
-    user: str | None = typer.Option(None, "--user", help="Only this player (Telegram id or @username)."),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="At most this many rows."),
+    user: USER_OPTION = None,
+    limit: LIMIT_OPTION = 100,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Who is scheduled when, and why a nudge would not be sent now."""

@@ -14,6 +14,7 @@ import typer
 
 from cli.common import (
     JSON_OPTION,
+    USER_OPTION,
     fail,
     iso,
     opened_core,
@@ -50,7 +51,7 @@ def payment_json(p: Payment) -> dict[str, Any]:
 
 @payments_app.command("list")
 def payments_list(
-    user: str | None = typer.Option(None, "--user", help="Only this player (Telegram id or @username)."),
+    user: USER_OPTION = None,
     limit: int = typer.Option(100, "--limit", min=1, max=100_000, help="At most this many rows."),
     as_json: bool = JSON_OPTION,
 ) -> None:
