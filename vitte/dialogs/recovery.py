@@ -26,10 +26,11 @@ async def recover_interrupted(store: DialogStore, cache: Cache) -> Recovery:
     streaming them).
 
     Returns the number of replies marked and `notices`: one per active dialog of a player not
-    blocked (nor unreachable: Telegram said they blocked the bot and they have not written in the
-    dialog since, as the nudges judge it) whose last message is now their own unanswered message or the interrupted reply,
-    i.e. a player still waiting for an answer (the bot tells them, once: a second call finds
-    nothing left 'streaming'). A few statements however many rows. The recovered dialogs'
+    blocked (nor unreachable: Telegram said they blocked the bot and they have not written in
+    the dialog since, as the nudges judge it) whose last message is now their own unanswered
+    message or the interrupted reply, i.e. a player still waiting for an answer (the bot tells
+    them, once: a second call finds nothing left 'streaming'). A few statements however many
+    rows. The recovered dialogs'
     cached recent messages are dropped: a crash mid-reply leaves the player's message out of
     the cache (it reaches the cache with the reply), and `regenerate` must answer it.
     """
