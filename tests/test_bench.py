@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -58,6 +59,18 @@ async def _bench_rows(settings: Settings) -> tuple[int, int]:
         await db.dispose()
 
 
+async def _redis_keys(settings: Settings) -> list[str]:
+    """Every key under the test's own prefix (nothing but the bench writes there)."""
+    import redis.asyncio as aioredis
+
+    assert settings.redis_url
+    r = aioredis.from_url(settings.redis_url)
+    try:
+        return sorted([k.decode() async for k in r.scan_iter(match=settings.redis_prefix + "*")])
+    finally:
+        await r.aclose()
+
+
 @pytest.fixture
 def _redis_cleanup_on_postgres(backend: str, request: pytest.FixtureRequest) -> None:
     if backend == "postgres":
@@ -89,6 +102,41 @@ async def test_bench_measures_every_phase_and_leaves_nothing_behind(backend_sett
     assert set(data["targets"]) == {"overhead_p99_ms", "messages_per_second", "sql_round_trips_per_message", "peak_rss_mb"}
     # cleaned up: no bench player, no message left
     assert await _bench_rows(backend_settings) == (0, 0)
+    if backend == "postgres":  # and none of its Redis keys (the per-player lock keys among them)
+        assert await _redis_keys(backend_settings) == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("redis_cleanup")
+async def test_a_bench_cut_short_with_every_reply_in_flight_leaves_no_key_behind(
+    pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """Ctrl-C (asyncio.run cancels the bench's task) while every player holds its lock: the
+    players, their dialogs and every Redis key of theirs (the per-player lock keys too) go."""
+    import redis.asyncio as aioredis
+
+    settings = load_settings(database_url=pg_url, redis_url=redis_url, redis_prefix=redis_prefix)
+    await _seeded(settings)
+    config = BenchConfig(players=3, messages=1, concurrency=1, overhead_messages=1, ttft=60, tps=0, warmup=0)
+    in_flight = asyncio.Event()
+    bench = asyncio.create_task(run_bench(settings, config, lambda line: in_flight.set() if line.startswith("in flight") else None))
+    raw = aioredis.from_url(redis_url)
+    try:
+        waiting = asyncio.create_task(in_flight.wait())
+        await asyncio.wait([bench, waiting], return_when=asyncio.FIRST_COMPLETED)
+        assert not bench.done(), "the bench ended before its in-flight phase"
+        held: list[bytes] = []
+        while not held and not bench.done():  # every reply waits on the LLM holding its player's lock
+            held = [k async for k in raw.scan_iter(match=f"{redis_prefix}lock:*")]
+            await asyncio.sleep(0.01)
+        assert held and not bench.done(), "no player's lock was seen held in the in-flight phase"
+        bench.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await bench
+    finally:
+        await raw.aclose()
+    assert await _bench_rows(settings) == (0, 0)
+    assert await _redis_keys(settings) == []
 
 
 @pytest.mark.slow

@@ -478,16 +478,20 @@ class _Bench:
         from vitte.models import Dialog, Payment, User
 
         lo, hi = BENCH_ID_BASE, BENCH_ID_BASE + 2**40
-        async with core.db.session() as s:
-            rows = (await s.execute(select(col(Dialog.id), col(Dialog.user_id)).where(col(Dialog.user_id).between(lo, hi)))).all()
-            users = list((await s.execute(select(col(User.id)).where(col(User.id).between(lo, hi)))).scalars())
-            await s.execute(delete(Payment).where(col(Payment.user_id).between(lo, hi)))
-            await s.execute(delete(User).where(col(User.id).between(lo, hi)))  # dialogs, messages, usage cascade
-            await s.commit()
+        users: list[int] = []
         dialogs: dict[int, list[int]] = {}
-        for dialog_id, user_id in rows:
-            dialogs.setdefault(int(user_id), []).append(int(dialog_id))
-        await self._forget_cache(core, set(users) | set(dialogs), dialogs)
+        try:
+            async with core.db.session() as s:
+                rows = (await s.execute(select(col(Dialog.id), col(Dialog.user_id)).where(col(Dialog.user_id).between(lo, hi)))).all()
+                users = list((await s.execute(select(col(User.id)).where(col(User.id).between(lo, hi)))).scalars())
+                await s.execute(delete(Payment).where(col(Payment.user_id).between(lo, hi)))
+                await s.execute(delete(User).where(col(User.id).between(lo, hi)))  # dialogs, messages, usage cascade
+                await s.commit()
+            for dialog_id, user_id in rows:
+                dialogs.setdefault(int(user_id), []).append(int(dialog_id))
+        finally:
+            # the players' keys name their ids, not rows: they go even when the database refused
+            await self._forget_cache(core, set(users) | set(dialogs) | set(self._ids()), dialogs)
         return len(users)
 
     async def _forget_cache(self, core: Any, users: set[int], dialogs: dict[int, list[int]]) -> None:
@@ -500,11 +504,11 @@ class _Bench:
             return
         # one SCAN over the prefix instead of one per player
         recent = {f"{prefix}recent:{d}" for ds in dialogs.values() for d in ds}
-        owned = (
-            f"{prefix}online:",
-            f"{prefix}lock:",
-            f"{prefix}hit:user:",
-        )
+        # every per-player lock key (the lock, its waiters' queue and expiries, the ticket
+        # counter, the holder mark: RedisCache._lock_keys), named the way the cache names them
+        lock_keys = getattr(core.cache, "_lock_keys", None)
+        locks = [key.removesuffix("0") for key in lock_keys(0)] if lock_keys is not None else [f"{prefix}lock:"]
+        owned = (f"{prefix}online:", *locks, f"{prefix}hit:user:")
         seen = f"{prefix}seen:update:{BENCH_BOT_ID}:"
         batch: list[bytes] = []
         try:
@@ -606,6 +610,7 @@ class _Bench:
             )
             sql = SqlCounter(core.db.engine, core.db.raw_statements)
             redis: RedisCounter | None = None
+            runtime: Runtime | None = None
             try:
                 removed = await self._cleanup(core)
                 if removed:
@@ -677,6 +682,9 @@ class _Bench:
             finally:
                 with contextlib.suppress(Exception):
                     await control.close()
+                if runtime is not None:  # after a failure or Ctrl-C: nothing still replying (or locking)
+                    with contextlib.suppress(Exception):
+                        await runtime.drain(0)
                 if not cfg.keep:
                     self.progress("cleaning up the bench players …")
                     try:
