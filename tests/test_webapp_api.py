@@ -613,6 +613,45 @@ async def test_plans_and_premium_status(webapp: WebAppHarness) -> None:
     assert (await body_of(await c.get("/api/plans", headers=tma())))["current_plan"] == "premium"
 
 
+async def test_me_counts_the_photos_and_voice_replies_bought_and_not_spent(
+    backend_settings: Settings, _clean_redis: None
+) -> None:
+    """Issue 19: /api/me carries extra_photos / extra_voice, bought for Stars (a recorded
+    payment of the photo or voice item) and not spent yet (the allowance spends them past the
+    day's), so the Web App can show them."""
+    from vitte.media_allowance import PHOTO, VOICE
+
+    on = {"llm_base_url": "http://127.0.0.1:9/v1", "image_model": "img", "tts_model": "tts-1",
+          "free_daily_photos": 0, "free_daily_voice_replies": 0}  # fmt: skip
+    async with running_webapp(backend_settings, **on) as h:
+        c, billing = h.client, h.core.billing
+        me = await body_of(await c.get("/api/me", headers=tma()))
+        assert (me["extra_photos"], me["extra_voice"]) == (0, 0)  # a new player has bought nothing
+
+        await h.core.players.seen(ANYA)
+        for n, (kind, price) in enumerate(((PHOTO, 25), (PHOTO, 25), (PHOTO, 25), (VOICE, 10), (VOICE, 10))):
+            _, created = await billing.record_payment(
+                ANYA,
+                telegram_payment_charge_id=f"charge-{n}",
+                total_amount=price,
+                invoice_payload=billing.make_invoice(ANYA, kind).payload,
+            )
+            assert created
+        await billing.record_payment(  # Telegram delivers a payment twice: counted once
+            ANYA, telegram_payment_charge_id="charge-0", total_amount=25,
+            invoice_payload=billing.make_invoice(ANYA, PHOTO).payload,
+        )  # fmt: skip
+        me = await body_of(await c.get("/api/me", headers=tma()))
+        assert (me["extra_photos"], me["extra_voice"]) == (3, 2)
+
+        taken = await h.core.dialogs.allowance.take(ANYA, PHOTO)  # a photo sent: a bought one spent
+        assert taken.bought
+        me = await body_of(await c.get("/api/me", headers=tma()))
+        assert (me["extra_photos"], me["extra_voice"]) == (2, 2)
+        other = await body_of(await c.get("/api/me", headers=tma(BORIS)))
+        assert (other["extra_photos"], other["extra_voice"]) == (0, 0)  # only the buyer's
+
+
 async def test_invoice_links(webapp: WebAppHarness) -> None:
     c = webapp.client
     resp = await c.post("/api/invoice", json={"plan_id": "premium"})

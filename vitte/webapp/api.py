@@ -504,6 +504,9 @@ async def me_payload(core: Core, user: WebAppUser, state: PlayerState) -> dict[s
         "used_today": ent.used_today,
         "left_today": ent.left_today,
         "extra_replies": ent.extra_replies,
+        # bought for Stars (VITTE_PHOTO_STARS / VITTE_VOICE_STARS) and not spent yet (issue 19)
+        "extra_photos": ent.extra_photos,
+        "extra_voice": ent.extra_voice,
     }
 
 
