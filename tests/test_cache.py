@@ -126,9 +126,22 @@ def test_cached_message_format() -> None:
     escaped = json.dumps([12, "assistant", 'Привет, "милый" 💞\n', "stopped"])
     for raw in (m.to_json(), m.to_json().encode(), old, old.encode(), escaped):
         assert CachedMessage.from_json(raw) == m
-    for bad in (b"", b"[12,", b'[12,"user"]', b"{}"):
+    for bad in (b"", b"[12,", b'[12,"user"]', b"{}", b'[12,"user","x","ok",1,2]', b'[12,"user","x","ok","soon"]'):
         with pytest.raises((ValueError, TypeError)):
             CachedMessage.from_json(bad)
+
+
+async def test_a_cached_message_keeps_its_time(cache: Any) -> None:
+    """{{idle_duration}} reads the player's previous message's time from the cache (a fifth item)."""
+    said = CachedMessage(12, "user", "hi", "ok", 1_764_770_000.75)
+    assert said.to_json() == '[12,"user","hi","ok",1764770000]'
+    assert said.to_json().startswith(_id_prefix(12))
+    assert CachedMessage.from_json(said.to_json()).at == 1_764_770_000
+    assert CachedMessage.from_json('[12,"user","hi","ok"]').at == 0  # written before: time unknown
+    await cache.recent_fill(8, [said, msg(13, "assistant", "hello")])
+    await cache.recent_append(8, CachedMessage(14, "user", "back", "ok", 1_764_771_020))
+    got = await cache.recent_get(8)
+    assert [int(m.at) for m in got] == [1_764_770_000, 0, 1_764_771_020]
 
 
 async def test_a_text_json_cannot_carry_degrades(cache: Any) -> None:

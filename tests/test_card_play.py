@@ -6,6 +6,7 @@ and descriptions never show prompt syntax. Cards are written here, in the tests.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from vitte.catalog.macros import Macros, expand
 from vitte.catalog.seed import seed_cards
 from vitte.config import Settings
 from vitte.core import Core
+from vitte.dialogs import reply as reply_module
 
 ANYA = 1001  # make_init_data's player is called "Аня"
 
@@ -161,6 +163,41 @@ async def test_pick_in_the_opening_is_seeded_by_the_dialog(core: Core) -> None:
     core.catalog.invalidate()
     opening = await core.dialogs.choose(ANYA, "pia", "pia-main")
     assert opening.text == expand(weather, Macros("Pia", "Аня", seed=opening.dialog.id))
+
+
+async def test_idle_duration_on_the_reply_path_is_the_time_since_the_players_previous_message(
+    core: Core, llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """{{idle_duration}} (V3: the time since the player's previous message) is read from the
+    cached messages' times: from the cache, from the database once the cache is gone, and
+    again for a regenerated reply. The reply pipeline's clock is set, not waited for."""
+    idle_card = card(name="Ida", description="{{char}} last heard from {{user}} {{idle_duration}} ago.")
+    await seed_cards(core.db, [parse_card(idle_card, "ida.json")])
+    core.catalog.invalidate()
+    opening = await core.dialogs.choose(ANYA, "ida", "ida-main")
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    clock = [start]
+    monkeypatch.setattr(reply_module, "utcnow", lambda: clock[0])
+
+    def described() -> str:
+        system = llm.completions[-1].json["messages"][0]["content"]
+        return system.split("<card_description", 1)[1].split("</card_description>", 1)[0]
+
+    await core.dialogs.reply(ANYA, "Hi!")  # no earlier message of the player's: nothing to measure
+    assert "Ida last heard from Аня 0 seconds ago." in described()
+
+    clock[0] = start + timedelta(minutes=17)
+    await core.dialogs.reply(ANYA, "I'm back.")  # the earlier message's time from the cache
+    assert "Ida last heard from Аня 17 minutes ago." in described()
+
+    await core.cache.recent_drop(opening.dialog.id)  # now from the database's rows
+    clock[0] = start + timedelta(minutes=17, hours=2)
+    outcome = await core.dialogs.reply(ANYA, "Still here?")
+    assert "Ida last heard from Аня 2 hours ago." in described()
+
+    clock[0] = start + timedelta(days=3)  # 🔄 later: measured to the message it answers
+    await core.dialogs.regenerate(ANYA, outcome.dialog_id)
+    assert "Ida last heard from Аня 2 hours ago." in described()
 
 
 async def test_an_alternate_greeting_opens_its_story(core: Core) -> None:

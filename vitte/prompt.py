@@ -209,6 +209,16 @@ class PromptInput:
     idle: timedelta | None = None  # {{idle_duration}}
 
 
+def idle_before(messages: Sequence[CachedMessage], answered_id: int, answered_at: float) -> timedelta | None:
+    """{{idle_duration}} for a reply to the player's message `answered_id` (written at
+    `answered_at`, Unix seconds): the time since their previous message, as the cached messages
+    carry it (None: no earlier message of theirs among `messages`, or its time is unknown)."""
+    before = next((m for m in reversed(messages) if m.role == USER and m.id < answered_id), None)
+    if before is None or before.at <= 0:
+        return None
+    return timedelta(seconds=max(answered_at - before.at, 0.0))
+
+
 def _history_for_prompt(history: Sequence[CachedMessage], budget: int) -> list[CachedMessage]:
     """The newest messages that fit in `budget` tokens, oldest first."""
     kept: list[CachedMessage] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
@@ -27,29 +27,42 @@ class CachedMessage:
     role: str  # "user" | "assistant" | "system"
     text: str
     status: str = "ok"
+    # when it was written, in Unix seconds (0: unknown): {{idle_duration}} reads the player's
+    # previous message's time from the cache (vitte.prompt.idle_before); not part of equality
+    at: float = field(default=0.0, compare=False)
+
+    def _items(self) -> list[object]:
+        items: list[object] = [self.id, self.role, self.text, self.status]
+        if self.at > 0:
+            items.append(int(self.at))
+        return items
 
     def to_json(self) -> str:
-        """A compact JSON array, UTF-8 as is: ``[12,"user","Привет","ok"]``.
+        """A compact JSON array, UTF-8 as is: ``[12,"user","Привет","ok"]``, with the time
+        (whole Unix seconds) as a fifth item when known: ``[12,"user","Привет","ok",1764770000]``.
 
         It must start with ``[<id>,`` (no space): the Redis scripts find a message by that
         prefix (`vitte.cache.redis._id_prefix`). Items written before orjson,
         ``json.dumps(..., ensure_ascii=False)``, had a space after each comma
-        (``[12, "user", "Привет", "ok"]``): the same prefix, and `from_json` reads both.
+        (``[12, "user", "Привет", "ok"]``): the same prefix, and `from_json` reads both, with
+        or without the time.
         """
         try:
-            return orjson.dumps([self.id, self.role, self.text, self.status]).decode()
+            return orjson.dumps(self._items()).decode()
         except orjson.JSONEncodeError:
             # orjson refuses a lone surrogate; the stdlib writes it (Redis then cannot encode
             # the item, and the cache degrades as it always did, instead of raising here)
-            return json.dumps(
-                [self.id, self.role, self.text, self.status], ensure_ascii=False, separators=(",", ":")
-            )
+            return json.dumps(self._items(), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CachedMessage:
         """Raises ValueError/TypeError on an unreadable item (the Redis cache drops the list)."""
-        i, role, text, status = orjson.loads(raw)
-        return cls(int(i), str(role), str(text), str(status))
+        items = orjson.loads(raw)
+        if not isinstance(items, list) or len(items) not in (4, 5):
+            raise ValueError("not a cached message")
+        i, role, text, status = items[:4]
+        at = float(items[4]) if len(items) == 5 else 0.0
+        return cls(int(i), str(role), str(text), str(status), at)
 
 
 class Cache(Protocol):

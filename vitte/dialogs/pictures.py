@@ -34,7 +34,7 @@ from vitte.llm.base import LLM, LLMError, LLMRequest
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_allowance import PHOTO, MediaAllowance, Taken
 from vitte.media_keep import keep
-from vitte.models import ASSISTANT, MSG_OK, USER, PersonaLook
+from vitte.models import ASSISTANT, MSG_OK, USER, PersonaLook, utcnow
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.dialogs")
@@ -175,7 +175,7 @@ class Pictures:
             text = request_text.replace("\x00", "").strip()[: self.settings.max_message_chars]
             request_id = await self.store.add_message(dialog_id, USER, text, telegram_message_id=telegram_message_id)
             turn.wrote = True
-            await turn.append(self.cache, dialog_id, CachedMessage(request_id, USER, text, MSG_OK))
+            await turn.append(self.cache, dialog_id, CachedMessage(request_id, USER, text, MSG_OK, utcnow().timestamp()))
             return await self._counted(taken, self._make(turn, dialog_id, dialog.persona_id, player_view(user).language, request_id))
 
     async def again(self, who: Turn | int, dialog_id: int, request_id: int) -> Photo:

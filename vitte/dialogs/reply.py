@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
@@ -46,7 +46,7 @@ from vitte.metrics import observe_llm
 from vitte.models import ASSISTANT, MSG_INTERRUPTED, MSG_OK, MSG_STOPPED, USER, Dialog, User, utcnow
 from vitte.players import player_view
 from vitte.prepared import RawConnection
-from vitte.prompt import STYLE_MAX_TOKENS, PromptInput, build_messages, safe_name
+from vitte.prompt import STYLE_MAX_TOKENS, PromptInput, build_messages, idle_before, safe_name
 from vitte.safety.crisis import CrisisCare
 from vitte.safety.preamble import load_preamble
 
@@ -83,6 +83,7 @@ class _Written:
     crisis: bool = False  # a crisis signal in the player's new message (flagged, counted)
     care: bool = False  # answer with care (regenerating the answer to a crisis message)
     remembered: str = ""  # a fact the player has just asked to remember ("запомни, что …")
+    idle: timedelta | None = None  # {{idle_duration}}: since the player's previous message (`idle_before`)
 
 
 class Replies:
@@ -148,12 +149,12 @@ class Replies:
                 raise MessageTooLong(self.settings.max_message_chars)
             async with self.turns.of(who) as turn:
                 counter = _CrisisCount(self.store, crisis)
-                dialog, user, recent, quota, (user_msg_id, placeholder_id) = await self._store_message(
+                dialog, user, recent, quota, (user_msg_id, placeholder_id), said_at = await self._store_message(
                     turn, text, telegram_message_id, counter
                 )
                 try:
                     remembered = await self.remember(dialog, text, user_msg_id)
-                    user_msg = CachedMessage(user_msg_id, USER, text, MSG_OK)
+                    user_msg = CachedMessage(user_msg_id, USER, text, MSG_OK, said_at.timestamp())
                     history = [m for m in recent if m.id > dialog.summary_upto] + [user_msg]
                     # the player's message reaches the cache with the reply (one round trip),
                     # or on its own when no reply is stored
@@ -169,6 +170,8 @@ class Replies:
                                 user_message_id=user_msg_id,
                                 crisis=crisis,
                                 remembered=remembered,
+                                # the cached messages carry their times: no query for it
+                                idle=idle_before(recent, user_msg_id, said_at.timestamp()),
                             ),
                             on_text,
                             stop,
@@ -184,10 +187,10 @@ class Replies:
 
     async def _store_message(
         self, turn: Turn, text: str, telegram_message_id: int | None, counter: _CrisisCount
-    ) -> tuple[Dialog, User, list[CachedMessage], QuotaDecision | None, tuple[int, int]]:
+    ) -> tuple[Dialog, User, list[CachedMessage], QuotaDecision | None, tuple[int, int], datetime]:
         """The player admitted, the rate limit checked, one reply taken from today's quota and
         the player's message and the reply's placeholder stored: the dialog, the player, the
-        recent messages, the quota taken and the two rows' ids.
+        recent messages, the quota taken, the two rows' ids and the time the message was stored at.
 
         The first attempt may start from the row an earlier turn read (PostgreSQL; the turn
         statement confirms it); a changed row is read again. A refusal is never decided on an
@@ -218,10 +221,11 @@ class Replies:
             # hot path: no transaction, each statement commits on its own (one round trip
             # each). One reply from today's quota first: QuotaExceeded means nothing is stored
             # and the LLM is not called; if storing the message fails, the reply is given back.
+            now = utcnow()
             try:
                 async with unavailable_as(StoreUnavailable), self.store.db.raw() as conn:
                     stored = await self._count_and_store(
-                        conn, user, dialog_id, text, telegram_message_id, utcnow(), turn.unconfirmed_versions
+                        conn, user, dialog_id, text, telegram_message_id, now, turn.unconfirmed_versions
                     )
             except QuotaExceeded:  # decided on confirmed rows
                 await counter.count(user)
@@ -229,7 +233,7 @@ class Replies:
             if stored is not None:
                 await counter.count(user)
                 turn.confirmed = turn.wrote = True
-                return dialog, user, recent, stored[0], stored[1]
+                return dialog, user, recent, stored[0], stored[1], now
             self.turns.forget(user_id, turn)  # the rows changed since they were read: again
         raise StoreUnavailable("the player's rows kept changing")
 
@@ -314,6 +318,7 @@ class Replies:
                 replace_id = int(last.id or 0)
             elif last.role != USER:
                 raise NothingToRegenerate()
+            answered_row = last if replace_id is None else last_two[1]
             recent = await self._rate_check_and_recent(turn, dialog_id)  # before the LLM is called
             quota = await self._take(user)  # before the LLM is called
             try:
@@ -329,7 +334,16 @@ class Replies:
                 )
                 outcome = await self._write(
                     turn,
-                    _Written(dialog, user, history, placeholder_id, replace_id, care=care),
+                    _Written(
+                        dialog,
+                        user,
+                        history,
+                        placeholder_id,
+                        replace_id,
+                        care=care,
+                        # the cached messages carry their times; the answered one's is read here anyway
+                        idle=idle_before(recent, int(answered_row.id or 0), answered_row.created_at.timestamp()),
+                    ),
                     on_text,
                     stop,
                 )
@@ -424,6 +438,7 @@ class Replies:
             preamble=preamble,
             reminder=reminder,
             seed=int(w.dialog.id or 0),  # {{pick}}: the same choice in every reply of the dialog
+            idle=w.idle,
             facts=facts,
             facts_now=facts_now,
             recalled=recall.block,

@@ -88,7 +88,7 @@ RECOVER_CHUNK = 500  # dialogs per statement (and cache drops at a time) in cras
 
 
 def cached(m: Message) -> CachedMessage:
-    return CachedMessage(int(m.id or 0), m.role, m.text, m.status)
+    return CachedMessage(int(m.id or 0), m.role, m.text, m.status, m.created_at.timestamp())
 
 
 def with_player(*extra: ColumnElement[Any]) -> Select[Any]:

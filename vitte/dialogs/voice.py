@@ -27,7 +27,7 @@ from vitte.dialogs.views import OnText, ReplyOutcome
 from vitte.errors import MediaTooLarge, NotHeard, ReplyFailed, StaleDialog
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_keep import keep
-from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER, Dialog, User
+from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER, Dialog, User, utcnow
 from vitte.players import player_view
 
 log = logging.getLogger("vitte.dialogs")
@@ -213,7 +213,9 @@ class Hearing:
             raise NotHeard(message_id, "nothing was said")
         await self.store.set_heard(message_id, text)
         # in the cache before the reply reads it (`regenerate` flushes the turn's appends first)
-        await turn.append(self.replies.cache, dialog_id, CachedMessage(message_id, USER, text, MSG_OK))
+        await turn.append(
+            self.replies.cache, dialog_id, CachedMessage(message_id, USER, text, MSG_OK, utcnow().timestamp())
+        )
         return text, result.uncertain
 
 
