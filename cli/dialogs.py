@@ -160,8 +160,13 @@ def demo(
     from rich.console import Console
     from rich.text import Text
 
+    from vitte.i18n import DEFAULT_LANGUAGE, Texts
+
     console = Console()
-    lines = message or ["Привет! Как проходит твой день?", "Расскажи о себе что-нибудь, чего никто не знает."]
+    lang = DEFAULT_LANGUAGE  # the demo player's: Telegram told us no language
+    cli_texts = Texts("cli")
+    lines = message or [cli_texts.t(lang, "demo_message_1"), cli_texts.t(lang, "demo_message_2")]
+    guest = Texts("console").t(lang, "guest_name")  # the name the console's player has too
 
     async def go() -> None:
         async with opened_core(settings, seed_if_empty=True) as core:
@@ -171,7 +176,7 @@ def demo(
                 console.print(Text.assemble("  ", shown(p.id, style="cyan"), "  ", shown(f"{p.name} — {p.tagline}")))
             chosen = await core.catalog.persona(persona) if persona else personas[0]
             story = chosen.stories[0]
-            await core.players.seen(user_id, first_name="Гость")
+            await core.players.seen(user_id, first_name=guest)
             await core.players.confirm_adult(user_id)  # the operator plays the demo player
             await core.players.confirm_adult(user_id)  # the operator's simulated player passes the 18+ gate
             opening = await core.dialogs.choose(user_id, chosen.id, story.id)

@@ -153,6 +153,16 @@ def test_demo_chats_offline() -> None:
     assert "you: Привет!" in res.stdout
 
 
+def test_demo_without_messages_says_the_catalogues_lines_as_its_guest() -> None:
+    res = invoke("demo")
+    assert res.exit_code == 0, res.output
+    assert "you: Привет! Как проходит твой день?" in res.stdout  # the cli part of the catalogue
+    assert "you: Расскажи о себе что-нибудь, чего никто не знает." in res.stdout
+    shown = invoke("user", "show", "1", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["first_name"] == "Гость"  # the console's guest_name
+
+
 @pytest.mark.parametrize("command", ["run-bot", "serve-webapp"])
 def test_faces_need_a_token(command: str) -> None:
     res = invoke(command)

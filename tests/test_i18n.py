@@ -281,6 +281,8 @@ async def test_the_page_gets_its_texts_from_the_server(webapp: WebAppHarness) ->
     found = re.search(r'<script id="vitte-texts" type="application/json">(.*?)</script>', html)
     assert found is not None and json.loads(found.group(1)) == page_texts()
     assert f'<html lang="{DEFAULT_LANGUAGE}">' in html and "__TEXTS__" not in html
+    # the <noscript> line from the catalogues (the page's `noscript`, every language's)
+    assert '<noscript><p class="noscript">Vitte needs JavaScript. / Для Vitte нужен JavaScript.</p></noscript>' in html
     zipped = await c.get("/", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
     assert zipped.headers["Content-Encoding"] == "gzip"
     for lang in LANGUAGES:
@@ -293,6 +295,18 @@ async def test_the_page_gets_its_texts_from_the_server(webapp: WebAppHarness) ->
 def test_the_page_has_no_strings_of_its_own() -> None:
     page = (ROOT / "vitte/webapp/static/app.js").read_text("utf-8")
     assert "STRINGS" not in page and "Настройки" not in page and "Who shall we talk to?" not in page
+
+
+def test_the_cli_and_the_page_shell_have_no_russian_of_their_own() -> None:
+    """The demo's lines and guest, the <noscript> line: the catalogues' (cli, console, page)."""
+    sources = [*ROOT.joinpath("cli").glob("*.py"), ROOT / "vitte/webapp/static/index.html"]
+    for path in sources:
+        found = re.findall(r"[А-Яа-яЁё][^\n\"']*", path.read_text("utf-8"))
+        assert not found, f"Russian text in {path.relative_to(ROOT)}: {found[:3]}"
+    assert [Texts("cli").t("ru", k) for k in ("demo_message_1", "demo_message_2")] == [
+        "Привет! Как проходит твой день?", "Расскажи о себе что-нибудь, чего никто не знает.",
+    ]  # fmt: skip
+    assert Texts("console").t("ru", "guest_name") == "Гость"
 
 
 def test_the_plans_and_thanks_read_the_catalogue() -> None:

@@ -19,6 +19,7 @@ Message ids are symbolic keys, not source text: msgid = the key the code asks fo
     api       the Web App API's error messages         vitte.webapp.api.message(code, lang)
     page      the Web App page (sent to it as JSON)    vitte.webapp.texts
     console   the console's own chrome                 tui.strings.tr(lang, key)
+    cli       the demo player's lines (`vitte demo`)   cli.dialogs
 
 ``vitte/locales/vitte.pot`` is the template a new catalogue starts from (``pybabel init``): the
 reference's keys with empty texts and the English as a comment; ``python -m vitte.i18n template``

@@ -33,7 +33,7 @@ from vitte.webapp.avatars import AVATARS_KEY, RemoteAvatars, is_remote, remote_k
 from vitte.webapp.memory_api import memory_routes
 from vitte.webapp.nudges_api import nudge_routes
 from vitte.webapp.portraits import add_portrait_routes
-from vitte.webapp.texts import language_texts, page_texts_json
+from vitte.webapp.texts import language_texts, noscript_html, page_texts_json
 
 __all__ = ["STATIC_DIR", "default_avatars_dir", "make_webapp", "serve_webapp"]
 
@@ -213,6 +213,7 @@ def make_webapp(core: Core, bot: Bot, *, avatars_dir: Path | None = None) -> web
         .replace("__VERSION__", _asset_version())
         .replace("__LANG__", DEFAULT_LANGUAGE)
         .replace("__TEXTS__", page_texts_json())
+        .replace("__NOSCRIPT__", noscript_html())
     )
     index = _index_handler(html)
     app.router.add_get("/", index, name="index")

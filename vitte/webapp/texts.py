@@ -17,13 +17,22 @@ page's JSON: ``{"default": "ru", "languages": ["ru", "en"], "catalogues": {lang:
 
 from __future__ import annotations
 
+import html
 import json
 from functools import cache
 from typing import Any
 
-from vitte.i18n import COMMON, DEFAULT_LANGUAGE, LANGUAGES, Texts, normalize_language, plural_categories
+from vitte.i18n import (
+    COMMON,
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    REFERENCE_LANGUAGE,
+    Texts,
+    normalize_language,
+    plural_categories,
+)
 
-__all__ = ["PAGE", "PAGE_PLURALS", "language_texts", "page_texts", "page_texts_json"]
+__all__ = ["PAGE", "PAGE_PLURALS", "language_texts", "noscript_html", "page_texts", "page_texts_json"]
 
 PAGE = Texts("page")
 PAGE_PLURALS = ("stories",)  # the `common` plurals the page uses
@@ -52,3 +61,11 @@ def page_texts_json() -> str:
     """`page_texts` as JSON that is safe inside an HTML <script> element."""
     raw = json.dumps(page_texts(), ensure_ascii=False, separators=(",", ":"))
     return raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def noscript_html() -> str:
+    """The line a browser without JavaScript shows (index.html's ``<noscript>``), as HTML. The
+    page cannot tell the player's language then: every catalogue's ``noscript``, the reference
+    first ("Vitte needs JavaScript. / Для Vitte нужен JavaScript.")."""
+    order = [REFERENCE_LANGUAGE, *(lang for lang in LANGUAGES if lang != REFERENCE_LANGUAGE)]
+    return " / ".join(html.escape(PAGE.t(lang, "noscript"), quote=False) for lang in order)
