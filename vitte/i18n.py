@@ -11,7 +11,8 @@ adding a language is adding its catalogue (see README, "Translations"); no code 
 Message ids are symbolic keys, not source text: msgid = the key the code asks for (``stale``,
 ``btn_continue``), msgctxt = the part of the product that says it:
 
-    common    shared: language_name, date_format, long_date_format, the plurals replies, stories
+    common    shared: language_name, date_format, long_date_format, the plurals replies, stories,
+              photos_count, voice_count
     bot       the bot's messages and buttons           vitte.bot.texts.t(lang, key)
     paywall   the bot's /premium, buying, thanks       vitte.bot.paywall.pt(lang, key)
     billing   /paysupport, /terms, quota, plans        vitte.billing_texts, vitte.billing

@@ -35,7 +35,7 @@ from vitte.i18n import (
 __all__ = ["PAGE", "PAGE_PLURALS", "language_texts", "noscript_html", "page_texts", "page_texts_json"]
 
 PAGE = Texts("page")
-PAGE_PLURALS = ("stories",)  # the `common` plurals the page uses
+PAGE_PLURALS = ("stories", "photos_count", "voice_count")  # the `common` plurals the page uses
 
 
 @cache

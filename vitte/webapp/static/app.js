@@ -84,6 +84,15 @@
 
   function storiesLabel(n) { return plural("stories", n); }
 
+  // photos and voice replies bought for Stars and not spent yet (issue 19): "Куплено в запас:
+  // 3 фото, 2 голосовых ответа"; null when there are none
+  function boughtLabel(me) {
+    var parts = [];
+    if (me && me.extra_photos > 0) parts.push(plural("photos_count", me.extra_photos));
+    if (me && me.extra_voice > 0) parts.push(plural("voice_count", me.extra_voice));
+    return parts.length ? t("boughtLeft", { items: parts.join(", ") }) : null;
+  }
+
   // ------------------------------------------------------------------ DOM helpers
   function h(tag, props) {
     var el = document.createElement(tag);
@@ -1135,13 +1144,15 @@
     var status = null;
     if (me) {
       var premium = me.plan === "premium";
+      var bought = boughtLabel(me);
       status = h("div", { class: "card plan-status" + (premium ? " is-premium" : "") },
         h("span", { class: "plan-status-label", text: t("yourPlan") }),
         h("strong", { class: "plan-status-name", text: me.plan_title || "" }),
         h("span", { class: "plan-status-hint", text: premium && me.premium_until
           ? t(me.renews ? "renewsOn" : "activeUntil", { date: formatDate(me.premium_until) })
           : t("freeForever") }),
-        typeof me.left_today === "number" ? h("span", { class: "plan-status-quota", text: t("leftToday", { n: me.left_today }) }) : null);
+        typeof me.left_today === "number" ? h("span", { class: "plan-status-quota", text: t("leftToday", { n: me.left_today }) }) : null,
+        bought ? h("span", { class: "plan-status-quota plan-status-bought", text: bought }) : null);
     }
 
     var cards = plans.map(function (plan) {
