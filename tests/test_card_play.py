@@ -19,6 +19,7 @@ from tests.support.webapp import WebAppHarness, running_webapp
 from vitte.catalog.cards import default_fixtures_dir, parse_card, read_cards
 from vitte.catalog.macros import Macros, expand
 from vitte.catalog.seed import seed_cards
+from vitte.catalog.shown import pick_seed
 from vitte.config import Settings
 from vitte.core import Core
 from vitte.dialogs import reply as reply_module
@@ -237,3 +238,44 @@ async def test_webapp_shows_the_players_name_and_no_prompt_syntax(webapp: WebApp
     assert resp.status == 200, await resp.text()
     sent = await webapp.botapi.wait_for_messages(ANYA)
     assert sent[-1]["text"] == "Аня, is that you? It's Rika!"
+
+
+WEATHER = " ".join(f"{{{{pick::{'::'.join(f'w{i}{j}' for j in range(10))}}}}}" for i in range(6))
+
+
+@pytest.fixture
+async def webapp_llm(
+    backend_settings: Settings, llm: FakeLLMServer, redis_cleanup_if_any: None
+) -> AsyncIterator[WebAppHarness]:
+    llm_settings = {"llm_base_url": llm.base_url, "llm_api_key": SecretStr("sk-test"), "llm_model": "m", "llm_retries": 1}
+    async with running_webapp(backend_settings, seed=False, **llm_settings) as h:
+        pia = card(name="Pia", scenario=f"Weather for {{{{user}}}}: {WEATHER}.", character_book=None)
+        await seed_cards(h.core.db, [parse_card(pia, "pia.json")])
+        h.core.catalog.invalidate()
+        yield h
+
+
+async def test_webapp_premise_picks_what_the_players_chat_picks(webapp_llm: WebAppHarness, llm: FakeLLMServer) -> None:
+    """{{pick}} in a premise: the Web App shows the choice the chat's prompt makes (the dialog
+    seeds it); before a dialog, a choice of the player's own, the same on every visit."""
+    headers = auth_header(make_init_data(ANYA))
+    scenario = f"Weather for {{{{user}}}}: {WEATHER}."
+
+    async def premise() -> str:
+        body = await (await webapp_llm.client.get("/api/personas/pia", headers=headers)).json()
+        return str(body["stories"][0]["premise"])
+
+    preview = await premise()
+    assert preview == await premise() == expand(scenario, Macros("Pia", "Аня", seed=pick_seed(None, ANYA)))
+    assert "{{" not in preview and preview != expand(scenario, Macros("Pia", "Аня"))  # not seed 0
+
+    assert (await webapp_llm.client.post("/api/me/adult", json={"adult": True}, headers=headers)).status == 200
+    resp = await webapp_llm.client.post("/api/dialogs", json={"persona_id": "pia", "story_id": "pia-main"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    dialog_id = (await (await webapp_llm.client.get("/api/personas/pia", headers=headers)).json())["dialog_id"]
+    shown_now = await premise()
+    assert shown_now == expand(scenario, Macros("Pia", "Аня", seed=dialog_id))
+
+    await webapp_llm.core.dialogs.reply(ANYA, "What's the weather?")
+    system = llm.completions[-1].json["messages"][0]["content"]
+    assert f"<story>\n{shown_now}\n</story>" in system  # the chat's choice is the one shown

@@ -9,7 +9,17 @@ from vitte.catalog.macros import Macros, expand
 from vitte.i18n import COMMON
 from vitte.prompt import safe_name
 
-__all__ = ["player_macros", "shown"]
+__all__ = ["pick_seed", "player_macros", "shown"]
+
+
+def pick_seed(dialog_id: int | None, player_id: int | None = None) -> int:
+    """{{pick}}'s seed for the card texts a player reads: the id of their dialog with the
+    persona — what the chat uses (the stored opening, every reply's prompt), so the Web App
+    shows the chat's choice — else one of the player's own (the same on every visit; a story
+    not opened yet is a preview: its dialog, once opened, seeds it); 0 for a visitor."""
+    if dialog_id:
+        return int(dialog_id)
+    return -int(player_id) if player_id else 0  # negative: never a dialog's id
 
 
 def player_macros(persona: PersonaInfo, language: str, player_name: str | None, seed: int = 0) -> Macros:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vitte.cache.base import Cache, CachedMessage
 from vitte.catalog.lookup import Catalog, PersonaInfo, StoryInfo
-from vitte.catalog.shown import player_macros, shown
+from vitte.catalog.shown import pick_seed, player_macros, shown
 from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns, admit, player_of, turn_of
 from vitte.dialogs.views import DialogView, MessageView, Opening, view_of
@@ -173,7 +173,8 @@ class Lifecycle:
             lang = player_view(user).language
             # stored as the player reads it (macros expanded): the LLM sees the same text
             text = story.opening_in(lang) or persona.card.first_mes
-            return shown(text, player_macros(persona, lang, user.first_name, seed=dialog_id))  # {{pick}}: per dialog
+            # {{pick}}: per dialog, as the prompt and the Web App choose
+            return shown(text, player_macros(persona, lang, user.first_name, seed=pick_seed(dialog_id)))
 
         user_id = turn.user_id
         for attempt in range(OPEN_ATTEMPTS):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from vitte.cache.base import Cache, CachedMessage, user_key, window_remaining
 from vitte.catalog.lookup import Catalog
+from vitte.catalog.shown import pick_seed
 from vitte.config import Settings
 from vitte.db import unavailable_as
 from vitte.dialogs.embeddings import Embeddings
@@ -437,7 +438,7 @@ class Replies:
             budget=self.settings.llm_context_tokens,
             preamble=preamble,
             reminder=reminder,
-            seed=int(w.dialog.id or 0),  # {{pick}}: the same choice in every reply of the dialog
+            seed=pick_seed(w.dialog.id),  # {{pick}}: the same choice in every reply of the dialog (and the Web App)
             idle=w.idle,
             facts=facts,
             facts_now=facts_now,

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from vitte.catalog.lookup import Catalog
-from vitte.catalog.shown import player_macros, shown
+from vitte.catalog.shown import pick_seed, player_macros, shown
 from vitte.models import Dialog
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ async def view_of(catalog: Catalog, dialog: Dialog, language: str) -> DialogView
         try:
             # a title made from a greeting may hold macros ({{char}}, {{user}}: here the unnamed word)
             title = (await catalog.story(dialog.story_id)).title_in(language)
-            story_title = shown(title, player_macros(persona, language, None))
+            story_title = shown(title, player_macros(persona, language, None, seed=pick_seed(dialog.id)))
         except Exception:  # an unknown story is not fatal for a view
             story_title = ""
     return DialogView(

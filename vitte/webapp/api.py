@@ -28,7 +28,7 @@ from aiohttp import web
 
 from vitte.catalog.blurbs import reads_as_prose
 from vitte.catalog.lookup import PersonaInfo
-from vitte.catalog.shown import player_macros, shown
+from vitte.catalog.shown import pick_seed, player_macros, shown
 from vitte.config import ConfigError
 from vitte.core import Core
 from vitte.dialogs import DialogView, Opening, Turn
@@ -545,7 +545,9 @@ async def get_persona(request: web.Request) -> web.Response:
     dialog = state.dialog if state and state.dialog and state.dialog.persona_id == p.id else None
     player_name = _player_name(state, user, lang)
     body = persona_summary(request, p, lang, _current_persona_id(state), player_name)
-    macros = player_macros(p, lang, player_name)  # {{char}}, {{user}} … as this player reads them
+    # {{char}}, {{user}} … as this player reads them; {{pick}} as their chat with the persona chose
+    seed = pick_seed(dialog.id if dialog else None, user.id if user else None)
+    macros = player_macros(p, lang, player_name, seed=seed)
     description = shown(p.description_in(lang), macros)
     body.update(
         {
