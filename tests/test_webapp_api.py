@@ -313,6 +313,8 @@ async def test_me_for_a_new_player_creates_nothing(webapp: WebAppHarness) -> Non
         "used_today": 0,
         "left_today": 30,
         "extra_replies": 0,
+        "extra_photos": 0,
+        "extra_voice": 0,
     }
     with pytest.raises(UnknownUser):
         await webapp.core.players.get(ANYA)
