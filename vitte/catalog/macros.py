@@ -41,8 +41,23 @@ MAX_SIDES = 1_000_000
 
 # sentinels: braces of a protected value (a name, an unknown macro) until the end of expansion
 _OPEN, _CLOSE, _LB, _RB = "\x00", "\x01", "\x02", "\x03"
-_SENTINELS = str.maketrans("", "", _OPEN + _CLOSE + _LB + _RB)
-_RESTORE = str.maketrans({_OPEN: "{{", _CLOSE: "}}", _LB: "{", _RB: "}"})
+_RESTORE = ((_OPEN, "{{"), (_CLOSE, "}}"), (_LB, "{"), (_RB, "}"))
+
+
+def _without_sentinels(text: str) -> str:
+    # str.replace, not str.translate: a translate table costs a dict lookup per character,
+    # milliseconds for a card's description in Cyrillic
+    for s, _ in _RESTORE:
+        if s in text:
+            text = text.replace(s, "")
+    return text
+
+
+def _restored(text: str) -> str:
+    for s, braces in _RESTORE:
+        if s in text:
+            text = text.replace(s, braces)
+    return text
 
 _INNERMOST = re.compile(r"\{\{((?:(?!\{\{|\}\}).)*?)\}\}", re.DOTALL)
 _ANGLE = re.compile(r"<(bot|char|user)>", re.IGNORECASE)
@@ -81,7 +96,7 @@ def is_volatile(text: str) -> bool:
 
 def _inert(value: str) -> str:
     """A value that must not be expanded again: its braces become sentinels."""
-    return value.translate(_SENTINELS).replace("{", _LB).replace("}", _RB)
+    return _without_sentinels(value).replace("{", _LB).replace("}", _RB)
 
 
 def _choices(arg: str, double_colon: bool) -> list[str]:
@@ -114,10 +129,17 @@ class _Expansion:
 
     def __init__(self, m: Macros) -> None:
         self.m = m
-        self.rng = m.rng or random.Random()
+        self._rng = m.rng
         self.picks = 0
         self.budget = MAX_OUTPUT  # characters the expansion may still add
         self.names = {"char": _inert(m.char), "user": _inert(m.user), "bot": _inert(m.char)}
+
+    @property
+    def rng(self) -> random.Random:
+        """{{random}} / {{roll}}: the caller's generator, else a fresh one made on first use."""
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
 
     def now(self) -> datetime:
         return self.m.now or datetime.now(UTC)
@@ -187,7 +209,7 @@ def expand(text: str, m: Macros) -> str:
     if not text or not has_macros(text):
         return text
     x = _Expansion(m)
-    out = text.translate(_SENTINELS)
+    out = _without_sentinels(text)
     out = _ANGLE.sub(lambda a: x.names[a.group(1).lower()], out)
     for _ in range(MAX_PASSES):
         if "{{" not in out:
@@ -196,4 +218,4 @@ def expand(text: str, m: Macros) -> str:
         if new == out:
             break
         out = new
-    return out.translate(_RESTORE)
+    return _restored(out)
