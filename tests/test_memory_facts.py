@@ -433,3 +433,31 @@ async def test_a_huge_backlog_is_read_within_the_prompt_budget(core: Core, serve
     assert "the newest line" in request[-1]["content"] and "story 0 " not in request[-1]["content"]
     assert "fact 39" in request[-1]["content"] and "fact 0 " not in request[-1]["content"]
     assert "Tells long stories" in [f.text for f in await facts_of(core, dialog_id)]
+
+
+async def test_the_bench_server_answers_extractions_with_facts_the_parser_reads() -> None:
+    """`vitte bench` runs the loopback server with --facts so its players' fact extractions
+    succeed and are stored, as in production (not a parse failure every time)."""
+    from vitte.cache.base import CachedMessage
+    from vitte.dialogs.facts import extraction_messages
+    from vitte.llm.openai import OpenAICompatibleLLM
+
+    turns = [CachedMessage(7, "user", "у меня кот Барсик"), CachedMessage(8, "assistant", "Какой милый!")]
+    async with FakeLLMServer(default_reply="обычный ответ", facts=True) as srv:
+        llm = OpenAICompatibleLLM(base_url=srv.base_url, api_key="k", model="m")
+        try:
+            answer = await llm.complete(LLMRequest(messages=extraction_messages("Мила", "Аня", "ru", [], turns)))
+            reply = await llm.complete(LLMRequest(messages=[{"role": "user", "content": "привет"}]))
+        finally:
+            await llm.aclose()
+    facts = parse_extraction(answer)
+    assert [(f.text, f.sources) for f in facts] == [("Какой милый!", (8,))]
+    assert reply == "обычный ответ"
+    async with FakeLLMServer(default_reply="обычный ответ") as plain:  # without --facts: as before
+        llm = OpenAICompatibleLLM(base_url=plain.base_url, api_key="k", model="m")
+        try:
+            answer = await llm.complete(LLMRequest(messages=extraction_messages("Мила", "Аня", "ru", [], turns)))
+        finally:
+            await llm.aclose()
+    with pytest.raises(FactsParseError):
+        parse_extraction(answer)

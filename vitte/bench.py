@@ -593,7 +593,7 @@ class _Bench:
 
         cfg = self.config
         cfg.check()
-        with run_subprocess("--reply", self.reply, "--ttft", "0", "--tps", "0") as (_proc, llm_url):
+        with run_subprocess("--reply", self.reply, "--ttft", "0", "--tps", "0", "--facts") as (_proc, llm_url):
             update: dict[str, Any] = {
                 "llm_base_url": llm_url,
                 "llm_api_key": None,

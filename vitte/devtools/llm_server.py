@@ -106,6 +106,25 @@ def toy_embedding(text: str) -> list[float]:
     return [v / norm for v in vector]
 
 
+_NEW_LINE = re.compile(r"^#(\d+) [^:\n]+: (.+)$", re.MULTILINE)
+
+
+def _extraction_answer(body: dict[str, Any]) -> str | None:
+    """For a fact-extraction request (vitte.dialogs.facts.extraction_messages): one fact, the
+    newest player-or-persona line of its <new_lines> block, with that line as its source."""
+    for message in body.get("messages") or []:
+        content = str(message.get("content") or "") if isinstance(message, dict) else ""
+        start, end = content.find("<new_lines>"), content.find("</new_lines>")
+        if start < 0 or end < start:
+            continue
+        lines = _NEW_LINE.findall(content[start:end])
+        if not lines:
+            return "[]"
+        ref, text = lines[-1]
+        return json.dumps([{"text": text[:200], "kind": "other", "importance": 2, "sources": [int(ref)]}], ensure_ascii=False)
+    return None
+
+
 @dataclass
 class FakeLLMServer:
     host: str = "127.0.0.1"
@@ -123,6 +142,7 @@ class FakeLLMServer:
     modes: deque[str] = field(default_factory=deque)
     requests: list[RecordedRequest] = field(default_factory=list)
     disconnects: int = 0
+    facts: bool = False  # answer fact-extraction requests (a <new_lines> block) with a JSON array
 
     def __post_init__(self) -> None:
         if isinstance(self.replies, list):
@@ -210,6 +230,10 @@ class FakeLLMServer:
         return self.mode
 
     def _reply_text(self, body: dict[str, Any]) -> str:
+        if self.facts:
+            found = _extraction_answer(body)
+            if found is not None:
+                return found
         if callable(self.replies):
             return str(self.replies(body))
         if isinstance(self.replies, list) and self.replies:
@@ -483,6 +507,7 @@ async def _serve(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         default_reply=args.reply,
         model=args.model,
+        facts=args.facts,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -507,6 +532,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=None, help="accept only this bearer key")
     parser.add_argument("--reply", default=None, help="a fixed reply (default: echo)")
     parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--facts", action="store_true", help="answer fact extractions with a JSON array")
     args = parser.parse_args(argv)
     asyncio.run(_serve(args))
 
