@@ -85,6 +85,8 @@ def seed(
                 "added": report.added,
                 "updated": report.updated,
                 "unchanged": report.unchanged,
+                # standalone lorebooks exported cards carried, stored now (a stored one is kept)
+                "lorebooks_added": report.lorebooks_added,
                 "skipped": [{"file": f.file, "reason": f.reason} for f in outcomes if f.status == "skipped"],
                 "files": [
                     {"file": f.file, "status": f.status, "id": f.id, "reason": f.reason} for f in outcomes
@@ -98,6 +100,8 @@ def seed(
         reason = (f.reason or "").removeprefix(f"{f.file}: ")
         detail = plain(reason) if f.status == "skipped" else plain(f.id)
         typer.echo(f"{f.status:<9} {plain(f.file)}: {detail}")
+    for bid in report.lorebooks_added:
+        typer.echo(f"{'added':<9} lorebook:{plain(bid)} (carried by a card)")
     n_skipped = sum(1 for f in outcomes if f.status == "skipped")
     typer.echo(
         f"seeded from {plain(source)}: {len(report.added)} added, {len(report.updated)} updated, "

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vitte.catalog.blurbs import derive_tagline, greeting_title
+from vitte.catalog.book_embed import split_books
 from vitte.catalog.errors import CardError
 from vitte.catalog.formats import CARD_SUFFIXES, is_lorebook, is_png_card, read_bounded, read_raw_card
 
@@ -138,12 +139,16 @@ class ParsedCard:
     image: bytes | None = field(default=None, compare=False, repr=False)
     # the id was written in the card (extensions.vitte.id), not derived from the name
     explicit_id: bool = field(default=False, compare=False)
+    # standalone lorebooks an exported card carried (vitte.catalog.book_embed): id -> the book's JSON;
+    # stored with the card when missing, not part of the persona's content hash
+    lorebooks: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     def content_hash(self) -> str:
         """sha256 hex of a canonical JSON of the card's content (stable across runs)."""
         content = asdict(self)
         content.pop("source", None)
         content.pop("explicit_id", None)
+        content.pop("lorebooks", None)
         image = content.pop("image", None)
         if image is not None:
             content["image_sha256"] = hashlib.sha256(image).hexdigest()
@@ -373,6 +378,8 @@ def parse_card(data: object, source: str) -> ParsedCard:
     stories = _parse_stories(r, vitte, vp, card_id)
     if not stories:
         stories = _greeting_stories(r, vitte, vp, card_id, texts, alternate_greetings, i18n)
+    # an exported card's standalone lorebooks: out of the stored card, into their own table
+    raw, lorebooks = split_books(data)
 
     return ParsedCard(
         id=card_id,
@@ -393,9 +400,10 @@ def parse_card(data: object, source: str) -> ParsedCard:
         i18n=i18n,
         order=order,
         stories=stories,
-        raw=data,
+        raw=raw,
         source=source,
         explicit_id=explicit_id,
+        lorebooks=lorebooks,
     )
 
 

@@ -5,6 +5,8 @@ The card is the stored one (every field and extension the import kept) written a
 the same persona. A PNG carries the V3 card in a ``ccv3`` chunk and a V2 one in ``chara`` for
 older readers (SillyTavern reads both); its picture is the persona's portrait (or a plain square
 with its initial). A CHARX is a zip with ``card.json`` and ``assets/icon/images/main.png``.
+The standalone lorebooks the persona names travel in the card (vitte.catalog.book_embed): their
+entries in ``character_book`` for other applications, the books themselves for Vitte's import.
 Pure functions over bytes: no database.
 """
 
@@ -18,9 +20,12 @@ import json
 import struct
 import zipfile
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from vitte.catalog.book_embed import embed_books
 
 __all__ = ["FORMATS", "card_v2", "card_v3", "export_card"]
 
@@ -38,8 +43,15 @@ def _fields(stored: dict[str, Any]) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in stored.items() if k not in ("spec", "spec_version", "data")}
 
 
-def card_v3(stored: dict[str, Any], persona: dict[str, Any], *, with_icon: bool = False) -> dict[str, Any]:
-    """The V3 card of a stored persona (`persona`: its columns: id, name, description …)."""
+def card_v3(
+    stored: dict[str, Any],
+    persona: dict[str, Any],
+    *,
+    with_icon: bool = False,
+    lorebooks: Sequence[tuple[str, dict[str, Any]]] = (),
+) -> dict[str, Any]:
+    """The V3 card of a stored persona (`persona`: its columns: id, name, description …), with
+    the standalone `lorebooks` it names (id, stored JSON) in it (vitte.catalog.book_embed)."""
     data = _fields(stored)
     for key in ("name", "description", "personality", "scenario", "first_mes", "mes_example",
                 "system_prompt", "post_history_instructions", "creator_notes"):  # fmt: skip
@@ -56,6 +68,7 @@ def card_v3(stored: dict[str, Any], persona: dict[str, Any], *, with_icon: bool 
     vitte: dict[str, Any] = raw_vitte if isinstance(raw_vitte, dict) else {}
     extensions["vitte"] = {**vitte, "id": persona["id"]}
     data["extensions"] = extensions
+    embed_books(data, lorebooks)
     if with_icon:
         data["assets"] = [{"type": "icon", "uri": f"embeded://{ICON_PATH}", "name": "main", "ext": "png"}]
     elif not isinstance(data.get("assets"), list):
@@ -101,16 +114,23 @@ def _with_chunks(png: bytes, chunks: list[bytes]) -> bytes:
     return png[:ihdr_end] + b"".join(chunks) + png[ihdr_end:]
 
 
-def export_card(stored: dict[str, Any], persona: dict[str, Any], portrait: bytes | None, fmt: str) -> bytes:
-    """The bytes of the exported card file in `fmt` (json | png | charx)."""
+def export_card(
+    stored: dict[str, Any],
+    persona: dict[str, Any],
+    portrait: bytes | None,
+    fmt: str,
+    lorebooks: Sequence[tuple[str, dict[str, Any]]] = (),
+) -> bytes:
+    """The bytes of the exported card file in `fmt` (json | png | charx); `lorebooks`: the
+    standalone books the card names (id, stored JSON), carried in the card."""
     if fmt == "json":
-        return json.dumps(card_v3(stored, persona), ensure_ascii=False, indent=2).encode("utf-8")
+        return json.dumps(card_v3(stored, persona, lorebooks=lorebooks), ensure_ascii=False, indent=2).encode("utf-8")
     picture = _picture_png(portrait, persona)
     if fmt == "png":
-        v3 = card_v3(stored, persona)
+        v3 = card_v3(stored, persona, lorebooks=lorebooks)
         return _with_chunks(picture, [_text("chara", card_v2(v3)), _text("ccv3", v3)])
     if fmt == "charx":
-        v3 = card_v3(stored, persona, with_icon=True)
+        v3 = card_v3(stored, persona, with_icon=True, lorebooks=lorebooks)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("card.json", json.dumps(v3, ensure_ascii=False, indent=2))

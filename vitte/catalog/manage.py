@@ -17,8 +17,9 @@ from sqlmodel import col
 from vitte.catalog.export import export_card
 from vitte.catalog.lorebook import book_of_card
 from vitte.catalog.portraits import SIZES
+from vitte.catalog.worlds import linked_books
 from vitte.errors import UnknownPersona, VitteError
-from vitte.models import ACTIVE, Dialog, Persona, Portrait, Story, User
+from vitte.models import ACTIVE, Dialog, Persona, Portrait, Story, User, WorldBook
 
 if TYPE_CHECKING:
     from vitte.core import Core
@@ -154,4 +155,16 @@ async def export_persona(db: Database, persona_id: str, fmt: str) -> bytes:
                 )
             ).scalar_one_or_none()
     columns = p.model_dump(exclude={"card", "i18n", "created_at", "updated_at"})
-    return export_card(dict(p.card or {}), columns, bytes(portrait) if portrait is not None else None, fmt)
+    picture = bytes(portrait) if portrait is not None else None
+    return export_card(dict(p.card or {}), columns, picture, fmt, await _linked_books(db, p.card or {}))
+
+
+async def _linked_books(db: Database, card: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The stored standalone lorebooks the card names (id, JSON), in its order (one missing is left out)."""
+    ids = linked_books(card)
+    if not ids:
+        return []
+    async with db.session() as s:
+        rows = (await s.execute(sa.select(WorldBook).where(col(WorldBook.id).in_(ids)))).scalars()
+        found = {row.id: dict(row.book) for row in rows}
+    return [(bid, found[bid]) for bid in ids if bid in found]

@@ -32,6 +32,7 @@ from vitte.catalog.cards import (
     read_cards,
 )
 from vitte.catalog.portraits import PictureUnreadable, Portrait, make_portrait
+from vitte.catalog.worlds import add_missing_books
 from vitte.db import Database
 from vitte.models import Dialog, Persona, Story, utcnow
 from vitte.models import Portrait as PortraitRow
@@ -59,6 +60,8 @@ class SeedReport:
     unchanged: list[str] = field(default_factory=list)
     # stories dropped from a card but kept because a dialog still refers to them
     kept_stories: list[str] = field(default_factory=list)
+    # standalone lorebooks exported cards carried and that were not stored yet (vitte.catalog.book_embed)
+    lorebooks_added: list[str] = field(default_factory=list)
     files: list[FileOutcome] = field(default_factory=list, compare=False)  # per file, in order
 
     @property
@@ -157,6 +160,7 @@ async def seed_cards(
         report.updated += one.updated
         report.unchanged += one.unchanged
         report.kept_stories += one.kept_stories
+        report.lorebooks_added += one.lorebooks_added
         report.files += one.files
     return report
 
@@ -225,6 +229,8 @@ async def _seed_once(
             persona = existing.get(card.id)
             current = stories_by_persona.setdefault(card.id, {})
             source = card.source or card.name
+            # the standalone books an exported card carried, whatever becomes of the persona
+            report.lorebooks_added += await add_missing_books(s, card.lorebooks)
             if persona is None:
                 now = utcnow()
                 persona = Persona(id=card.id, created_at=now, updated_at=now, **_persona_values(card, digest))

@@ -19,7 +19,7 @@ from vitte.catalog.lorebook import parse_book
 from vitte.db import Database
 from vitte.models import WorldBook, utcnow
 
-__all__ = ["BookOutcome", "book_id", "linked_books", "seed_lorebooks", "world_books"]
+__all__ = ["BookOutcome", "add_missing_books", "book_id", "linked_books", "seed_lorebooks", "world_books"]
 
 MAX_LINKS = 16
 
@@ -64,6 +64,31 @@ def linked_books(card: object) -> list[str]:
     return ids[:MAX_LINKS]
 
 
+def _digest(data: dict[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _name(data: dict[str, Any]) -> str:
+    name = _body(data).get("name")
+    return name.strip()[:200] if isinstance(name, str) else ""
+
+
+async def add_missing_books(s: Any, books: dict[str, dict[str, Any]]) -> list[str]:
+    """Store the books an imported card carried (vitte.catalog.book_embed: id -> JSON) that are
+    not stored yet; a book stored under that id is kept as it is. The ids added. `s`: an open
+    session in a transaction."""
+    if not books:
+        return []
+    stored = set((await s.execute(sa.select(col(WorldBook.id)).where(col(WorldBook.id).in_(list(books))))).scalars())
+    added = [bid for bid in books if bid not in stored]
+    for bid in added:
+        s.add(WorldBook(id=bid, name=_name(books[bid]), book=books[bid], content_hash=_digest(books[bid])))
+    if added:
+        await s.flush()
+    return added
+
+
 async def seed_lorebooks(db: Database, books: list[tuple[str, dict[str, Any]]]) -> list[BookOutcome]:
     """Store standalone books (file name, its JSON): added, updated, unchanged, or skipped when
     it has no usable entry; one transaction."""
@@ -79,8 +104,7 @@ async def seed_lorebooks(db: Database, books: list[tuple[str, dict[str, Any]]]) 
             other = wanted[bid][0]
             outcomes.append(BookOutcome(file, "skipped", reason=f"{file}: name: lorebook id {bid!r} also in {other}"))
             continue
-        blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        wanted[bid] = (file, data, hashlib.sha256(blob.encode()).hexdigest())
+        wanted[bid] = (file, data, _digest(data))
     if not wanted:
         return outcomes
     await db.ensure_ready()
@@ -88,8 +112,7 @@ async def seed_lorebooks(db: Database, books: list[tuple[str, dict[str, Any]]]) 
         rows = (await s.execute(sa.select(WorldBook).where(col(WorldBook.id).in_(list(wanted))))).scalars()
         existing = {row.id: row for row in rows}
         for bid, (file, data, digest) in wanted.items():
-            name = _body(data).get("name")
-            name = name.strip()[:200] if isinstance(name, str) else ""
+            name = _name(data)
             row = existing.get(bid)
             if row is None:
                 s.add(WorldBook(id=bid, name=name, book=data, content_hash=digest))
