@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from sqlalchemy import select
 from tests.support.bot_harness import PERSONA, STORY, cards, drop_redis_keys, wait_until
 from tests.support.llm_server import FakeLLMServer
 from tests.support.pg_cluster import Cluster, cluster, create_database  # noqa: F401  (the fixture)
+from tests.test_cache import ThrowawayRedis, own_redis  # noqa: F401  (the fixture)
+from vitte.bot import spooling
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runner import run_bot
 from vitte.bot.runtime import Runtime
@@ -40,7 +43,7 @@ from vitte.core import Core
 from vitte.db import Database
 from vitte.localapi import LocalBotSession, LocalPlayer, make_local_bot
 from vitte.models import Dialog, Message
-from vitte.spool import Kept, Spool
+from vitte.spool import Entry, Kept, Spool
 
 TOKEN = "42:LOCAL-TEST-TOKEN-0123456789abcdef"
 PLAYER = 7401
@@ -157,6 +160,94 @@ async def test_redis_away_means_the_file(tmp_path: Path) -> None:
         assert entry is not None and entry.origin == "file"
     finally:
         await cache.close()
+
+
+async def _drained(spool: Spool) -> list[str]:
+    """Take and handle everything, in the order `take` gives: the texts (at most 20: an
+    update handled but taken again would go on for ever)."""
+    texts = []
+    while len(texts) < 20 and (entry := await spool.take()) is not None:
+        texts.append(entry.update["message"]["text"])
+        await spool.release(entry, handled=True)
+    return texts
+
+
+@pytest.mark.slow
+async def test_an_update_in_hand_when_redis_goes_away_stays_first_in_the_file(
+    own_redis: ThrowawayRedis,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.jsonl"
+    cache = RedisCache(own_redis.url, prefix="spool-front:", connect_timeout=0.2)
+    try:
+        spool = Spool(cache, path, max_age=600, max_items=10)
+        assert await spool.keep(PLAYER, _update(1, "one")) is Kept.FIRST
+        assert not path.exists()  # Redis took it
+        await own_redis.kill()  # saved: it comes back with "one"
+        assert await spool.keep(PLAYER, _update(2, "two")) is Kept.MORE
+        assert await spool.keep(PLAYER, _update(3, "three")) is Kept.MORE
+        assert len(path.read_text().splitlines()) == 2  # the file took them
+        await own_redis.start()
+        assert await cache.ping()
+        entry = await spool.take()  # the oldest: Redis's
+        assert entry is not None and entry.origin == "shared" and entry.update["message"]["text"] == "one"
+        await own_redis.kill(save=False)  # Redis goes away with "one" in hand
+        await spool.release(entry, handled=False)  # the database failed again: it goes back, first
+        crash = tmp_path / "crash"  # what a crash now would leave
+        crash.mkdir()
+        for name in (path.name, path.name + ".done"):
+            if (tmp_path / name).exists():
+                shutil.copy(tmp_path / name, crash / name)
+
+        # this process takes it first, once, then the file's own
+        assert await _drained(spool) == ["one", "two", "three"]
+        assert not path.exists() and not path.with_name(path.name + ".done").exists()
+        # a new process (after a crash) finds the same order on disk
+        again = Spool(MemoryCache(), crash / path.name, max_age=600, max_items=10)
+        assert await again.load() == 3 and again.holds(PLAYER)
+        assert await _drained(again) == ["one", "two", "three"]
+    finally:
+        await cache.close()
+
+
+async def test_a_handled_line_before_an_update_put_back_first_is_not_taken_again(tmp_path: Path) -> None:
+    """The file rewritten with an update first keeps `.done` right: the handled lines stay
+    handled after a restart, whichever of the two files a crash left."""
+    path = tmp_path / "spool.jsonl"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", connect_timeout=0.2)  # away: the file
+    try:
+        spool = Spool(cache, path, max_age=600, max_items=10)
+        for n, text in enumerate(("one", "two", "three"), 1):
+            await spool.keep(PLAYER, _update(n, text))
+        first = await spool.take()
+        assert first is not None
+        await spool.release(first, handled=True)  # "one" handled: .done says 1
+        assert path.with_name(path.name + ".done").read_text() == "1"
+        # an update taken from Redis before it went away comes back: first
+        back = Entry.load(Entry(time.time() - 5, PLAYER, _update(9, "back")).dump(), "shared")
+        assert back is not None
+        await spool.release(back, handled=False)
+        again = Spool(MemoryCache(), path, max_age=600, max_items=10)  # a restart
+        assert await again.load() == 3
+        assert await _drained(again) == ["back", "two", "three"]
+        assert not path.exists()
+    finally:
+        await cache.close()
+
+
+async def test_a_count_left_by_a_crash_does_not_hide_a_new_file(tmp_path: Path) -> None:
+    """A crash between the removal of the emptied file and of its `.done` leaves a stale count:
+    the next file's lines are not skipped for it."""
+    path = tmp_path / "spool.jsonl"
+    path.with_name(path.name + ".done").write_text("2")
+    spool = Spool(MemoryCache(), path, max_age=600, max_items=10)
+    await spool.keep(PLAYER, _update(1, "one"))
+    again = Spool(MemoryCache(), path, max_age=600, max_items=10)  # a crash, a restart
+    assert await again.load() == 1
+    assert await _drained(again) == ["one"]
 
 
 # ---------------------------------------------------------------------- under a running bot
@@ -412,6 +503,53 @@ async def test_a_message_kept_too_long_is_given_up_with_a_write_again(sqlite_url
         told = _texts_to(session, PLAYER)
         assert told == [t("en", "spool_expired"), "You said: fresh"]  # told once, then the fresh one
         assert [x for _r, x in await _turns(settings, PLAYER)] == ["fresh", "You said: fresh"]
+
+
+async def test_a_drainer_restarted_after_a_failure_counts_each_kept_update_once(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spooling, "RETRY_MAX", 0.05)  # the drainer's pause after a failure
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=sqlite_url,
+            llm_base_url=llm.base_url,
+            bot_token=TOKEN,
+            spool_path=str(tmp_path / "spool.jsonl"),
+        )
+        await _ready(settings, [PLAYER])
+        earlier = Spool.from_settings(settings, MemoryCache())  # an earlier run kept two
+        assert earlier is not None
+        await earlier.keep(PLAYER, _update(9101, "one"))
+        await earlier.keep(PLAYER, _update(9102, "two"))
+        spool = Spool.from_settings(settings, MemoryCache())
+        assert spool is not None
+        held: list[bool] = []  # at each take: whether the player still has updates kept
+        take = spool.take
+
+        async def failing_once() -> Entry | None:
+            held.append(spool.holds(PLAYER))
+            if len(held) == 1:
+                raise OSError("the drainer fails (induced)")
+            return await take()
+
+        spool.take = failing_once  # type: ignore[method-assign]
+        runtime = Runtime(draft_interval=0.05)
+        runtime.spool = spool
+        session = LocalBotSession()
+        stop = asyncio.Event()
+        running = asyncio.create_task(
+            run_bot(settings, bot=make_local_bot(session, token=TOKEN), stop=stop, runtime=runtime)
+        )
+        try:
+            await _answered(session, "You said: two", within=10)
+            await wait_until(lambda: len(held) >= 4, within=10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 10)
+        # failed, then "one" and "two" taken, then nothing: the player held until both were
+        # handled, not after (each kept update counted once, not once per drainer start)
+        assert held[:4] == [True, True, True, False]
+        assert [x for x in _texts_to(session, PLAYER) if x.startswith("You said")] == ["You said: one", "You said: two"]
 
 
 async def test_a_full_spool_asks_to_write_again(cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811

@@ -82,13 +82,23 @@ class _File:
         with contextlib.suppress(FileNotFoundError, ValueError):
             self.handled = int(self.done_path.read_text().strip() or 0)
         for raw in lines[self.handled :]:
+            if not raw:  # a handled line blanked by `put_front`
+                continue
             entry = Entry.load(raw, "file")
             if entry is not None:
                 self.entries.append(entry)
         # lines that could not be read count as handled: the count stays in step with the file
         self.handled = len(lines) - len(self.entries)
 
+    def _drop_stale_count(self) -> None:
+        """No file: a count left by a crash between the two removals of `pop_handled` is
+        stale (it would make a restart skip a new file's first lines)."""
+        if not self.path.exists():
+            with contextlib.suppress(FileNotFoundError):
+                self.done_path.unlink()
+
     def append(self, entry: Entry) -> None:
+        self._drop_stale_count()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, (entry.dump() + "\n").encode())
@@ -96,6 +106,24 @@ class _File:
         finally:
             os.close(fd)
         self.entries.append(entry)
+
+    def put_front(self, entry: Entry) -> None:
+        """Put `entry` before every line not handled yet, on disk as in memory (a restart
+        finds it first). The file is rewritten: a temporary file, fsynced, renamed over it; the
+        handled lines become empty ones, so `<file>.done` counts right for the old file and the
+        new one alike, whichever a crash leaves."""
+        self._drop_stale_count()
+        lines = ["\n"] * self.handled + [e.dump() + "\n" for e in (entry, *self.entries)]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, "".join(lines).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self.entries.appendleft(entry)
 
     def pop_handled(self) -> None:
         self.entries.popleft()
@@ -114,6 +142,19 @@ class _File:
         finally:
             os.close(fd)
         os.replace(tmp, self.done_path)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Spool:
@@ -212,10 +253,11 @@ class Spool:
         """`handled`: done with it (answered, or given up); else it goes back to the front."""
         if not handled:
             if entry.origin == "shared" and not await self.cache.spool_unpop(entry.raw):
-                # Redis went away with the item in hand: the file keeps it
+                # Redis went away with the item in hand: the file keeps it, first (on disk
+                # too: a restart takes it before the file's newer items)
+                kept = Entry(entry.at, entry.user_id, entry.update)
                 async with self._lock:
-                    await asyncio.to_thread(self._file.append, entry)
-                    self._file.entries.rotate(1)  # back to the front
+                    await asyncio.to_thread(self._file.put_front, kept)
             return
         if entry.origin == "file":
             async with self._lock:

@@ -93,16 +93,21 @@ class Drainer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: take, handle, release; a failure of the drainer itself is logged and
-        it goes on after a pause (the kept updates stay kept)."""
+        it goes on after a pause (the kept updates stay kept). What an earlier run kept is
+        loaded once: the counts of kept updates per player live on across the drainer's
+        restarts (loading again would count them twice)."""
+        loaded = False
         while not stop.is_set():
             try:
+                if not loaded:
+                    await self.spool.load()
+                    loaded = True
                 await self._run(stop)
             except Exception:
                 log.exception("spool: the drainer failed; trying again in %.0f s", RETRY_MAX)
                 await _wait_any(stop, None, within=RETRY_MAX)
 
     async def _run(self, stop: asyncio.Event) -> None:
-        await self.spool.load()
         wait = 0.5
         while not stop.is_set():
             entry = await self.spool.take()
