@@ -34,6 +34,7 @@ from vitte.bot import spooling
 from vitte.bot.factory import build_dispatcher
 from vitte.bot.runner import run_bot
 from vitte.bot.runtime import Runtime
+from vitte.bot.spooling import Drainer
 from vitte.bot.texts import t
 from vitte.cache.memory import MemoryCache
 from vitte.cache.redis import RedisCache
@@ -550,6 +551,114 @@ async def test_a_drainer_restarted_after_a_failure_counts_each_kept_update_once(
         # handled, not after (each kept update counted once, not once per drainer start)
         assert held[:4] == [True, True, True, False]
         assert [x for x in _texts_to(session, PLAYER) if x.startswith("You said")] == ["You said: one", "You said: two"]
+
+
+async def test_a_message_kept_by_another_process_holds_the_players_next_one(
+    cluster: Cluster,  # noqa: F811
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two bot processes share Redis: the player's message one of them kept (the database
+    away) holds their next one in the other as well, read with the player's lock."""
+    caplog.set_level(logging.INFO)
+    url = await _database(cluster)
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=url,
+            llm_base_url=llm.base_url,
+            llm_retries=0,
+            bot_token=TOKEN,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+        )
+        await _ready(settings, [PLAYER])
+        session = LocalBotSession()
+        bot = make_local_bot(session, token=TOKEN)
+        cores: list[Core] = []
+        spools: list[Spool] = []
+        dps = []
+        players = []
+        try:
+            for i in range(2):  # processes A and B: a core, a spool, a dispatcher each
+                core = await Core.open(settings)
+                cores.append(core)
+                runtime = Runtime(draft_interval=0.05)
+                spools.append(Spool(core.cache, tmp_path / f"spool-{i}.jsonl", max_age=600, max_items=100))
+                runtime.spool = spools[-1]
+                dps.append(build_dispatcher(core, runtime))
+                players.append(LocalPlayer(dps[-1], bot, session, user_id=PLAYER, language_code="en"))
+            a, b = players
+
+            cluster.pg_ctl("-m", "fast", "stop")
+            await a.send("First")  # A: the database is away; kept in Redis
+            assert _texts_to(session, PLAYER) == [t("en", "spooled")]
+            assert spools[0].holds(PLAYER) and spools[1].empty
+            cluster.start()
+            await b.send("Second")  # B, the database back: behind "First", not before it
+            assert _texts_to(session, PLAYER) == [t("en", "spooled")]
+            assert spools[1].holds(PLAYER)
+
+            stop = asyncio.Event()  # B's drainer answers both, in order
+            draining = asyncio.create_task(Drainer(spools[1], dps[1], bot, cores[1]).run(stop))
+            try:
+                await _answered(session, "You said: Second", within=20)
+                await wait_until(lambda: spools[1].empty, within=10)
+            finally:
+                stop.set()
+                await asyncio.wait_for(draining, 10)
+            replies = [x for x in _texts_to(session, PLAYER) if x.startswith("You said")]
+            assert replies == ["You said: First", "You said: Second"]
+            # both handled: the hold is gone with them, a message is answered at once again
+            await b.send("Third")
+            assert _texts_to(session, PLAYER)[-1] == "You said: Third"
+        finally:
+            for core in cores:
+                await core.close()
+        assert [x for _r, x in await _turns(settings, PLAYER)] == [
+            "First",
+            "You said: First",
+            "Second",
+            "You said: Second",
+            "Third",
+            "You said: Third",
+        ]
+        _no_tracebacks(caplog)
+        await drop_redis_keys(settings)
+
+
+async def test_the_shared_hold_counts_what_is_kept_and_handled(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """Read as any process takes the player's lock: on while the shared spool has (or a drainer
+    holds) one of their updates, off once each is handled; another player is not held."""
+    caches = [RedisCache(redis_url, prefix=redis_prefix) for _ in range(2)]
+    try:
+        spool = Spool(caches[0], tmp_path / "spool.jsonl", max_age=600, max_items=10)
+
+        async def held(user_id: int) -> bool:
+            async with caches[1].user_lock(user_id) as hold:  # the other process's lock
+                return hold.spool_held
+
+        assert not await held(PLAYER)
+        await spool.keep(PLAYER, _update(1, "one"))
+        await spool.keep(PLAYER, _update(2, "two"))
+        assert await held(PLAYER) and not await held(PLAYER + 1)
+        entry = await spool.take()
+        assert entry is not None and await held(PLAYER)  # in hand: still held
+        await spool.release(entry, handled=False)
+        for _ in range(2):
+            entry = await spool.take()
+            assert entry is not None and await held(PLAYER)
+            await spool.release(entry, handled=True)
+        assert not await held(PLAYER)
+    finally:
+        for cache in caches:
+            await cache.close()
+        from tests.support.redis_keys import drop_redis_prefix
+
+        await drop_redis_prefix(redis_url, redis_prefix)
 
 
 async def test_a_full_spool_asks_to_write_again(cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811

@@ -9,8 +9,11 @@ write again) instead of being answered hours late.
 
 The spool keeps updates as Telegram sent them (JSON) and knows nothing of aiogram; the bot
 (`vitte.bot.spooling`) decides what to keep and feeds them back through its dispatcher.
-Per player, order holds: while a player has kept updates, their next ones are kept behind them
-(`holds`, an in-process set: the bot process that kept them knows).
+Per player, order holds: while a player has kept updates, their next ones are kept behind them.
+The process that kept them knows (`holds`); with Redis every process does: a pushed item counts
+in its player's hold in Redis (`Cache.spool_push`, one less with `spool_done` once handled),
+which the call that takes the player's lock reads at no extra cost (`Turn.spool_held`). While
+Redis is away, only the process that kept them knows.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Entry:
     update: dict[str, Any]
     origin: str = "file"  # "file" or "shared" (Redis)
     raw: str = field(default="", repr=False)  # the shared item as stored (to put it back)
+    # a shared item the file took back (Redis went away): it still counts in the shared hold
+    shared_hold: bool = field(default=False, repr=False)
 
     def dump(self) -> str:
         return json.dumps({"at": self.at, "user": self.user_id, "update": self.update}, separators=(",", ":"))
@@ -190,7 +195,8 @@ class Spool:
         return not self._counts
 
     def holds(self, user_id: int) -> bool:
-        """Whether this player has updates kept (their next ones queue behind)."""
+        """Whether this player has updates kept that this process knows of (their next ones
+        queue behind; those kept by another process: `Turn.spool_held`)."""
         return user_id in self._counts
 
     async def load(self) -> int:
@@ -219,7 +225,7 @@ class Spool:
         """Keep an update (the shared list when Redis takes it, else the file)."""
         entry = Entry(time.time() if at is None else at, user_id, update)
         raw = entry.dump()
-        pushed = await self.cache.spool_push(raw, self.max_items)
+        pushed = await self.cache.spool_push(raw, self.max_items, user_id, self.max_age)
         if pushed is not None and pushed < 0:
             log.warning("spool full (%d updates): update of player %s not kept", self.max_items, user_id)
             return Kept.FULL
@@ -255,7 +261,7 @@ class Spool:
             if entry.origin == "shared" and not await self.cache.spool_unpop(entry.raw):
                 # Redis went away with the item in hand: the file keeps it, first (on disk
                 # too: a restart takes it before the file's newer items)
-                kept = Entry(entry.at, entry.user_id, entry.update)
+                kept = Entry(entry.at, entry.user_id, entry.update, shared_hold=True)
                 async with self._lock:
                     await asyncio.to_thread(self._file.put_front, kept)
             return
@@ -263,6 +269,8 @@ class Spool:
             async with self._lock:
                 if self._file.entries and self._file.entries[0] is entry:
                     await asyncio.to_thread(self._file.pop_handled)
+        if entry.origin == "shared" or entry.shared_hold:
+            await self.cache.spool_done(entry.user_id)
         left = self._counts.get(entry.user_id, 0) - 1
         if left > 0:
             self._counts[entry.user_id] = left

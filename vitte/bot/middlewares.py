@@ -19,7 +19,7 @@
    in the spool (`vitte.bot.spooling`, when the bot runs one: the player is told once that the
    answer comes a bit later) or, when it cannot be kept, becomes a short "one moment"; anything
    else a short "something went wrong"; all are logged. While a player has messages kept, their
-   next ones are kept behind them.
+   next ones are kept behind them (with Redis, whichever process kept them: `Turn.spool_held`).
 """
 
 from __future__ import annotations
@@ -190,7 +190,16 @@ class ErrorAnswersMiddleware(BaseMiddleware):
         else:
             self.runtime.admitted(asyncio.current_task())
             spool = self.runtime.spool
-            if spool is not None and not spool.empty and (who := sender(event)) and spool.holds(who[0]):
+            # kept messages of the player's: known to this process, or (Redis) read as the
+            # lock was taken, whichever process kept them (no extra call)
+            turn = data.get("turn")
+            held = turn is not None and turn.spool_held
+            if (
+                spool is not None
+                and (held or not spool.empty)
+                and (who := sender(event))
+                and (held or spool.holds(who[0]))
+            ):
                 _outcome(data, "spooled")  # behind the player's kept messages
                 if await keep(spool, event) is Kept.FULL:
                     await self._tell(event, data, "one_moment")

@@ -148,9 +148,15 @@ class Cache(Protocol):
         ...
 
     # --- the spool (vitte.spool): updates kept while the database is away ---
-    async def spool_push(self, item: str, limit: int) -> int | None:
-        """Append `item` to the shared spool unless it holds `limit` items: the new length,
-        -1 when full, None when there is no shared spool (in-process cache, Redis unreachable)."""
+    async def spool_push(self, item: str, limit: int, user_id: int, ttl: float) -> int | None:
+        """Append `item` (an update of player `user_id`) to the shared spool unless it holds
+        `limit` items: the new length, -1 when full, None when there is no shared spool
+        (in-process cache, Redis unreachable). A pushed item counts in the player's hold, which
+        every process's lock reads (`LockHold.spool_held`) until `spool_done` or `ttl` seconds
+        after the player's last push."""
+
+    async def spool_done(self, user_id: int) -> None:
+        """One of the player's shared items is handled (or given up): their hold counts one less."""
 
     async def spool_pop(self) -> str | None:
         """Take the spool's oldest item (None: empty or unreachable)."""
@@ -206,6 +212,8 @@ class LockHold:
       outlived its lease): what it cached for the player may be stale, so the dialog's
       cached messages are read from the database once under this hold.
     - `prefetched`: a `Prefetch` read (None: not read); `take_prefetched` hands it out once.
+    - `spool_held`: the player has updates kept in the shared spool (`spool_push`, by any
+      process): their next message queues behind them (False: none, or not known).
 
     Written with the release (the same round trip), while `defers`:
     - `defer_append`: a `recent_append` (False: not deferred, do the append now);
@@ -213,7 +221,7 @@ class LockHold:
       the lock plus the deferred ones is the count).
     """
 
-    __slots__ = ("appends", "defers", "first_seen", "hits", "prefetched", "suspect")
+    __slots__ = ("appends", "defers", "first_seen", "hits", "prefetched", "spool_held", "suspect")
 
     def __init__(
         self,
@@ -222,9 +230,11 @@ class LockHold:
         suspect: bool = False,
         defers: bool = False,
         prefetched: Prefetched | None = None,
+        spool_held: bool = False,
     ) -> None:
         self.first_seen = first_seen
         self.suspect = suspect
+        self.spool_held = spool_held
         self.defers = defers
         self.appends: dict[int, list[CachedMessage]] = {}
         self.prefetched = prefetched

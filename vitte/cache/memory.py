@@ -260,7 +260,10 @@ class MemoryCache:
             del self._hits[key]
 
     # the spool has no shared place here: vitte.spool keeps its file
-    async def spool_push(self, item: str, limit: int) -> int | None:
+    async def spool_push(self, item: str, limit: int, user_id: int, ttl: float) -> int | None:
+        return None
+
+    async def spool_done(self, user_id: int) -> None:
         return None
 
     async def spool_pop(self) -> str | None:

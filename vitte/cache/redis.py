@@ -134,6 +134,7 @@ class RedisCache:
         self._hit = self._redis.register_script(scripts.HIT)
         self._hit_recent = self._redis.register_script(scripts.HIT_RECENT)
         self._spool_push = self._redis.register_script(scripts.SPOOL_PUSH)
+        self._spool_done = self._redis.register_script(scripts.SPOOL_DONE)
         self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
         self._tickets = KeyedLock()  # joining the Redis queue in this process's arrival order
         self._touched: dict[int, float] = {}  # user -> when this process last refreshed the mark
@@ -172,7 +173,8 @@ class RedisCache:
         return f"{self.prefix}lock:{int(user_id)}"
 
     def _lock_keys(self, user_id: int) -> list[str]:
-        """The lock, its waiters' queue, their expiries, the ticket counter, the holder mark."""
+        """The lock, its waiters' queue, their expiries, the ticket counter, the holder mark,
+        and the player's spool hold (read as the lock is taken: `LockHold.spool_held`)."""
         u = int(user_id)
         return [
             self._lock_key(u),
@@ -180,6 +182,7 @@ class RedisCache:
             f"{self.prefix}lockw:{u}",
             f"{self.prefix}lockn:{u}",
             f"{self.prefix}lockh:{u}",
+            self._spool_hold_key(u),
         ]
 
     @staticmethod
@@ -544,7 +547,13 @@ class RedisCache:
                 if not got:
                     yield LockHold()  # Redis unavailable: the in-process lock alone
                     return
-                hold = LockHold(first_seen=first_seen, suspect=bool(got & 4), defers=True, prefetched=prefetched)
+                hold = LockHold(
+                    first_seen=first_seen,
+                    suspect=bool(got & 4),
+                    defers=True,
+                    prefetched=prefetched,
+                    spool_held=bool(got & 16),
+                )
                 # the lease is renewed only by holds that last: a timer starts the renewer after
                 # lease/3 (most holds end long before; no task for them)
                 stop = asyncio.Event()
@@ -663,9 +672,18 @@ class RedisCache:
     def _spool_key(self) -> str:
         return f"{self.prefix}spool"
 
-    async def spool_push(self, item: str, limit: int) -> int | None:
-        got = await self._run(lambda: self._spool_push(keys=[self._spool_key], args=[item, int(limit)]), None)
+    def _spool_hold_key(self, user_id: int) -> str:
+        """How many of the player's updates the shared spool keeps (or a drainer has in hand)."""
+        return f"{self.prefix}spool-held:{int(user_id)}"
+
+    async def spool_push(self, item: str, limit: int, user_id: int, ttl: float) -> int | None:
+        keys = [self._spool_key, self._spool_hold_key(user_id)]
+        got = await self._run(lambda: self._spool_push(keys=keys, args=[item, int(limit), _ms(ttl)]), None)
         return None if got is None else int(got)
+
+    async def spool_done(self, user_id: int) -> None:
+        key = self._spool_hold_key(user_id)
+        await self._run(lambda: self._spool_done(keys=[key]), None)
 
     async def spool_pop(self) -> str | None:
         got: Any = await self._run(lambda: self._redis.lpop(self._spool_key), None)

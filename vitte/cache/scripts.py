@@ -16,7 +16,8 @@ several. `vitte.cache.redis.RedisCache` registers them; nothing else runs them.
 | HIT         | `hit`                            | count a rate-limit hit in a fixed window |
 | HIT_RECENT  | `hit_and_recent`                 | HIT and RECENT at once (a reply's two reads) |
 | FIRST_SEEN  | `first_seen`                     | update de-duplication, SET NX with a token (a retry still says "first") |
-| SPOOL_PUSH  | `spool_push`                     | append to the bounded spool unless it is full |
+| SPOOL_PUSH  | `spool_push`                     | append to the bounded spool unless it is full; count the item in its player's hold |
+| SPOOL_DONE  | `spool_done`                     | one shared item of a player handled: their hold counts one less |
 """
 
 from __future__ import annotations
@@ -107,29 +108,31 @@ ENQUEUE = join_queue("ARGV[2]") + "return 1\n"
 # Lua: the lock was just taken by this token (KEYS[5] the holder mark; ARGV[4] its ttl ms):
 # `took()` returns 2, plus 4 when the previous holder never released the lock (it crashed or
 # lost its lease: what it cached for the player may be stale, see `LockHold.suspect`), plus 8
-# when KEYS[6] (an update's de-duplication key, ARGV[5] its ttl ms; ARGV[5] '': none) was
-# seen before. With KEYS[7] (a rate counter) and KEYS[8] (a recent list; ARGV[6] its ttl ms)
-# it returns {that, the counter's value, the list's items} (`Prefetch`). The mark lives as
-# long as the recent lists (a crash is noticed however late the player returns); a clean
-# release (`RELEASE`) empties it.
+# when KEYS[7] (an update's de-duplication key, ARGV[5] its ttl ms; ARGV[5] '': none) was
+# seen before, plus 16 when KEYS[6] (the player's spool hold, `SPOOL_PUSH`) exists: the
+# player has updates kept in the shared spool (`LockHold.spool_held`). With KEYS[8] (a rate
+# counter) and KEYS[9] (a recent list; ARGV[6] its ttl ms) it returns {that, the counter's
+# value, the list's items} (`Prefetch`). The mark lives as long as the recent lists (a crash
+# is noticed however late the player returns); a clean release (`RELEASE`) empties it.
 TOOK = """
 local function took()
   local r = 2
   local prev = redis.call('GET', KEYS[5])
   if prev and prev ~= '' and prev ~= ARGV[1] then r = r + 4 end
   redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[4])
-  if #KEYS > 5 and ARGV[5] ~= '' then
-    local seen = redis.call('GET', KEYS[6])
+  if redis.call('EXISTS', KEYS[6]) == 1 then r = r + 16 end
+  if #KEYS > 6 and ARGV[5] ~= '' then
+    local seen = redis.call('GET', KEYS[7])
     if not seen then
-      redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[5])
+      redis.call('SET', KEYS[7], ARGV[1], 'PX', ARGV[5])
     elseif seen ~= ARGV[1] then
       r = r + 8
     end
   end
-  if #KEYS > 7 then
-    local items = redis.call('LRANGE', KEYS[8], 0, -1)
-    if #items > 0 then redis.call('PEXPIRE', KEYS[8], ARGV[6]) end
-    return {r, tonumber(redis.call('GET', KEYS[7]) or '0'), items}
+  if #KEYS > 8 then
+    local items = redis.call('LRANGE', KEYS[9], 0, -1)
+    if #items > 0 then redis.call('PEXPIRE', KEYS[9], ARGV[6]) end
+    return {r, tonumber(redis.call('GET', KEYS[8]) or '0'), items}
   end
   return r
 end
@@ -137,8 +140,8 @@ end
 
 # Take the lock if free, extend it if ours: 2 = taken (+4: see TOOK), 1 = extended, 0 = held
 # by another. Renewing (KEYS[1] only; ARGV: token, lease ms) re-takes a lock Redis lost on
-# restart. Acquiring (KEYS: lock, queue, alive, counter, holder; ARGV: token, lease ms, alive
-# ms, holder ttl ms) joins the waiters' queue and takes a free lock only at its head, so the
+# restart. Acquiring (KEYS: lock, queue, alive, counter, holder, spool hold; ARGV: token,
+# lease ms, alive ms, holder ttl ms) joins the waiters' queue and takes a free lock only at its head, so the
 # processes take turns in arrival order; waiters that stopped refreshing (a crashed process)
 # are dropped.
 CLAIM = TOOK + """
@@ -168,11 +171,11 @@ return 0
 # ENQUEUE and then CLAIM in one call, for a caller with no waiter of its own process ahead
 # of it: join the waiters' queue and take the lock if it is free and this token is at the
 # queue's head (dead waiters ahead are dropped, as CLAIM does): 0 = queued (poll with
-# CLAIM), else taken (2, +4 +8: see TOOK; with KEYS[6] the update's de-duplication is done
+# CLAIM), else taken (2, +4 +8 +16: see TOOK; with KEYS[7] the update's de-duplication is done
 # in the same call). Nobody queued and the lock free: taken without touching the queue
 # (joining would make this token the head and taking the lock would leave the queue again).
 # A retried call that already took the lock says taken again (and "first" for its update).
-# KEYS: lock, queue, alive, counter, holder[, seen[, hit, list]]; ARGV: token, lease ms,
+# KEYS: lock, queue, alive, counter, holder, spool hold[, seen[, hit, list]]; ARGV: token, lease ms,
 # alive ms, holder ttl ms[, seen ttl ms or ''[, list ttl ms]]
 ENTER = TOOK + """
 local v = redis.call('GET', KEYS[1])
@@ -259,9 +262,21 @@ if v == ARGV[1] then return 1 end
 return 0
 """
 
-# Append to the spool unless it holds `limit` items. KEYS[1] spool list; ARGV: item, limit.
-# Returns the new length, or -1 when full.
+# Append to the spool unless it holds `limit` items, and count the item in its player's hold
+# (read by TOOK as the player's lock is taken; it lives `ttl` ms after the player's last item:
+# an older one is given up anyway). KEYS: spool list, the player's hold; ARGV: item, limit,
+# ttl ms. Returns the new length, or -1 when full.
 SPOOL_PUSH = """
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
-return redis.call('RPUSH', KEYS[1], ARGV[1])
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return n
+"""
+
+# One shared item of a player was handled (or given up): their hold counts one less, and is
+# gone at none. KEYS[1] the player's hold
+SPOOL_DONE = """
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+return 1
 """

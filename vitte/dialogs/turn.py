@@ -71,6 +71,12 @@ class Turn:
         """The update's de-duplication, done as the lock was taken (None: not asked)."""
         return self.hold.first_seen
 
+    @property
+    def spool_held(self) -> bool:
+        """The player has updates kept in the shared spool (any process), read as the lock
+        was taken: their message queues behind them (vitte.bot.spooling)."""
+        return self.hold.spool_held
+
     # ------------------------------------------------------------------ the player's row
     @property
     def row_known(self) -> bool:
