@@ -240,6 +240,19 @@ async def test_webapp_shows_the_players_name_and_no_prompt_syntax(webapp: WebApp
     assert sent[-1]["text"] == "Аня, is that you? It's Rika!"
 
 
+async def test_webapp_current_story_title_has_the_players_name(webapp: WebAppHarness) -> None:
+    """/api/me's story_title (the Web App's "now" line, the console's Web App header) is the
+    title made from a greeting with {{user}} as the player's name, not the unnamed word."""
+    headers = auth_header(make_init_data(ANYA))
+    assert (await webapp.client.post("/api/me/adult", json={"adult": True}, headers=headers)).status == 200
+    resp = await webapp.client.post("/api/dialogs", json={"persona_id": "rika", "story_id": "rika-main"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    me = await (await webapp.client.get("/api/me", headers=headers)).json()
+    assert me["story_title"] == "Oh my gosh, Аня!"
+    view = await webapp.core.dialogs.current(ANYA)  # what the console and the bot read too
+    assert view is not None and view.story_title == "Oh my gosh, Аня!"
+
+
 WEATHER = " ".join(f"{{{{pick::{'::'.join(f'w{i}{j}' for j in range(10))}}}}}" for i in range(6))
 
 

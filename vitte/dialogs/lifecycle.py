@@ -18,7 +18,7 @@ from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns, admit, player_of, turn_of
 from vitte.dialogs.views import DialogView, MessageView, Opening, view_of
 from vitte.errors import NoActiveDialog, StaleDialog, UnknownPersona
-from vitte.models import ASSISTANT, MSG_OK, User, utcnow
+from vitte.models import ASSISTANT, MSG_OK, Dialog, User, utcnow
 from vitte.players import player_view
 
 # a double click within this window returns the dialog the first click opened
@@ -44,7 +44,7 @@ class Lifecycle:
         if row is None:
             return None
         dialog, user = row
-        return await view_of(self.catalog, dialog, player_view(user).language)
+        return await _view(self.catalog, dialog, user)
 
     async def pressed(self, who: Turn | int, dialog_id: int, message_id: int, role: str) -> DialogView | None:
         """The active dialog if a button made for (dialog, message) still applies: its dialog
@@ -59,12 +59,12 @@ class Lifecycle:
 
     async def dialog(self, dialog_id: int) -> DialogView | None:
         row = await self.store.dialog_with_player(dialog_id)
-        return await view_of(self.catalog, row[0], player_view(row[1]).language) if row else None
+        return await _view(self.catalog, row[0], row[1]) if row else None
 
     async def latest(self, user_id: int) -> DialogView | None:
         """The active dialog, else the most recent ended one (for operators)."""
         row = await self.store.latest_with_player(user_id)
-        return await view_of(self.catalog, row[0], player_view(row[1]).language) if row else None
+        return await _view(self.catalog, row[0], row[1]) if row else None
 
     async def messages(self, dialog_id: int, limit: int = 50) -> list[MessageView]:
         """The newest `limit` messages of a dialog, oldest first."""
@@ -117,7 +117,7 @@ class Lifecycle:
                 and not await self.store.has_player_messages(int(dialog.id or 0))
             ):
                 lang = player_view(user).language
-                view = await view_of(self.catalog, dialog, lang)
+                view = await _view(self.catalog, dialog, user)
                 first = await self.store.first_message(view.id)
                 return Opening(
                     view,
@@ -152,7 +152,7 @@ class Lifecycle:
             if row is None:
                 return None
             await self.cache.recent_drop(int(row[0].id or 0))
-            return await view_of(self.catalog, row[0], player_view(row[1]).language)
+            return await _view(self.catalog, row[0], row[1])
 
     async def opening_sent(self, opening: Opening, telegram_message_id: int) -> None:
         """The opening reached the chat: a double click's reused opening is not sent again."""
@@ -196,8 +196,14 @@ class Lifecycle:
             await self.cache.recent_drop(old)
         dialog_id, first_id = int(dialog.id or 0), int(first.id or 0)
         await self.cache.recent_fill(dialog_id, [CachedMessage(first_id, ASSISTANT, first.text, MSG_OK)])
-        view = await view_of(self.catalog, dialog, player_view(user).language)
+        view = await _view(self.catalog, dialog, user)
         return Opening(view, first.text, first_id)
+
+
+async def _view(catalog: Catalog, dialog: Dialog, user: User) -> DialogView:
+    """`view_of` for the dialog's player (their language, their name in the story's title)."""
+    player = player_view(user)
+    return await view_of(catalog, dialog, player.language, player.first_name)
 
 
 def _names_a_missing_row(exc: IntegrityError) -> bool:

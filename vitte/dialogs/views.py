@@ -89,15 +89,16 @@ class Recovery:
     deferred: int = 0  # streaming rows of players whose lock is held (live, or a lease not out yet)
 
 
-async def view_of(catalog: Catalog, dialog: Dialog, language: str) -> DialogView:
-    """A stored dialog as the faces see it, names in the player's language."""
+async def view_of(catalog: Catalog, dialog: Dialog, language: str, player_name: str | None) -> DialogView:
+    """A stored dialog as the faces see it, names in the player's language; `player_name`: what
+    {{user}} in the story's title stands for (None: the catalogue's unnamed-player word)."""
     persona = await catalog.persona(dialog.persona_id)
     story_title = ""
     if dialog.story_id:
         try:
-            # a title made from a greeting may hold macros ({{char}}, {{user}}: here the unnamed word)
+            # a title made from a greeting may hold macros ({{char}}, {{user}}: the player's name)
             title = (await catalog.story(dialog.story_id)).title_in(language)
-            story_title = shown(title, player_macros(persona, language, None, seed=pick_seed(dialog.id)))
+            story_title = shown(title, player_macros(persona, language, player_name, seed=pick_seed(dialog.id)))
         except Exception:  # an unknown story is not fatal for a view
             story_title = ""
     return DialogView(
