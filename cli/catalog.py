@@ -228,12 +228,14 @@ def personas_remove(
 
     async def go() -> tuple[Any, list[int]]:
         from vitte.catalog.manage import remove_persona
+        from vitte.telegram.persona_notice import notify_removed
 
         async with opened_core(settings) as core:
             removed = await remove_persona(core, persona_id, force=force)
-            return removed, await _notify_removed(settings, removed)
+            return removed, await notify_removed(settings, core.db, removed)
 
     removed, unreached = run_async(go)
+    blocked = [uid for uid in unreached if uid in removed.unreachable]
     if as_json:
         print_json(
             {
@@ -241,38 +243,18 @@ def personas_remove(
                 "removed": True,
                 "ended_dialogs": [uid for uid, _ in removed.ended],
                 "not_notified": unreached,
+                "unreachable": blocked,
             }
         )
         return
     typer.echo(
         f"removed persona {plain(removed.id)} ({plain(removed.name)}); {len(removed.ended)} active dialog(s) ended"
     )
-    if unreached:
-        typer.echo(f"not notified (no bot token, or Telegram refused): {', '.join(map(str, unreached))}")
-
-
-async def _notify_removed(settings: Any, removed: Any) -> list[int]:
-    """Tell each player whose dialog was ended; the ids that could not be told."""
-    if not removed.ended:
-        return []
-    if settings.bot_token is None:
-        return [uid for uid, _ in removed.ended]
-    from aiogram.exceptions import TelegramAPIError
-
-    from vitte.telegram.bot import make_bot
-    from vitte.telegram.persona_notice import send_persona_removed
-
-    bot = make_bot(settings)
-    unreached: list[int] = []
-    try:
-        for user_id, lang in removed.ended:
-            try:
-                await send_persona_removed(bot, user_id, lang, removed.name)
-            except TelegramAPIError:
-                unreached.append(user_id)
-    finally:
-        await bot.session.close()
-    return unreached
+    refused = [uid for uid in unreached if uid not in removed.unreachable]
+    if refused:
+        typer.echo(f"not notified (no bot token, or Telegram refused): {', '.join(map(str, refused))}")
+    if blocked:
+        typer.echo(f"not notified (they blocked the bot): {', '.join(map(str, blocked))}")
 
 
 @personas_app.command("export")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -34,7 +35,7 @@ from vitte.errors import UnknownPersona
 from vitte.llm.demo import DemoWriter
 from vitte.models import ACTIVE, Dialog, Persona, Portrait, Story
 from vitte.telegram.bot import make_bot
-from vitte.telegram.persona_notice import persona_removed_text, send_persona_removed
+from vitte.telegram.persona_notice import notify_removed, persona_removed_text, send_persona_removed
 
 runner = CliRunner()
 PLAYER = 4242
@@ -239,6 +240,54 @@ async def test_the_notice_reaches_the_player() -> None:
     assert persona_removed_text("en", "Seraphina").startswith("Seraphina is no longer available")
 
 
+async def test_the_notice_skips_players_who_blocked_the_bot(core: Core, tmp_path: Path) -> None:
+    """`vitte personas remove --force` does not write to a player Telegram said blocked the bot
+    who has not written in the dialog since (as the nudges and the restart notices); one who
+    wrote since is told, and a 403 on the notice marks that player unreachable."""
+    from datetime import timedelta
+
+    from vitte.initiative.schedule import Schedule
+    from vitte.models import MSG_OK, USER, Message, User, utcnow
+
+    await seed_cards(core.db, [read_card_file(write(tmp_path / "s.json", rich_card()))])
+    core.catalog.invalidate()
+    gone, back, other, refuses = 4301, 4302, 4303, 4304
+    for uid in (gone, back, other, refuses):
+        await adult(core, uid)
+        await core.dialogs.choose(uid, "seraphina", "seraphina-main")
+    now = utcnow()
+    async with core.db.session() as s, s.begin():
+        dialogs = dict(
+            (await s.execute(sa.select(Dialog.user_id, Dialog.id).where(Dialog.status == ACTIVE))).all()
+        )
+        for uid, said_at in ((gone, now - timedelta(hours=2)), (back, now - timedelta(hours=1))):
+            s.add(Message(dialog_id=dialogs[uid], role=USER, text="hi", status=MSG_OK, created_at=said_at))
+    schedule = Schedule(core.db)
+    await schedule.mark_unreachable(gone, now - timedelta(hours=1))  # after their last message
+    await schedule.mark_unreachable(back, now - timedelta(hours=2))  # they wrote since
+
+    removed = await remove_persona(core, "seraphina", force=True)
+    assert sorted(uid for uid, _ in removed.ended) == [gone, back, other, refuses]
+    assert removed.unreachable == {gone}
+
+    botapi = await FakeBotApi().start()
+    botapi.fail_next[refuses] = (403, "Forbidden: bot was blocked by the user")
+    settings = core.settings.model_copy(
+        update={"bot_token": SecretStr("123456:" + "A" * 35), "telegram_api_url": botapi.url}
+    )
+    try:
+        unreached = await notify_removed(settings, core.db, removed)
+    finally:
+        await botapi.close()
+    assert sorted(unreached) == [gone, refuses]
+    assert botapi.sent_messages(gone) == []  # never tried
+    for uid in (back, other):
+        assert [m["text"] for m in botapi.sent_messages(uid)] == [persona_removed_text("ru", "Seraphina")]
+    async with core.db.session() as s:
+        marked = {uid: (await s.get(User, uid)).unreachable_at for uid in (back, other, refuses)}  # type: ignore[union-attr]
+    assert marked[other] is None and marked[refuses] is not None  # the notice's 403 recorded
+
+
 def test_cli_show_remove_export(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'v.sqlite3'}"
     env = {"VITTE_DATABASE_URL": url}
@@ -286,5 +335,6 @@ def test_cli_show_remove_export(tmp_path: Path) -> None:
         "removed": True,
         "ended_dialogs": [PLAYER],
         "not_notified": [PLAYER],  # no bot token here: the operator is told who was not reached
+        "unreachable": [],
     }
     assert vitte("personas", "show", "seraphina").exit_code == 1

@@ -2,7 +2,7 @@
 
 Removing refuses while players have an active dialog with the persona (`PersonaInUse`); with
 `force` those dialogs are ended through the dialogs engine first (its lock, its cache) and the
-players are returned so a face can tell them. The persona's rows go with it: stories, portraits
+players are returned so a face can tell them (but those who blocked the bot: `Removed.unreachable`). The persona's rows go with it: stories, portraits
 and (the database's ON DELETE CASCADE) its ended dialogs and their messages.
 """
 
@@ -18,6 +18,7 @@ from vitte.catalog.export import export_card
 from vitte.catalog.lorebook import book_of_card
 from vitte.catalog.portraits import SIZES
 from vitte.catalog.worlds import linked_books
+from vitte.dialogs.store import reachable
 from vitte.errors import UnknownPersona, VitteError
 from vitte.models import ACTIVE, Dialog, Persona, Portrait, Story, User, WorldBook
 
@@ -43,6 +44,8 @@ class Removed:
     id: str
     name: str
     ended: list[tuple[int, str]] = field(default_factory=list)  # (player id, language) told to choose again
+    # of those, the players not to be told: they blocked the bot (`vitte.dialogs.store.reachable`)
+    unreachable: set[int] = field(default_factory=set)
 
 
 async def _persona(db: Database, persona_id: str) -> Persona:
@@ -110,7 +113,7 @@ async def remove_persona(core: Core, persona_id: str, *, force: bool = False) ->
     async with db.session() as s:
         players = (
             await s.execute(
-                sa.select(col(Dialog.user_id), col(User.language))
+                sa.select(col(Dialog.user_id), col(User.language), reachable(col(Dialog.id)))
                 .join(User, col(User.id) == col(Dialog.user_id))
                 .where(col(Dialog.persona_id) == persona_id, col(Dialog.status) == ACTIVE)
             )
@@ -118,10 +121,12 @@ async def remove_persona(core: Core, persona_id: str, *, force: bool = False) ->
     if players and not force:
         raise PersonaInUse(persona_id, len(players))
     removed = Removed(p.id, p.name)
-    for user_id, language in players:
+    for user_id, language, can_write in players:
         ended = await core.dialogs.reset(int(user_id))  # the engine's lock and cache
         if ended is not None:
             removed.ended.append((int(user_id), str(language or "")))
+            if not can_write:
+                removed.unreachable.add(int(user_id))
     async with db.session() as s, s.begin():
         again = (
             await s.execute(

@@ -99,6 +99,22 @@ def with_player(*extra: ColumnElement[Any]) -> Select[Any]:
     )
 
 
+def reachable(dialog_id: Any) -> ColumnElement[bool]:
+    """SQL, in a query that joins the dialog's player (`User`): the player can be written to
+    unasked. Not so when Telegram said they blocked the bot (users.unreachable_at, set on any
+    403) and they have not written in the dialog since: the nudges' rule
+    (`vitte.initiative.nudger.unreachable`), the one every send nobody asked for keeps (the
+    restart notices, the persona-removed notice)."""
+    said = MESSAGES.alias("said")
+    last_said_at = (
+        select(func.max(said.c.created_at))
+        .where(said.c.dialog_id == dialog_id, said.c.role == USER)
+        .correlate_except(said)
+        .scalar_subquery()
+    )
+    return or_(col(User.unreachable_at).is_(None), col(User.unreachable_at) < last_said_at)
+
+
 def split(row: Sequence[Any]) -> tuple[Dialog, User]:
     """A `with_player` row as the dialog and the player (models built from the stored values)."""
     n, m = len(_DIALOG_KEYS), len(_DIALOG_KEYS) + len(_USER_KEYS)
@@ -605,22 +621,13 @@ class DialogStore:
     @staticmethod
     async def _last_messages(s: Any, dialog_ids: list[int]) -> list[tuple[int, int, str | None, int, str]]:
         """Of these dialogs, the active ones of players not blocked and not unreachable, each
-        with its last message's id and role: one SELECT. Unreachable as the nudges judge it
-        (`vitte.initiative.nudger.unreachable`): Telegram said the player blocked the bot
-        (users.unreachable_at) and they have not written in the dialog since."""
+        with its last message's id and role: one SELECT. Unreachable: `reachable`."""
         later = MESSAGES.alias("later")
         last_id = (
             select(later.c.id)
             .where(later.c.dialog_id == col(Dialog.id))
             .order_by(later.c.id.desc())
             .limit(1)
-            .correlate(Dialog)
-            .scalar_subquery()
-        )
-        said = MESSAGES.alias("said")
-        last_said_at = (
-            select(func.max(said.c.created_at))
-            .where(said.c.dialog_id == col(Dialog.id), said.c.role == USER)
             .correlate(Dialog)
             .scalar_subquery()
         )
@@ -634,7 +641,7 @@ class DialogStore:
                 col(Dialog.id).in_(dialog_ids),
                 col(Dialog.status) == ACTIVE,
                 col(User.blocked_at).is_(None),
-                or_(col(User.unreachable_at).is_(None), col(User.unreachable_at) < last_said_at),
+                reachable(col(Dialog.id)),
                 col(Message.id) == last_id,
             )
         )
