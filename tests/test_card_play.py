@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import delete
+from sqlmodel import col
 
 from tests.support.initdata import auth_header, make_init_data
 from tests.support.llm_server import FakeLLMServer
@@ -23,6 +25,7 @@ from vitte.catalog.shown import pick_seed
 from vitte.config import Settings
 from vitte.core import Core
 from vitte.dialogs import reply as reply_module
+from vitte.models import Message
 
 ANYA = 1001  # make_init_data's player is called "Аня"
 
@@ -156,6 +159,18 @@ async def test_opening_is_stored_expanded_and_the_llm_sees_it_with_the_lore(core
 
     await core.dialogs.reply(ANYA, "Nice weather today.")  # the key is out of the scan depth now
     assert not any("umbrella is yellow" in m["content"] for m in llm.completions[-1].json["messages"])
+
+
+async def test_a_repeated_choice_whose_opening_row_is_gone_gets_the_opening_expanded(core: Core) -> None:
+    """A double click reuses the dialog the first click opened; when its first message row is
+    missing, the opening is made again as the first click made it (macros expanded)."""
+    first = await core.dialogs.choose(ANYA, "rika", "rika-main")
+    async with core.db.session() as s:
+        await s.execute(delete(Message).where(col(Message.dialog_id) == first.dialog.id))
+        await s.commit()
+    again = await core.dialogs.choose(ANYA, "rika", "rika-main")
+    assert again.reused and again.dialog.id == first.dialog.id and again.message_id == 0
+    assert again.text == first.text == "Oh my gosh, Аня! *punches Аня in the arm*"
 
 
 async def test_pick_in_the_opening_is_seeded_by_the_dialog(core: Core) -> None:

@@ -116,12 +116,11 @@ class Lifecycle:
                 and age < DOUBLE_CLICK_SECONDS
                 and not await self.store.has_player_messages(int(dialog.id or 0))
             ):
-                lang = player_view(user).language
                 view = await _view(self.catalog, dialog, user)
                 first = await self.store.first_message(view.id)
                 return Opening(
                     view,
-                    first.text if first is not None else story.opening_in(lang),
+                    first.text if first is not None else _opening_text(persona, story, user, view.id),
                     int(first.id or 0) if first is not None else 0,
                     reused=True,
                     delivered=first is not None and first.telegram_message_id is not None,
@@ -170,11 +169,7 @@ class Lifecycle:
 
         def first_words(user: User, dialog_id: int) -> str:
             admit(user)  # the stored row decides; a refusal rolls the insert back
-            lang = player_view(user).language
-            # stored as the player reads it (macros expanded): the LLM sees the same text
-            text = story.opening_in(lang) or persona.card.first_mes
-            # {{pick}}: per dialog, as the prompt and the Web App choose
-            return shown(text, player_macros(persona, lang, user.first_name, seed=pick_seed(dialog_id)))
+            return _opening_text(persona, story, user, dialog_id)
 
         user_id = turn.user_id
         for attempt in range(OPEN_ATTEMPTS):
@@ -198,6 +193,14 @@ class Lifecycle:
         await self.cache.recent_fill(dialog_id, [CachedMessage(first_id, ASSISTANT, first.text, MSG_OK)])
         view = await _view(self.catalog, dialog, user)
         return Opening(view, first.text, first_id)
+
+
+def _opening_text(persona: PersonaInfo, story: StoryInfo, user: User, dialog_id: int) -> str:
+    """The story's opening as the player reads it (macros expanded, the player's name; {{pick}}
+    per dialog, as the prompt and the Web App choose): stored so, so the LLM sees the same text."""
+    lang = player_view(user).language
+    text = story.opening_in(lang) or persona.card.first_mes
+    return shown(text, player_macros(persona, lang, user.first_name, seed=pick_seed(dialog_id)))
 
 
 async def _view(catalog: Catalog, dialog: Dialog, user: User) -> DialogView:
