@@ -165,6 +165,30 @@ async def test_a_voice_note_not_made_out_is_kept_and_heard_again(
     assert len(server.of("/audio/transcriptions")) == 2
 
 
+@pytest.mark.parametrize(("lang", "status"), [("ru", "400"), ("en", "415"), ("ru", "422")])
+async def test_a_file_the_endpoint_refuses_gets_its_own_line_without_retry(
+    voice_env: tuple[BotEnv, FakeMediaServer], lang: str, status: str
+) -> None:
+    """A 4xx from /audio/transcriptions (400 "unsupported format"): asking again cannot help,
+    so no [Повторить]; the line names what works. The message stays stored (nothing lost)."""
+    env, server = voice_env
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    server.media_modes.append(status)
+    await p.send_audio(b"\x1a\x45\xdf\xa3 matroska audio", duration=4, mime_type="audio/x-matroska", filename="a.mka")
+    expected = (
+        "Такой файл я не могу разобрать 😔 Подойдёт голосовое или аудио в OGG, MP3, M4A или WAV — или напишите словами."
+        if lang == "ru"
+        else "I can't make out this kind of file 😔 A voice message or an OGG, MP3, M4A or WAV file works, or just type it."
+    )
+    assert p.last_bot_text() == expected
+    assert p.buttons() == []  # no [Повторить]
+    assert len(server.of("/audio/transcriptions")) == 1
+    kept = (await _rows(env, p.user_id))[-1]
+    assert (kept.role, kept.status, kept.media_kind, kept.media_seconds) == (USER, MSG_UNHEARD, "audio", 4)
+    assert not env.llm.completions
+
+
 async def test_an_unheard_message_stays_out_of_the_prompt(voice_env: tuple[BotEnv, FakeMediaServer]) -> None:
     env, server = voice_env
     p = env.player()

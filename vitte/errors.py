@@ -169,6 +169,11 @@ class NotHeard(VitteError):
         self.message_id = message_id
 
 
+class UnsupportedAudio(NotHeard):
+    """The transcription endpoint refused the file itself (a 4xx such as 400 "unsupported
+    format"): hearing it again cannot help. It stays stored (`message_id`), not transcribed."""
+
+
 class MediaTooLarge(VitteError):
     """A voice message over VITTE_VOICE_MAX_SECONDS (`unit` "s") or the 20 MB of getFile ("MB")."""
 

@@ -7,7 +7,9 @@ lost when transcription fails), the audio fetched (the face's `fetch`: getFile +
 bounded), transcribed (`vitte.llm.media`, the player's language as the hint), the transcript
 stored as the message's text, then the reply written through the reply pipeline
 (`Replies.regenerate` answers the player's latest message). `hear_again`: [Повторить] on a
-message that was not transcribed. A failed transcription raises NotHeard (message kept).
+message that was not transcribed. A failed transcription raises NotHeard (message kept);
+a file the endpoint refuses (a 4xx such as 400 "unsupported format") UnsupportedAudio, a
+NotHeard that hearing again cannot help.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from vitte.dialogs.reply import Replies, crisis_marked
 from vitte.dialogs.store import DialogStore
 from vitte.dialogs.turn import Turn, Turns
 from vitte.dialogs.views import OnText, ReplyOutcome
-from vitte.errors import MediaTooLarge, NotHeard, ReplyFailed, StaleDialog
+from vitte.errors import MediaTooLarge, NotHeard, ReplyFailed, StaleDialog, UnsupportedAudio
 from vitte.llm.media import MediaAPI, MediaError
 from vitte.media_keep import keep
 from vitte.models import ASSISTANT, MSG_OK, MSG_STOPPED, MSG_UNHEARD, USER, Dialog, User, utcnow
@@ -34,6 +36,9 @@ log = logging.getLogger("vitte.dialogs")
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # what bots may download through getFile
 SPOKEN_KINDS = ("voice", "audio", "video_note")
+# the transcription endpoint's answers that refuse the file itself (its format, its size for
+# that server): asking again cannot help (401/403/404 are the operator's, 408/429/5xx pass)
+REFUSED_STATUSES = frozenset({400, 413, 415, 422})
 
 # (Telegram file id, at most this many bytes) → the file's bytes; raises MediaError
 Fetch = Callable[[str, int], Awaitable[bytes]]
@@ -207,6 +212,8 @@ class Hearing:
             result = await media.transcribe(audio, heard.filename, language)
         except MediaError as exc:
             log.warning("voice message %s not transcribed: %s", message_id, exc)
+            if exc.status in REFUSED_STATUSES:
+                raise UnsupportedAudio(message_id, str(exc)) from exc
             raise NotHeard(message_id, str(exc)) from exc
         text = result.text.replace("\x00", "").strip()[: self.settings.max_message_chars]
         if not text:

@@ -43,7 +43,12 @@ def opus_seconds(ogg: bytes) -> int:
 
 
 class MediaError(Exception):
-    """A media call failed; `str(exc)` is one line for the operator log."""
+    """A media call failed; `str(exc)` is one line for the operator log. `status`: the
+    endpoint's HTTP error status when it answered with one (None: unreachable, slow, malformed)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,10 @@ class MediaAPI:
             async with session.post(url, json=json, data=data, headers=self._headers()) as response:
                 body = await response.content.read(MAX_ANSWER_BYTES + 1)
                 if response.status >= 400:
-                    raise MediaError(f"{path}: HTTP {response.status} {self._clean(body.decode('utf-8', 'replace'))}")
+                    raise MediaError(
+                        f"{path}: HTTP {response.status} {self._clean(body.decode('utf-8', 'replace'))}",
+                        response.status,
+                    )
                 if len(body) > MAX_ANSWER_BYTES:
                     raise MediaError(f"{path}: the answer is over {MAX_ANSWER_BYTES} bytes")
                 return body, response.headers.get("Content-Type", "")

@@ -25,7 +25,7 @@ from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.dialogs import OnText, ReplyOutcome, Turn
 from vitte.dialogs.voice import Fetch, Heard, Spoken, filename_for
-from vitte.errors import MediaTooLarge, NotHeard, StaleDialog
+from vitte.errors import MediaTooLarge, NotHeard, StaleDialog, UnsupportedAudio
 from vitte.llm.media import MediaError
 
 SPOKEN = frozenset({ContentType.VOICE, ContentType.AUDIO, ContentType.VIDEO_NOTE})
@@ -168,7 +168,8 @@ async def _answer(
     turn: Turn | None,
 ) -> None:
     """The reply streamed as for text (`write_reply`), 📝 beside 🔄; a voice message that was
-    not made out gets a short line with [Повторить] (it stays stored)."""
+    not made out gets a short line with [Повторить] (it stays stored), one whose file the
+    endpoint refused the line naming what works (no [Повторить]: it cannot help)."""
     try:
         await write_reply(
             core,
@@ -182,6 +183,8 @@ async def _answer(
             more_buttons=lambda: _note_button(spoken),
             speak=await speaker(core, bot, chat_id, user.id, heard=True, persona_id=persona_id, turn=turn),
         )
+    except UnsupportedAudio:
+        await call_with_retry(lambda: bot.send_message(chat_id=chat_id, text=t(lang, "voice_unsupported")))
     except NotHeard as exc:
         markup = _hear_retry_kb(lang, dialog_id, exc.message_id)
         await call_with_retry(
