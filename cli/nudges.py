@@ -89,11 +89,12 @@ def nudge_run(
     async def go() -> dict[str, Any]:
         from vitte.initiative.nudger import Nudger
         from vitte.telegram.bot import make_bot
-        from vitte.telegram.nudges import nudge_sender
+        from vitte.telegram.nudges import mark_unreachable_in, nudge_sender
 
         async with opened_core(settings) as core:
             user_id = await core.players.resolve(user) if user else None
             bot = make_bot(settings)
+            bot.session.middleware(mark_unreachable_in(core.db))  # 403: unreachable, counted
             try:
                 nudger = Nudger(core, nudge_sender(bot))
                 await nudger.backfill()

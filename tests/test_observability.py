@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.support.bot_harness import BotEnv, env  # noqa: F401 - the fixture
 from tests.support.players import chatting
 from vitte import metrics
+from vitte.config import Settings
 from vitte.logs import JsonFormatter, install_record_factory, log_context
 from vitte.metrics import metrics_route
 
@@ -118,3 +119,54 @@ def test_json_lines_carry_the_ids() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["update_id"] == 77 and line["player_id"] == 88
     assert line["message"] == "reply failed: timeout" and line["level"] == "WARNING"
+
+
+async def test_telegram_403_and_429_are_counted(backend_settings: Settings) -> None:
+    """`vitte run-scheduler`'s bot counts a send refused with 403 (the player marked unreachable,
+    vitte_telegram_blocked_total) and a 429 waited out (vitte_telegram_retry_after_total)."""
+    from pydantic import SecretStr
+
+    from tests.support.bot_harness import PERSONA, STORY, cards, drop_redis_keys
+    from tests.support.llm_server import FakeLLMServer
+    from vitte.catalog.seed import seed_cards
+    from vitte.core import Core
+    from vitte.localapi import LocalBotSession, make_local_bot
+    from vitte.models import User
+    from vitte.scheduler import run_scheduler
+
+    token = "42:LOCAL-TEST-TOKEN-0123456789abcdef"
+    async with FakeLLMServer(replies=lambda _body: "Thinking of you.") as llm:
+        settings = backend_settings.model_copy(
+            update={"bot_token": SecretStr(token), "llm_base_url": llm.base_url, "nudge_after": 2,
+                    "nudge_poll": 0.2, "nudge_quiet_hours": ""}
+        )  # fmt: skip
+        core = await Core.open(settings)
+        try:
+            await seed_cards(core.db, cards())
+            for uid in (5301, 5302):
+                await core.players.seen(uid, language_code="en")
+                await core.players.confirm_adult(uid)
+                await core.dialogs.choose(uid, PERSONA, STORY)
+            session = LocalBotSession()
+            session.block(5302)
+            session.fail_next("sendMessage", 429, retry_after=1)  # the first send waits once
+            blocked, waited = _value("vitte_telegram_blocked_total"), _value("vitte_telegram_retry_after_total")
+            stop = asyncio.Event()
+            running = asyncio.create_task(
+                run_scheduler(settings, bot=make_local_bot(session, token=token), core=core, stop=stop)
+            )
+            try:
+                await session.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5301 and c.error is None,
+                                       timeout=15)  # fmt: skip
+                await session.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5302, timeout=15)
+            finally:
+                stop.set()
+                await asyncio.wait_for(running, 15)
+            assert _value("vitte_telegram_blocked_total") == blocked + 1
+            assert _value("vitte_telegram_retry_after_total") == waited + 1
+            async with core.db.session() as s:
+                assert (await s.get(User, 5302)).unreachable_at is not None  # type: ignore[union-attr]
+                assert (await s.get(User, 5301)).unreachable_at is None  # type: ignore[union-attr]
+        finally:
+            await core.close()
+    await drop_redis_keys(settings)

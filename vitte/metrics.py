@@ -17,6 +17,11 @@ Counters and histograms (process-wide, the default registry):
   transcription | synthesis | image): ok | error | cancelled
 - ``vitte_media_seconds{kind}``          their latency
 - ``vitte_db_connections_in_use``, ``vitte_cache_available`` (from `observe_core`)
+- ``vitte_telegram_blocked_total``       Bot API calls to a player's chat Telegram refused with
+  403 (the player blocked the bot): the player marked unreachable (`vitte.telegram.nudges.MarkUnreachable`,
+  on every bot that sends: run-bot, run-scheduler, nudge run, the persona-removed notice)
+- ``vitte_telegram_retry_after_total``   Telegram's 429s (TelegramRetryAfter) waited out by
+  `vitte.telegram.calls.call_with_retry` before trying again
 - ``vitte_nudges_total{outcome}``        the persona writing first (defined in
   `vitte.initiative.nudger`): sent | failed | unconfirmed | recovered | lost_claim, or the
   reason one waits (quiet, unanswered, off, no_quota, unreachable, online, in_flight, …)
@@ -62,6 +67,10 @@ LOCK_WAITING = Gauge("vitte_lock_waiting", "Updates waiting for their player's l
 REPLIES = Counter("vitte_replies", "Replies written by the LLM", ["status"])
 LLM_SECONDS = Histogram("vitte_llm_seconds", "LLM latency per reply", ["phase"], buckets=_SECONDS)
 LLM_ERRORS = Counter("vitte_llm_errors", "LLM failures", ["kind"])
+TELEGRAM_BLOCKED = Counter(
+    "vitte_telegram_blocked", "Bot API calls refused with 403 (the player blocked the bot): marked unreachable"
+)
+TELEGRAM_RETRY_AFTER = Counter("vitte_telegram_retry_after", "Telegram 429s (retry after) waited out")
 
 _FIRST_TOKEN = LLM_SECONDS.labels("first_token")
 _TOTAL = LLM_SECONDS.labels("total")

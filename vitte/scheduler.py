@@ -16,7 +16,7 @@ from vitte.core import Core
 from vitte.initiative.nudger import Nudger
 from vitte.logs import setup_logging
 from vitte.telegram.bot import make_bot
-from vitte.telegram.nudges import nudge_sender
+from vitte.telegram.nudges import mark_unreachable_in, nudge_sender
 
 log = logging.getLogger("vitte.nudges")
 
@@ -40,6 +40,7 @@ async def run_scheduler(
     own_core, own_bot = core is None, bot is None
     core = core or await Core.open(settings)
     bot = bot or make_bot(settings)
+    bot.session.middleware(mark_unreachable_in(core.db))  # 403 on any send: unreachable, counted
     try:
         log.info("nudge scheduler running (every %.0f s, batches of %d)", settings.nudge_poll, settings.nudge_batch)
         await Nudger(core, nudge_sender(bot)).run(stop)

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 
+from vitte.metrics import TELEGRAM_RETRY_AFTER
+
 log = logging.getLogger("vitte.telegram")
 
 T = TypeVar("T")
@@ -63,7 +65,8 @@ async def call_with_retry(
     attempts: int = 8,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
-    """Make a Bot API call; wait out `TelegramRetryAfter` and brief network/server trouble."""
+    """Make a Bot API call; wait out `TelegramRetryAfter` (counted: vitte_telegram_retry_after_total)
+    and brief network/server trouble."""
     for attempt in range(attempts):
         try:
             return await call()
@@ -71,6 +74,7 @@ async def call_with_retry(
             if attempt == attempts - 1:
                 raise
             log.info("Telegram asks to retry after %s s", exc.retry_after)
+            TELEGRAM_RETRY_AFTER.inc()
             await sleep(float(exc.retry_after))
         except (TelegramNetworkError, TelegramServerError) as exc:
             if attempt == attempts - 1:

@@ -19,6 +19,7 @@ from aiogram.exceptions import TelegramForbiddenError
 from aiogram.methods import TelegramMethod
 
 from vitte.initiative.nudger import Sender, Unreachable
+from vitte.metrics import TELEGRAM_BLOCKED
 from vitte.telegram.calls import call_with_retry, split_text
 
 
@@ -47,8 +48,9 @@ log = logging.getLogger("vitte.telegram")
 
 
 class MarkUnreachable(BaseRequestMiddleware):
-    """Any Bot API call to a player's chat answered 403: `mark(user_id)` (errors logged, the
-    call's own error raised as before)."""
+    """Any Bot API call to a player's chat answered 403: counted (vitte_telegram_blocked_total)
+    and `mark(user_id)` (its errors suppressed, the call's own error raised as before). Every
+    bot that writes to players installs it (`mark_unreachable_in`)."""
 
     def __init__(self, mark: Callable[[int], Awaitable[None]]) -> None:
         self.mark = mark
@@ -61,6 +63,7 @@ class MarkUnreachable(BaseRequestMiddleware):
         except TelegramForbiddenError:
             chat_id = getattr(method, "chat_id", None)
             if isinstance(chat_id, int) and chat_id > 0:  # a private chat: the player's id
+                TELEGRAM_BLOCKED.inc()
                 with contextlib.suppress(Exception):
                     await self.mark(chat_id)
             raise
