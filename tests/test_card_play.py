@@ -24,7 +24,9 @@ from vitte.catalog.seed import seed_cards
 from vitte.catalog.shown import pick_seed
 from vitte.config import Settings
 from vitte.core import Core
+from vitte.dialogs import lifecycle as lifecycle_module
 from vitte.dialogs import reply as reply_module
+from vitte.initiative.prefs import set_prefs
 from vitte.models import Message
 
 ANYA = 1001  # make_init_data's player is called "Аня"
@@ -214,6 +216,34 @@ async def test_idle_duration_on_the_reply_path_is_the_time_since_the_players_pre
     clock[0] = start + timedelta(days=3)  # 🔄 later: measured to the message it answers
     await core.dialogs.regenerate(ANYA, outcome.dialog_id)
     assert "Ida last heard from Аня 2 hours ago." in described()
+
+
+async def test_time_macros_are_in_the_players_time_zone(
+    core: Core, llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """{{weekday}}, {{time}}, {{date}} in the opening and every reply's prompt are the player's
+    local ones (the zone they or their browser set, issue 18): a Moscow player at 01:30 on a
+    Monday reads Monday, while it is still Sunday 22:30 in UTC (this English player's default)."""
+    clock = datetime(2026, 3, 1, 22, 30, tzinfo=UTC)  # Sunday in UTC; Monday 01:30 in Moscow
+    monkeypatch.setattr(reply_module, "utcnow", lambda: clock)
+    monkeypatch.setattr(lifecycle_module, "utcnow", lambda: clock)
+    tia = card(
+        name="Tia", first_mes="Happy {{weekday}}, {{user}}!", character_book=None,
+        description="{{char}} knows it is {{weekday}}, {{isodate}} {{isotime}}, where {{user}} lives.",
+    )  # fmt: skip
+    await seed_cards(core.db, [parse_card(tia, "tia.json")])
+    core.catalog.invalidate()
+
+    opening = await core.dialogs.choose(ANYA, "tia", "tia-main")  # no zone set: English, UTC
+    assert opening.text == "Happy Sunday, Аня!"
+    await core.dialogs.reply(ANYA, "Hi!")
+    assert "Tia knows it is Sunday, 2026-03-01 22:30, where Аня lives." in llm.completions[-1].json["messages"][0]["content"]
+
+    await set_prefs(core.db, core.settings, ANYA, timezone="Europe/Moscow")  # as the Web App's Settings
+    opening = await core.dialogs.choose(ANYA, "tia", "tia-main", restart=True)
+    assert opening.text == "Happy Monday, Аня!"
+    await core.dialogs.reply(ANYA, "Hi again!")
+    assert "Tia knows it is Monday, 2026-03-02 01:30, where Аня lives." in llm.completions[-1].json["messages"][0]["content"]
 
 
 async def test_an_alternate_greeting_opens_its_story(core: Core) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -77,6 +78,17 @@ def test_time_date_weekday_in_the_players_language() -> None:
     assert expand("{{time}}", ru) == "18:05" and "6:05" in expand("{{time}}", en)
     assert expand("{{isodate}} {{isotime}}", en) == "2026-12-03 18:05"
     assert expand("{{idle_duration}}", ru) == "5 минут" and expand("{{idle_duration}}", en) == "3 hours"
+
+
+def test_time_date_weekday_in_the_players_time_zone() -> None:
+    now = datetime(2026, 12, 3, 22, 30, tzinfo=UTC)  # a Thursday in UTC, Friday 01:30 in Moscow
+    moscow = Macros("c", "u", language="ru", now=now, zone=ZoneInfo("Europe/Moscow"))
+    assert expand("{{weekday}}, {{time}}", moscow) == "пятница, 01:30"
+    assert expand("{{isodate}} {{isotime}}", moscow) == "2026-12-04 01:30"
+    assert expand("{{date}}", moscow).startswith("4 декабря 2026")
+    assert expand("{{weekday}}, {{time}}", Macros("c", "u", language="ru", now=now)) == "четверг, 22:30"  # no zone: UTC
+    naive = Macros("c", "u", language="en", now=now.replace(tzinfo=None), zone=ZoneInfo("Asia/Tokyo"))
+    assert expand("{{isodate}} {{isotime}}", naive) == "2026-12-04 07:30"  # a naive time is UTC
 
 
 def test_nesting_innermost_first() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select, update
 from sqlmodel import col
@@ -14,6 +15,7 @@ from vitte.cache.base import Cache
 from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import StoreUnavailable, UnknownUser, VitteError
 from vitte.i18n import LANGUAGES, normalize_language
+from vitte.initiative.rules import SETTING_TIMEZONE, default_zone, zone_or_none
 from vitte.models import Dialog, Fact, Hold, Message, Payment, SafetyEvent, Usage, User, table_of, utcnow
 from vitte.prompt import STYLES
 
@@ -77,6 +79,7 @@ class PlayerView:
     blocked_reason: str | None
     created_at: datetime
     voice_replies: str = "never"  # never | voice (to voice messages) | always (issue 19)
+    timezone: str | None = None  # the zone the player (or their browser) set (issue 18; `zone_of`)
 
     @property
     def display_name(self) -> str:
@@ -104,7 +107,14 @@ def player_view(u: User) -> PlayerView:
         blocked_reason=u.blocked_reason,
         created_at=u.created_at,
         voice_replies=voice if isinstance(voice, str) and voice in VOICE_REPLIES else "never",
+        timezone=zone.key if (zone := zone_or_none(settings.get(SETTING_TIMEZONE))) is not None else None,
     )
+
+
+def zone_of(player: PlayerView, configured: str | None = None) -> ZoneInfo:
+    """The player's time zone ({{time}}, {{date}} … in card texts; quiet hours): the one they
+    (or their browser) set, else VITTE_DEFAULT_TIMEZONE (`configured`), else their language's."""
+    return zone_or_none(player.timezone) or default_zone(player.language, configured)
 
 
 # "Голосом отвечать: никогда / на голосовые / всегда"

@@ -40,7 +40,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import NamedTuple
 
 from vitte.cache.base import CachedMessage
@@ -212,6 +212,7 @@ class PromptInput:
     seed: int = 0  # the dialog's id: {{pick}} chooses the same in every reply of a dialog
     now: datetime | None = None  # {{time}}, {{date}} … (None: the current time)
     idle: timedelta | None = None  # {{idle_duration}}
+    zone: tzinfo | None = None  # the player's time zone for {{time}}, {{date}} … (None: UTC)
 
 
 def idle_before(messages: Sequence[CachedMessage], answered_id: int, answered_at: float) -> timedelta | None:
@@ -244,7 +245,8 @@ def build_messages(p: PromptInput) -> list[dict[str, str]]:
     """The Chat Completions messages for one reply (the layout is in the module docstring)."""
     lang = p.language if p.language in DEFAULT_MAIN_PROMPT else "ru"
     volatile, picks = _card_macros(p.card, p.premise)
-    moment = _Moment(p.now, p.idle, p.history[-1].id if p.history else 0) if volatile else None
+    # only a card with changing macros carries the moment (and the zone) into _fixed_parts
+    moment = _Moment(p.now, p.idle, p.history[-1].id if p.history else 0, p.zone) if volatile else None
     parts_of = _fixed_parts.__wrapped__ if volatile else _fixed_parts  # a changing text is not cached
     fixed = parts_of(
         p.card, p.char_name, p.user_name, lang, p.style, p.premise, p.memory, p.preamble, p.reminder, p.facts,
@@ -303,6 +305,7 @@ class _Moment(NamedTuple):
     now: datetime | None
     idle: timedelta | None
     salt: int  # {{random}} / {{roll}}: rolled again for each new message
+    zone: tzinfo | None = None  # the player's time zone (None: UTC)
 
 
 @functools.lru_cache(maxsize=256)
@@ -319,7 +322,9 @@ def _macros(char: str, user: str, lang: str, seed: int, moment: _Moment | None) 
     if moment is None:
         return Macros(char, user, seed=seed, language=lang)
     rng = random.Random(f"{seed}:{moment.salt}")
-    return Macros(char, user, seed=seed, language=lang, now=moment.now, idle=moment.idle, rng=rng)
+    return Macros(
+        char, user, seed=seed, language=lang, now=moment.now, idle=moment.idle, rng=rng, zone=moment.zone
+    )
 
 
 def _stable_lore(card: PersonaCard, sub: Callable[[str], str], position: str) -> list[str]:

@@ -12,8 +12,9 @@ Supported (names are case-insensitive, spaces around them ignored):
 - ``{{roll:d6}}``, ``{{roll:6}}``, ``{{roll:2d6}}``, ``{{roll:2d6+1}}`` (at most 100 dice of 10^6 sides);
 - ``{{// note}}``, ``{{comment: note}}``, ``{{hidden_key: k}}``, ``{{noop}}``: removed;
   ``{{newline}}``: a line break; ``{{reverse:abc}}``: ``cba``;
-- ``{{time}}``, ``{{date}}``, ``{{weekday}}``, ``{{isotime}}``, ``{{isodate}}``,
-  ``{{idle_duration}}`` (in the player's language, through Babel).
+- ``{{time}}``, ``{{date}}``, ``{{weekday}}``, ``{{isotime}}``, ``{{isodate}}`` (in the player's
+  time zone when the caller passes it, else UTC), ``{{idle_duration}}`` (in the player's
+  language, through Babel).
 
 Unknown macros stay as written. Nested macros expand innermost first (``{{random:{{user}},x}}``);
 expansion stops after `MAX_PASSES` passes and when it has added `MAX_OUTPUT` characters. Names put in by
@@ -28,7 +29,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from babel.dates import format_date, format_time, format_timedelta
 
@@ -78,7 +79,8 @@ class Macros:
     original: str = ""  # {{original}}: the default main prompt
     seed: int = 0  # {{pick}}: the same seed gives the same choice (a dialog id)
     language: str = "ru"  # dates, times and durations
-    now: datetime | None = None  # None: the current time (UTC)
+    now: datetime | None = None  # None: the current time
+    zone: tzinfo | None = None  # the player's time zone for {{time}}, {{date}} … (None: UTC)
     idle: timedelta | None = None  # {{idle_duration}}: time since the player last wrote
     rng: random.Random | None = None  # {{random}} / {{roll}} (None: a fresh generator)
 
@@ -142,7 +144,10 @@ class _Expansion:
         return self._rng
 
     def now(self) -> datetime:
-        return self.m.now or datetime.now(UTC)
+        now = self.m.now or datetime.now(UTC)
+        if now.tzinfo is None:  # a naive time is UTC (as the database's)
+            now = now.replace(tzinfo=UTC)
+        return now.astimezone(self.m.zone or UTC)
 
     def simple(self, name: str) -> str | None:
         loc = _locale(self.m.language)

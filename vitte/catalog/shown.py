@@ -4,6 +4,8 @@ and stored, the Web App's taglines, descriptions and premises, the console, expo
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
+
 from vitte.catalog.lookup import PersonaInfo
 from vitte.catalog.macros import Macros, expand
 from vitte.i18n import COMMON
@@ -22,12 +24,20 @@ def pick_seed(dialog_id: int | None, player_id: int | None = None) -> int:
     return -int(player_id) if player_id else 0  # negative: never a dialog's id
 
 
-def player_macros(persona: PersonaInfo, language: str, player_name: str | None, seed: int = 0) -> Macros:
+def player_macros(
+    persona: PersonaInfo,
+    language: str,
+    player_name: str | None,
+    seed: int = 0,
+    zone: tzinfo | None = None,
+    now: datetime | None = None,
+) -> Macros:
     """The macros of `persona`'s texts for a player called `player_name` (the catalogue's
-    unnamed-player word when they have none)."""
+    unnamed-player word when they have none), {{time}}, {{date}} … in their time `zone`
+    (`vitte.players.zone_of`; None: UTC) at `now` (None: the current time)."""
     char = safe_name(persona.card.nickname) or safe_name(persona.name_in(language)) or persona.name
     user = safe_name(player_name or "") or COMMON.t(language, "player_unnamed")
-    return Macros(char, user, seed=seed, language=language)
+    return Macros(char, user, seed=seed, language=language, zone=zone, now=now)
 
 
 def shown(text: str, macros: Macros) -> str:

@@ -19,7 +19,7 @@ from vitte.dialogs.turn import Turn, Turns, admit, player_of, turn_of
 from vitte.dialogs.views import DialogView, MessageView, Opening, view_of
 from vitte.errors import NoActiveDialog, StaleDialog, UnknownPersona
 from vitte.models import ASSISTANT, MSG_OK, Dialog, User, utcnow
-from vitte.players import player_view
+from vitte.players import player_view, zone_of
 
 # a double click within this window returns the dialog the first click opened
 DOUBLE_CLICK_SECONDS = 10.0
@@ -120,7 +120,7 @@ class Lifecycle:
                 first = await self.store.first_message(view.id)
                 return Opening(
                     view,
-                    first.text if first is not None else _opening_text(persona, story, user, view.id),
+                    first.text if first is not None else self._opening_text(persona, story, user, view.id),
                     int(first.id or 0) if first is not None else 0,
                     reused=True,
                     delivered=first is not None and first.telegram_message_id is not None,
@@ -158,6 +158,16 @@ class Lifecycle:
         if opening.message_id:
             await self.store.mark_delivered(opening.message_id, telegram_message_id)
 
+    def _opening_text(self, persona: PersonaInfo, story: StoryInfo, user: User, dialog_id: int) -> str:
+        """The story's opening as the player reads it (macros expanded, the player's name, their
+        time zone; {{pick}} per dialog, as the prompt and the Web App choose): stored so, so the
+        LLM sees the same text."""
+        player = player_view(user)
+        text = story.opening_in(player.language) or persona.card.first_mes
+        zone = zone_of(player, self.turns.settings.default_timezone)
+        seed = pick_seed(dialog_id)
+        return shown(text, player_macros(persona, player.language, user.first_name, seed, zone, utcnow()))
+
     async def _open(
         self, turn: Turn, persona: PersonaInfo, story: StoryInfo, language_code: str | None
     ) -> Opening:
@@ -169,7 +179,7 @@ class Lifecycle:
 
         def first_words(user: User, dialog_id: int) -> str:
             admit(user)  # the stored row decides; a refusal rolls the insert back
-            return _opening_text(persona, story, user, dialog_id)
+            return self._opening_text(persona, story, user, dialog_id)
 
         user_id = turn.user_id
         for attempt in range(OPEN_ATTEMPTS):
@@ -193,14 +203,6 @@ class Lifecycle:
         await self.cache.recent_fill(dialog_id, [CachedMessage(first_id, ASSISTANT, first.text, MSG_OK)])
         view = await _view(self.catalog, dialog, user)
         return Opening(view, first.text, first_id)
-
-
-def _opening_text(persona: PersonaInfo, story: StoryInfo, user: User, dialog_id: int) -> str:
-    """The story's opening as the player reads it (macros expanded, the player's name; {{pick}}
-    per dialog, as the prompt and the Web App choose): stored so, so the LLM sees the same text."""
-    lang = player_view(user).language
-    text = story.opening_in(lang) or persona.card.first_mes
-    return shown(text, player_macros(persona, lang, user.first_name, seed=pick_seed(dialog_id)))
 
 
 async def _view(catalog: Catalog, dialog: Dialog, user: User) -> DialogView:

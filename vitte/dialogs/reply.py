@@ -45,7 +45,7 @@ from vitte.i18n import COMMON
 from vitte.llm.base import LLM, LLMBadResponse, LLMError, LLMRequest
 from vitte.metrics import observe_llm
 from vitte.models import ASSISTANT, MSG_INTERRUPTED, MSG_OK, MSG_STOPPED, USER, Dialog, User, utcnow
-from vitte.players import player_view
+from vitte.players import player_view, zone_of
 from vitte.prepared import RawConnection
 from vitte.prompt import STYLE_MAX_TOKENS, PromptInput, build_messages, idle_before, safe_name
 from vitte.safety.crisis import CrisisCare
@@ -440,6 +440,9 @@ class Replies:
             reminder=reminder,
             seed=pick_seed(w.dialog.id),  # {{pick}}: the same choice in every reply of the dialog (and the Web App)
             idle=w.idle,
+            # {{time}}, {{date}}, {{weekday}} in the player's zone (users.settings, in the row read already)
+            now=utcnow(),
+            zone=zone_of(player, self.settings.default_timezone),
             facts=facts,
             facts_now=facts_now,
             recalled=recall.block,

@@ -21,6 +21,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
@@ -46,8 +47,9 @@ from vitte.errors import (
     UnknownUser,
 )
 from vitte.i18n import Texts, normalize_language
+from vitte.initiative.rules import default_zone
 from vitte.pace import DELETE_CONFIRMATIONS, DIALOG_OPENINGS, INVOICES, keep_pace
-from vitte.players import LANGUAGES, VOICE_REPLIES, BadSetting, PlayerView, language_from_telegram
+from vitte.players import LANGUAGES, VOICE_REPLIES, BadSetting, PlayerView, language_from_telegram, zone_of
 from vitte.prompt import STYLES
 from vitte.telegram.messages import (
     ExportThrottled,
@@ -451,6 +453,13 @@ def _player_name(state: PlayerState | None, user: WebAppUser | None, lang: str) 
     return name or MESSAGES.t(lang, "user_placeholder")
 
 
+def _zone(core: Core, state: PlayerState | None, lang: str) -> ZoneInfo:
+    """{{time}}, {{date}} … in card texts: the player's time zone (a visitor: the language's)."""
+    if state is not None and state.player is not None:
+        return zone_of(state.player, core.settings.default_timezone)
+    return default_zone(lang, core.settings.default_timezone)
+
+
 def _cut(text: str, kind: str) -> str:
     limit = MAX_PAGE_TEXT[kind]
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
@@ -547,7 +556,7 @@ async def get_persona(request: web.Request) -> web.Response:
     body = persona_summary(request, p, lang, _current_persona_id(state), player_name)
     # {{char}}, {{user}} … as this player reads them; {{pick}} as their chat with the persona chose
     seed = pick_seed(dialog.id if dialog else None, user.id if user else None)
-    macros = player_macros(p, lang, player_name, seed=seed)
+    macros = player_macros(p, lang, player_name, seed=seed, zone=_zone(ctx.core, state, lang))
     description = shown(p.description_in(lang), macros)
     body.update(
         {
