@@ -223,6 +223,36 @@ async def test_too_long_voice_is_refused_with_the_limit(voice_env: tuple[BotEnv,
     assert not [r for r in await _rows(env, p.user_id) if r.role == USER]
 
 
+BIG = 20 * 1024 * 1024 + 1  # one byte over what getFile allows
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_a_file_found_too_big_while_downloading_gets_the_limit(
+    voice_env: tuple[BotEnv, FakeMediaServer], lang: str
+) -> None:
+    """Telegram told no size (neither in the message nor in getFile): the download is cut off
+    at 20 MB, and the player is told the limit, not "could not make out" with a useless retry."""
+    env, server = voice_env
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    update = await p.send_voice(b"OggS" + bytes(BIG - 4), duration=60, size_known=False)
+    assert update.message is not None and update.message.voice is not None
+    assert update.message.voice.file_size is None
+    expected = (
+        "Файл больше 20 МБ — такой я не могу скачать. Пришлите покороче или напишите словами."
+        if lang == "ru"
+        else "That file is over 20 MB, more than I can download. Please send a shorter one or type it."
+    )
+    assert p.last_bot_text() == expected
+    assert p.buttons() == []  # no [Повторить]: it would be cut off again
+    (get_file,) = env.sent("getFile")
+    assert get_file.result is not None and "file_size" not in get_file.result
+    assert not server.of("/audio/transcriptions")
+    kept = (await _rows(env, p.user_id))[-1]
+    assert (kept.role, kept.status, kept.media_kind) == (USER, MSG_UNHEARD, "voice")  # nothing lost
+    assert not env.llm.completions
+
+
 async def test_without_an_stt_model_voice_gets_the_text_only_answer(
     voice_env: tuple[BotEnv, FakeMediaServer],
 ) -> None:

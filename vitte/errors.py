@@ -175,12 +175,15 @@ class UnsupportedAudio(NotHeard):
 
 
 class MediaTooLarge(VitteError):
-    """A voice message over VITTE_VOICE_MAX_SECONDS (`unit` "s") or the 20 MB of getFile ("MB")."""
+    """A voice message over VITTE_VOICE_MAX_SECONDS (`unit` "s") or the 20 MB of getFile ("MB").
+    `message_id`: the stored message when its size came out only while it was downloaded (it
+    stays stored, unheard); None when it was refused before anything was stored."""
 
-    def __init__(self, limit: int, unit: str) -> None:
+    def __init__(self, limit: int, unit: str, message_id: int | None = None) -> None:
         super().__init__(f"media over {limit} {unit}")
         self.limit = limit
         self.unit = unit
+        self.message_id = message_id
 
 
 class PhotoFailed(VitteError):

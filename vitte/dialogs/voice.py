@@ -40,10 +40,15 @@ SPOKEN_KINDS = ("voice", "audio", "video_note")
 # that server): asking again cannot help (401/403/404 are the operator's, 408/429/5xx pass)
 REFUSED_STATUSES = frozenset({400, 413, 415, 422})
 
-# (Telegram file id, at most this many bytes) → the file's bytes; raises MediaError
+# (Telegram file id, at most this many bytes) → the file's bytes; raises MediaError, FileTooBig
+# when the file is over the limit (Telegram may not tell a file's size before it is downloaded)
 Fetch = Callable[[str, int], Awaitable[bytes]]
 # told what was understood (and whether the model was unsure) before the reply is written
 OnHeard = Callable[[str, bool], Awaitable[None]]
+
+
+class FileTooBig(MediaError):
+    """A `Fetch` found the file over its limit (told by getFile, or while downloading)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +107,9 @@ class Hearing:
         stop: asyncio.Event | None = None,
         on_heard: OnHeard | None = None,
     ) -> Spoken:
-        """Store, transcribe and answer a voice message. Raises MediaTooLarge (nothing stored),
-        NotHeard (stored, not transcribed), and what `Replies.regenerate` raises."""
+        """Store, transcribe and answer a voice message. Raises MediaTooLarge (nothing stored;
+        or, when the file came out over 20 MB only while downloading, stored and not
+        transcribed), NotHeard (stored, not transcribed), and what `Replies.regenerate` raises."""
         self.check(heard)
         async with self.turns.of(who) as turn:
             dialog, user = await self.turns.admitted_active(turn, turn.user_id)
@@ -210,6 +216,9 @@ class Hearing:
             audio = await fetch(heard.file_ref, MAX_FILE_BYTES)
             await keep(self.settings, "heard", f"{message_id}-{heard.filename}", audio)  # VITTE_MEDIA_DIR only
             result = await media.transcribe(audio, heard.filename, language)
+        except FileTooBig as exc:  # Telegram did not tell its size beforehand
+            log.warning("voice message %s not transcribed: %s", message_id, exc)
+            raise MediaTooLarge(MAX_FILE_BYTES // (1024 * 1024), "MB", message_id) from exc
         except MediaError as exc:
             log.warning("voice message %s not transcribed: %s", message_id, exc)
             if exc.status in REFUSED_STATUSES:

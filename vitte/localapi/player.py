@@ -202,9 +202,16 @@ class LocalPlayer:
         return await self._emit(message=message)
 
     async def send_voice(
-        self, data: bytes = b"OggS local voice", duration: int = 3, mime_type: str = "audio/ogg"
+        self,
+        data: bytes = b"OggS local voice",
+        duration: int = 3,
+        mime_type: str = "audio/ogg",
+        *,
+        size_known: bool = True,
     ) -> Update:
-        file = self.session.store_file("voice", data, mime_type=mime_type)
+        """A voice note; `size_known=False`: its size is told neither in the message nor by
+        getFile (Telegram may leave it out)."""
+        file = self.session.store_file("voice", data, mime_type=mime_type, size_known=size_known)
         voice = self.session.file_json(file, "voice", duration=duration)
         return await self._emit(message=self._new_message(kind="voice", file=file, voice=voice))
 

@@ -146,6 +146,9 @@ class LocalFile:
     data: bytes | None = None
     mime_type: str | None = None
     url: str | None = None
+    # Telegram may leave a file's size out (file_size is optional in Voice, Audio and File):
+    # False keeps it out of the message and of getFile
+    size_known: bool = True
 
     @property
     def size(self) -> int:
@@ -768,6 +771,7 @@ class LocalBotSession(BaseSession):
         filename: str | None = None,
         mime_type: str | None = None,
         url: str | None = None,
+        size_known: bool = True,
     ) -> LocalFile:
         n = next(self._file_ids)
         file = LocalFile(
@@ -778,13 +782,14 @@ class LocalBotSession(BaseSession):
             data=data,
             mime_type=mime_type,
             url=url,
+            size_known=size_known,
         )
         self._remember(self.files, file.file_id, file)
         return file
 
     def file_json(self, file: LocalFile, kind: str, **extra: Any) -> Any:
         base: dict[str, Any] = {"file_id": file.file_id, "file_unique_id": file.file_unique_id}
-        if file.data is not None:
+        if file.data is not None and file.size_known:
             base["file_size"] = file.size
         if kind == "photo":
             return [{**base, "width": 1280, "height": 1280, **extra}]
@@ -1600,12 +1605,10 @@ class LocalBotSession(BaseSession):
         file = self.files.get(str(p.get("file_id", "")))
         if file is None:
             raise _bad("invalid file_id")
-        return {
-            "file_id": file.file_id,
-            "file_unique_id": file.file_unique_id,
-            "file_size": file.size,
-            "file_path": file.file_path,
-        }
+        answer: dict[str, Any] = {"file_id": file.file_id, "file_unique_id": file.file_unique_id, "file_path": file.file_path}
+        if file.size_known:
+            answer["file_size"] = file.size
+        return answer
 
     def _media_handler(self, kind: str) -> Handler:
         async def handler(bot: Bot, p: dict[str, Any], files: Any, call: ApiCall) -> Any:

@@ -24,7 +24,7 @@ from vitte.bot.streaming import call_with_retry
 from vitte.bot.texts import t
 from vitte.core import Core
 from vitte.dialogs import OnText, ReplyOutcome, Turn
-from vitte.dialogs.voice import Fetch, Heard, Spoken, filename_for
+from vitte.dialogs.voice import Fetch, FileTooBig, Heard, Spoken, filename_for
 from vitte.errors import MediaTooLarge, NotHeard, StaleDialog, UnsupportedAudio
 from vitte.llm.media import MediaError
 
@@ -39,15 +39,15 @@ def telegram_fetch(bot: Bot) -> Fetch:
         try:
             file = await bot.get_file(file_id)
             if file.file_size is not None and file.file_size > limit:
-                raise MediaError(f"the file is over {limit} bytes")
+                raise FileTooBig(f"the file is over {limit} bytes")
             if not file.file_path:
                 raise MediaError("getFile gave no file_path")
             url = bot.session.api.file_url(bot.token, file.file_path)
             got = bytearray()
             async for chunk in bot.session.stream_content(url=url, timeout=60, chunk_size=65536):
                 got += chunk
-                if len(got) > limit:
-                    raise MediaError(f"the file is over {limit} bytes")
+                if len(got) > limit:  # Telegram did not tell its size: cut off here
+                    raise FileTooBig(f"the file is over {limit} bytes")
             return bytes(got)
         except (TelegramAPIError, aiohttp.ClientError, TimeoutError, LookupError) as exc:
             raise MediaError(f"download: {type(exc).__name__}") from None
@@ -79,6 +79,10 @@ def _hear_retry_kb(lang: str, dialog_id: int, message_id: int) -> InlineKeyboard
     return InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text=t(lang, "btn_retry"), callback_data=data)]])
 
 
+def _too_large(lang: str, exc: MediaTooLarge) -> str:
+    return t(lang, "voice_too_long" if exc.unit == "s" else "voice_too_big", limit=exc.limit)
+
+
 def _quote(text: str) -> str:
     return text if len(text) <= NOTE_MAX else text[:NOTE_MAX].rstrip() + "…"
 
@@ -99,8 +103,7 @@ async def voice_message(message: Message, core: Core, runtime: Runtime, bot: Bot
     try:
         core.dialogs.hearing.check(heard)
     except MediaTooLarge as exc:
-        key = "voice_too_long" if exc.unit == "s" else "voice_too_big"
-        await message.answer(t(lang, key, limit=exc.limit))
+        await message.answer(_too_large(lang, exc))
         return
     spoken: list[Spoken] = []
 
@@ -169,7 +172,8 @@ async def _answer(
 ) -> None:
     """The reply streamed as for text (`write_reply`), 📝 beside 🔄; a voice message that was
     not made out gets a short line with [Повторить] (it stays stored), one whose file the
-    endpoint refused the line naming what works (no [Повторить]: it cannot help)."""
+    endpoint refused the line naming what works, one found over 20 MB while downloading the
+    line naming the limit (no [Повторить] for these two: it cannot help)."""
     try:
         await write_reply(
             core,
@@ -183,6 +187,9 @@ async def _answer(
             more_buttons=lambda: _note_button(spoken),
             speak=await speaker(core, bot, chat_id, user.id, heard=True, persona_id=persona_id, turn=turn),
         )
+    except MediaTooLarge as exc:
+        too_large = _too_large(lang, exc)
+        await call_with_retry(lambda: bot.send_message(chat_id=chat_id, text=too_large))
     except UnsupportedAudio:
         await call_with_retry(lambda: bot.send_message(chat_id=chat_id, text=t(lang, "voice_unsupported")))
     except NotHeard as exc:
