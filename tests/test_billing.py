@@ -557,6 +557,65 @@ def test_texts(backend_settings: Settings) -> None:
     assert replies_left_text(1, "en") == "1 reply left for today."
 
 
+def test_the_paywall_names_photos_and_voice_replies_when_they_are_on(backend_settings: Settings) -> None:
+    """Issue 19: the media perks (Premium's voice replies and photos a day, one of each for
+    Stars) are in the reply-quota paywall as on /premium, only while they are on; off, the text
+    is what it always was."""
+    from types import SimpleNamespace
+
+    free = SimpleNamespace(daily_limit=3, is_premium=False, premium_until=None)
+    premium = SimpleNamespace(daily_limit=50, is_premium=True, premium_until=None)
+    off = billing_settings(backend_settings, llm_base_url="http://127.0.0.1:9/v1", image_model=None, tts_model=None)
+    assert quota_exceeded_text(free, off, "ru") == (
+        "Бесплатные ответы на сегодня закончились (3 в день). Новые появятся в 00:00 UTC. "
+        "С Премиумом — до 50 ответов в день; пакет добавит 2 ответа за 100 ⭐."
+    )
+    assert quota_exceeded_text(premium, off, "en") == (
+        "Today's Premium limit of 50 replies is used up. New ones arrive at 00:00 UTC. A pack adds 2 replies for 100 ⭐."
+    )
+    # the models named but no LLM API to ask: still off
+    no_api = off.model_copy(update={"llm_base_url": None, "image_model": "gpt-image-1", "tts_model": "tts-1"})
+    assert quota_exceeded_text(free, no_api, "ru") == quota_exceeded_text(free, off, "ru")
+
+    on = off.model_copy(
+        update={
+            "image_model": "gpt-image-1",
+            "tts_model": "tts-1",
+            "premium_daily_photos": 20,
+            "premium_daily_voice_replies": 100,
+            "photo_stars": 25,
+            "voice_stars": 10,
+        }
+    )
+    assert quota_exceeded_text(free, on, "ru") == (
+        "Бесплатные ответы на сегодня закончились (3 в день). Новые появятся в 00:00 UTC. "
+        "С Премиумом — до 50 ответов, 100 голосовых ответов и 20 фото в день; пакет добавит 2 ответа за 100 ⭐; "
+        "поштучно в /premium: фото — 25 ⭐, голосовой ответ — 10 ⭐."
+    )
+    assert quota_exceeded_text(free, on, "en") == (
+        "Today's free replies (3) are used up. New ones arrive at 00:00 UTC. "
+        "Premium gives up to 50 replies, 100 voice replies and 20 photos a day; a pack adds 2 replies for 100 ⭐; "
+        "one at a time in /premium: a photo for 25 ⭐, a voice reply for 10 ⭐."
+    )
+    assert quota_exceeded_text(premium, on, "en") == (  # on Premium: the items, not Premium again
+        "Today's Premium limit of 50 replies is used up. New ones arrive at 00:00 UTC. "
+        "A pack adds 2 replies for 100 ⭐; one at a time in /premium: a photo for 25 ⭐, a voice reply for 10 ⭐."
+    )
+    # photos only, not on sale one by one (VITTE_PHOTO_STARS=0); no pack
+    photos = on.model_copy(update={"tts_model": None, "photo_stars": 0, "pack_replies": 0})
+    assert quota_exceeded_text(free, photos, "ru") == (
+        "Бесплатные ответы на сегодня закончились (3 в день). Новые появятся в 00:00 UTC. "
+        "С Премиумом — до 50 ответов и 20 фото в день."
+    )
+    # no voice replies on Premium (0 a day), one for Stars
+    voice = on.model_copy(update={"image_model": None, "premium_daily_voice_replies": 0})
+    assert quota_exceeded_text(free, voice, "en") == (
+        "Today's free replies (3) are used up. New ones arrive at 00:00 UTC. "
+        "Premium gives up to 50 replies a day; a pack adds 2 replies for 100 ⭐; "
+        "one at a time in /premium: a voice reply for 10 ⭐."
+    )
+
+
 # --------------------------------------------------------------------------- the operator's CLI
 class FakeBotApi:
     """A tiny Bot API on loopback: answers refundStarPayment like Telegram, records every call."""

@@ -107,14 +107,57 @@ def quota_exceeded_text(entitlement: Entitlement, settings: Settings, language: 
     )
     offers = []
     if not entitlement.is_premium:
-        offers.append(
-            BILLING.t(language, "offer_premium", replies=_replies(settings.premium_daily_replies, language))
-        )
+        offers.append(_premium_offer(settings, language))
     if pack > 0:
         offers.append(
             BILLING.t(language, "offer_pack", replies=_replies(pack, language), price=settings.pack_stars)
         )
+    items = _items_offer(settings, language)
+    if items:
+        offers.append(items)
     return f"{head} {BILLING.t(language, 'quota_new_at')}{_offers(offers)}"
+
+
+# photos and voice replies are on only with their model and the LLM API (as vitte.billing's
+# plans and items say: this module does not import it)
+def _photos_on(settings: Settings) -> bool:
+    return bool(settings.image_model and settings.llm_base_url)
+
+
+def _voice_on(settings: Settings) -> bool:
+    return bool(settings.tts_model and settings.llm_base_url)
+
+
+def _premium_offer(settings: Settings, language: str | None) -> str:
+    """ "с Премиумом — до 50 ответов в день", with its voice replies and photos when those are on
+    (VITTE_PREMIUM_DAILY_VOICE_REPLIES, VITTE_PREMIUM_DAILY_PHOTOS), as /premium lists them."""
+    replies = _replies(settings.premium_daily_replies, language)
+    media = []
+    if _voice_on(settings) and settings.premium_daily_voice_replies > 0:
+        media.append(COMMON.nt(language, "voice_count", settings.premium_daily_voice_replies))
+    if _photos_on(settings) and settings.premium_daily_photos > 0:
+        media.append(COMMON.nt(language, "photos_count", settings.premium_daily_photos))
+    if not media:
+        return BILLING.t(language, "offer_premium", replies=replies)
+    return BILLING.t(language, "offer_premium_media", perks=_listed([replies, *media], language))
+
+
+def _items_offer(settings: Settings, language: str | None) -> str:
+    """ "поштучно в /premium: фото — 25 ⭐, голосовой ответ — 10 ⭐" for the items on sale
+    (VITTE_PHOTO_STARS, VITTE_VOICE_STARS; 0: not on sale), "" when none is."""
+    items = []
+    if _photos_on(settings) and settings.photo_stars > 0:
+        items.append(BILLING.t(language, "offer_item_photo", price=settings.photo_stars))
+    if _voice_on(settings) and settings.voice_stars > 0:
+        items.append(BILLING.t(language, "offer_item_voice", price=settings.voice_stars))
+    return BILLING.t(language, "offer_items", items=", ".join(items)) if items else ""
+
+
+def _listed(parts: list[str], language: str | None) -> str:
+    """ "a, b and c" (the catalogue's ``list_and``)."""
+    if len(parts) == 1:
+        return parts[0]
+    return BILLING.t(language, "list_and", first=", ".join(parts[:-1]), last=parts[-1])
 
 
 def _offers(offers: list[str]) -> str:
