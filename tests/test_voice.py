@@ -347,6 +347,32 @@ async def test_a_reply_comes_as_a_voice_note_when_asked(voice_env: tuple[BotEnv,
     assert rows[-1].role == ASSISTANT and rows[-1].text == "Слышу тебя, милый."  # the text kept in the history
 
 
+async def test_the_drafts_show_the_reply_text_while_the_voice_is_made(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    """sendMessageDraft shows the reply's text as it is written; the voice is made after it
+    ("record_voice"), and sendVoice comes last: the text was on screen meanwhile."""
+    env, server = voice_env
+    _tts_on(env)
+    p = env.player()
+    await env.choose(p)
+    await env.core.players.update_settings(p.user_id, voice_replies="always")
+    reply = " ".join(f"Фраза номер {i} про наш вечер." for i in range(1, 13))
+    env.llm.replies.append(reply)  # type: ignore[union-attr]
+    env.llm.tps = 150  # type: ignore[union-attr]  # streamed for a while: past the first-show delay
+    await p.send("расскажи про вечер")
+    (voice,) = env.sent("sendVoice", p.user_id)
+    drafts = [d for d in env.sent("sendMessageDraft", p.user_id) if d.params.get("text")]
+    assert drafts, "the reply's text was never shown as a draft"
+    assert all(reply.startswith(d.params["text"]) for d in drafts)  # the reply as it was written
+    assert all(d.seq < voice.seq for d in drafts)
+    (recording,) = [a for a in env.sent("sendChatAction", p.user_id) if a.params.get("action") == "record_voice"]
+    assert drafts[0].seq < recording.seq < voice.seq  # the text was shown while the voice was made
+    assert server.of("/audio/speech")[0].fields["input"] == reply
+    message = p.last_bot_message()
+    assert message is not None and message.kind == "voice" and message.text == reply
+
+
 async def test_a_long_reply_is_spoken_up_to_the_cap_and_the_rest_sent_as_text(
     voice_env: tuple[BotEnv, FakeMediaServer],
 ) -> None:
