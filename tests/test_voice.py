@@ -253,6 +253,29 @@ async def test_a_file_found_too_big_while_downloading_gets_the_limit(
     assert not env.llm.completions
 
 
+@pytest.mark.parametrize("lang", ["ru", "en"])
+async def test_a_file_declared_too_big_is_refused_with_the_limit(
+    voice_env: tuple[BotEnv, FakeMediaServer], lang: str
+) -> None:
+    """Telegram told the size (over the 20 MB getFile allows): refused before anything is
+    stored or downloaded, the limit named."""
+    env, server = voice_env
+    p = env.player(language_code=lang)
+    await env.choose(p)
+    update = await p.send_voice(b"OggS" + bytes(BIG - 4), duration=30)
+    assert update.message is not None and update.message.voice is not None
+    assert update.message.voice.file_size == BIG
+    expected = (
+        "Файл больше 20 МБ — такой я не могу скачать. Пришлите покороче или напишите словами."
+        if lang == "ru"
+        else "That file is over 20 MB, more than I can download. Please send a shorter one or type it."
+    )
+    assert p.last_bot_text() == expected
+    assert p.buttons() == []
+    assert not env.sent("getFile") and not server.of("/audio/transcriptions")
+    assert not [r for r in await _rows(env, p.user_id) if r.role == USER]  # nothing stored
+
+
 async def test_without_an_stt_model_voice_gets_the_text_only_answer(
     voice_env: tuple[BotEnv, FakeMediaServer],
 ) -> None:
