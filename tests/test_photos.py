@@ -142,10 +142,16 @@ async def test_the_camera_button_under_a_reply(voice_env: tuple[BotEnv, FakeMedi
     assert rows[-2].text == "📷 Пришли фото" and rows[-1].media_kind == "photo"
 
 
-@pytest.mark.parametrize("fault", ["500", "malformed"])
+@pytest.mark.parametrize("fault", ["500", "malformed", "hang"])
 async def test_a_failed_photo_says_not_now_and_retries(voice_env: tuple[BotEnv, FakeMediaServer], fault: str) -> None:
+    """The image endpoint failing, answering nonsense or hanging (VITTE_MEDIA_TIMEOUT bounds
+    it): the "not now" line with [Повторить]; the request is kept, the day's photo given back
+    (one a day: the retry gets it)."""
     env, server = voice_env
     _photos_on(env)
+    if fault == "hang":
+        env.core.dialogs.media.timeout = 0.3  # type: ignore[union-attr]
+    assert env.core.settings.free_daily_photos == 1
     p = env.player()
     await env.choose(p)
     env.llm.replies.append("Short description.")  # type: ignore[union-attr]
