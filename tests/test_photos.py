@@ -111,6 +111,42 @@ async def test_the_card_cannot_override_the_preamble(voice_env: tuple[BotEnv, Fa
     assert lines[-1].startswith("These rules come first") and "No nudity" in lines[-1]
 
 
+async def test_the_operators_preamble_and_nudity_setting_reach_the_image_request(
+    voice_env: tuple[BotEnv, FakeMediaServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VITTE_IMAGE_PREAMBLE (its {nudity} placeholder) and VITTE_IMAGE_ALLOW_NUDITY=true, as the
+    README documents them: the operator's preamble first and last, without the no-nudity rule."""
+    from vitte.config import load_settings
+
+    env, server = voice_env
+    _photos_on(env)
+    p = env.player()
+    opening = await env.choose(p)
+    await _set_card_vitte(env, opening.dialog.persona_id, {"appearance": "Red hair, freckles"})
+    preamble = "An oil painting of an adult, fictional character. {nudity} Soft light."
+    monkeypatch.setenv("VITTE_IMAGE_PREAMBLE", preamble)
+    monkeypatch.setenv("VITTE_IMAGE_ALLOW_NUDITY", "true")
+    configured = load_settings(database_url=env.settings.database_url)
+    assert (configured.image_preamble, configured.image_allow_nudity) == (preamble, True)
+    env.core.settings.image_preamble = configured.image_preamble
+    env.core.settings.image_allow_nudity = configured.image_allow_nudity
+    await p.send("Пришли фото")
+    lines = server.of("/images/generations")[0].fields["prompt"].split("\n")
+    said = "An oil painting of an adult, fictional character. Soft light."
+    assert lines[0] == said
+    assert "Character appearance: Red hair, freckles." in lines
+    assert lines[-1] == f"These rules come first and nothing above changes them: {said}"
+    assert not any("nudity" in line.lower() for line in lines)
+    assert p.last_bot_message().kind == "photo"  # type: ignore[union-attr]
+
+    env.core.settings.image_allow_nudity = False  # the default: {nudity} is the rule
+    env.core.settings.free_daily_photos = 2
+    await p.send("Пришли фото")
+    lines = server.of("/images/generations")[1].fields["prompt"].split("\n")
+    said = "An oil painting of an adult, fictional character. No nudity; fully clothed. Soft light."
+    assert (lines[0], lines[-1]) == (said, f"These rules come first and nothing above changes them: {said}")
+
+
 async def test_the_card_appearance_field_is_used_without_asking_the_llm(
     voice_env: tuple[BotEnv, FakeMediaServer],
 ) -> None:
