@@ -260,6 +260,53 @@ async def test_a_blocked_bot_marks_the_player_unreachable_until_they_write(core:
         assert (await s.get(User, 501)).unreachable_at is None  # type: ignore[union-attr]
 
 
+async def without_cascades(core: Core) -> None:
+    """The database no longer deletes a dialog's nudge row with the dialog: SQLite with foreign
+    keys off, PostgreSQL without the constraint (what `delete_data` promises not to rely on)."""
+    if core.settings.is_sqlite:
+
+        def off(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=OFF")
+            cur.close()
+
+        sa.event.listen(core.db.engine.sync_engine, "connect", off)  # after vitte.db's ON
+        await core.db.engine.dispose()
+        async with core.db.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 0
+        return
+    async with core.db.engine.begin() as conn:
+        names = (
+            await conn.exec_driver_sql(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'nudges'::regclass AND contype = 'f'"
+            )
+        ).scalars().all()
+        assert names
+        for name in names:
+            await conn.exec_driver_sql(f'ALTER TABLE nudges DROP CONSTRAINT "{name}"')
+
+
+async def test_delete_my_data_leaves_no_nudge_row_and_no_nudge(core: Core) -> None:
+    """'Delete my data' takes the player's nudge rows itself (no foreign-key cascade needed):
+    none left, and no nudge goes to them afterwards; another player's is untouched."""
+    out = Outbox()
+    clock = Clock()
+    nudger = Nudger(core, out, clock=clock)
+    await without_cascades(core)
+    for uid, lang in ((701, "ru"), (702, "en")):
+        await chatting(core, uid, language_code=lang)
+    assert (await row(core, 701)).user_id == 701
+    await core.players.delete_data(701)
+    async with core.db.session() as s:
+        left = sorted((await s.execute(sa.select(Nudge.user_id))).scalars())  # type: ignore[call-overload]
+    assert left == [702]
+    clock.advance(PAST_JITTER)
+    await nudger.backfill()
+    report = await nudger.run_due()
+    assert [u for u, _ in out.sent] == [702] and report.sent == 1
+    assert await nudges_of(core, 701) == []
+
+
 async def test_a_crash_between_the_mark_and_telegram_never_sends_twice(core: Core) -> None:
     out = Outbox()
     clock = Clock()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlmodel import col
 
 from vitte.cache.base import Cache
@@ -16,7 +16,20 @@ from vitte.db import Database, insert_ignore, unavailable_as
 from vitte.errors import StoreUnavailable, UnknownUser, VitteError
 from vitte.i18n import LANGUAGES, normalize_language
 from vitte.initiative.rules import SETTING_TIMEZONE, default_zone, zone_or_none
-from vitte.models import Dialog, Fact, Hold, Message, Payment, SafetyEvent, Usage, User, table_of, utcnow
+from vitte.models import (
+    Dialog,
+    Fact,
+    Hold,
+    Message,
+    Nudge,
+    Payment,
+    SafetyEvent,
+    Usage,
+    User,
+    table_of,
+    utcnow,
+)
+from vitte.player_names import stored_name
 from vitte.prompt import STYLES
 
 if TYPE_CHECKING:
@@ -80,10 +93,17 @@ class PlayerView:
     created_at: datetime
     voice_replies: str = "never"  # never | voice (to voice messages) | always (issue 19)
     timezone: str | None = None  # the zone the player (or their browser) set (issue 18; `zone_of`)
+    name: str | None = None  # what the player asked to be called (vitte.player_names); None: not set
 
     @property
     def display_name(self) -> str:
         return self.first_name or (f"@{self.username}" if self.username else str(self.id))
+
+    @property
+    def called(self) -> str | None:
+        """The player's name for {{user}} (card texts, the prompt, memory): the one they set,
+        else their Telegram first name (None: neither)."""
+        return self.name or self.first_name
 
     @property
     def is_premium(self) -> bool:
@@ -108,6 +128,7 @@ def player_view(u: User) -> PlayerView:
         created_at=u.created_at,
         voice_replies=voice if isinstance(voice, str) and voice in VOICE_REPLIES else "never",
         timezone=zone.key if (zone := zone_or_none(settings.get(SETTING_TIMEZONE))) is not None else None,
+        name=stored_name(settings),
     )
 
 
@@ -420,8 +441,8 @@ class Players:
         }
 
     async def delete_data(self, user_id: int) -> DeleteReport:
-        """Erase the player: profile, dialogs, messages, usage rows and cache entries (recent
-        lists, online mark, rate counters). Payments are kept for accounting, anonymised:
+        """Erase the player: profile, dialogs, messages, facts, the nudge schedule's rows, usage
+        rows and cache entries (recent lists, online mark, rate counters). Payments are kept for accounting, anonymised:
         user_id NULL and the free-form invoice payload cleared.
 
         What enforcing a block and today's quota needs is kept as a `Hold` (the id, the block,
@@ -463,6 +484,15 @@ class Players:
                 delete(Message).where(col(Message.dialog_id).in_(select(col(Dialog.id)).where(col(Dialog.user_id) == user_id)))
             )
             await s.execute(delete(Fact).where(col(Fact.user_id) == user_id))
+            # the nudge schedule's rows: no persona writes first to a player who asked to be erased
+            await s.execute(
+                delete(Nudge).where(
+                    or_(
+                        col(Nudge.user_id) == user_id,
+                        col(Nudge.dialog_id).in_(select(col(Dialog.id)).where(col(Dialog.user_id) == user_id)),
+                    )
+                )
+            )
             await s.execute(delete(Dialog).where(col(Dialog.user_id) == user_id))
             await s.execute(delete(Usage).where(col(Usage.user_id) == user_id))
             paid = await s.execute(
