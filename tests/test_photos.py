@@ -147,6 +147,28 @@ async def test_the_operators_preamble_and_nudity_setting_reach_the_image_request
     assert (lines[0], lines[-1]) == (said, f"These rules come first and nothing above changes them: {said}")
 
 
+async def test_a_preamble_without_the_nudity_placeholder_keeps_the_rule(
+    voice_env: tuple[BotEnv, FakeMediaServer],
+) -> None:
+    """An operator's VITTE_IMAGE_PREAMBLE that leaves {nudity} out does not drop the no-nudity
+    rule while VITTE_IMAGE_ALLOW_NUDITY is false (the issue: no nudity unless allowed)."""
+    env, server = voice_env
+    _photos_on(env)
+    env.core.settings.image_preamble = "A watercolour of a fictional adult."
+    env.core.settings.free_daily_photos = 2
+    p = env.player()
+    opening = await env.choose(p)
+    await _set_card_vitte(env, opening.dialog.persona_id, {"appearance": "Grey eyes"})
+    await p.send("Пришли фото")
+    lines = server.of("/images/generations")[0].fields["prompt"].split("\n")
+    assert lines[0] == "A watercolour of a fictional adult. No nudity; fully clothed."
+    assert lines[-1].endswith("A watercolour of a fictional adult. No nudity; fully clothed.")
+    env.core.settings.image_allow_nudity = True
+    await p.send("Пришли фото")
+    lines = server.of("/images/generations")[1].fields["prompt"].split("\n")
+    assert lines[0] == "A watercolour of a fictional adult."
+
+
 async def test_the_card_appearance_field_is_used_without_asking_the_llm(
     voice_env: tuple[BotEnv, FakeMediaServer],
 ) -> None:

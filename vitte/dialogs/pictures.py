@@ -102,8 +102,16 @@ class Pictures:
         return self.media is not None and self.media.draws
 
     def preamble(self) -> str:
-        nudity = "" if self.settings.image_allow_nudity else NO_NUDITY
-        return " ".join(self.settings.image_preamble.replace("{nudity}", nudity).split())
+        """VITTE_IMAGE_PREAMBLE, its {nudity} the no-nudity rule unless VITTE_IMAGE_ALLOW_NUDITY;
+        an operator's preamble without {nudity} still gets the rule (at its end) unless allowed."""
+        template = self.settings.image_preamble
+        if self.settings.image_allow_nudity:
+            text = template.replace("{nudity}", "")
+        elif "{nudity}" in template:
+            text = template.replace("{nudity}", NO_NUDITY)
+        else:
+            text = f"{template} {NO_NUDITY}"
+        return " ".join(text.split())
 
     def prompt(self, appearance: str, scene: str) -> str:
         """The picture's prompt: the preamble, the labelled card parts, the preamble again."""
