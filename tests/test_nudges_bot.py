@@ -198,3 +198,78 @@ async def test_webhook_mode_runs_the_scheduler_too(sqlite_url: str) -> None:
         finally:
             stop.set()
             await asyncio.wait_for(running, 15)
+
+
+async def test_nudge_after_zero_turns_the_scheduler_off_in_run_bot(backend_settings: Settings) -> None:
+    """VITTE_NUDGE_AFTER=0: `run_bot` sends no nudge, even to a player silent for days whose row
+    is long due (never claimed: the row is as it was); the same data with the feature on gets
+    its nudge at once (the control: what the first run would have done)."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from vitte.models import Dialog, Nudge, utcnow
+
+    async with FakeLLMServer(replies=answer) as llm:
+        on = backend_settings.model_copy(
+            update={"bot_token": SecretStr(TOKEN), "llm_base_url": llm.base_url, "nudge_after": 2,
+                    "nudge_poll": 0.2, "nudge_quiet_hours": "", "rate_limit_per_minute": 0}
+        )  # fmt: skip
+        off = on.model_copy(update={"nudge_after": 0})
+        core = await Core.open(on)
+        try:
+            await seed_cards(core.db, cards())
+            for uid in (1201, 1202):
+                await core.players.seen(uid, language_code="en")
+                await core.players.confirm_adult(uid)
+                await core.dialogs.choose(uid, PERSONA, STORY)
+            long_ago = utcnow() - timedelta(days=2)
+            async with core.db.engine.begin() as conn:
+                await conn.execute(sa.update(Dialog.__table__).values(created_at=long_ago))  # type: ignore[attr-defined]
+                await conn.execute(sa.update(Nudge.__table__).values(due_at=long_ago))  # type: ignore[attr-defined]
+            async with core.db.session() as s:
+                before = (await s.execute(sa.select(Nudge).where(col(Nudge.user_id) == 1201))).scalar_one()
+        finally:
+            await core.close()
+
+        async def run(settings: Settings, then: Any) -> LocalBotSession:
+            session = LocalBotSession()
+            bot = make_local_bot(session, token=TOKEN)
+            stop = asyncio.Event()
+            running = asyncio.create_task(run_bot(settings, bot=bot, stop=stop, runtime=Runtime()))
+            try:
+                await session.wait_for("getUpdates", timeout=10)
+                await then(session, bot)
+            finally:
+                stop.set()
+                await asyncio.wait_for(running, 15)
+            return session
+
+        async def talk(session: LocalBotSession, bot: Any) -> None:  # the other player: a full turn
+            p = LocalPlayer(None, bot, session, deliver="queue", user_id=1202)  # type: ignore[arg-type]
+            for n, said in enumerate(("hello", "still there?"), 1):
+                await p.send(said)
+                if len([c for c in session.calls_of("sendMessage") if c.params.get("text") == "Good luck!"]) < n:
+                    await session.wait_for("sendMessage", lambda c: c.params.get("text") == "Good luck!", timeout=10)
+
+        quiet = await run(off, talk)
+        assert not [c for c in quiet.calls_of("sendMessage") if c.params.get("chat_id") == 1201]
+        core = await Core.open(on)
+        try:
+            async with core.db.session() as s:
+                after = (await s.execute(sa.select(Nudge).where(col(Nudge.user_id) == 1201))).scalar_one()
+                nudges = (await s.execute(sa.select(Message).where(col(Message.kind) == KIND_NUDGE))).all()
+        finally:
+            await core.close()
+        assert nudges == []
+        assert (after.due_at, after.claim_token, after.unanswered) == (before.due_at, None, 0)
+
+        async def nudged(session: LocalBotSession, _bot: Any) -> None:
+            def is_nudge(c: Any) -> bool:
+                return c.params.get("chat_id") == 1201 and c.params.get("text") == NUDGE
+
+            if not any(is_nudge(c) for c in session.calls_of("sendMessage")):  # sent already, or wait
+                await session.wait_for("sendMessage", is_nudge, timeout=15)
+
+        await run(on, nudged)  # the control: the feature on, the same player is nudged
+    await drop_redis_keys(on)
