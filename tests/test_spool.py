@@ -8,11 +8,14 @@
 - Messages that shutdown cut while they waited for their turn (polling) are handled on the next
   start; a kept message older than VITTE_SPOOL_MAX_AGE is given up with a "write again"; a full
   spool says "one moment".
+- Several bot processes sharing Redis: one drainer at a time takes from the shared list (a
+  player's kept messages answered in the kept order), and another takes over when it dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -133,11 +136,17 @@ async def test_the_redis_spool_is_shared_bounded_and_puts_back_at_the_front(
         assert entry is not None and entry.origin == "shared" and entry.update["message"]["text"] == "one"
         await other.release(entry, handled=False)
         assert await cache.spool_items() == [entry.raw, (await cache.spool_items() or [])[1]]
+        # one drainer at a time takes from the shared list: the other holds its lease
+        assert await spool.take() is None and spool.shared_elsewhere
+        spool.settle()
+        assert spool.holds(PLAYER)  # the items are there, only not ours to take
+        await other.give_up_lease()  # the other's drainer stops
         for want in ("one", "two"):
             got = await spool.take()
             assert got is not None and got.update["message"]["text"] == want
             await spool.release(got, handled=True)
         assert await spool.take() is None and await cache.spool_items() == []
+        assert not spool.shared_elsewhere and not spool.leased  # found empty: the lease given up
         spool.settle()
         assert spool.empty
     finally:
@@ -684,3 +693,197 @@ async def test_a_full_spool_asks_to_write_again(cluster: Cluster, tmp_path: Path
             await core.close()
         assert _texts_to(session, PLAYER) == [t("en", "spooled"), t("en", "one_moment")]
         assert runtime.spool is not None and runtime.spool.holds(PLAYER)
+
+
+# ---------------------------------------------------------------------- one drainer at a time
+
+OTHER = PLAYER + 1
+
+
+class _Process:
+    """One bot process of several sharing Redis: a core, a spool, a dispatcher, a drainer."""
+
+    def __init__(self, core: Core, spool: Spool, drainer: Drainer) -> None:
+        self.core = core
+        self.spool = spool
+        self.drainer = drainer
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.drainer.run(self.stop))
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.stop.set()
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+        await self.core.close()
+
+
+async def _processes(
+    settings: Settings, tmp_path: Path, bot: Any, drainer: type[Drainer] = Drainer, lease: float = 15.0
+) -> list[_Process]:
+    made = []
+    for i in range(2):
+        core = await Core.open(settings)
+        runtime = Runtime(draft_interval=0.05)
+        runtime.spool = Spool(core.cache, tmp_path / f"spool-{i}.jsonl", max_age=600, max_items=100, lease=lease)
+        dp = build_dispatcher(core, runtime)
+        made.append(_Process(core, runtime.spool, drainer(runtime.spool, dp, bot, core, poll=0.05)))
+    return made
+
+
+def _said(session: LocalBotSession, user_id: int) -> list[str]:
+    return [x.removeprefix("You said: ") for x in _texts_to(session, user_id) if x.startswith("You said: ")]
+
+
+async def _lease_holder(redis_url: str, prefix: str) -> str | None:
+    """The token of the drainer holding the shared list's lease (None: no one)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        got: Any = await r.get(f"{prefix}spool-drainer")
+        return None if got is None else str(got)
+    finally:
+        await r.aclose()
+
+
+async def test_two_processes_drain_the_shared_spool_in_the_kept_order(
+    pg_url: str, tmp_path: Path, redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two bot processes, one shared list: one drainer at a time takes from it, so a player's
+    kept messages are answered in the order they were kept. (Two drainers taking at once race
+    for the player's lock: the gate below lets the one holding the first message wait until
+    the other has fed one or found nothing to take, which without the lease answers the
+    second message first.)"""
+    caplog.set_level(logging.INFO)
+    kept = [(PLAYER, "p1"), (PLAYER, "p2"), (OTHER, "q1"), (PLAYER, "p3"), (OTHER, "q2"), (PLAYER, "p4"), (OTHER, "q3")]
+    other_turn = asyncio.Event()  # a drainer not holding "p1" fed something or found nothing
+
+    class Gated(Drainer):
+        async def _feed(self, entry: Entry) -> bool:
+            first = entry.update["message"]["text"] == "p1"
+            if first:
+                await other_turn.wait()
+            handled = await super()._feed(entry)
+            if not first:
+                other_turn.set()
+            return handled
+
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=pg_url,
+            llm_base_url=llm.base_url,
+            llm_retries=0,
+            bot_token=TOKEN,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+        )
+        await _ready(settings, [PLAYER, OTHER])
+        session = LocalBotSession()
+        bot = make_local_bot(session, token=TOKEN)
+        procs = await _processes(settings, tmp_path, bot, Gated)
+        try:
+            for n, (who, text) in enumerate(kept, start=1):  # kept by either process
+                assert await procs[n % 2].spool.keep(who, _update(9200 + n, text, who)) in (Kept.FIRST, Kept.MORE)
+            for proc in procs:
+                take = proc.spool.take
+
+                async def taking(take: Any = take) -> Entry | None:
+                    got: Entry | None = await take()
+                    if got is None:
+                        other_turn.set()  # nothing for this drainer to take
+                    return got
+
+                proc.spool.take = taking  # type: ignore[method-assign]
+                proc.start()
+            await wait_until(lambda: len(_said(session, PLAYER)) == 4 and len(_said(session, OTHER)) == 3, within=30)
+            await wait_until(lambda: all(p.spool.empty for p in procs), within=10)
+            assert await procs[0].core.cache.spool_items() == []
+        finally:
+            for proc in procs:
+                await proc.close()
+        assert _said(session, PLAYER) == ["p1", "p2", "p3", "p4"]
+        assert _said(session, OTHER) == ["q1", "q2", "q3"]
+        for who in (PLAYER, OTHER):
+            said = [x for r, x in await _turns(settings, who) if r == "user"]
+            assert said == [x for w, x in kept if w == who]
+        assert await _lease_holder(redis_url, redis_prefix) is None  # given up on stop
+        _no_tracebacks(caplog)
+        await drop_redis_keys(settings)
+
+
+async def test_a_drainer_takes_over_when_the_lease_holder_dies(
+    pg_url: str, tmp_path: Path, redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The drainer holding the shared list's lease dies (cancelled, its lease not given up)
+    after one message: another process's drainer, which kept nothing itself, takes over once
+    the lease runs out and answers the rest, in order, each once. Before that it takes
+    nothing (the lease is the dead one's)."""
+    caplog.set_level(logging.INFO)
+    async with FakeLLMServer() as llm:
+        settings = load_settings(
+            database_url=pg_url,
+            llm_base_url=llm.base_url,
+            llm_retries=0,
+            bot_token=TOKEN,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+        )
+        await _ready(settings, [PLAYER])
+        session = LocalBotSession()
+        bot = make_local_bot(session, token=TOKEN)
+        a, b = await _processes(settings, tmp_path, bot, lease=1.0)
+        a_took = asyncio.Event()
+        a_hangs = asyncio.Event()
+        dead = False
+        b_took: list[tuple[bool, str | None]] = []  # (A dead yet, what B's take gave)
+        a_take, b_take = a.spool.take, b.spool.take
+
+        async def a_taking() -> Entry | None:
+            if a_took.is_set():  # after its first message A hangs, until it dies
+                a_hangs.set()
+                await asyncio.Event().wait()
+            got = await a_take()
+            a_took.set()
+            return got
+
+        async def b_taking() -> Entry | None:
+            if b_took:  # B's first look (nothing kept yet) passes; the next ones wait for A's first
+                await a_took.wait()
+            got = await b_take()
+            b_took.append((dead, None if got is None else got.update["message"]["text"]))
+            return got
+
+        a.spool.take = a_taking  # type: ignore[method-assign]
+        b.spool.take = b_taking  # type: ignore[method-assign]
+        try:
+            b.start()  # B's drainer: nothing kept; it waits
+            await wait_until(lambda: len(b_took) == 1, within=10)
+            for n, text in enumerate(("one", "two", "three", "four"), start=1):
+                assert await a.spool.keep(PLAYER, _update(9300 + n, text)) in (Kept.FIRST, Kept.MORE)
+            a.start()
+            await _answered(session, "You said: one", within=20)
+            await wait_until(a_hangs.is_set, within=10)
+            await wait_until(lambda: len(b_took) >= 2, within=10)  # B looked while A held the lease
+            assert await _lease_holder(redis_url, redis_prefix) == a.spool.token
+            assert a.task is not None
+            a.task.cancel()  # A dies: its lease is not given up, it runs out
+            with contextlib.suppress(asyncio.CancelledError):
+                await a.task
+            a.task = None
+            dead = True
+            await _answered(session, "You said: four", within=20)
+            await wait_until(lambda: b.spool.empty, within=10)
+        finally:
+            for proc in (a, b):
+                await proc.close()
+        assert _said(session, PLAYER) == ["one", "two", "three", "four"]
+        assert {text for was_dead, text in b_took if not was_dead} == {None}  # nothing while A lived
+        assert [text for was_dead, text in b_took if was_dead and text] == ["two", "three", "four"]
+        assert [x for r, x in await _turns(settings, PLAYER) if r == "user"] == ["one", "two", "three", "four"]
+        _no_tracebacks(caplog)
+        await drop_redis_keys(settings)

@@ -13,7 +13,11 @@ Per player, order holds: while a player has kept updates, their next ones are ke
 The process that kept them knows (`holds`); with Redis every process does: a pushed item counts
 in its player's hold in Redis (`Cache.spool_push`, one less with `spool_done` once handled),
 which the call that takes the player's lock reads at no extra cost (`Turn.spool_held`). While
-Redis is away, only the process that kept them knows.
+Redis is away, only the process that kept them knows. And one drainer at a time takes from the
+shared list (the one holding its lease, `DRAIN_LEASE`, renewed as it takes): were several
+processes to take a player's kept updates at once, they would race for the player's lock and
+could answer them out of order. The others take only their own file's items meanwhile, and
+take over once the holder stops or dies (its lease runs out).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,10 +35,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from vitte.cache.base import Cache
+from vitte.cache.base import Cache, SpoolBusy
 from vitte.config import Settings
 
 log = logging.getLogger("vitte.spool")
+
+# seconds the drainers' lease on the shared list outlives its holder's last take or renewal
+# (a drainer that died holding it: another takes over after this long)
+DRAIN_LEASE = 15.0
 
 
 class Kept(Enum):
@@ -164,12 +173,19 @@ def _fsync_dir(path: Path) -> None:
 
 class Spool:
     """Updates kept while the database is away. `keep` and `take`/`release` are the calls;
-    one drainer per process takes them in order (`vitte.bot.spooling`)."""
+    one drainer per process takes them in order (`vitte.bot.spooling`), and of the shared list,
+    one drainer at a time (the lease)."""
 
-    def __init__(self, cache: Cache, path: Path, *, max_age: float, max_items: int) -> None:
+    def __init__(
+        self, cache: Cache, path: Path, *, max_age: float, max_items: int, lease: float = DRAIN_LEASE
+    ) -> None:
         self.cache = cache
         self.max_age = max_age
         self.max_items = max_items
+        self.lease = lease  # the drainers' lease on the shared list (seconds)
+        self.token = secrets.token_hex(8)  # this spool's drainer, as the lease's holder
+        self.leased = False  # it holds the lease (as its last take or renewal found)
+        self.shared_elsewhere = False  # the last take found shared items another drainer holds
         self._file = _File(path)
         self._counts: dict[int, int] = {}  # player -> updates kept (known to this process)
         self._told_expired: set[int] = set()
@@ -246,8 +262,13 @@ class Spool:
 
     # ------------------------------------------------------------------ draining
     async def take(self) -> Entry | None:
-        """The oldest kept update, or None. Hand it back with `release`."""
-        shared_raw = await self.cache.spool_pop()
+        """The oldest kept update, or None. Hand it back with `release`. From the shared list
+        only while this spool's drainer holds its lease (taken or renewed here); else only
+        the file's (`shared_elsewhere` then says that shared items wait for another)."""
+        got = await self.cache.spool_pop(self.token, self.lease)
+        self.shared_elsewhere = got is SpoolBusy.LEASED
+        shared_raw = got if isinstance(got, str) else None
+        self.leased = shared_raw is not None
         shared = Entry.load(shared_raw, "shared") if shared_raw is not None else None
         local = self._file.entries[0] if self._file.entries else None
         if shared is not None and local is not None and local.at < shared.at:
@@ -278,10 +299,22 @@ class Spool:
             self._counts.pop(entry.user_id, None)
             self._told_expired.discard(entry.user_id)
 
+    async def renew(self) -> None:
+        """Keep the lease on the shared list while this spool's drainer holds it (an update in
+        hand may take longer than the lease)."""
+        if self.leased:
+            self.leased = await self.cache.spool_lease(self.token, self.lease)
+
+    async def give_up_lease(self) -> None:
+        """The drainer stops: another may take from the shared list at once."""
+        self.leased = False
+        await self.cache.spool_lease(self.token, 0)
+
     def settle(self) -> None:
         """Nothing was left to take: forget the counts (another process may have taken what
-        this one kept), so no player's messages queue behind updates that are gone."""
-        if not self._file.entries:
+        this one kept), so no player's messages queue behind updates that are gone. Not while
+        shared items wait for the drainer holding the lease (they are not gone)."""
+        if not self._file.entries and not self.shared_elsewhere:
             self._counts.clear()
             self._told_expired.clear()
 

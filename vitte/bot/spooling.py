@@ -11,8 +11,13 @@ away, and the drainer that feeds them back through the dispatcher, in order, onc
   to Telegram, which delivers them again.)
 - The drainer (one per bot process) takes the oldest kept update when the database answers,
   and feeds it marked as a replay (`REPLAY_KEY`: no de-duplication, not kept again); the store
-  failing again puts it back at the front. An update older than `VITTE_SPOOL_MAX_AGE` is given
-  up and its player asked to write again (`spool_expired`).
+  failing again puts it back at the front. Of the list shared in Redis, one drainer at a time
+  takes (it holds the spool's lease, renewed while it works, given up when it stops), so a
+  player's kept updates are answered in the order they were kept, whichever process kept them.
+  With nothing to take, a drainer looks again every `DRAIN_POLL` seconds (sooner when its
+  process keeps something): a lease holder that died is replaced once its lease runs out.
+  An update older than `VITTE_SPOOL_MAX_AGE` is given up and its player asked to write again
+  (`spool_expired`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ log = logging.getLogger("vitte.bot")
 
 REPLAY_KEY = "vitte_replay"  # feed_update(..., vitte_replay=Replay()): a kept update handled now
 RETRY_MAX = 10.0  # seconds between looks at a database still away, at most
+DRAIN_POLL = 3.0  # seconds between looks at the spool with nothing to take (another's lease, or empty)
 
 
 @dataclass
@@ -85,27 +91,49 @@ async def store_up(core: Core) -> bool:
 class Drainer:
     """Feeds kept updates back through the dispatcher, oldest first, while the bot runs."""
 
-    def __init__(self, spool: Spool, dp: Dispatcher, bot: Bot, core: Core) -> None:
+    def __init__(
+        self, spool: Spool, dp: Dispatcher, bot: Bot, core: Core, *, poll: float = DRAIN_POLL
+    ) -> None:
         self.spool = spool
         self.dp = dp
         self.bot = bot
         self.core = core
+        self.poll = poll
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: take, handle, release; a failure of the drainer itself is logged and
         it goes on after a pause (the kept updates stay kept). What an earlier run kept is
         loaded once: the counts of kept updates per player live on across the drainer's
-        restarts (loading again would count them twice)."""
+        restarts (loading again would count them twice). The lease on the shared list is
+        renewed meanwhile, and given up on `stop` (cancelled without it, as by a crash, it
+        runs out)."""
         loaded = False
-        while not stop.is_set():
+        renewing = asyncio.create_task(self._renew())
+        try:
+            while not stop.is_set():
+                try:
+                    if not loaded:
+                        await self.spool.load()
+                        loaded = True
+                    await self._run(stop)
+                except Exception:
+                    log.exception("spool: the drainer failed; trying again in %.0f s", RETRY_MAX)
+                    await _wait_any(stop, None, within=RETRY_MAX)
+        finally:
+            renewing.cancel()
+            if stop.is_set():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.spool.give_up_lease())
+
+    async def _renew(self) -> None:
+        """The lease outlives an update in hand that takes long (a slow reply, a database
+        slow to answer): renewed a few times per lease while held."""
+        while True:
+            await asyncio.sleep(self.spool.lease / 3)
             try:
-                if not loaded:
-                    await self.spool.load()
-                    loaded = True
-                await self._run(stop)
-            except Exception:
-                log.exception("spool: the drainer failed; trying again in %.0f s", RETRY_MAX)
-                await _wait_any(stop, None, within=RETRY_MAX)
+                await self.spool.renew()
+            except Exception as exc:  # the cache degrades by itself; the lease may run out
+                log.warning("spool: the drainer's lease was not renewed: %s", exc)
 
     async def _run(self, stop: asyncio.Event) -> None:
         wait = 0.5
@@ -114,7 +142,8 @@ class Drainer:
             if entry is None:
                 self.spool.settle()
                 self.spool.wakeup.clear()
-                await _wait_any(stop, self.spool.wakeup, within=None)
+                # bounded: the shared list may be another's that dies, or be filled by others
+                await _wait_any(stop, self.spool.wakeup, within=self.poll)
                 continue
             try:
                 if self.spool.expired(entry):

@@ -11,12 +11,19 @@ import json
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 import orjson
 
 # seconds a player's lock outlives a holder that stopped renewing it (a crashed process)
 LOCK_LEASE = 30.0
+
+
+class SpoolBusy(Enum):
+    """`Cache.spool_pop`'s answer when another drainer holds the shared spool's lease."""
+
+    LEASED = "leased"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +165,16 @@ class Cache(Protocol):
     async def spool_done(self, user_id: int) -> None:
         """One of the player's shared items is handled (or given up): their hold counts one less."""
 
-    async def spool_pop(self) -> str | None:
-        """Take the spool's oldest item (None: empty or unreachable)."""
+    async def spool_pop(self, owner: str, lease: float) -> str | SpoolBusy | None:
+        """Take the spool's oldest item, as drainer `owner` (a token of its own): only one
+        drainer at a time takes from the shared spool, the one holding its lease, taken or
+        renewed for `lease` seconds with each item (and given up when the spool is found
+        empty). None: empty or unreachable; `SpoolBusy.LEASED`: not empty, but another
+        drainer holds the lease (take nothing shared now, look again later)."""
+
+    async def spool_lease(self, owner: str, lease: float) -> bool:
+        """Renew the drainers' lease for `lease` seconds if `owner` holds it, or give it up
+        when `lease` is 0 (the drainer stops). False: not ours (or no shared spool)."""
 
     async def spool_unpop(self, item: str) -> bool:
         """Put an item taken with `spool_pop` back at the front (False: not done)."""

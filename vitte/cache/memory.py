@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, Prefetch, window_index
+from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, Prefetch, SpoolBusy, window_index
 from vitte.config import Settings
 
 DEFAULT_CAP: int = int(Settings.model_fields["recent_messages"].default)
@@ -266,8 +266,11 @@ class MemoryCache:
     async def spool_done(self, user_id: int) -> None:
         return None
 
-    async def spool_pop(self) -> str | None:
+    async def spool_pop(self, owner: str, lease: float) -> str | SpoolBusy | None:
         return None
+
+    async def spool_lease(self, owner: str, lease: float) -> bool:
+        return False
 
     async def spool_unpop(self, item: str) -> bool:
         return False

@@ -46,7 +46,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vitte.cache import scripts
-from vitte.cache.base import LOCK_LEASE, CachedMessage, LockHold, Prefetch, Prefetched, window_index
+from vitte.cache.base import (
+    LOCK_LEASE,
+    CachedMessage,
+    LockHold,
+    Prefetch,
+    Prefetched,
+    SpoolBusy,
+    window_index,
+)
 from vitte.cache.memory import KeyedLock, recent_cap
 from vitte.config import Settings
 
@@ -135,6 +143,8 @@ class RedisCache:
         self._hit_recent = self._redis.register_script(scripts.HIT_RECENT)
         self._spool_push = self._redis.register_script(scripts.SPOOL_PUSH)
         self._spool_done = self._redis.register_script(scripts.SPOOL_DONE)
+        self._spool_take = self._redis.register_script(scripts.SPOOL_TAKE)
+        self._spool_lease = self._redis.register_script(scripts.SPOOL_LEASE)
         self._locks = KeyedLock()  # in front of the Redis lock: FIFO within this process
         self._tickets = KeyedLock()  # joining the Redis queue in this process's arrival order
         self._touched: dict[int, float] = {}  # user -> when this process last refreshed the mark
@@ -685,9 +695,22 @@ class RedisCache:
         key = self._spool_hold_key(user_id)
         await self._run(lambda: self._spool_done(keys=[key]), None)
 
-    async def spool_pop(self) -> str | None:
-        got: Any = await self._run(lambda: self._redis.lpop(self._spool_key), None)
+    @property
+    def _spool_lease_key(self) -> str:
+        """The drainers' lease: the token of the one drainer taking from the shared spool."""
+        return f"{self.prefix}spool-drainer"
+
+    async def spool_pop(self, owner: str, lease: float) -> str | SpoolBusy | None:
+        keys = [self._spool_key, self._spool_lease_key]
+        got: Any = await self._run(lambda: self._spool_take(keys=keys, args=[owner, _ms(lease)]), None)
+        if isinstance(got, int):
+            return SpoolBusy.LEASED
         return got.decode() if isinstance(got, bytes) else got
+
+    async def spool_lease(self, owner: str, lease: float) -> bool:
+        keys = [self._spool_lease_key]
+        ms = _ms(lease) if lease > 0 else 0
+        return bool(await self._run(lambda: self._spool_lease(keys=keys, args=[owner, ms]), 0))
 
     async def spool_unpop(self, item: str) -> bool:
         return bool(await self._run(lambda: self._redis.lpush(self._spool_key, item), 0))

@@ -18,6 +18,8 @@ several. `vitte.cache.redis.RedisCache` registers them; nothing else runs them.
 | FIRST_SEEN  | `first_seen`                     | update de-duplication, SET NX with a token (a retry still says "first") |
 | SPOOL_PUSH  | `spool_push`                     | append to the bounded spool unless it is full; count the item in its player's hold |
 | SPOOL_DONE  | `spool_done`                     | one shared item of a player handled: their hold counts one less |
+| SPOOL_TAKE  | `spool_pop`                      | take the spool's oldest item under the drainers' lease (one drainer at a time) |
+| SPOOL_LEASE | `spool_lease`                    | renew the drainers' lease, or give it up, if it is ours |
 """
 
 from __future__ import annotations
@@ -278,5 +280,39 @@ return n
 # gone at none. KEYS[1] the player's hold
 SPOOL_DONE = """
 if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# Take the spool's oldest item, if this drainer may: one drainer at a time takes from the
+# shared list (so a player's kept updates are handled in the order they were kept), the one
+# holding the lease KEYS[2]. A take by the holder, or by anyone while no one holds it, takes
+# (or renews) the lease with the item; a take that finds the list empty gives ours up (nothing
+# is in hand: the next item may go to any drainer). KEYS: spool list, the drainers' lease;
+# ARGV: token, lease ms. Returns the item, nil when the list is empty, 0 when another drainer
+# holds the lease and the list is not empty.
+SPOOL_TAKE = """
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then
+  if redis.call('LLEN', KEYS[1]) > 0 then return 0 end
+  return false
+end
+local item = redis.call('LPOP', KEYS[1])
+if item then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+elseif holder then
+  redis.call('DEL', KEYS[2])
+end
+return item
+"""
+
+# The drainers' lease, if ours (token ARGV[1]): renewed for ARGV[2] ms, or given up when
+# ARGV[2] is 0 (the drainer stops). KEYS[1] the lease. Returns 1 when it was ours, else 0.
+SPOOL_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('DEL', KEYS[1])
+end
 return 1
 """
