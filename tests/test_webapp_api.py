@@ -292,6 +292,7 @@ async def test_me_for_a_new_player_creates_nothing(webapp: WebAppHarness) -> Non
     assert body == {
         "id": ANYA,
         "first_name": "Аня",
+        "name": "",  # what the player asked to be called: not set
         "registered": False,
         "language": "en",
         "style": "normal",

@@ -234,7 +234,7 @@ class Factbook:
         request = LLMRequest(
             messages=extraction_messages(
                 persona.name_in(language),
-                (player.first_name if player is not None else None) or "user",
+                (player.called if player is not None else None) or "user",
                 language,
                 shown,
                 turns,

@@ -166,7 +166,7 @@ class Lifecycle:
         text = story.opening_in(player.language) or persona.card.first_mes
         zone = zone_of(player, self.turns.settings.default_timezone)
         seed = pick_seed(dialog_id)
-        return shown(text, player_macros(persona, player.language, user.first_name, seed, zone, utcnow()))
+        return shown(text, player_macros(persona, player.language, player.called, seed, zone, utcnow()))
 
     async def _open(
         self, turn: Turn, persona: PersonaInfo, story: StoryInfo, language_code: str | None
@@ -208,7 +208,7 @@ class Lifecycle:
 async def _view(catalog: Catalog, dialog: Dialog, user: User) -> DialogView:
     """`view_of` for the dialog's player (their language, their name in the story's title)."""
     player = player_view(user)
-    return await view_of(catalog, dialog, player.language, player.first_name)
+    return await view_of(catalog, dialog, player.language, player.called)
 
 
 def _names_a_missing_row(exc: IntegrityError) -> bool:

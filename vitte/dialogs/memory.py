@@ -65,7 +65,7 @@ class Memory:
         request = LLMRequest(
             messages=summary_messages(
                 persona.name_in(player.language),
-                player.first_name or "user",
+                player.called or "user",
                 player.language,
                 dialog.summary,
                 [cached(m) for m in fold],

@@ -247,7 +247,7 @@ class Recall:
             with contextlib.suppress(Exception):  # a persona gone from the catalogue: its id
                 persona = (await catalog.persona(dialog.persona_id)).name_in(player.language)
         parts = await self.prompt_parts(
-            dialog_id, dialog.summary_upto, player.language, history, persona, player.first_name or "",
+            dialog_id, dialog.summary_upto, player.language, history, persona, player.called or "",
             windows=Windows(),
         )  # fmt: skip
         return Preview(dialog_id, dialog.status, player.language, keywords(text, player.language), parts)

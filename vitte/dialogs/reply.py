@@ -419,7 +419,7 @@ class Replies:
             facts, facts_now = await self.facts.prompt_parts(
                 w.dialog, player.language, char_name, new_text, w.remembered
             )
-        recall = await self._recall(w, player.language, char_name, player.first_name or "")
+        recall = await self._recall(w, player.language, char_name, player.called or "")
         premise = ""
         if w.dialog.story_id:
             with contextlib.suppress(Exception):
@@ -428,8 +428,8 @@ class Replies:
         prompt = PromptInput(
             card=persona.card,
             char_name=char_name,
-            # the player's Telegram name: one line, bounded, no braces/tags (vitte.prompt)
-            user_name=safe_name(player.first_name or "") or COMMON.t(player.language, "player_unnamed"),
+            # the name the player set, else Telegram's: one line, bounded, no braces/tags (vitte.prompt)
+            user_name=safe_name(player.called or "") or COMMON.t(player.language, "player_unnamed"),
             language=player.language,
             style=player.style,
             premise=premise,

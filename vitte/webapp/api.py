@@ -49,6 +49,7 @@ from vitte.errors import (
 from vitte.i18n import Texts, normalize_language
 from vitte.initiative.rules import default_zone
 from vitte.pace import DELETE_CONFIRMATIONS, DIALOG_OPENINGS, INVOICES, keep_pace
+from vitte.player_names import BadName, clean_name, set_name
 from vitte.players import LANGUAGES, VOICE_REPLIES, BadSetting, PlayerView, language_from_telegram, zone_of
 from vitte.prompt import STYLES
 from vitte.telegram.messages import (
@@ -447,9 +448,9 @@ def tags_in(p: PersonaInfo, lang: str) -> list[str]:
 
 
 def _player_name(state: PlayerState | None, user: WebAppUser | None, lang: str) -> str:
-    """The player's name for {{user}} in card texts: theirs, Telegram's from initData, or the
-    catalogue's word for a visitor without one."""
-    name = (state.player.first_name if state and state.player else None) or (user.first_name if user else None)
+    """The player's name for {{user}} in card texts: the one they set, their stored Telegram
+    one, Telegram's from initData, or the catalogue's word for a visitor without one."""
+    name = (state.player.called if state and state.player else None) or (user.first_name if user else None)
     return name or MESSAGES.t(lang, "user_placeholder")
 
 
@@ -491,6 +492,8 @@ async def me_payload(core: Core, user: WebAppUser, state: PlayerState) -> dict[s
     return {
         "id": user.id,
         "first_name": (player.first_name if player else None) or user.first_name,
+        # what the player asked to be called ("" = their Telegram first name)
+        "name": (player.name if player else None) or "",
         "registered": player is not None,
         "language": state.language,
         "style": player.style if player else "normal",
@@ -678,17 +681,28 @@ async def post_settings(request: web.Request) -> web.Response:
     language = _text_field(data, "language", required=False)
     style = _text_field(data, "style", required=False)
     voice = _text_field(data, "voice_replies", required=False)
-    if language is None and style is None and voice is None:
-        raise ApiError(400, "bad_request", "nothing to change: send language, style and/or voice_replies")
+    name = data.get("name")  # what to call the player; "" = their Telegram first name
+    if name is not None and not isinstance(name, str):
+        raise ApiError(400, "bad_request", "name must be a string")
+    if language is None and style is None and voice is None and name is None:
+        raise ApiError(400, "bad_request", "nothing to change: send language, style, voice_replies and/or name")
     if voice is not None and voice not in VOICE_REPLIES:
         raise ApiError(400, "bad_setting", f"voice_replies must be one of {', '.join(VOICE_REPLIES)}")
     if language is not None and language not in LANGUAGES:
         raise ApiError(400, "bad_setting", f"language must be one of {', '.join(LANGUAGES)}")
     if style is not None and style not in STYLES:
         raise ApiError(400, "bad_setting", f"style must be one of {', '.join(STYLES)}")
+    if name is not None:
+        try:
+            name = clean_name(name)  # refused before anything changes
+        except BadName as exc:
+            raise ApiError(400, f"name_{exc.reason}", str(exc)) from None
     async with ctx.core.dialogs.turn(user.id):
         await _seen(ctx.core, user)
-        await ctx.core.players.update_settings(user.id, language=language, style=style, voice_replies=voice)
+        if language is not None or style is not None or voice is not None:
+            await ctx.core.players.update_settings(user.id, language=language, style=style, voice_replies=voice)
+        if name is not None:
+            await set_name(ctx.core.db, user.id, name)
         state = await _answering(request, ctx, user)
     return json_response(await me_payload(ctx.core, user, state))
 

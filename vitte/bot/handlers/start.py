@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiogram import Bot, F, Router
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import Message
@@ -13,7 +15,7 @@ from vitte.bot.runtime import Runtime
 from vitte.bot.texts import t
 from vitte.catalog.shown import player_macros, shown
 from vitte.core import Core
-from vitte.errors import UnknownPersona
+from vitte.errors import UnknownPersona, UnknownUser
 
 DEEP_LINK_PREFIX = "persona_"
 
@@ -50,6 +52,9 @@ async def _persona_link(core: Core, message: Message, lang: str, persona_id: str
         await message.answer(text)
         return
     first_name = message.from_user.first_name if message.from_user else None
+    if message.from_user is not None:  # the name the player set in Settings, else Telegram's
+        with contextlib.suppress(UnknownUser):
+            first_name = (await core.players.get(message.from_user.id)).called or first_name
     tagline = shown(persona.tagline_in(lang), player_macros(persona, lang, first_name))  # {{user}} …
     text = (
         t(lang, "persona_card", persona=name, tagline=tagline)

@@ -903,6 +903,8 @@
       state.busy = false;
       var langChanged = me.language !== state.lang;
       state.me = me;
+      // a new name: the persona texts read ({{user}}) are fetched again
+      if ("name" in patch) { state.personas = null; state.details = {}; }
       setLang(me.language);
       if (langChanged) state.me = me;
       toast(t("saved"), "ok");
@@ -953,6 +955,21 @@
           h("span", { class: "row-check" }, on ? icon("check") : null));
       })) : null;
 
+    // "Как к вам обращаться": {{user}} in the persona's texts; empty: the Telegram first name
+    var nameInput = h("input", {
+      type: "text", class: "fact-input", "data-test": "call-me", maxlength: "40", autocomplete: "off",
+      "aria-label": t("callMe"), placeholder: me.first_name || "", value: me.name || "",
+      onkeydown: function (e) { if (e.key === "Enter") e.currentTarget.blur(); },
+      onchange: function (e) {
+        var value = e.currentTarget.value.trim();
+        if (value !== (me.name || "")) saveSetting({ name: value }, e.currentTarget);
+      }
+    });
+    var nameRow = h("div", { class: "card list" }, h("label", { class: "row" },
+      h("span", { class: "row-text" },
+        nameInput,
+        h("span", { class: "row-hint", text: t("callMeHint") }))));
+
     var exp = h("button", { type: "button", class: "row", "data-test": "export-data", onclick: exportData },
       h("span", { class: "row-icon" }, icon("download")),
       h("span", { class: "row-text" },
@@ -966,6 +983,7 @@
         h("span", { class: "row-hint", text: t("deleteHint") })));
 
     return h("div", { class: "page" }, topBar(t("settings")),
+      h("section", { class: "section" }, h("h2", { class: "section-title", text: t("callMe") }), nameRow),
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("language") }), langSeg),
       h("section", { class: "section" }, h("h2", { class: "section-title", text: t("style") }), styleList),
       voiceList ? h("section", { class: "section" }, h("h2", { class: "section-title", text: t("voiceReplies") }), voiceList) : null,
