@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     nudge_default: bool = True  # players who never chose: on (VITTE_NUDGE_DEFAULT=off: opt-in)
     default_timezone: str | None = None  # unset: by language (ru: Europe/Moscow, en: UTC)
     online_window: int = Field(default=300, ge=1, le=86400)  # an update this recent: online
-    nudge_rate: float = Field(default=30.0, ge=0)  # sends a second per process (0 = unpaced)
+    nudge_rate: float = Field(default=30.0, ge=0)  # sends a second, all processes with Redis (0 = unpaced)
     nudge_batch: int = Field(default=200, ge=1, le=10_000)  # rows claimed at once
     nudge_lease: float = Field(default=300.0, ge=5, le=86400)  # a claim outlives a crashed holder by this
     nudge_poll: float = Field(default=30.0, gt=0, le=3600)  # seconds between looks at the schedule

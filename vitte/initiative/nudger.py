@@ -2,7 +2,8 @@
 
 `Nudger.run_once` claims a batch (`vitte.initiative.schedule`), decides each row with the
 rules (`vitte.initiative.rules`) on one batched read, releases the rows that wait (with their
-next time and the reason, counted), and sends the rest, paced (VITTE_NUDGE_RATE a second):
+next time and the reason, counted), and sends the rest, paced (VITTE_NUDGE_RATE a second, shared
+by the processes through Redis when there is one: `SharedPacer`):
 under the player's turn (never while a reply is in flight), the text written by the LLM
 with the dialog's memory (`vitte.initiative.writer`), stored and marked on the row before
 the Telegram call, then sent through the face's `Sender`; the batch's sent rows are released
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
-from vitte.cache.base import CachedMessage
+from vitte.cache.base import Cache, CachedMessage, window_index, window_remaining
 from vitte.initiative import rules as r
 from vitte.initiative.clock import Clock
 from vitte.initiative.schedule import Claimed, Schedule, Sent, new_token
@@ -95,6 +96,44 @@ class Pacer:
             await asyncio.sleep(slot - now)
 
 
+PACE_KEY = "nudge-pace"  # the shared pace's counter (`Cache.hit`: hit:nudge-pace:<window>)
+
+
+class SharedPacer:
+    """At most `rate` sends a wall-clock window across every process sharing Redis (Telegram's
+    limit is per bot, not per process): each start counts one hit in a fixed window shared by
+    the processes (`Cache.hit`: one round trip); past the window's budget it waits for the
+    next window and asks again. Windows are one second (`rate` >= 1: floor(rate) a second),
+    longer for a slower rate (0.5: one per 2 s). This process's own starts are also spaced
+    by `Pacer`, so a window's budget is not spent in one burst. Redis unreachable (the hit
+    answers 0): the process's own pace alone."""
+
+    def __init__(self, rate: float, cache: Cache) -> None:
+        self.local = Pacer(rate)
+        self.cache = cache
+        self.window = max(1.0, 1.0 / rate) if rate > 0 else 0.0
+        self.budget = max(1, int(rate * self.window + 1e-9)) if rate > 0 else 0
+
+    async def wait(self) -> int | None:
+        """Wait for a start; the window index it was counted in (None: unpaced, or Redis away)."""
+        await self.local.wait()
+        if not self.budget:
+            return None
+        while True:
+            index = window_index(self.window)
+            hits = await self.cache.hit(PACE_KEY, self.window)
+            if hits <= 0:  # Redis cannot answer: this process's pace alone
+                return None
+            if hits <= self.budget:
+                return index
+            await asyncio.sleep(max(window_remaining(self.window), 0.001))
+
+
+def pacer_for(rate: float, cache: Cache) -> Pacer | SharedPacer:
+    """VITTE_NUDGE_RATE shared by every process when the cache is Redis; per process otherwise."""
+    return SharedPacer(rate, cache) if rate > 0 and getattr(cache, "name", "") == "redis" else Pacer(rate)
+
+
 def silent_since(c: Claimed) -> datetime:
     """When the dialog last heard from the player (or opened)."""
     moments = [m for m in (c.dialog_created_at, c.last_player_at) if m is not None]
@@ -125,7 +164,7 @@ class Nudger:
         self.clock = clock or Clock()
         self.schedule = Schedule(core.db)
         self.rules = r.Rules.of(core.settings)
-        self.pacer = Pacer(core.settings.nudge_rate)
+        self.pacer = pacer_for(core.settings.nudge_rate, core.cache)
         self._last_backfill = float("-inf")
 
     @property
