@@ -133,6 +133,11 @@ def test_recursion_is_optional_and_bounded() -> None:
     blocked = book(entry(["start"], "mentions stop1", name="e0", extensions={"prevent_recursion": True}),
                    entry(["stop1"], "x", name="e1"), recursive_scanning=True)  # fmt: skip
     assert names(blocked, "start") == ["e0"]
+    excluded = book(entry(["start"], "mentions stop1", name="e0"),
+                    entry(["stop1"], "mentions stop2", name="e1", extensions={"exclude_recursion": True}),
+                    entry(["stop2"], "x", name="e2"), recursive_scanning=True)  # fmt: skip
+    assert names(excluded, "start") == ["e0"]  # e1 is not activated by e0's content (nor e2 through it)
+    assert names(excluded, "start and stop1") == ["e0", "e1", "e2"]  # by the messages it is; its content recurses
 
 
 def test_v3_decorators() -> None:

@@ -18,11 +18,22 @@ from sqlmodel import col
 from tests.support.llm_server import FakeLLMServer
 from tests.support.players import chatting
 from vitte.cache.base import CachedMessage
-from vitte.config import Settings
+from vitte.config import Settings, load_settings
 from vitte.core import Core
-from vitte.dialogs.recall import TAG, Windows
-from vitte.dialogs.recall_store import RecallStore
+from vitte.dialogs.recall import (
+    LINE_CHARS,
+    RECENCY_WEIGHT,
+    SHARE,
+    TAG,
+    Recall,
+    Recalled,
+    Windows,
+    blend,
+    recall_block,
+)
+from vitte.dialogs.recall_store import Found, RecallStore
 from vitte.models import ASSISTANT, USER, Dialog, Message
+from vitte.prompt import estimate_tokens
 
 USER_ID = 4242
 
@@ -337,3 +348,69 @@ async def test_consecutive_prompts_share_their_prefix(
         assert "Барсик" in recalled_block({"messages": prompts[0]})
     finally:
         await core.close()
+
+
+# ---------------------------------------------------------------------- ranking and the block's limits (unit)
+
+
+def test_recency_breaks_a_tie_towards_the_newer_match() -> None:
+    """Two equally relevant messages: the one said lately outranks the one said a year ago,
+    even though the older one has the higher id (the last tiebreak); recency weighs at most
+    RECENCY_WEIGHT of a score, so a clearly better old match still wins."""
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    old = Found(9, USER, "my cat is Barsik", now - timedelta(days=365), rank=0.5)
+    new = Found(4, USER, "my cat Barsik again", now - timedelta(hours=1), rank=0.5)
+    ranked = blend([old, new], now)
+    assert [r.id for r in ranked] == [4, 9] and [r.lexical for r in ranked] == [1, 2]
+    assert ranked[0].score > ranked[1].score and ranked[0].rank == ranked[1].rank == 0.5
+    stronger_old = Found(9, USER, "my cat is Barsik", now - timedelta(days=365), rank=1.0)
+    weaker_new = Found(4, USER, "a cat", now - timedelta(hours=1), rank=1.0 - RECENCY_WEIGHT * 1.1)
+    assert [r.id for r in blend([weaker_new, stronger_old], now)] == [9, 4]
+
+
+def _recalled(i: int, text: str, now: datetime) -> Recalled:
+    return Recalled(i, USER if i % 2 else ASSISTANT, text, now - timedelta(days=2), score=1.0 / i, lexical=i)
+
+
+def test_the_block_cuts_each_line_and_keeps_within_its_budget() -> None:
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    long_line = "Барсик " * 200  # 1,400 characters
+    block = recall_block([_recalled(1, long_line, now)], "Mila", "Аня", "ru", budget=1000, now=now)
+    line = block.split(f"<{TAG}>\n", 1)[1].split(f"\n</{TAG}>", 1)[0]
+    assert line.startswith("[2 дн. назад] Аня: Барсик")
+    text = line.split(": ", 1)[1]
+    assert text == long_line[:LINE_CHARS].rstrip() + "…"  # cut to LINE_CHARS characters
+
+    # ten of 759 characters each, cut to 500 (about 176 tokens a line): three fit in 600 tokens
+    many = [_recalled(i, f"memory {i} " + "word " * 150, now) for i in reversed(range(1, 11))]
+    budget = 600
+    block = recall_block(many, "Mila", "Аня", "en", budget=budget, now=now)
+    kept = re.findall(r"memory (\d+) ", block)
+    assert kept == ["8", "9", "10"]  # the best (first) ones that fit, oldest (lowest id) first
+    assert estimate_tokens(block) <= budget
+
+
+class _Store:
+    """A recall store answering every search with the same matches (the share is the subject)."""
+
+    def __init__(self, found: list[Found]) -> None:
+        self.found = found
+
+    async def search(self, *args: Any) -> list[Found]:
+        return self.found
+
+
+async def test_recall_takes_at_most_its_share_of_the_token_budget() -> None:
+    now = datetime.now(UTC)
+    settings = load_settings(llm_context_tokens=4000, memory_recall=10, recent_messages=4)
+    found = [Found(i, USER, f"cat {i} " + "purr " * 150, now - timedelta(days=1), rank=1.0 / i) for i in range(1, 11)]
+    recall = Recall(settings, _Store(found))  # type: ignore[arg-type]
+    history = [CachedMessage(100 + i, USER if i % 2 else ASSISTANT, f"line {i}") for i in range(6)]
+    history.append(CachedMessage(200, USER, "do you remember my cat?"))
+    parts = await recall.prompt_parts(1, 50, "en", history, "Mila", "Ann")
+    assert parts.searched and len(parts.recalled) == 10  # ten offered ...
+    share = int(4000 * SHARE)  # 600 tokens
+    assert estimate_tokens(parts.block) <= share
+    assert 1 <= len(re.findall(r"cat (\d+) ", parts.block)) < 10  # ... as many as fit the share
+    big = Recall(load_settings(llm_context_tokens=40_000, memory_recall=10, recent_messages=4), _Store(found))  # type: ignore[arg-type]
+    assert len(re.findall(r"cat (\d+) ", (await big.prompt_parts(1, 50, "en", history, "Mila", "Ann")).block)) == 10
