@@ -377,7 +377,9 @@ class Nudger:
     # ------------------------------------------------------------------ sending
     async def _unconfirmed(self, c: Claimed, token: str, now: datetime, report: RunReport) -> None:
         """A row claimed with its mark: a run stored the nudge and then died (before or after
-        Telegram answered). Never sent again; recorded as sent, logged and counted."""
+        Telegram answered). Never sent again; recorded as sent, logged and counted. Its message
+        stays in the dialog as sent: most often it was delivered (a batch's sends are recorded
+        at the batch's end), so the persona keeps what the player read (README: known behaviour)."""
         assert c.message_id is not None
         if c.delivered:  # Telegram answered; only the row's release was lost
             outcome = "recovered"
