@@ -23,7 +23,6 @@ from vitte.catalog.lookup import Catalog
 from vitte.catalog.shown import pick_seed
 from vitte.config import Settings
 from vitte.db import unavailable_as
-from vitte.dialogs.embeddings import Embeddings
 from vitte.dialogs.facts import remember_request
 from vitte.dialogs.memory import Memory
 from vitte.dialogs.recall import PromptParts, Recall
@@ -53,6 +52,7 @@ from vitte.safety.preamble import load_preamble
 
 if TYPE_CHECKING:
     from vitte.billing import Billing, QuotaDecision
+    from vitte.dialogs.embeddings import Embeddings
     from vitte.dialogs.factbook import Factbook
 
 log = logging.getLogger("vitte.dialogs")
@@ -87,6 +87,16 @@ class _Written:
     idle: timedelta | None = None  # {{idle_duration}}: since the player's previous message (`idle_before`)
 
 
+def _embeddings(settings: Settings, store: DialogStore, llm: LLM) -> Embeddings | None:
+    """Meaning-based recall when VITTE_EMBEDDINGS_MODEL is set; numpy is imported only then
+    (about 15 MB of a bot process that does not use it)."""
+    if not (settings.embeddings_model or "").strip():
+        return None
+    from vitte.dialogs.embeddings import Embeddings
+
+    return Embeddings.create(settings, store.db, llm)
+
+
 class Replies:
     """The reply pipeline (see the module docstring)."""
 
@@ -116,7 +126,7 @@ class Replies:
         self.billing = billing  # the daily quota (None: unlimited)
         self.facts = facts  # what the persona knows about the player (None: no facts)
         # the history window and earlier messages recalled for the new text (vitte.dialogs.recall)
-        self.recall = Recall(settings, RecallStore(store.db), Embeddings.create(settings, store.db, llm))
+        self.recall = Recall(settings, RecallStore(store.db), _embeddings(settings, store, llm))
 
     def check_text(self, text: str) -> str:
         # U+0000 means nothing in a chat and PostgreSQL text cannot hold it (SQLite can)
