@@ -116,3 +116,30 @@ def test_creator_notes_never_reach_the_llm() -> None:
     msgs = build(card, history("shadowfang glade"))
     assert not any("SECRET-NOTE" in m["content"] for m in msgs)
     assert "SECRET-NOTE" not in repr(card.hints())
+
+
+def test_changing_macros_in_the_lore_are_expanded_per_reply() -> None:
+    # the card's own fields hold no changing macro: only its lorebook does (stable and activated)
+    book = {"entries": [
+        {"keys": ["x"], "content": "Outside it is {{weekday}}.", "constant": True, "insertion_order": 1, "enabled": True},
+        {"keys": ["moon"], "content": "The moon rose on {{weekday}}.", "insertion_order": 2, "enabled": True},
+    ]}  # fmt: skip
+    card = persona(v2(character_book=book))
+    one = build(card, history("the moon?"), now=datetime(2026, 12, 3, tzinfo=UTC))[0]["content"]
+    two = build(card, history("the moon?", "yes", "the moon!"), now=datetime(2026, 12, 4, tzinfo=UTC))[0]["content"]
+    assert "Outside it is Thursday." in one and "The moon rose on Thursday." in one
+    assert "Outside it is Friday." in two and "The moon rose on Friday." in two
+    # a depth entry too (placed in the history)
+    deep = {"entries": [{"keys": ["moon"], "content": "Now: {{weekday}}.", "enabled": True,
+                         "extensions": {"position": 4, "depth": 0, "role": 0}}]}  # fmt: skip
+    card = persona(v2(character_book=deep))
+    for day, name in ((3, "Thursday"), (4, "Friday")):
+        msgs = build(card, history("moon"), now=datetime(2026, 12, day, tzinfo=UTC))
+        assert any(f"Now: {name}." in m["content"] for m in msgs[1:])
+
+
+def test_static_lore_keeps_the_cached_prompt() -> None:
+    card = persona(v2(character_book=BOOK))
+    one = build(card, history("hi"), now=datetime(2026, 12, 3, tzinfo=UTC))
+    two = build(card, history("hi", "yo", "hm"), now=datetime(2026, 12, 4, tzinfo=UTC))
+    assert one[0]["content"] is two[0]["content"]  # the same cached system text, not rebuilt

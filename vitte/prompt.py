@@ -310,11 +310,15 @@ class _Moment(NamedTuple):
 
 @functools.lru_cache(maxsize=256)
 def _card_macros(card: PersonaCard, premise: str) -> tuple[bool, bool]:
-    """(does the card hold a macro that changes per expansion, does it hold a {{pick}})."""
-    texts = (
+    """(does the card hold a macro that changes per expansion, does it hold a {{pick}}):
+    its fields, the premise and its lorebook's entries (stable or activated, all expanded with
+    the same macros; cached per card, so the book is read once)."""
+    texts = [
         card.system_prompt, card.description, card.personality, card.scenario, premise,
         card.mes_example, card.post_history_instructions, card.depth_prompt,
-    )  # fmt: skip
+    ]  # fmt: skip
+    if card.lorebook is not None:
+        texts.extend(e.content for e in card.lorebook.entries if e.enabled)
     return any(is_volatile(t) for t in texts), any("{{pick" in t.lower() for t in texts)
 
 
