@@ -13,18 +13,21 @@ from pathlib import Path
 
 import pytest
 from aiogram import Bot
+from aiogram.filters import CommandObject
 from aiogram.types import Message
 
 from tests.support.bot_harness import PERSONA, STORY, WEBAPP_URL, cards
 from tests.support.players import chatting
 from vitte.bot.callbacks import DialogCb
-from vitte.bot.handlers import chat, other
+from vitte.bot.handlers import chat, other, start
 from vitte.bot.runtime import Runtime
 from vitte.bot.texts import t
+from vitte.catalog.cards import parse_card
 from vitte.catalog.seed import seed_cards
 from vitte.config import load_settings
 from vitte.core import Core
 from vitte.localapi import LocalBotSession, make_local_bot
+from vitte.player_names import set_name
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_ID = 7001
@@ -98,6 +101,32 @@ async def test_group_handler_called_alone(alone: Alone) -> None:
     await other.group_message(_message(alone.bot, "/start", chat_type="group"), alone.runtime)
     (sent,) = alone.session.calls_of("sendMessage")
     assert sent.params == {"chat_id": -USER_ID, "text": t("en", "private_only")}
+
+
+async def test_start_addresses_the_player_by_the_name_they_set(alone: Alone) -> None:
+    """/start greets the player (and a deep link's tagline names them) by the name they set in
+    Settings, else by Telegram's first name; the Telegram first name itself is kept."""
+    note = {"spec": "chara_card_v2", "spec_version": "2.0",
+            "data": {"name": "Rika", "description": "A neighbour.", "first_mes": "Hi",
+                     "extensions": {"vitte": {"id": "rika", "tagline": "Waiting for {{user}} in the rain"}}}}  # fmt: skip
+    await seed_cards(alone.core.db, [parse_card(note, "rika.json")])
+    alone.core.catalog.invalidate()
+
+    async def started(args: str | None = None) -> str:
+        text = "/start" + (f" {args}" if args else "")
+        command = CommandObject(prefix="/", command="start", args=args)
+        await start.start(_message(alone.bot, text), command, alone.core, alone.runtime, alone.bot)
+        return str(alone.session.calls_of("sendMessage")[-1].params["text"])
+
+    assert (await started()).startswith(t("en", "greet_named", name="Ann"))  # not set yet: Telegram's
+    assert "Waiting for Ann in the rain" in await started("persona_rika")
+    await set_name(alone.core.db, USER_ID, "Annie")
+    greeting = await started()
+    assert greeting.startswith(t("en", "greet_named", name="Annie")) and "Ann!" not in greeting
+    assert "Waiting for Annie in the rain" in await started("persona_rika")
+    assert (await alone.core.players.get(USER_ID)).first_name == "Ann"  # the Telegram identity stays
+    await set_name(alone.core.db, USER_ID, "")  # forgotten: Telegram's first name again
+    assert (await started()).startswith(t("en", "greet_named", name="Ann"))
 
 
 def test_routers_are_fresh_for_each_dispatcher() -> None:

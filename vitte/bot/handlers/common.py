@@ -27,6 +27,7 @@ from vitte.errors import (
     StaleDialog,
     UnknownUser,
 )
+from vitte.players import PlayerView
 
 log = logging.getLogger("vitte.bot")
 
@@ -40,13 +41,18 @@ Speaker = Callable[[ReplyStream, ReplyOutcome, InlineKeyboardMarkup], Awaitable[
 async def seen(core: Core, runtime: Runtime, user: User, *, refuse_blocked: bool = False) -> str:
     """Record the player (created on first sight); their language. `refuse_blocked`: a blocked
     player gets PlayerBlocked (the middleware's one polite line)."""
+    return (await seen_player(core, runtime, user, refuse_blocked=refuse_blocked)).language
+
+
+async def seen_player(core: Core, runtime: Runtime, user: User, *, refuse_blocked: bool = False) -> PlayerView:
+    """`seen`, the player's row (their language, the name they are called by …)."""
     player = await core.players.seen(
         user.id, language_code=user.language_code, first_name=user.first_name, username=user.username
     )
     runtime.remember_lang(user.id, player.language)
     if refuse_blocked and player.blocked_at is not None:
         raise PlayerBlocked(player.blocked_reason)
-    return player.language
+    return player
 
 
 async def player_lang(core: Core, runtime: Runtime, user: User) -> str:

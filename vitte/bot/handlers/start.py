@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from aiogram import Bot, F, Router
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import Message
 
-from vitte.bot.handlers.common import persona_names, seen
+from vitte.bot.handlers.common import persona_names, seen_player
 from vitte.bot.keyboards import persona_kb, start_kb
 from vitte.bot.runtime import Runtime
 from vitte.bot.texts import t
 from vitte.catalog.shown import player_macros, shown
 from vitte.core import Core
-from vitte.errors import UnknownPersona, UnknownUser
+from vitte.errors import UnknownPersona
 
 DEEP_LINK_PREFIX = "persona_"
 
@@ -23,16 +21,18 @@ DEEP_LINK_PREFIX = "persona_"
 async def start(message: Message, command: CommandObject, core: Core, runtime: Runtime, bot: Bot) -> None:
     assert message.from_user is not None
     user = message.from_user
-    lang = await seen(core, runtime, user, refuse_blocked=True)  # no greeting for a blocked player
+    player = await seen_player(core, runtime, user, refuse_blocked=True)  # no greeting for a blocked player
+    lang = player.language
+    called = player.called or user.first_name  # the name the player set in Settings, else Telegram's
     args = (command.args or "").strip()
     if args.startswith(DEEP_LINK_PREFIX):
-        await _persona_link(core, message, lang, args[len(DEEP_LINK_PREFIX) :])
+        await _persona_link(core, message, lang, args[len(DEEP_LINK_PREFIX) :], called)
         return
-    greeting = t(lang, "greet_named", name=user.first_name) if user.first_name else t(lang, "greet_anon")
+    greeting = t(lang, "greet_named", name=called) if called else t(lang, "greet_anon")
     await message.answer(f"{greeting}\n\n{t(lang, 'greet_body')}", reply_markup=start_kb(lang))
 
 
-async def _persona_link(core: Core, message: Message, lang: str, persona_id: str) -> None:
+async def _persona_link(core: Core, message: Message, lang: str, persona_id: str, called: str | None) -> None:
     try:
         persona = await core.catalog.persona(persona_id)
     except UnknownPersona:
@@ -51,11 +51,7 @@ async def _persona_link(core: Core, message: Message, lang: str, persona_id: str
             text += "\n\n" + t(lang, "personas_list", names=names)
         await message.answer(text)
         return
-    first_name = message.from_user.first_name if message.from_user else None
-    if message.from_user is not None:  # the name the player set in Settings, else Telegram's
-        with contextlib.suppress(UnknownUser):
-            first_name = (await core.players.get(message.from_user.id)).called or first_name
-    tagline = shown(persona.tagline_in(lang), player_macros(persona, lang, first_name))  # {{user}} …
+    tagline = shown(persona.tagline_in(lang), player_macros(persona, lang, called))  # {{user}} …
     text = (
         t(lang, "persona_card", persona=name, tagline=tagline)
         if tagline
