@@ -105,6 +105,60 @@ async def test_an_unreadable_line_is_dropped_and_the_rest_kept(tmp_path: Path) -
     assert not path.exists()
 
 
+def _line(n: int, text: str, at: float | None = None) -> str:
+    """A file spool's line as `keep` writes it (without its newline)."""
+    return Entry(time.time() if at is None else at, PLAYER, _update(n, text)).dump()
+
+
+async def test_a_line_cut_short_by_a_crash_does_not_swallow_the_next_one(tmp_path: Path) -> None:
+    """A crash in the middle of an append leaves a last line without its newline (never
+    acknowledged: the player is told only after the fsync). The next append, by a new process
+    before or after its drainer loaded the file, is a line of its own, kept and found again."""
+    for load_first in (True, False):
+        path = tmp_path / f"spool-{load_first}.jsonl"
+        path.write_text(_line(1, "one") + "\n" + _line(2, "cut")[:25])
+        spool = Spool(MemoryCache(), path, max_age=600, max_items=10)
+        if load_first:
+            assert await spool.load() == 1
+        assert await spool.keep(PLAYER, _update(3, "three")) in (Kept.FIRST, Kept.MORE)
+        again = Spool(MemoryCache(), path, max_age=600, max_items=10)  # a restart
+        assert await again.load() == 2
+        assert await _drained(again) == ["one", "three"]
+        assert not path.exists()
+
+
+async def test_a_whole_last_line_without_its_newline_is_kept(tmp_path: Path) -> None:
+    """Written whole but its newline not: the line is read, and the next append starts a line."""
+    path = tmp_path / "spool.jsonl"
+    path.write_text(_line(1, "one"))
+    spool = Spool(MemoryCache(), path, max_age=600, max_items=10)
+    await spool.keep(PLAYER, _update(2, "two"))
+    again = Spool(MemoryCache(), path, max_age=600, max_items=10)
+    assert await again.load() == 2
+    assert await _drained(again) == ["one", "two"]
+
+
+async def test_an_unreadable_line_between_kept_ones_does_not_shift_the_handled_count(tmp_path: Path) -> None:
+    """`.done` counts the lines before the first one not handled: an unreadable line after a
+    kept one does not make a restart skip the next kept one."""
+    path = tmp_path / "spool.jsonl"
+    path.write_text("\n".join([_line(1, "one"), _line(2, "two"), "{not json", _line(3, "three"), ""]))
+    spool = Spool(MemoryCache(), path, max_age=600, max_items=10)
+    assert await spool.load() == 3
+    first = await spool.take()
+    assert first is not None and first.update["message"]["text"] == "one"
+    await spool.release(first, handled=True)
+    again = Spool(MemoryCache(), path, max_age=600, max_items=10)  # a crash, a restart
+    assert await again.load() == 2
+    second = await again.take()
+    assert second is not None and second.update["message"]["text"] == "two"
+    await again.release(second, handled=True)
+    third = Spool(MemoryCache(), path, max_age=600, max_items=10)  # and another
+    assert await third.load() == 1
+    assert await _drained(third) == ["three"]
+    assert not path.exists()
+
+
 async def test_expiry_is_by_arrival_time(tmp_path: Path) -> None:
     spool = Spool(MemoryCache(), tmp_path / "s.jsonl", max_age=60, max_items=10)
     await spool.keep(PLAYER, _update(1), at=time.time() - 61)

@@ -62,47 +62,74 @@ class Entry:
     raw: str = field(default="", repr=False)  # the shared item as stored (to put it back)
     # a shared item the file took back (Redis went away): it still counts in the shared hold
     shared_hold: bool = field(default=False, repr=False)
+    line: int = field(default=-1, repr=False, compare=False)  # a file item's line in the file (from 0)
 
     def dump(self) -> str:
         return json.dumps({"at": self.at, "user": self.user_id, "update": self.update}, separators=(",", ":"))
 
     @classmethod
-    def load(cls, raw: str, origin: str) -> Entry | None:
+    def load(cls, raw: str, origin: str, *, warn: bool = True) -> Entry | None:
         try:
             data = json.loads(raw)
             return cls(float(data["at"]), int(data["user"]), dict(data["update"]), origin, raw)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("spool: an unreadable item was dropped: %s", exc)
+            if warn:
+                log.warning("spool: an unreadable item was dropped: %s", exc)
             return None
 
 
 class _File:
     """The local spool: an append-only JSON-lines file and `<file>.done`, the count of lines
-    handled (both fsynced). Emptied (both removed) once everything in it was handled."""
+    handled (both fsynced): every line before the first one not handled yet (an unreadable
+    line among them too). Emptied (both removed) once everything in it was handled.
+
+    A crash in the middle of an append leaves a last line without its newline: never
+    acknowledged (the player is told that their message was kept only after the fsync), it is
+    left out when read (unless it is whole: only the newline was missing), and the next append
+    starts with a newline, so it does not swallow the line after it. Reading never changes the
+    file (`vitte doctor` reads it while the bot may be appending)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done_path = path.with_name(path.name + ".done")
         self.entries: deque[Entry] = deque()
-        self.handled = 0  # lines of the file already handled
+        self.handled = 0  # lines before the first entry not handled (what `<file>.done` says)
+        self.lines = 0  # lines in the file, a last one without its newline included
+        self.open_tail = False  # the file's last line has no newline (a cut append)
+        self.loaded = False
 
     def load(self) -> None:
         self.entries.clear()
-        self.handled = 0
+        self.handled = self.lines = 0
+        self.open_tail = False
+        self.loaded = True
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            # ASCII as written (`Entry.dump`); bytes a disk mangled make an unreadable line
+            text = self.path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return
+        done = 0
         with contextlib.suppress(FileNotFoundError, ValueError):
-            self.handled = int(self.done_path.read_text().strip() or 0)
-        for raw in lines[self.handled :]:
+            done = max(int(self.done_path.read_text().strip() or 0), 0)
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        else:
+            self.open_tail = True
+        self.lines = len(lines)
+        for i in range(done, len(lines)):
+            raw = lines[i]
             if not raw:  # a handled line blanked by `put_front`
                 continue
-            entry = Entry.load(raw, "file")
-            if entry is not None:
-                self.entries.append(entry)
-        # lines that could not be read count as handled: the count stays in step with the file
-        self.handled = len(lines) - len(self.entries)
+            cut = self.open_tail and i == len(lines) - 1
+            entry = Entry.load(raw, "file", warn=not cut)
+            if entry is None:
+                if cut:
+                    log.warning("spool: a last line cut short by a crash (never acknowledged) was left out")
+                continue
+            entry.line = i
+            self.entries.append(entry)
+        self.handled = self.entries[0].line if self.entries else self.lines
 
     def _drop_stale_count(self) -> None:
         """No file: a count left by a crash between the two removals of `pop_handled` is
@@ -110,44 +137,75 @@ class _File:
         if not self.path.exists():
             with contextlib.suppress(FileNotFoundError):
                 self.done_path.unlink()
+            if not self.entries:
+                self.handled = self.lines = 0
+                self.open_tail = False
 
     def append(self, entry: Entry) -> None:
+        if not self.loaded:  # kept before the drainer loaded the file: the lines counted first
+            self.load()
         self._drop_stale_count()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, (entry.dump() + "\n").encode())
+            size = os.fstat(fd).st_size
+            cut = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            if cut and not self.open_tail:  # left by a write of ours that failed
+                self.lines += 1
+            data = ("\n" if cut else "") + entry.dump() + "\n"
+            _write_all(fd, data.encode())
             os.fsync(fd)
+        except OSError:
+            self._recount()
+            raise
         finally:
             os.close(fd)
+        entry.line = self.lines
+        self.lines += 1
+        self.open_tail = False
         self.entries.append(entry)
+
+    def _recount(self) -> None:
+        """After a failed append: the lines as the file has them (part of it may be written)."""
+        with contextlib.suppress(OSError):
+            data = self.path.read_bytes()
+            self.open_tail = bool(data) and not data.endswith(b"\n")
+            self.lines = data.count(b"\n") + int(self.open_tail)
 
     def put_front(self, entry: Entry) -> None:
         """Put `entry` before every line not handled yet, on disk as in memory (a restart
         finds it first). The file is rewritten: a temporary file, fsynced, renamed over it; the
         handled lines become empty ones, so `<file>.done` counts right for the old file and the
         new one alike, whichever a crash leaves."""
+        if not self.loaded:
+            self.load()
         self._drop_stale_count()
-        lines = ["\n"] * self.handled + [e.dump() + "\n" for e in (entry, *self.entries)]
+        pending = [entry, *self.entries]
+        lines = ["\n"] * self.handled + [e.dump() + "\n" for e in pending]
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, "".join(lines).encode())
+            _write_all(fd, "".join(lines).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
         self.entries.appendleft(entry)
+        for i, e in enumerate(pending):
+            e.line = self.handled + i
+        self.lines = self.handled + len(pending)
+        self.open_tail = False
 
     def pop_handled(self) -> None:
         self.entries.popleft()
-        self.handled += 1
         if not self.entries:
             for p in (self.path, self.done_path):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-            self.handled = 0
+            self.handled = self.lines = 0
+            self.open_tail = False
             return
+        self.handled = self.entries[0].line  # unreadable lines before it count as handled
         tmp = self.done_path.with_name(self.done_path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -156,6 +214,16 @@ class _File:
         finally:
             os.close(fd)
         os.replace(tmp, self.done_path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """`os.write` may write part of it (a disk nearly full): the rest, or an OSError."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError("spool: nothing written")
+        view = view[n:]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -247,6 +315,8 @@ class Spool:
             return Kept.FULL
         if pushed is None:
             async with self._lock:
+                if not self._file.loaded:  # kept before the drainer loaded the file
+                    await asyncio.to_thread(self._file.load)
                 if len(self._file.entries) >= self.max_items:
                     log.warning("spool file full (%d updates): update of player %s not kept", self.max_items, user_id)
                     return Kept.FULL
