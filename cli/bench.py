@@ -148,6 +148,9 @@ def render(result: Any) -> None:
 def bench_memory(
     turns: int = typer.Option(2000, "--turns", help="Exchanges in each synthetic dialog (two messages each)."),
     facts: int = typer.Option(50, "--facts", help="Facts planted at random points (at most 50)."),
+    no_facts: bool = typer.Option(
+        False, "--no-facts", help="Memory without fact extraction: recall of messages alone."
+    ),
     seed: int = typer.Option(16, "--seed", help="Where the facts go and the order of the questions."),
     keep: bool = typer.Option(False, "--keep", help="Keep the bench players and their dialogs afterwards."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stable keys)."),
@@ -155,16 +158,18 @@ def bench_memory(
     """Recall of facts said long ago, in Russian and English: memory on vs summary only.
 
     On the configured store and cache, per language: a synthetic dialog of --turns exchanges with
-    --facts planted facts, then a question per fact in other words and word forms, each a real
-    reply through the engine (instant in-process LLM). Reports recall %, prompt tokens, the
-    reused prompt prefix, reply time p50/p99 and SQL round trips per reply, side by side.
+    --facts planted facts (extracted as facts along the way, as in production, unless
+    --no-facts), then a question per fact in other words and word forms, each a real reply
+    through the engine (instant in-process LLM). Reports recall %, prompt tokens, the reused
+    prompt prefix (in tokens), reply time p50/p99, SQL round trips per reply and what the facts
+    cost, side by side.
     Players with ids beyond any Telegram id; deleted at the end unless --keep. Exit code 0
     whatever the numbers; see "targets".
     """
     from vitte.bench_memory import MemoryBenchConfig, run_memory_bench
 
     settings = settings_or_exit()
-    config = MemoryBenchConfig(turns=turns, facts=facts, seed=seed, keep=keep)
+    config = MemoryBenchConfig(turns=turns, facts=facts, seed=seed, keep=keep, facts_on=not no_facts)
     result = _measure(config, run_memory_bench, settings, as_json)
     if as_json:
         print_json(result)
@@ -178,22 +183,32 @@ def render_memory(result: dict[str, Any]) -> None:
 
     console = Console()
     rows = [
-        ("recall %", "recall_percent"),
+        ("recall % (message or fact)", "recall_percent"),
+        ("recall % (the message)", "recall_messages_percent"),
+        ("recall % (the fact)", "recall_facts_percent"),
         ("prompt tokens (mean)", "prompt_tokens_mean"),
         ("prompt tokens (max)", "prompt_tokens_max"),
-        ("reused prefix % (mean)", "reused_prefix_percent"),
-        ("reused prefix % (p10)", "reused_prefix_percent_p10"),
+        ("reused prefix % of tokens (mean)", "reused_prefix_tokens_percent"),
+        ("reused prefix % of tokens (p10)", "reused_prefix_tokens_percent_p10"),
+        ("reused prefix % of characters (mean)", "reused_prefix_percent"),
         ("reply ms p50", "reply_ms_p50"),
         ("reply ms p99", "reply_ms_p99"),
         ("memory step ms p50", "recall_ms_p50"),
         ("memory step ms p99", "recall_ms_p99"),
         ("SQL round trips / reply", "sql_round_trips_per_reply"),
+        ("facts stored", "facts_stored"),
+        ("facts' prompt tokens (mean)", "facts_prompt_tokens_mean"),
+        ("facts step ms p99", "facts_ms_p99"),
+        ("facts reloads (SQL on the reply)", "facts_reloads"),
+        ("extractions (background)", "facts_extractions"),
+        ("extraction SQL round trips / reply", "facts_extraction_sql_round_trips_per_reply"),
     ]
     table = Table(
         title=(
             f"vitte bench memory · {result['store']} + {result['cache']} cache · {result['turns']} turns "
             f"({result['messages_per_dialog']} messages) · {result['facts']} facts · "
-            f"context {result['context_tokens']} tokens"
+            f"context {result['context_tokens']} tokens · facts "
+            f"{'every ' + str(result['facts_every']) + ' player messages' if result['facts_on'] else 'off'}"
         )
     )
     table.add_column("metric")

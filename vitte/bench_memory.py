@@ -10,22 +10,35 @@ for each planted fact, a question that names its subject in another word form ("
 the engine (`DialogEngine.reply`: the turn, the store, the cache, the prompt) with an instant
 in-process LLM that records the prompt it gets. Reported per language and memory:
 
-- recall: the share of questions whose prompt holds the planted message;
+- recall: the share of questions whose prompt holds the planted message or its fact (the
+  issue's definition), and each apart (`recall_messages_percent`, `recall_facts_percent`);
 - prompt tokens (mean, max; `estimate_tokens`) against VITTE_LLM_CONTEXT_TOKENS;
-- reused prefix: the share of each prompt (in characters, as the provider sees the messages)
-  that is identical to the start of the previous reply's prompt;
+- reused prefix: the share of each prompt's tokens (`estimate_tokens`, message by message as
+  the provider sees them) identical to the start of the previous reply's prompt
+  (`reused_prefix_tokens_percent`); `reused_prefix_percent` is the same in characters (kept for
+  JSON readers);
 - reply time p50/p99 (the engine's whole reply, LLM instant) and the memory step's own time
-  (the window, the recall query, the block: what memory adds to the handler, `added_ms_*`);
-- SQL round trips per reply (`vitte.bench.SqlCounter`: statements, BEGIN/COMMIT/ROLLBACK, pings).
+  (the facts' part, the window, the recall query, the block: what memory adds to the handler,
+  `added_ms_*`; `facts_ms_*` the facts' part alone);
+- SQL round trips per reply (`vitte.bench.SqlCounter`: statements, BEGIN/COMMIT/ROLLBACK, pings),
+  and apart, those of the background fact extractions the replies started.
 
-Fact extraction (VITTE_MEMORY_FACTS_EVERY) is off here: the bench's LLM writes no facts, so
-what is measured is recall of messages. Bench players have ids from `PLAYER_BASE` (beyond any
-Telegram id); they, their dialogs and messages are deleted at the end unless `keep`.
+Facts (VITTE_MEMORY_FACTS_EVERY, default 8) are on in the `memory` mode unless `facts_on` is
+off (`--no-facts`): the history is written in steps of that many exchanges, each followed by
+the real extraction (`Factbook.extract`), whose LLM call the bench's LLM answers as a model
+would: each planted line becomes a fact in other words, chatter none; so the prompts carry the
+pinned facts and the facts relevant to each question, and what they cost is reported
+(`facts_*`). During the questions, extractions run in the background as in production (drained
+after each reply, outside its timing and its round trips). `summary_only` has no facts (today's
+memory before recall and facts). Bench players have ids from `PLAYER_BASE` (beyond any
+Telegram id); they, their dialogs, messages and facts are deleted at the end unless `keep`.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +100,10 @@ PLANTED = {
     "ru": "Расскажу тебе одну вещь: {a} — это для меня история номер {code}.",
     "en": "Here is something personal: my {a} has a story, number {code}.",
 }
+FACT = {  # what the extraction makes of a planted line: the same subject, other words
+    "ru": "У Ани есть {a}; с этим связана её история под номером {code}.",
+    "en": "Ann has a {a}; it comes with her story numbered {code}.",
+}
 QUESTION = {"ru": "Помнишь, что я говорила о {b}?", "en": "Do you recall what I said about my {b}?"}
 CHATTER = {
     "ru": (
@@ -122,13 +139,17 @@ class MemoryBenchConfig:
     facts: int = 50
     seed: int = 16
     keep: bool = False
+    facts_on: bool = True  # fact extraction in the `memory` mode (`--no-facts`: recall alone)
 
     def check(self) -> None:
         if self.turns < 20:
             raise ValueError("--turns must be at least 20")
         most = min(len(t) for t in TOPICS.values())
         if not 1 <= self.facts <= most:
-            raise ValueError(f"--facts must be between 1 and {most}")
+            raise ValueError(
+                f"--facts must be between 1 and {most} (the issue's size; one distinct subject per fact "
+                "and language, so each question names one planted fact)"
+            )
         if self.facts > self.turns // 4:
             raise ValueError("--facts must be at most a quarter of --turns")
 
@@ -137,11 +158,20 @@ class MemoryBenchConfig:
 class ModeResult:
     questions: int = 0
     recalled: int = 0
+    recalled_messages: int = 0
+    recalled_facts: int = 0
     prompt_tokens: list[int] = field(default_factory=list)
     reused: list[float] = field(default_factory=list)
+    reused_tokens: list[float] = field(default_factory=list)
     reply_s: list[float] = field(default_factory=list)
-    recall_s: list[float] = field(default_factory=list)
+    recall_s: list[float] = field(default_factory=list)  # the memory step: facts + recall
+    facts_s: list[float] = field(default_factory=list)
+    facts_tokens: list[int] = field(default_factory=list)  # the facts' blocks in each prompt
     round_trips: int = 0
+    extraction_round_trips: int = 0
+    extractions: int = 0
+    facts_reloads: int = 0
+    facts_stored: int = 0
 
     def to_json(self, context: int) -> dict[str, Any]:
         n = max(self.questions, 1)
@@ -153,29 +183,69 @@ class ModeResult:
             "within_context": max(self.prompt_tokens, default=0) <= context,
             "reused_prefix_percent": round(100.0 * sum(self.reused) / max(len(self.reused), 1), 1),
             "reused_prefix_percent_p10": round(100.0 * _pct(self.reused, 0.10), 1),
+            "reused_prefix_tokens_percent": round(
+                100.0 * sum(self.reused_tokens) / max(len(self.reused_tokens), 1), 1
+            ),
+            "reused_prefix_tokens_percent_p10": round(100.0 * _pct(self.reused_tokens, 0.10), 1),
             "reply_ms_p50": round(_pct(self.reply_s, 0.5) * 1000, 3),
             "reply_ms_p99": round(_pct(self.reply_s, 0.99) * 1000, 3),
             "recall_ms_p50": round(_pct(self.recall_s, 0.5) * 1000, 3),
             "recall_ms_p99": round(_pct(self.recall_s, 0.99) * 1000, 3),
             "sql_round_trips_per_reply": round(self.round_trips / n, 2),
+            "recall_messages_percent": round(100.0 * self.recalled_messages / n, 1),
+            "recall_facts_percent": round(100.0 * self.recalled_facts / n, 1),
+            "facts_stored": self.facts_stored,
+            "facts_prompt_tokens_mean": round(sum(self.facts_tokens) / max(len(self.facts_tokens), 1), 1),
+            "facts_prompt_tokens_max": max(self.facts_tokens, default=0),
+            "facts_ms_p50": round(_pct(self.facts_s, 0.5) * 1000, 3),
+            "facts_ms_p99": round(_pct(self.facts_s, 0.99) * 1000, 3),
+            "facts_reloads": self.facts_reloads,
+            "facts_extractions": self.extractions,
+            "facts_extraction_sql_round_trips_per_reply": round(self.extraction_round_trips / n, 2),
         }
 
 
+_NEW_LINE = re.compile(r"^#(\d+) [^:\n]+: (.+)$", re.MULTILINE)  # as vitte.devtools.llm_server reads them
+
+
 class RecordingLLM:
-    """An instant LLM that keeps the last prompt it was sent."""
+    """An instant LLM that keeps the last prompt it was sent, folds summaries, and answers fact
+    extractions (the JSON array `vitte.dialogs.facts.parse_extraction` reads) as a model would:
+    each planted line in the <new_lines> block becomes its fact (`facts`: planted text → fact
+    text and importance), chatter nothing."""
 
     label = "bench memory writer (in process)"
     is_demo = False
 
     def __init__(self) -> None:
         self.last: list[dict[str, str]] = []
+        self.facts: dict[str, tuple[str, int]] = {}
+        self.extractions = 0
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
         self.last = request.messages
         yield REPLY.get(request.language, REPLY["en"])
 
     async def complete(self, request: LLMRequest) -> str:
+        if request.purpose == "facts":
+            self.extractions += 1
+            return self.extraction_answer(request.messages)
         return SUMMARY.get(request.language, SUMMARY["en"])
+
+    def extraction_answer(self, messages: Sequence[dict[str, str]]) -> str:
+        found: list[dict[str, Any]] = []
+        for message in messages:
+            content = str(message.get("content") or "")
+            start, end = content.find("<new_lines>"), content.find("</new_lines>")
+            if start < 0 or end < start:
+                continue
+            for ref, line in _NEW_LINE.findall(content[start:end]):
+                fact = self.facts.get(line.strip())
+                if fact is not None:
+                    found.append(
+                        {"kind": "player", "text": fact[0], "importance": fact[1], "sources": [int(ref)]}
+                    )
+        return json.dumps(found, ensure_ascii=False)
 
     async def aclose(self) -> None:
         return None
@@ -211,8 +281,33 @@ def shared_prefix(a: str, b: str) -> int:
     return i
 
 
+def shared_prefix_tokens(
+    previous: Sequence[dict[str, str]], prompt: Sequence[dict[str, str]]
+) -> tuple[int, int]:
+    """(the tokens of `prompt` identical to the start of `previous`, all its tokens), counted
+    as the bench counts prompt tokens: `estimate_tokens` per message; the first message that
+    differs counts the tokens of its shared start (same role) and ends the prefix."""
+    total = sum(estimate_tokens(m["content"]) for m in prompt)
+    shared = 0
+    for old, new in zip(previous, prompt, strict=False):
+        if old["role"] != new["role"]:
+            break
+        if old["content"] == new["content"]:
+            shared += estimate_tokens(new["content"])
+            continue
+        common = shared_prefix(old["content"], new["content"])
+        if common:
+            shared += min(estimate_tokens(new["content"][:common]), estimate_tokens(new["content"]))
+        break
+    return shared, total
+
+
 def planted_text(lang: str, i: int, code: int) -> str:
     return PLANTED[lang].format(a=TOPICS[lang][i][0], code=code)
+
+
+def fact_text(lang: str, i: int, code: int) -> str:
+    return FACT[lang].format(a=TOPICS[lang][i][0], code=code)
 
 
 def question_text(lang: str, i: int) -> str:
@@ -225,7 +320,7 @@ class _MemoryBench:
     ) -> None:
         self.settings = settings.model_copy(
             update={
-                "memory_facts_every": 0,
+                "memory_facts_every": (settings.memory_facts_every or 8) if config.facts_on else 0,
                 "rate_limit_per_minute": 0,
                 "free_daily_replies": 1_000_000,
                 "memory_recall": settings.memory_recall or 4,
@@ -248,10 +343,13 @@ class _MemoryBench:
                 per_mode: dict[str, Any] = {}
                 for mi, mode in enumerate(MODES):
                     user_id = PLAYER_BASE + li * 2 + mi
-                    self.progress(f"{lang}/{mode}: writing {self.config.turns} turns …")
-                    _dialog_id, planted = await self._write_dialog(core, user_id, lang, plan)
+                    extract = mode == "memory" and self.settings.memory_facts_every > 0
+                    self.progress(
+                        f"{lang}/{mode}: writing {self.config.turns} turns{' (facts extracted)' if extract else ''} …"
+                    )
+                    dialog_id, planted = await self._write_dialog(core, user_id, lang, plan, extract)
                     self.progress(f"{lang}/{mode}: asking {self.config.facts} questions …")
-                    result = await self._ask(core, user_id, lang, mode, plan, planted)
+                    result = await self._ask(core, user_id, dialog_id, lang, mode, plan, planted)
                     per_mode[mode] = result.to_json(self.settings.llm_context_tokens)
                 mem, base = per_mode["memory"], per_mode["summary_only"]
                 # the handler time memory adds: its own step on the reply's path (the window, the
@@ -273,6 +371,8 @@ class _MemoryBench:
                 "messages_per_dialog": 2 * self.config.turns + 1,
                 "context_tokens": self.settings.llm_context_tokens,
                 "recall_limit": self.settings.memory_recall,
+                "facts_every": self.settings.memory_facts_every,
+                "facts_on": self.settings.memory_facts_every > 0,
                 "languages": languages,
             }
             result_json["targets"] = targets(result_json)
@@ -291,19 +391,23 @@ class _MemoryBench:
         replies = [rng.randrange(len(PERSONA_CHATTER[lang])) for _ in range(turns)]
         order = list(range(facts))
         rng.shuffle(order)
+        importance = {topic: rng.randint(2, 4) for topic in topics}  # drawn last: the rest as before
         return {
             "at": dict(zip(at, topics, strict=True)),
             "chatter": chatter,
             "replies": replies,
             "order": order,
             "topics": topics,
+            "importance": importance,
         }
 
     async def _write_dialog(
-        self, core: Any, user_id: int, lang: str, plan: dict[str, Any]
-    ) -> tuple[int, dict[int, str]]:
-        """The player, their dialog (through the engine) and the synthetic history (bulk), the
-        summary folded up to KEEP_UNFOLDED messages from the end; the planted messages by topic."""
+        self, core: Any, user_id: int, lang: str, plan: dict[str, Any], extract: bool = False
+    ) -> tuple[int, dict[int, tuple[str, str]]]:
+        """The player, their dialog (through the engine) and the synthetic history (bulk; with
+        `extract`, in steps of VITTE_MEMORY_FACTS_EVERY exchanges, each followed by the real fact
+        extraction), the summary folded up to KEEP_UNFOLDED messages from the end; the planted
+        messages and their facts by topic."""
         from sqlalchemy import insert, select, text, update
         from sqlmodel import col
 
@@ -332,9 +436,20 @@ class _MemoryBench:
                  "status": "ok", "created_at": when + timedelta(seconds=20)}
             )  # fmt: skip
         messages = table_of(Message)
+        planted = {
+            topic: (planted_text(lang, topic, 1000 + t), fact_text(lang, topic, 1000 + t))
+            for t, topic in plan["at"].items()
+        }
+        self.llm.facts = {text: (fact, plan["importance"][topic]) for topic, (text, fact) in planted.items()}
+        factbook = core.dialogs.replies.facts
+        chunk = 2 * self.settings.memory_facts_every if extract and factbook is not None else 1000
+        for i in range(0, len(rows), chunk):
+            async with core.db.session() as s:
+                await s.execute(insert(messages), rows[i : i + chunk])
+                await s.commit()
+            if extract and factbook is not None:
+                await factbook.extract(dialog_id)
         async with core.db.session() as s:
-            for i in range(0, len(rows), 1000):
-                await s.execute(insert(messages), rows[i : i + 1000])
             ids = [
                 int(i)
                 for (i,) in (
@@ -354,7 +469,6 @@ class _MemoryBench:
             await s.commit()
         await core.cache.recent_drop(dialog_id)
         core.dialogs.turns.forget(user_id)
-        planted = {topic: planted_text(lang, topic, 1000 + t) for t, topic in plan["at"].items()}
         if core.db.engine.dialect.name == "sqlite":
             # the FTS5 index caught up, as `vitte memory reindex` does
             await core.dialogs.replies.recall.store.reindex_dialog(dialog_id, lang)
@@ -370,17 +484,21 @@ class _MemoryBench:
         self,
         core: Any,
         user_id: int,
+        dialog_id: int,
         lang: str,
         mode: str,
         plan: dict[str, Any],
-        planted_texts: dict[int, str],
+        planted_texts: dict[int, tuple[str, str]],
     ) -> ModeResult:
         replies = core.dialogs.replies
         real = replies.recall
+        factbook = replies.facts
         result = ModeResult()
-        timing: list[float] = []
+        step = {"recall": 0.0, "facts": 0.0, "facts_tokens": 0}  # the current reply's memory step
+        deferred: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         if mode == "summary_only":
             replies.recall = _SummaryOnly(real)
+            replies.facts = None  # today's memory before recall and facts
         else:
             original = real.prompt_parts
 
@@ -389,45 +507,98 @@ class _MemoryBench:
                 try:
                     return await original(*a, **kw)
                 finally:
-                    timing.append(time.perf_counter() - started)
+                    step["recall"] += time.perf_counter() - started
 
             real.prompt_parts = timed
+            if factbook is not None:
+                facts_original = factbook.prompt_parts
+
+                async def facts_timed(*a: Any, **kw: Any) -> Any:
+                    started = time.perf_counter()
+                    try:
+                        parts = await facts_original(*a, **kw)
+                    finally:
+                        step["facts"] += time.perf_counter() - started
+                    step["facts_tokens"] += sum(estimate_tokens(p) for p in parts if p)
+                    return parts
+
+                factbook.prompt_parts = facts_timed
+                # the extraction a reply starts runs in the background, off the reply's path: the
+                # bench starts it once the reply is measured (else its first statements, run while
+                # the reply releases its turn, would count as the reply's round trips)
+                maybe_extract = factbook.maybe_extract
+
+                def extract_after_the_reply(*a: Any, **kw: Any) -> None:
+                    deferred.append((a, kw))
+
+                factbook.maybe_extract = extract_after_the_reply
         counter = SqlCounter(core.db.engine, core.db.raw_statements)
         hot = getattr(core.db, "hot_engine", None)
         hot_counter = SqlCounter(hot, [0]) if hot is not None else None
+
+        def round_trips() -> int:
+            return counter.snapshot().round_trips + (hot_counter.snapshot().round_trips if hot_counter else 0)
+
+        async def drain() -> None:
+            if factbook is not None and mode != "summary_only":
+                for a, kw in deferred:
+                    maybe_extract(*a, **kw)
+                deferred.clear()
+                await factbook.drain()
+
         previous = ""
+        previous_prompt: list[dict[str, str]] = []
         try:
-            # warm: the first reply opens connections and compiles statements
+            # warm: the first reply opens connections and compiles statements (and reads the facts)
             await core.dialogs.reply(user_id, CHATTER[lang][0])
-            previous = serialized(self.llm.last)
+            await drain()
+            previous, previous_prompt = serialized(self.llm.last), list(self.llm.last)
+            reloads = factbook.reloads if factbook is not None else 0
+            extractions = self.llm.extractions
             for q in plan["order"]:
                 topic = plan["topics"][q]
-                before = counter.snapshot().round_trips + (
-                    hot_counter.snapshot().round_trips if hot_counter else 0
-                )
+                step.update(recall=0.0, facts=0.0, facts_tokens=0)
+                before = round_trips()
                 started = time.perf_counter()
                 await core.dialogs.reply(user_id, question_text(lang, topic))
                 result.reply_s.append(time.perf_counter() - started)
-                after = counter.snapshot().round_trips + (
-                    hot_counter.snapshot().round_trips if hot_counter else 0
-                )
+                after = round_trips()
                 result.round_trips += after - before
-                prompt = self.llm.last
+                # the extraction a reply started runs in the background: its round trips apart
+                await drain()
+                result.extraction_round_trips += round_trips() - after
+                result.recall_s.append(step["recall"] + step["facts"])
+                result.facts_s.append(step["facts"])
+                result.facts_tokens.append(int(step["facts_tokens"]))
+                prompt = list(self.llm.last)
                 text = serialized(prompt)
                 result.questions += 1
-                planted = planted_texts[topic]
-                result.recalled += int(any(planted in m["content"] for m in prompt))
+                planted, fact = planted_texts[topic]
+                message_in = any(planted in m["content"] for m in prompt)
+                fact_in = any(fact in m["content"] for m in prompt)
+                result.recalled += int(message_in or fact_in)
+                result.recalled_messages += int(message_in)
+                result.recalled_facts += int(fact_in)
                 result.prompt_tokens.append(sum(estimate_tokens(m["content"]) for m in prompt))
                 result.reused.append(shared_prefix(previous, text) / max(len(text), 1))
-                previous = text
+                shared, total = shared_prefix_tokens(previous_prompt, prompt)
+                result.reused_tokens.append(shared / max(total, 1))
+                previous, previous_prompt = text, prompt
+            if factbook is not None and mode != "summary_only":
+                result.facts_reloads = factbook.reloads - reloads
+                result.facts_stored = len(await factbook.store.live(dialog_id))
+            result.extractions = self.llm.extractions - extractions
         finally:
             counter.close()
             if hot_counter is not None:
                 hot_counter.close()
             replies.recall = real
+            replies.facts = factbook
             if mode != "summary_only":
                 del real.prompt_parts
-        result.recall_s = timing
+                for name in ("prompt_parts", "maybe_extract"):
+                    if factbook is not None and name in vars(factbook):
+                        delattr(factbook, name)
         return result
 
     async def _cleanup(self, core: Any) -> None:
@@ -465,6 +636,11 @@ def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         }
         out[f"{lang}.reused_prefix_percent"] = {
             "value": mem["reused_prefix_percent"],
+            "target": TARGETS["reused_prefix_percent"],
+            "kind": "min",
+        }
+        out[f"{lang}.reused_prefix_tokens_percent"] = {
+            "value": mem["reused_prefix_tokens_percent"],
             "target": TARGETS["reused_prefix_percent"],
             "kind": "min",
         }
