@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import SecretStr
@@ -246,6 +247,32 @@ async def test_time_macros_are_in_the_players_time_zone(
     assert "Tia knows it is Monday, 2026-03-02 01:30, where Аня lives." in llm.completions[-1].json["messages"][0]["content"]
 
 
+# UTC+14 and UTC-11: 25 hours apart, so their weekdays always differ (and one of them UTC's)
+KIRITIMATI, PAGO_PAGO = "Pacific/Kiritimati", "Pacific/Pago_Pago"
+BORIS = 2002
+
+
+async def test_story_title_time_macros_are_in_the_players_time_zone(core: Core) -> None:
+    """A title made from a greeting, with {{weekday}}, in the dialog's view (the bot's and the
+    console's "now" line) reads the player's local weekday, as the opening and the prompt do."""
+    tia = card(name="Tia", first_mes="Hi {{user}}!", alternate_greetings=[], character_book=None,
+               extensions={"vitte": {"greeting_titles": ["{{weekday}} with {{user}}"]}})  # fmt: skip
+    await seed_cards(core.db, [parse_card(tia, "tia.json")])
+    core.catalog.invalidate()
+    await adult(core, BORIS, first_name="Boris", language_code="en")
+    titles: dict[int, str] = {}
+    for who, zone in ((ANYA, KIRITIMATI), (BORIS, PAGO_PAGO)):
+        await set_prefs(core.db, core.settings, who, timezone=zone)
+        before = datetime.now(ZoneInfo(zone)).strftime("%A")
+        titles[who] = (await core.dialogs.choose(who, "tia", "tia-main")).dialog.story_title
+        after = datetime.now(ZoneInfo(zone)).strftime("%A")
+        assert titles[who].split(" with ")[0] in {before, after}, (zone, titles[who])
+        view = await core.dialogs.current(who)
+        assert view is not None and view.story_title.split(" with ")[0] in {before, after}
+    assert titles[ANYA].endswith(" with Аня") and titles[BORIS].endswith(" with Boris")
+    assert titles[ANYA].split(" ")[0] != titles[BORIS].split(" ")[0]  # not both UTC's
+
+
 async def test_an_alternate_greeting_opens_its_story(core: Core) -> None:
     opening = await core.dialogs.choose(ANYA, "rika", "rika-alt-1")
     assert opening.text == "Аня, is that you? It's Rika!"
@@ -296,6 +323,26 @@ async def test_webapp_current_story_title_has_the_players_name(webapp: WebAppHar
     assert me["story_title"] == "Oh my gosh, Аня!"
     view = await webapp.core.dialogs.current(ANYA)  # what the console and the bot read too
     assert view is not None and view.story_title == "Oh my gosh, Аня!"
+
+
+async def test_webapp_taglines_read_the_players_time_zone(webapp: WebAppHarness) -> None:
+    """The persona list's and the persona page's tagline: {{weekday}} in the player's zone."""
+    tia = card(name="Tia", creator_notes="", extensions={"vitte": {"id": "tia", "tagline": "A {{weekday}} walk"}})
+    await seed_cards(webapp.core.db, [parse_card(tia, "tia.json")])
+    webapp.core.catalog.invalidate()
+    seen: dict[str, tuple[str, str]] = {}
+    for who, zone in ((ANYA, KIRITIMATI), (BORIS, PAGO_PAGO)):
+        await adult(webapp.core, who, first_name="Аня", language_code="en")
+        await set_prefs(webapp.core.db, webapp.core.settings, who, timezone=zone)
+        headers = auth_header(make_init_data(who, language_code="en"))
+        before = datetime.now(ZoneInfo(zone)).strftime("%A")
+        listed = await (await webapp.client.get("/api/personas", headers=headers)).json()
+        page = await (await webapp.client.get("/api/personas/tia", headers=headers)).json()
+        after = datetime.now(ZoneInfo(zone)).strftime("%A")
+        (tagline,) = (p["tagline"] for p in listed["personas"] if p["id"] == "tia")
+        assert {tagline, page["tagline"]} <= {f"A {before} walk", f"A {after} walk"}, (zone, tagline)
+        seen[zone] = (tagline, page["tagline"])
+    assert seen[KIRITIMATI][0] != seen[PAGO_PAGO][0] and seen[KIRITIMATI][1] != seen[PAGO_PAGO][1]
 
 
 WEATHER = " ".join(f"{{{{pick::{'::'.join(f'w{i}{j}' for j in range(10))}}}}}" for i in range(6))

@@ -44,7 +44,7 @@ class Lifecycle:
         if row is None:
             return None
         dialog, user = row
-        return await _view(self.catalog, dialog, user)
+        return await self._view(dialog, user)
 
     async def pressed(self, who: Turn | int, dialog_id: int, message_id: int, role: str) -> DialogView | None:
         """The active dialog if a button made for (dialog, message) still applies: its dialog
@@ -59,12 +59,12 @@ class Lifecycle:
 
     async def dialog(self, dialog_id: int) -> DialogView | None:
         row = await self.store.dialog_with_player(dialog_id)
-        return await _view(self.catalog, row[0], row[1]) if row else None
+        return await self._view(row[0], row[1]) if row else None
 
     async def latest(self, user_id: int) -> DialogView | None:
         """The active dialog, else the most recent ended one (for operators)."""
         row = await self.store.latest_with_player(user_id)
-        return await _view(self.catalog, row[0], row[1]) if row else None
+        return await self._view(row[0], row[1]) if row else None
 
     async def messages(self, dialog_id: int, limit: int = 50) -> list[MessageView]:
         """The newest `limit` messages of a dialog, oldest first."""
@@ -116,7 +116,7 @@ class Lifecycle:
                 and age < DOUBLE_CLICK_SECONDS
                 and not await self.store.has_player_messages(int(dialog.id or 0))
             ):
-                view = await _view(self.catalog, dialog, user)
+                view = await self._view(dialog, user)
                 first = await self.store.first_message(view.id)
                 return Opening(
                     view,
@@ -151,12 +151,19 @@ class Lifecycle:
             if row is None:
                 return None
             await self.cache.recent_drop(int(row[0].id or 0))
-            return await _view(self.catalog, row[0], row[1])
+            return await self._view(row[0], row[1])
 
     async def opening_sent(self, opening: Opening, telegram_message_id: int) -> None:
         """The opening reached the chat: a double click's reused opening is not sent again."""
         if opening.message_id:
             await self.store.mark_delivered(opening.message_id, telegram_message_id)
+
+    async def _view(self, dialog: Dialog, user: User) -> DialogView:
+        """`view_of` for the dialog's player (their language, their name and time zone in the
+        story's title)."""
+        player = player_view(user)
+        zone = zone_of(player, self.turns.settings.default_timezone)
+        return await view_of(self.catalog, dialog, player.language, player.called, zone=zone)
 
     def _opening_text(self, persona: PersonaInfo, story: StoryInfo, user: User, dialog_id: int) -> str:
         """The story's opening as the player reads it (macros expanded, the player's name, their
@@ -201,14 +208,10 @@ class Lifecycle:
             await self.cache.recent_drop(old)
         dialog_id, first_id = int(dialog.id or 0), int(first.id or 0)
         await self.cache.recent_fill(dialog_id, [CachedMessage(first_id, ASSISTANT, first.text, MSG_OK)])
-        view = await _view(self.catalog, dialog, user)
+        view = await self._view(dialog, user)
         return Opening(view, first.text, first_id)
 
 
-async def _view(catalog: Catalog, dialog: Dialog, user: User) -> DialogView:
-    """`view_of` for the dialog's player (their language, their name in the story's title)."""
-    player = player_view(user)
-    return await view_of(catalog, dialog, player.language, player.called)
 
 
 def _names_a_missing_row(exc: IntegrityError) -> bool:

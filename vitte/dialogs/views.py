@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
 from vitte.catalog.lookup import Catalog
@@ -89,16 +89,19 @@ class Recovery:
     deferred: int = 0  # streaming rows of players whose lock is held (live, or a lease not out yet)
 
 
-async def view_of(catalog: Catalog, dialog: Dialog, language: str, player_name: str | None) -> DialogView:
+async def view_of(
+    catalog: Catalog, dialog: Dialog, language: str, player_name: str | None, *, zone: tzinfo | None = None
+) -> DialogView:
     """A stored dialog as the faces see it, names in the player's language; `player_name`: what
-    {{user}} in the story's title stands for (None: the catalogue's unnamed-player word)."""
+    {{user}} in the story's title stands for (None: the catalogue's unnamed-player word);
+    `zone`: the player's time zone for its {{time}}, {{date}} … (vitte.players.zone_of; None: UTC)."""
     persona = await catalog.persona(dialog.persona_id)
     story_title = ""
     if dialog.story_id:
         try:
             # a title made from a greeting may hold macros ({{char}}, {{user}}: the player's name)
             title = (await catalog.story(dialog.story_id)).title_in(language)
-            story_title = shown(title, player_macros(persona, language, player_name, seed=pick_seed(dialog.id)))
+            story_title = shown(title, player_macros(persona, language, player_name, seed=pick_seed(dialog.id), zone=zone))
         except Exception:  # an unknown story is not fatal for a view
             story_title = ""
     return DialogView(

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -467,10 +467,16 @@ def _cut(text: str, kind: str) -> str:
 
 
 def persona_summary(
-    request: web.Request, p: PersonaInfo, lang: str, current_id: str | None, player_name: str | None = None
+    request: web.Request,
+    p: PersonaInfo,
+    lang: str,
+    current_id: str | None,
+    player_name: str | None = None,
+    zone: tzinfo | None = None,
 ) -> dict[str, Any]:
+    """A persona in the list; its tagline's {{user}} is `player_name`, its {{time}} … in `zone`."""
     colors = ctx_of(request).avatar_colors(p)
-    tagline = shown(p.tagline_in(lang), player_macros(p, lang, player_name))
+    tagline = shown(p.tagline_in(lang), player_macros(p, lang, player_name, zone=zone))
     return {
         "id": p.id,
         "name": p.name_in(lang),
@@ -534,13 +540,12 @@ async def list_personas(request: web.Request) -> web.Response:
     state, lang = await _visitor_state(request, ctx, user)
     current_id = _current_persona_id(state)
     personas = await ctx.core.catalog.personas()
+    name, zone = _player_name(state, user, lang), _zone(ctx.core, state, lang)
     return json_response(
         {
             "language": lang,
             "authenticated": user is not None,
-            "personas": [
-                persona_summary(request, p, lang, current_id, _player_name(state, user, lang)) for p in personas
-            ],
+            "personas": [persona_summary(request, p, lang, current_id, name, zone) for p in personas],
         }
     )
 
@@ -555,11 +560,11 @@ async def get_persona(request: web.Request) -> web.Response:
         raise UnknownPersona(persona_id[:MAX_ID_LEN])
     p = await ctx.core.catalog.persona(persona_id)
     dialog = state.dialog if state and state.dialog and state.dialog.persona_id == p.id else None
-    player_name = _player_name(state, user, lang)
-    body = persona_summary(request, p, lang, _current_persona_id(state), player_name)
+    player_name, zone = _player_name(state, user, lang), _zone(ctx.core, state, lang)
+    body = persona_summary(request, p, lang, _current_persona_id(state), player_name, zone)
     # {{char}}, {{user}} … as this player reads them; {{pick}} as their chat with the persona chose
     seed = pick_seed(dialog.id if dialog else None, user.id if user else None)
-    macros = player_macros(p, lang, player_name, seed=seed, zone=_zone(ctx.core, state, lang))
+    macros = player_macros(p, lang, player_name, seed=seed, zone=zone)
     description = shown(p.description_in(lang), macros)
     body.update(
         {

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from aiogram import Bot, F, Router
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import Message
@@ -14,6 +16,7 @@ from vitte.bot.texts import t
 from vitte.catalog.shown import player_macros, shown
 from vitte.core import Core
 from vitte.errors import UnknownPersona
+from vitte.players import zone_of
 
 DEEP_LINK_PREFIX = "persona_"
 
@@ -26,13 +29,16 @@ async def start(message: Message, command: CommandObject, core: Core, runtime: R
     called = player.called or user.first_name  # the name the player set in Settings, else Telegram's
     args = (command.args or "").strip()
     if args.startswith(DEEP_LINK_PREFIX):
-        await _persona_link(core, message, lang, args[len(DEEP_LINK_PREFIX) :], called)
+        zone = zone_of(player, core.settings.default_timezone)
+        await _persona_link(core, message, lang, args[len(DEEP_LINK_PREFIX) :], called, zone)
         return
     greeting = t(lang, "greet_named", name=called) if called else t(lang, "greet_anon")
     await message.answer(f"{greeting}\n\n{t(lang, 'greet_body')}", reply_markup=start_kb(lang))
 
 
-async def _persona_link(core: Core, message: Message, lang: str, persona_id: str, called: str | None) -> None:
+async def _persona_link(
+    core: Core, message: Message, lang: str, persona_id: str, called: str | None, zone: tzinfo
+) -> None:
     try:
         persona = await core.catalog.persona(persona_id)
     except UnknownPersona:
@@ -51,7 +57,7 @@ async def _persona_link(core: Core, message: Message, lang: str, persona_id: str
             text += "\n\n" + t(lang, "personas_list", names=names)
         await message.answer(text)
         return
-    tagline = shown(persona.tagline_in(lang), player_macros(persona, lang, called))  # {{user}} …
+    tagline = shown(persona.tagline_in(lang), player_macros(persona, lang, called, zone=zone))  # {{user}}, {{time}} …
     text = (
         t(lang, "persona_card", persona=name, tagline=tagline)
         if tagline
