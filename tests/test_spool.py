@@ -159,6 +159,44 @@ async def test_an_unreadable_line_between_kept_ones_does_not_shift_the_handled_c
     assert not path.exists()
 
 
+async def test_a_message_kept_before_the_drainer_loads_is_counted_once(tmp_path: Path) -> None:
+    """A new process keeps a message before its drainer's first `load`, which finds it in the
+    file with what an earlier run kept: each counts once, so the player is no longer held once
+    both are handled."""
+    path = tmp_path / "spool.jsonl"
+    earlier = Spool(MemoryCache(), path, max_age=600, max_items=10)
+    await earlier.keep(PLAYER, _update(1, "one"))
+    spool = Spool(MemoryCache(), path, max_age=600, max_items=10)  # the next start
+    await spool.keep(PLAYER, _update(2, "two"))  # before the drainer loads
+    assert await spool.load() == 2
+    assert await spool.load() == 2  # loading again counts nothing twice either
+    for want, held in (("one", True), ("two", False)):
+        entry = await spool.take()
+        assert entry is not None and entry.update["message"]["text"] == want
+        await spool.release(entry, handled=True)
+        assert spool.holds(PLAYER) is held
+    assert spool.empty
+
+
+async def test_a_message_kept_in_redis_before_the_drainer_loads_is_counted_once(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    cache = RedisCache(redis_url, prefix=redis_prefix)
+    try:
+        spool = Spool(cache, tmp_path / "spool.jsonl", max_age=600, max_items=10)
+        await spool.keep(PLAYER, _update(1, "one"))
+        assert await spool.load() == 1
+        entry = await spool.take()
+        assert entry is not None and entry.origin == "shared"
+        await spool.release(entry, handled=True)
+        assert not spool.holds(PLAYER) and spool.empty
+    finally:
+        await cache.close()
+        from tests.support.redis_keys import drop_redis_prefix
+
+        await drop_redis_prefix(redis_url, redis_prefix)
+
+
 async def test_expiry_is_by_arrival_time(tmp_path: Path) -> None:
     spool = Spool(MemoryCache(), tmp_path / "s.jsonl", max_age=60, max_items=10)
     await spool.keep(PLAYER, _update(1), at=time.time() - 61)

@@ -259,6 +259,9 @@ class Spool:
         self._told_expired: set[int] = set()
         self._lock = asyncio.Lock()  # file writes, one at a time
         self.wakeup = asyncio.Event()  # set when something is kept
+        self._keeping = 0  # keeps in flight
+        self._loading = False  # `load` counts what is kept
+        self._keeping_idle = asyncio.Condition()
 
     @classmethod
     def from_settings(cls, settings: Settings, cache: Cache) -> Spool | None:
@@ -284,10 +287,25 @@ class Spool:
         return user_id in self._counts
 
     async def load(self) -> int:
-        """At start: what an earlier run kept (the file, the shared list); how many."""
-        entries = await self.entries()
-        for entry in entries:
-            self._counts[entry.user_id] = self._counts.get(entry.user_id, 0) + 1
+        """At start, before the first `take`: what is kept (the file, the shared list: an
+        earlier run's, and what this one kept already); how many. The counts per player are
+        those of what was found, not added to the counts of what this process kept since it
+        started (those are among it): loading counts each once. Keeps in flight finish first,
+        and new ones wait for it (a keep's item found here and counted again by its keep
+        would count twice)."""
+        async with self._keeping_idle:
+            await self._keeping_idle.wait_for(lambda: self._keeping == 0 and not self._loading)
+            self._loading = True
+        try:
+            entries = await self.entries()
+            counts: dict[int, int] = {}
+            for entry in entries:
+                counts[entry.user_id] = counts.get(entry.user_id, 0) + 1
+            self._counts = counts
+        finally:
+            async with self._keeping_idle:
+                self._loading = False
+                self._keeping_idle.notify_all()
         if entries:
             log.info("spool: %d update(s) kept from before, answered once the database is up", len(entries))
             self.wakeup.set()
@@ -307,6 +325,17 @@ class Spool:
     # ------------------------------------------------------------------ keeping
     async def keep(self, user_id: int, update: dict[str, Any], *, at: float | None = None) -> Kept:
         """Keep an update (the shared list when Redis takes it, else the file)."""
+        async with self._keeping_idle:  # not while `load` counts (keeps run side by side)
+            await self._keeping_idle.wait_for(lambda: not self._loading)
+            self._keeping += 1
+        try:
+            return await self._keep(user_id, update, at)
+        finally:
+            async with self._keeping_idle:
+                self._keeping -= 1
+                self._keeping_idle.notify_all()
+
+    async def _keep(self, user_id: int, update: dict[str, Any], at: float | None) -> Kept:
         entry = Entry(time.time() if at is None else at, user_id, update)
         raw = entry.dump()
         pushed = await self.cache.spool_push(raw, self.max_items, user_id, self.max_age)

@@ -103,8 +103,9 @@ class Drainer:
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: take, handle, release; a failure of the drainer itself is logged and
         it goes on after a pause (the kept updates stay kept). What an earlier run kept is
-        loaded once: the counts of kept updates per player live on across the drainer's
-        restarts (loading again would count them twice). The lease on the shared list is
+        loaded once, before the first take: the counts of kept updates per player live on
+        across the drainer's restarts (loading again would read the file anew, while an
+        update may be in hand). The lease on the shared list is
         renewed meanwhile, and given up on `stop` (cancelled without it, as by a crash, it
         runs out)."""
         loaded = False
