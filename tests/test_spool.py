@@ -312,6 +312,48 @@ async def test_an_update_in_hand_when_redis_goes_away_stays_first_in_the_file(
         await cache.close()
 
 
+@pytest.mark.slow
+async def test_a_shared_item_handed_back_as_redis_goes_away_stays_kept_in_its_place(
+    own_redis: ThrowawayRedis,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`take` finds the file's first item older than the shared one and hands the shared one
+    back; Redis goes away right then: the file keeps it, after the older item and before the
+    newer ones (on disk too)."""
+    path = tmp_path / "spool.jsonl"
+    now = time.time()
+    path.write_text(_line(1, "file-one", now - 10) + "\n" + _line(3, "file-two", now - 1) + "\n")
+    cache = RedisCache(own_redis.url, prefix="spool-unpop:", connect_timeout=0.2)
+    try:
+        spool = Spool(cache, path, max_age=600, max_items=10)
+        assert await spool.keep(PLAYER, _update(2, "shared-one"), at=now - 5) is Kept.FIRST
+        assert len(await cache.spool_items() or []) == 1  # Redis took it
+        assert await spool.load() == 3
+        unpop = cache.spool_unpop
+
+        async def dying(item: str) -> bool:  # Redis goes away as the item is handed back
+            await own_redis.kill(save=False)
+            return await unpop(item)
+
+        cache.spool_unpop = dying  # type: ignore[method-assign]
+        first = await spool.take()
+        assert first is not None and first.update["message"]["text"] == "file-one"
+        crash = tmp_path / "crash"  # what a crash now would leave
+        crash.mkdir()
+        for name in (path.name, path.name + ".done"):
+            if (tmp_path / name).exists():
+                shutil.copy(tmp_path / name, crash / name)
+        await spool.release(first, handled=True)
+        assert spool.holds(PLAYER)
+        assert await _drained(spool) == ["shared-one", "file-two"]
+        assert not path.exists()
+        again = Spool(MemoryCache(), crash / path.name, max_age=600, max_items=10)  # after a crash
+        assert await again.load() == 3
+        assert await _drained(again) == ["file-one", "shared-one", "file-two"]
+    finally:
+        await cache.close()
+
+
 async def test_a_handled_line_before_an_update_put_back_first_is_not_taken_again(tmp_path: Path) -> None:
     """The file rewritten with an update first keeps `.done` right: the handled lines stay
     handled after a restart, whichever of the two files a crash left."""

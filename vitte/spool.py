@@ -119,7 +119,7 @@ class _File:
         self.lines = len(lines)
         for i in range(done, len(lines)):
             raw = lines[i]
-            if not raw:  # a handled line blanked by `put_front`
+            if not raw:  # a handled line blanked by `put`
                 continue
             cut = self.open_tail and i == len(lines) - 1
             entry = Entry.load(raw, "file", warn=not cut)
@@ -171,15 +171,16 @@ class _File:
             self.open_tail = bool(data) and not data.endswith(b"\n")
             self.lines = data.count(b"\n") + int(self.open_tail)
 
-    def put_front(self, entry: Entry) -> None:
-        """Put `entry` before every line not handled yet, on disk as in memory (a restart
-        finds it first). The file is rewritten: a temporary file, fsynced, renamed over it; the
-        handled lines become empty ones, so `<file>.done` counts right for the old file and the
-        new one alike, whichever a crash leaves."""
+    def put(self, entry: Entry, index: int = 0) -> None:
+        """Put `entry` among the lines not handled yet, at `index` (0: before every one), on
+        disk as in memory (a restart finds it there). The file is rewritten: a temporary file,
+        fsynced, renamed over it; the handled lines become empty ones, so `<file>.done` counts
+        right for the old file and the new one alike, whichever a crash leaves."""
         if not self.loaded:
             self.load()
         self._drop_stale_count()
-        pending = [entry, *self.entries]
+        pending = list(self.entries)
+        pending.insert(index, entry)
         lines = ["\n"] * self.handled + [e.dump() + "\n" for e in pending]
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -190,7 +191,7 @@ class _File:
             os.close(fd)
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
-        self.entries.appendleft(entry)
+        self.entries.insert(index, entry)
         for i, e in enumerate(pending):
             e.line = self.handled + i
         self.lines = self.handled + len(pending)
@@ -371,7 +372,22 @@ class Spool:
         shared = Entry.load(shared_raw, "shared") if shared_raw is not None else None
         local = self._file.entries[0] if self._file.entries else None
         if shared is not None and local is not None and local.at < shared.at:
-            await self.cache.spool_unpop(shared.raw)
+            if not await self.cache.spool_unpop(shared.raw):
+                # Redis went away with the shared item in hand: the file keeps it, in arrival
+                # order (after `local`, which is older; on disk too)
+                kept = Entry(shared.at, shared.user_id, shared.update, shared_hold=True)
+                async with self._lock:
+                    pending = self._file.entries
+                    index = next((i for i in range(1, len(pending)) if pending[i].at > kept.at), len(pending))
+                    try:
+                        await asyncio.to_thread(self._file.put, kept, index)
+                    except OSError as exc:
+                        log.error(
+                            "spool: Redis went away and the file %s is not writable: update of player %s lost: %s",
+                            self._file.path,
+                            kept.user_id,
+                            exc,
+                        )
             return local
         return shared or local
 
@@ -383,7 +399,7 @@ class Spool:
                 # too: a restart takes it before the file's newer items)
                 kept = Entry(entry.at, entry.user_id, entry.update, shared_hold=True)
                 async with self._lock:
-                    await asyncio.to_thread(self._file.put_front, kept)
+                    await asyncio.to_thread(self._file.put, kept)
             return
         if entry.origin == "file":
             async with self._lock:
