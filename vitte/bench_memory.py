@@ -1,8 +1,8 @@
 """`vitte bench memory`: how well recall brings back what was said long ago, and what it costs.
 
 For each language (ru, en) and each of two memories — `memory` (recall on: the window and the
-recalled block) and `summary_only` (today's memory before recall: the recent messages and the
-summary) — the bench writes a long synthetic dialog to the configured store: `turns` exchanges
+recalled block; and the facts, below) and `summary_only` (today's memory before recall and
+facts: the recent messages and the summary) — the bench writes a long synthetic dialog to the configured store: `turns` exchanges
 of ordinary chatter with `facts` planted player messages at random points (the same dialog for
 both memories), a summary folded up to the last few messages (as the fold leaves it), then asks,
 for each planted fact, a question that names its subject in another word form ("кошка" →
