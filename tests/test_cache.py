@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from vitte.cache import MemoryCache, RedisCache, make_cache
 from vitte.cache.base import Cache, CachedMessage, Prefetch
@@ -410,6 +411,16 @@ def count_round_trips(cache: RedisCache) -> list[str]:
     return sent
 
 
+async def load_scripts(cache: RedisCache) -> None:
+    """Every script of the cache loaded in Redis, as a running bot's are after its first calls:
+    a script Redis does not know yet costs two more round trips the first time (NOSCRIPT, then
+    SCRIPT LOAD), and whether an earlier test used it depends on the suite's order and on
+    whether Redis is fresh. Clear the counted calls afterwards."""
+    for script in vars(cache).values():
+        if isinstance(script, AsyncScript):
+            assert await cache._redis.script_load(script.script) == script.sha
+
+
 async def test_uncontended_lock_takes_one_round_trip(
     processes: Callable[..., RedisCache], raw: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -433,6 +444,7 @@ async def test_cache_calls_of_one_message_are_one_round_trip_each(
 ) -> None:
     cache = processes()
     sent = count_round_trips(cache)
+    await load_scripts(cache)
     await cache.recent_fill(1, [msg(1), msg(2, "assistant")])
     await cache.hit("user:1:warm-up", 60)
     sent.clear()
@@ -477,6 +489,7 @@ async def test_the_lock_reads_the_rate_count_and_recent_messages_and_the_release
 ) -> None:
     cache = processes()
     sent = count_round_trips(cache)
+    await load_scripts(cache)
     await cache.recent_fill(1, [msg(1), msg(2, "assistant")])
     assert await cache.hit("user:1:replies", 60) == 1
     sent.clear()
@@ -583,6 +596,7 @@ async def test_a_failed_release_leaves_the_deferred_list_stale_and_forgotten(
 async def test_appending_two_messages_is_one_round_trip(processes: Callable[..., RedisCache]) -> None:
     cache = processes()
     sent = count_round_trips(cache)
+    await load_scripts(cache)
     await cache.recent_fill(1, [msg(1)])
     await cache.recent_fill(2, [msg(1)])
     sent.clear()
@@ -677,6 +691,25 @@ async def test_lock_order_across_processes_under_contention(
     a, b = processes(), processes()
     order: list[int] = []
     inside = 0
+    # arrival is when a message's call joins the queue in Redis (its first call there: the
+    # fast path's ENTER or a waiter's ENQUEUE, made by the message's own task; a waiter's
+    # keep-alive ENQUEUE runs in another task). The next message is sent once the previous one
+    # has arrived: a starved event loop or a slow new connection cannot reorder the arrivals.
+    arrived: dict[asyncio.Task[Any], asyncio.Event] = {}
+
+    def arrival(script: Any) -> Any:
+        async def call(**kw: Any) -> Any:
+            got = await script(**kw)
+            task = asyncio.current_task()
+            if task in arrived:
+                arrived[task].set()
+            return got
+
+        return call
+
+    for cache in (a, b):
+        cache._enter = arrival(cache._enter)  # type: ignore[assignment]
+        cache._enqueue = arrival(cache._enqueue)  # type: ignore[assignment]
 
     async def worker(i: int, cache: RedisCache, hold: float) -> None:
         nonlocal inside
@@ -691,8 +724,12 @@ async def test_lock_order_across_processes_under_contention(
     for i in range(16):
         cache = rnd.choice([a, b])
         hold = 0.15 if i == 0 else rnd.choice([0.0, 0.01, 0.03])
-        tasks.append(asyncio.create_task(worker(i, cache, hold)))
-        await asyncio.sleep(0.02)
+        task = asyncio.create_task(worker(i, cache, hold))
+        arrived[task] = asyncio.Event()
+        tasks.append(task)
+        async with asyncio.timeout(10):
+            await arrived[task].wait()
+        await asyncio.sleep(0.02)  # a little apart: some find their process's lock free, some not
     async with asyncio.timeout(10):
         await asyncio.gather(*tasks)
     assert order == list(range(16))
