@@ -804,6 +804,40 @@ async def test_the_shared_hold_counts_what_is_kept_and_handled(
         await drop_redis_prefix(redis_url, redis_prefix)
 
 
+async def test_an_unreadable_shared_item_is_dropped_without_holding_its_player(
+    tmp_path: Path, redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shared item that cannot be read (another version's, damaged) is dropped as it is
+    taken, and its player's hold counts it as handled (the player is read from the item when
+    it is JSON with a player; else the hold runs out after VITTE_SPOOL_MAX_AGE); the next item
+    is taken at once."""
+    caches = [RedisCache(redis_url, prefix=redis_prefix) for _ in range(2)]
+    try:
+        spool = Spool(caches[0], tmp_path / "spool.jsonl", max_age=600, max_items=10)
+
+        async def held(user_id: int) -> bool:
+            async with caches[1].user_lock(user_id) as hold:  # another process's lock
+                return hold.spool_held
+
+        bad = json.dumps({"at": "soon", "user": PLAYER, "update": []})
+        assert await caches[0].spool_push(bad, 10, PLAYER, 600) == 1
+        assert await spool.keep(OTHER, _update(2, "two", OTHER)) is Kept.FIRST
+        assert await held(PLAYER) and await held(OTHER)
+        entry = await spool.take()
+        assert entry is not None and entry.update["message"]["text"] == "two"
+        assert not await held(PLAYER) and await held(OTHER)
+        await spool.release(entry, handled=True)
+        assert not await held(OTHER)
+        assert await spool.take() is None and await caches[0].spool_items() == []
+        assert "unreadable" in caplog.text
+    finally:
+        for cache in caches:
+            await cache.close()
+        from tests.support.redis_keys import drop_redis_prefix
+
+        await drop_redis_prefix(redis_url, redis_prefix)
+
+
 async def test_a_full_spool_asks_to_write_again(cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811
     url = await _database(cluster)
     async with FakeLLMServer() as llm:

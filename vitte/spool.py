@@ -227,6 +227,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _user_of(raw: str) -> int | None:
+    """The player of an item `Entry.load` could not read, if it says (None: it does not)."""
+    try:
+        data = json.loads(raw)
+        return int(data["user"]) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a rename in `path` durable (where the platform allows it)."""
     try:
@@ -365,11 +374,19 @@ class Spool:
         """The oldest kept update, or None. Hand it back with `release`. From the shared list
         only while this spool's drainer holds its lease (taken or renewed here); else only
         the file's (`shared_elsewhere` then says that shared items wait for another)."""
-        got = await self.cache.spool_pop(self.token, self.lease)
-        self.shared_elsewhere = got is SpoolBusy.LEASED
-        shared_raw = got if isinstance(got, str) else None
-        self.leased = shared_raw is not None
-        shared = Entry.load(shared_raw, "shared") if shared_raw is not None else None
+        while True:
+            got = await self.cache.spool_pop(self.token, self.lease)
+            self.shared_elsewhere = got is SpoolBusy.LEASED
+            shared_raw = got if isinstance(got, str) else None
+            self.leased = shared_raw is not None
+            shared = Entry.load(shared_raw, "shared") if shared_raw is not None else None
+            if shared_raw is None or shared is not None:
+                break
+            # dropped (logged): it no longer holds its player, when the item says whose it is
+            # (else their hold runs out after VITTE_SPOOL_MAX_AGE, as `spool_push` set it)
+            user_id = _user_of(shared_raw)
+            if user_id is not None:
+                await self.cache.spool_done(user_id)
         local = self._file.entries[0] if self._file.entries else None
         if shared is not None and local is not None and local.at < shared.at:
             if not await self.cache.spool_unpop(shared.raw):
