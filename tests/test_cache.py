@@ -661,17 +661,35 @@ async def test_fast_path_does_not_jump_a_waiting_process(processes: Callable[...
             if name == "a":
                 await release_a.wait()
 
+    b_entered, c_entered = asyncio.Event(), asyncio.Event()
+
+    def watched(script: Any, entered: asyncio.Event) -> Any:  # the fast-path call, answered by Redis
+        async def call(**kw: Any) -> Any:
+            try:
+                return await script(**kw)
+            finally:
+                entered.set()
+
+        return call
+
+    b._enter = watched(b._enter, b_entered)  # type: ignore[assignment]
+    c._enter = watched(c._enter, c_entered)  # type: ignore[assignment]
     ta = asyncio.create_task(worker("a", a, a_in))
     await a_in.wait()
     tc = asyncio.create_task(worker("c", c))
-    await asyncio.sleep(0.05)  # c: queued in Redis, polling (held at the gate)
+    async with asyncio.timeout(10):
+        await c_entered.wait()  # c: queued in Redis, polling (held at the gate)
     assert await c._redis.zcard(c._lock_keys(11)[1]) == 1
     release_a.set()
     await ta
     assert await c._redis.exists(c._lock_keys(11)[0]) == 0  # the lock is free now
     tb = asyncio.create_task(worker("b", b))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        await b_entered.wait()  # b's one call reached Redis and was answered
+    for _ in range(10):  # and b's task went on with that answer
+        await asyncio.sleep(0)
     assert order == ["a"]  # b did not take the free lock ahead of c
+    assert await c._redis.zcard(c._lock_keys(11)[1]) == 2  # b queued behind c
     go.set()
     async with asyncio.timeout(5):
         await asyncio.gather(tb, tc)
