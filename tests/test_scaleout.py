@@ -9,7 +9,9 @@ redeliveries of an update to the other process produce nothing (README "Scaling 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from tests.support.bot_api_server import FakeBotAPI
@@ -38,9 +41,12 @@ PLAYERS = (3001, 3002, 3003)
 PER_PLAYER = 5
 # seconds between two updates Telegram sends (any players): one player's messages come 3 x GAP
 # apart, and each reply takes longer than that (a 4-word reply at 12 tokens/s), so they queue.
-# Order across processes is the order in which they reach Redis; a process starved of CPU for
-# longer than 3 x GAP (a loaded 2-core CI machine) could reach it late, so GAP leaves room.
+# Order across processes is the order in which they reach Redis (the player's lock queue): a
+# process starved of CPU (a loaded 2-core CI machine) could reach it later than the next
+# message reaches the other process, so a player's next update is sent only once Redis has seen
+# the previous ones (`LockArrivals`); other players' updates keep coming meanwhile.
 GAP = 0.08
+ARRIVAL_DEADLINE = 30.0  # seconds an update may take to reach the player's lock in Redis
 DUPLICATED = (1,)  # each player's messages Telegram delivers twice, to the other process
 
 
@@ -108,6 +114,63 @@ async def _listening(port: int, proc: asyncio.subprocess.Process, within: float 
             await asyncio.sleep(0.1)
 
 
+class LockArrivals:
+    """Which updates of each player reached the player's lock in Redis, seen with MONITOR: each
+    update takes the lock once (the bot's `PlayerLockMiddleware`) under a token of its own, and
+    its first script call with the lock's keys (the fast path's ENTER, a waiter's ENQUEUE)
+    names the lock key first and the token first among the arguments."""
+
+    _piece = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+    def __init__(self, redis_url: str, redis_prefix: str) -> None:
+        self._redis = aioredis.from_url(redis_url)
+        self._locks = {f"{redis_prefix}lock:{user}": user for user in PLAYERS}
+        self.tokens: dict[int, set[str]] = {user: set() for user in PLAYERS}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LockArrivals:
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(self._watch(ready))
+        async with asyncio.timeout(10):
+            await ready.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._redis.aclose()
+
+    async def _watch(self, ready: asyncio.Event) -> None:
+        async with self._redis.monitor() as monitor:
+            ready.set()
+            assert monitor.connection is not None
+            while True:
+                line = await monitor.connection.read_response()
+                text = line.decode(errors="replace") if isinstance(line, bytes) else str(line)
+                pieces = self._piece.findall(text)
+                if len(pieces) < 4 or pieces[0].upper() != "EVALSHA" or "lua" in text.split('"', 1)[0]:
+                    continue
+                n = int(pieces[2])
+                user = self._locks.get(pieces[3])
+                if user is not None and n >= 6 and len(pieces) > 3 + n:  # an entry, not a renewal
+                    self.tokens[user].add(pieces[3 + n])
+
+    async def reached(self, user: int, count: int) -> None:
+        """Wait until `count` updates of the player have reached the lock in Redis."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ARRIVAL_DEADLINE
+        while len(self.tokens[user]) < count:
+            assert self._task is not None and not self._task.done(), "MONITOR stopped"
+            if loop.time() > deadline:
+                raise AssertionError(
+                    f"player {user}: {len(self.tokens[user])} of {count} updates reached Redis"
+                    f" within {ARRIVAL_DEADLINE} s"
+                )
+            await asyncio.sleep(0.005)
+
+
 async def test_two_webhook_processes_keep_order_and_drop_duplicates(
     tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str
 ) -> None:
@@ -154,9 +217,14 @@ async def test_two_webhook_processes_keep_order_and_drop_duplicates(
             headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
             statuses: list[int] = []
             mark = len(api.calls)
-            async with aiohttp.ClientSession() as http:
+            posted = {user: 0 for user in PLAYERS}  # updates posted per player (redeliveries too)
+            async with aiohttp.ClientSession() as http, LockArrivals(redis_url, redis_prefix) as arrivals:
 
-                async def post(process: int, update: dict[str, Any], delay: float = 0.0) -> None:
+                async def post(
+                    process: int, update: dict[str, Any], user: int, after: int, delay: float = 0.0
+                ) -> None:
+                    # the player's earlier updates reached Redis first (see GAP)
+                    await arrivals.reached(user, after)
                     await asyncio.sleep(delay)
                     url = f"http://127.0.0.1:{ports[process]}{HOOK_PATH}"
                     async with http.post(url, json=update, headers=headers) as r:
@@ -164,12 +232,20 @@ async def test_two_webhook_processes_keep_order_and_drop_duplicates(
 
                 posts = []
                 for process, update in plan:
-                    posts.append(asyncio.create_task(post(process, update)))
+                    user = update["message"]["from"]["id"]
+                    await arrivals.reached(user, posted[user])
+                    posts.append(asyncio.create_task(post(process, update, user, posted[user])))
+                    posted[user] += 1
                     if int(update["message"]["text"].rsplit("m", 1)[1]) in DUPLICATED:
-                        posts.append(asyncio.create_task(post(1 - process, update, delay=GAP / 2)))
+                        # a redelivery, once the first delivery reached the lock
+                        posts.append(
+                            asyncio.create_task(post(1 - process, update, user, posted[user], delay=GAP / 2))
+                        )
+                        posted[user] += 1
                     await asyncio.sleep(GAP)
                 # each process answers once the update is handled
-                await asyncio.wait_for(asyncio.gather(*posts), 30)
+                await asyncio.wait_for(asyncio.gather(*posts), 60)
+                assert {user: len(tokens) for user, tokens in arrivals.tokens.items()} == posted
             assert statuses == [200] * len(posts)
             duplicates = len(PLAYERS) * len(DUPLICATED)
             assert len(posts) == len(plan) + duplicates
