@@ -506,6 +506,14 @@ class DialogStore:
         the player, the first message and the ids of the dialogs ended."""
         now = utcnow()
         async with unavailable_as(StoreUnavailable), self.db.session() as s:
+            if self.versioned:
+                # PostgreSQL: openings of one player take turns across processes (a lock held
+                # to the transaction's end, taken before any row). Else two processes opening
+                # at once make one fail on the one-active-dialog index, and a process that
+                # kept losing to a busy other one ran out of `Lifecycle` attempts (an error).
+                # The key is the player's id (the project takes no other advisory locks).
+                # SQLite has one writer at a time anyway.
+                await s.execute(select(func.pg_advisory_xact_lock(sql_cast(user_id, BigInteger))))
             inserted = await s.execute(insert_player_if_missing(s, user_id, language_code))
             await restore_hold(s, user_id, inserted)  # today's count held after a deletion
             user = (await s.execute(select(User).where(col(User.id) == user_id))).scalar_one()
