@@ -152,13 +152,19 @@ async def test_telegram_403_and_429_are_counted(backend_settings: Settings) -> N
             session.fail_next("sendMessage", 429, retry_after=1)  # the first send waits once
             blocked, waited = _value("vitte_telegram_blocked_total"), _value("vitte_telegram_retry_after_total")
             stop = asyncio.Event()
+            # both waits are in place before anything is sent: the two players' sends come in
+            # either order (wait_for sees only calls made after it starts)
+            sent = asyncio.gather(
+                session.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5301 and c.error is None,
+                                 timeout=15),
+                session.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5302, timeout=15),
+            )  # fmt: skip
+            await asyncio.sleep(0)  # the waiters registered
             running = asyncio.create_task(
                 run_scheduler(settings, bot=make_local_bot(session, token=token), core=core, stop=stop)
             )
             try:
-                await session.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5301 and c.error is None,
-                                       timeout=15)  # fmt: skip
-                await session.wait_for("sendMessage", lambda c: c.params.get("chat_id") == 5302, timeout=15)
+                await sent
             finally:
                 stop.set()
                 await asyncio.wait_for(running, 15)
