@@ -46,26 +46,24 @@ USAGE = table_of(Usage)
 HIDDEN = (MSG_STREAMING, MSG_UNHEARD)  # never in a prompt (as `DialogStore.recent`)
 
 
-def _fresh() -> Any:
-    from vitte.dialogs.store import with_player
-
-    newest = (
+def _newest(*where: Any) -> Any:
+    """The id of the dialog's newest message matching `where` (a subquery correlated with the
+    dialogs row of the enclosing statement)."""
+    return (
         sa.select(sa.func.max(MESSAGES.c.id))
-        .where(MESSAGES.c.dialog_id == DIALOGS.c.id, MESSAGES.c.role == USER)
+        .where(MESSAGES.c.dialog_id == DIALOGS.c.id, *where)
         .correlate(DIALOGS)
         .scalar_subquery()
     )
+
+
+def _fresh() -> Any:
+    from vitte.dialogs.store import with_player
+
+    newest = _newest(MESSAGES.c.role == USER)
     # the newest message a prompt would show (any role): a batch's prefetched turns still hold
-    newest_shown = (
-        sa.select(sa.func.max(MESSAGES.c.id))
-        .where(
-            MESSAGES.c.dialog_id == DIALOGS.c.id,
-            *(
-                MESSAGES.c.status != sa.literal_column(f"'{status}'") for status in HIDDEN
-            ),  # no bind: prepared
-        )
-        .correlate(DIALOGS)
-        .scalar_subquery()
+    newest_shown = _newest(
+        *(MESSAGES.c.status != sa.literal_column(f"'{status}'") for status in HIDDEN)  # no bind: prepared
     )
     return with_player(newest, newest_shown).where(DIALOGS.c.id == sa.bindparam("dialog_id"))
 
@@ -272,18 +270,8 @@ class Schedule:
         """The claimed rows' dialogs, players, today's usage and the player's last message in
         each dialog: one statement for the whole batch."""
         ids = [int(r[0]) for r in rows]
-        last_player_id = (
-            sa.select(sa.func.max(MESSAGES.c.id))
-            .where(MESSAGES.c.dialog_id == DIALOGS.c.id, MESSAGES.c.role == USER)
-            .correlate(DIALOGS)
-            .scalar_subquery()
-        )
-        last_nudge_id = (
-            sa.select(sa.func.max(MESSAGES.c.id))
-            .where(MESSAGES.c.dialog_id == DIALOGS.c.id, MESSAGES.c.kind == KIND_NUDGE)
-            .correlate(DIALOGS)
-            .scalar_subquery()
-        )
+        last_player_id = _newest(MESSAGES.c.role == USER)
+        last_nudge_id = _newest(MESSAGES.c.kind == KIND_NUDGE)
         player_msg = MESSAGES.alias("player_msg")
         used = (
             sa.select(USAGE.c.replies)
