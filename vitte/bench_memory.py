@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from typing import Any
 
 from vitte.bench import BENCH_ID_BASE, SqlCounter, _pct
 from vitte.config import Settings
+from vitte.dialogs.facts import extraction_lines
 from vitte.llm.base import LLMRequest
 from vitte.prompt import estimate_tokens
 
@@ -205,7 +205,6 @@ class ModeResult:
         }
 
 
-_NEW_LINE = re.compile(r"^#(\d+) [^:\n]+: (.+)$", re.MULTILINE)  # as vitte.devtools.llm_server reads them
 
 
 class RecordingLLM:
@@ -234,17 +233,10 @@ class RecordingLLM:
 
     def extraction_answer(self, messages: Sequence[dict[str, str]]) -> str:
         found: list[dict[str, Any]] = []
-        for message in messages:
-            content = str(message.get("content") or "")
-            start, end = content.find("<new_lines>"), content.find("</new_lines>")
-            if start < 0 or end < start:
-                continue
-            for ref, line in _NEW_LINE.findall(content[start:end]):
-                fact = self.facts.get(line.strip())
-                if fact is not None:
-                    found.append(
-                        {"kind": "player", "text": fact[0], "importance": fact[1], "sources": [int(ref)]}
-                    )
+        for ref, line in extraction_lines(messages) or []:
+            fact = self.facts.get(line.strip())
+            if fact is not None:
+                found.append({"kind": "player", "text": fact[0], "importance": fact[1], "sources": [ref]})
         return json.dumps(found, ensure_ascii=False)
 
     async def aclose(self) -> None:

@@ -106,23 +106,18 @@ def toy_embedding(text: str) -> list[float]:
     return [v / norm for v in vector]
 
 
-_NEW_LINE = re.compile(r"^#(\d+) [^:\n]+: (.+)$", re.MULTILINE)
-
-
 def _extraction_answer(body: dict[str, Any]) -> str | None:
     """For a fact-extraction request (vitte.dialogs.facts.extraction_messages): one fact, the
     newest player-or-persona line of its <new_lines> block, with that line as its source."""
-    for message in body.get("messages") or []:
-        content = str(message.get("content") or "") if isinstance(message, dict) else ""
-        start, end = content.find("<new_lines>"), content.find("</new_lines>")
-        if start < 0 or end < start:
-            continue
-        lines = _NEW_LINE.findall(content[start:end])
-        if not lines:
-            return "[]"
-        ref, text = lines[-1]
-        return json.dumps([{"text": text[:200], "kind": "other", "importance": 2, "sources": [int(ref)]}], ensure_ascii=False)
-    return None
+    from vitte.dialogs.facts import extraction_lines  # only with --facts
+
+    lines = extraction_lines(body.get("messages") or [])
+    if lines is None:
+        return None
+    if not lines:
+        return "[]"
+    ref, text = lines[-1]
+    return json.dumps([{"text": text[:200], "kind": "other", "importance": 2, "sources": [ref]}], ensure_ascii=False)
 
 
 @dataclass

@@ -164,6 +164,21 @@ def extraction_messages(
     ]
 
 
+_NEW_LINE = re.compile(r"^#(\d+) [^:\n]+: (.+)$", re.MULTILINE)  # a line of the <new_lines> block
+
+
+def extraction_lines(messages: Iterable[Any]) -> list[tuple[int, str]] | None:
+    """The numbered lines (id, text as written there) of an extraction request made by
+    `extraction_messages`, read back: what the bench's and the tests' fake LLMs answer from.
+    None when the messages are not an extraction request."""
+    for message in messages:
+        content = str(message.get("content") or "") if isinstance(message, dict) else ""
+        start, end = content.find("<new_lines>"), content.find("</new_lines>")
+        if start >= 0 and end > start:
+            return [(int(ref), text) for ref, text in _NEW_LINE.findall(content[start:end])]
+    return None
+
+
 def _ref(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
