@@ -392,19 +392,15 @@ class Spool:
             if not await self.cache.spool_unpop(shared.raw):
                 # Redis went away with the shared item in hand: the file keeps it, in arrival
                 # order (after `local`, which is older; on disk too)
-                kept = Entry(shared.at, shared.user_id, shared.update, shared_hold=True)
-                async with self._lock:
-                    pending = self._file.entries
-                    index = next((i for i in range(1, len(pending)) if pending[i].at > kept.at), len(pending))
-                    try:
-                        await asyncio.to_thread(self._file.put, kept, index)
-                    except OSError as exc:
-                        log.error(
-                            "spool: Redis went away and the file %s is not writable: update of player %s lost: %s",
-                            self._file.path,
-                            kept.user_id,
-                            exc,
-                        )
+                try:
+                    await self._keep_in_file(shared, in_order=True)
+                except OSError as exc:
+                    log.error(
+                        "spool: Redis went away and the file %s is not writable: update of player %s lost: %s",
+                        self._file.path,
+                        shared.user_id,
+                        exc,
+                    )
             return local
         return shared or local
 
@@ -414,9 +410,7 @@ class Spool:
             if entry.origin == "shared" and not await self.cache.spool_unpop(entry.raw):
                 # Redis went away with the item in hand: the file keeps it, first (on disk
                 # too: a restart takes it before the file's newer items)
-                kept = Entry(entry.at, entry.user_id, entry.update, shared_hold=True)
-                async with self._lock:
-                    await asyncio.to_thread(self._file.put, kept)
+                await self._keep_in_file(entry, in_order=False)
             return
         if entry.origin == "file":
             async with self._lock:
@@ -430,6 +424,19 @@ class Spool:
         else:
             self._counts.pop(entry.user_id, None)
             self._told_expired.discard(entry.user_id)
+
+    async def _keep_in_file(self, shared: Entry, *, in_order: bool) -> None:
+        """A shared item Redis could not take back (it went away) goes into the file, still
+        counted in its player's Redis hold (`shared_hold`): first, or (`in_order`) among the
+        file's items by the time it was kept, never before the first (in hand). OSError when
+        the file cannot be written."""
+        kept = Entry(shared.at, shared.user_id, shared.update, shared_hold=True)
+        async with self._lock:
+            index = 0
+            if in_order:
+                pending = self._file.entries
+                index = next((i for i in range(1, len(pending)) if pending[i].at > kept.at), len(pending))
+            await asyncio.to_thread(self._file.put, kept, index)
 
     async def renew(self) -> None:
         """Keep the lease on the shared list while this spool's drainer holds it (an update in
