@@ -884,11 +884,14 @@
         h("div", { class: "card notice" }, state.authError || t("settingsNeedTelegram"))));
       return Promise.resolve();
     }
-    if (state.me) setView(settingsView(state.me));
+    var shown = state.me;
+    if (shown) setView(settingsView(shown));
     else setView(h("div", { class: "page" }, topBar(t("settings")), h("div", { class: "card sk sk-block" })));
     return loadMe().then(function (me) {
       if (!current(id)) return;
       hideOfflineBanner();
+      // nothing new: the page stays as it is (with what the player began typing into it)
+      if (me && shown && JSON.stringify(me) === JSON.stringify(shown)) return;
       setView(me ? settingsView(me) : h("div", { class: "page" }, topBar(t("settings")),
         h("div", { class: "card notice" }, state.authError || t("settingsNeedTelegram"))));
     });
